@@ -1,0 +1,328 @@
+"""
+The two model families of the scaling study, behind one interface.
+
+GPT: decoder-only transformer in the GPT-2 style (learned positions, pre-LayerNorm, GELU MLP,
+causal attention through F.scaled_dot_product_attention so CUDA picks flash kernels, input and
+output embeddings tied). LSTM: embedding -> n-layer nn.LSTM (cuDNN on CUDA) -> dropout -> linear
+head tied to the embedding.
+
+Both share:
+  forward(idx, targets=None) -> (logits for ALL positions (B, T, vocab), mean cross-entropy or None)
+  num_params(non_embedding=False), flops_per_token(), config.block_size,
+  init_state(batch_size, device) -> state, step(idx, state) -> (logits, state)   # incremental decoding
+plus load_checkpoint(path) and configure_optimizer(model, ...) used by train.py, bench.py and sample.py.
+"""
+
+import math
+import os
+from dataclasses import dataclass, asdict
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
+
+
+# -----------------------------------------------------------------------------
+# GPT
+
+@dataclass
+class GPTConfig:
+    block_size: int = 256
+    vocab_size: int = 100
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = True             # GPT-2 has biases in Linear and LayerNorm
+    grad_checkpoint: bool = False  # recompute each block in backward: less memory, ~30% more compute
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def _heads(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        # (B, T, C) -> (B, nh, T, hs)
+        return [t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)]
+
+    def _merge(self, y):
+        B, nh, T, hs = y.size()
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, nh * hs)))
+
+    def forward(self, x):
+        q, k, v = self._heads(x)
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=True)
+        return self._merge(y)
+
+    def step(self, x, k_cache, v_cache, pos):
+        """Attend the t new positions x (B, t, C) at absolute positions pos..pos+t-1 to the cache,
+        after writing their keys/values into it."""
+        q, k, v = self._heads(x)
+        t = x.size(1)
+        k_cache[:, :, pos:pos + t] = k
+        v_cache[:, :, pos:pos + t] = v
+        keys, values = k_cache[:, :, :pos + t], v_cache[:, :, :pos + t]
+        if t == 1:
+            mask = None  # a single new token may see everything cached
+        else:
+            # new token i (absolute pos+i) sees cached positions 0..pos+i
+            mask = torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(diagonal=pos)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        return self._merge(y)
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+    def step(self, x, k_cache, v_cache, pos):
+        x = x + self.attn.step(self.ln_1(x), k_cache, v_cache, pos)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    model_type = "gpt"
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.config = config = GPTConfig(**kwargs)
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer) so the residual stream
+        # does not grow with depth
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def model_args(self):
+        return asdict(self.config)
+
+    def num_params(self, non_embedding=False):
+        """Parameters (the tied embedding/head counted once). non_embedding drops the token and
+        position embeddings, the count Kaplan et al. fit scaling laws to."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self):
+        """Training FLOPs (forward + backward) per token, PaLM appendix B convention as in nanoGPT:
+        6 per weight that takes part in a matmul (the tied head does, the position table does not)
+        plus 12 * n_layer * n_embd * block_size for the attention scores and weighted sum."""
+        c = self.config
+        n = self.num_params() - self.transformer.wpe.weight.numel()
+        return 6 * n + 12 * c.n_layer * c.n_embd * c.block_size
+
+    def forward(self, idx, targets=None):
+        B, T = idx.size()
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of length {T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        for block in self.transformer.h:
+            if self.config.grad_checkpoint and self.training and torch.is_grad_enabled():
+                x = activation_checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        return logits, _loss(logits, targets)
+
+    # incremental decoding: state = {"k": [per layer (B, nh, block_size, hs)], "v": [...], "pos": int}
+    def init_state(self, batch_size, device):
+        c = self.config
+        param = self.transformer.wte.weight
+        shape = (batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+        return {
+            "k": [torch.zeros(shape, dtype=param.dtype, device=device) for _ in range(c.n_layer)],
+            "v": [torch.zeros(shape, dtype=param.dtype, device=device) for _ in range(c.n_layer)],
+            "pos": 0,
+        }
+
+    def step(self, idx, state):
+        t, pos = idx.size(1), state["pos"]
+        if pos + t > self.config.block_size:
+            raise ValueError(f"KV cache full: {pos} cached + {t} new positions > block_size "
+                             f"{self.config.block_size}; re-prefill the last tokens into a fresh state")
+        positions = torch.arange(pos, pos + t, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
+        for block, k_cache, v_cache in zip(self.transformer.h, state["k"], state["v"]):
+            x = block.step(x, k_cache, v_cache, pos)
+        state["pos"] = pos + t
+        return self.lm_head(self.transformer.ln_f(x)), state
+
+
+# -----------------------------------------------------------------------------
+# LSTM
+
+@dataclass
+class LSTMConfig:
+    block_size: int = 256   # the training context; the recurrence itself has no limit
+    vocab_size: int = 100
+    n_layer: int = 2
+    n_embd: int = 256       # embedding width = hidden width, so the head can be tied
+    dropout: float = 0.0
+
+
+class LSTM(nn.Module):
+    model_type = "lstm"
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.config = config = LSTMConfig(**kwargs)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.lstm = nn.LSTM(config.n_embd, config.n_embd, num_layers=config.n_layer, batch_first=True,
+                            dropout=config.dropout if config.n_layer > 1 else 0.0)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=True)
+        self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
+        nn.init.uniform_(self.wte.weight, -0.1, 0.1)
+        nn.init.zeros_(self.lm_head.bias)
+        # forget-gate bias 1 (Jozefowicz et al. 2015) so early gradients flow through time;
+        # PyTorch keeps two bias vectors (ih, hh) of gate order i, f, g, o
+        n = config.n_embd
+        for name, p in self.lstm.named_parameters():
+            if name.startswith("bias_ih"):
+                with torch.no_grad():
+                    p[n:2 * n].fill_(1.0)
+
+    def model_args(self):
+        return asdict(self.config)
+
+    def num_params(self, non_embedding=False):
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel()
+        return n
+
+    def flops_per_token(self):
+        """Training FLOPs per token: 6 per matmul weight (all LSTM matrices and the tied head);
+        the gate nonlinearities are negligible."""
+        return 6 * self.num_params()
+
+    def _run(self, idx, state):
+        x = self.drop(self.wte(idx))
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # oneDNN has no bf16 LSTM kernel: run the recurrence in fp32 on CPU
+            with torch.autocast("cpu", enabled=False):
+                y, state = self.lstm(x.float(), state)
+        else:
+            y, state = self.lstm(x, state)
+        return self.lm_head(self.drop(y)), state
+
+    def forward(self, idx, targets=None):
+        logits, _ = self._run(idx, None)
+        return logits, _loss(logits, targets)
+
+    # incremental decoding: state = (h, c), each (n_layer, B, n_embd)
+    def init_state(self, batch_size, device):
+        c = self.config
+        param = self.wte.weight
+        zeros = torch.zeros(c.n_layer, batch_size, c.n_embd, dtype=param.dtype, device=device)
+        return (zeros, zeros.clone())
+
+    def step(self, idx, state):
+        return self._run(idx, state)
+
+
+# -----------------------------------------------------------------------------
+# shared helpers
+
+MODEL_CLASSES = {"gpt": GPT, "lstm": LSTM}
+
+
+def _loss(logits, targets):
+    if targets is None:
+        return None
+    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+
+
+def build_model(model_type, **model_args):
+    if model_type not in MODEL_CLASSES:
+        raise ValueError(f"unknown model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}")
+    return MODEL_CLASSES[model_type](**model_args)
+
+
+def model_args_from_config(config, vocab_size):
+    """The constructor kwargs of config['model_type'] taken from a flat training config."""
+    model_type = config["model_type"]
+    if model_type not in MODEL_CLASSES:
+        raise ValueError(f"unknown model_type {model_type!r}; expected one of {sorted(MODEL_CLASSES)}")
+    fields = (GPTConfig if model_type == "gpt" else LSTMConfig).__dataclass_fields__
+    args = {k: config[k] for k in fields if k in config}
+    args["vocab_size"] = vocab_size
+    return args
+
+
+def configure_optimizer(model, learning_rate, weight_decay, betas, device_type):
+    """AdamW with weight decay on matrices only (not on biases, LayerNorm gains); fused on CUDA."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    extra = {"fused": True} if device_type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
+
+
+def load_checkpoint(path, device="cpu"):
+    """(model in eval mode, checkpoint dict) from a run folder or a ckpt.pt file."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "ckpt.pt")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model = build_model(ckpt["model_type"], **ckpt["model_args"])
+    # a state dict saved from a torch.compile'd module carries this prefix
+    state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    model.load_state_dict(state)
+    model.to(device)
+    model.eval()
+    return model, ckpt
