@@ -82,19 +82,24 @@ def read_abc_bytes(raw):
 
 
 def run_abc2midi(tune, tmp_dir):
-    """Convert a tune with abc2midi and judge the result by the MIDI file and the errors printed."""
-    abc_path, midi_path = os.path.join(tmp_dir, "tune.abc"), os.path.join(tmp_dir, "tune.mid")
-    for path in (abc_path, midi_path):
-        if os.path.exists(path):
-            os.remove(path)
+    """Convert a tune's text with abc2midi in tmp_dir (see run_abc2midi_file)."""
+    abc_path = os.path.join(tmp_dir, "tune.abc")
     with open(abc_path, "w") as f:
         f.write(tune)
+    return run_abc2midi_file(abc_path, os.path.join(tmp_dir, "tune.mid"), midi_timeout)
+
+
+def run_abc2midi_file(abc_path, midi_path, timeout):
+    """abc2midi exits 0 even on garbage, so it is judged by what it does: midi_ok when the MIDI file it
+    wrote holds >= 1 note (pretty_midi) and it printed no `Error` line. Converts the first tune only."""
+    if os.path.exists(midi_path):
+        os.remove(midi_path)
     out = {"midi_ok": False, "midi_notes": 0, "midi_errors": []}
     try:
         proc = subprocess.run(["abc2midi", abc_path, "-o", midi_path, "-silent"], capture_output=True,
-                              text=True, errors="replace", timeout=midi_timeout)
+                              text=True, errors="replace", timeout=timeout)
     except subprocess.TimeoutExpired:
-        out["midi_errors"] = [f"abc2midi timed out after {midi_timeout:g} s"]
+        out["midi_errors"] = [f"abc2midi timed out after {timeout:g} s"]
         return out
     out["midi_errors"] = [l.strip() for l in (proc.stdout + proc.stderr).splitlines() if l.startswith("Error")][:5]
     out["midi_notes"] = midi_note_count(midi_path)
