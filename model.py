@@ -283,7 +283,7 @@ MODEL_CLASSES = {"gpt": GPT, "lstm": LSTM}
 def _loss(logits, targets):
     if targets is None:
         return None
-    return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
 
 
 def build_model(model_type, **model_args):

@@ -259,6 +259,33 @@ def lr_at(it, total_iters, learning_rate, min_lr, warmup_iters):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
+def accumulate_gradients(model, scaler, ctx, micro_batches, accum):
+    """Forward and backward over accum (x, y) micro-batches, gradients summed as for one batch.
+    Returns the mean loss as a 0-d tensor (no GPU sync). Under DDP the gradients are all-reduced
+    on the last micro-step only."""
+    ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    loss_sum = None
+    for micro, (x, y) in enumerate(micro_batches):
+        if ddp:
+            model.require_backward_grad_sync = micro == accum - 1
+        with ctx:
+            _, loss = model(x, y)
+            loss = loss / accum
+        scaler.scale(loss).backward()
+        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+    return loss_sum
+
+
+def apply_gradients(model, optimizer, scaler, grad_clip):
+    """Clip the gradient norm (after unscaling fp16 gradients), step, and clear the gradients."""
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+
 @torch.no_grad()
 def evaluate(model, data, starts, lengths, batch_size, block_size, device, ctx, rank=0, world_size=1):
     """Mean cross-entropy (nats/token) over every target of the given windows, and the target count.
@@ -269,7 +296,7 @@ def evaluate(model, data, starts, lengths, batch_size, block_size, device, ctx, 
         x, y = make_batch(data, starts[b:b + batch_size], block_size, device, lengths[b:b + batch_size], batch_size)
         with ctx:
             logits, _ = model(x)
-        total[0] += torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
+        total[0] += torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
                                                       ignore_index=-1, reduction="sum")
         total[1] += (y != -1).sum()
     if world_size > 1:
@@ -478,7 +505,6 @@ def main(argv=None, **defaults):
                 dynamic_ncols=True)
     start_iter = iter_num
     interval_tokens, interval_time, last_loss = 0, 0.0, None
-    x, y = batch(iter_num, 0) if iter_num < total_iters else (None, None)
     while iter_num < total_iters:
         if iter_num > start_iter and c.ckpt_interval > 0 and iter_num % c.ckpt_interval == 0:
             checkpoint()
@@ -496,32 +522,14 @@ def main(argv=None, **defaults):
         lr = lr_at(iter_num, total_iters, c.learning_rate, c.min_lr, c.warmup_iters)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss_sum = torch.zeros((), device=dev)
-        for micro in range(accum):
-            if ddp:
-                # all-reduce the gradients only once, on the last micro-step
-                train_model.require_backward_grad_sync = micro == accum - 1
-            with ctx:
-                _, loss = train_model(x, y)
-                loss = loss / accum
-            # fetch the next batch while the GPU works on this one
-            nxt = (iter_num, micro + 1) if micro + 1 < accum else (iter_num + 1, 0)
-            if nxt[0] < total_iters:
-                x, y = batch(*nxt)
-            scaler.scale(loss).backward()
-            loss_sum += loss.detach()
+        loss = accumulate_gradients(train_model, scaler, ctx, (batch(iter_num, m) for m in range(accum)), accum)
         if ddp:
-            torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)
-        last_loss = loss_sum.item()  # also waits for the GPU, so the timing below is honest
+            torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.AVG)
+        last_loss = loss.item()  # also waits for the GPU, so the timing below is honest
         if not math.isfinite(last_loss):
             fail(f"loss became {last_loss} at iteration {iter_num}; stopped, {ckpt_path} keeps the last "
                  f"good checkpoint (try a lower learning_rate)")
-        if c.grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        apply_gradients(raw_model, optimizer, scaler, c.grad_clip)
         iter_num += 1
         dt = time.time() - t0
         train_time_s += dt
