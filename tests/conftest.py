@@ -1,0 +1,57 @@
+"""
+Shared fixtures: small real datasets made by the real prepare.py from two collections of the music21
+corpus (~300 tunes), and a helper that runs a repository script the way a user does.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def corpus_file(relative):
+    """A file of the ABC corpus shipped inside music21 (the project's offline default data)."""
+    import music21
+    return Path(music21.__file__).parent / "corpus" / relative
+
+
+# ~300 tunes of two different collections: enough for every split to hold real tunes
+FIXTURE_INPUTS = ["airdsAirs/book1.abc", "essenFolksong/ballad10.abc"]
+
+
+def _run(args, cwd=REPO, timeout=600, check=True, env=None):
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def run_script():
+    """run_script('prepare.py', '--out', d, check=True) -> CompletedProcess (stdout/stderr as text)."""
+    return _run
+
+
+def _prepare(out, *extra):
+    args = ["prepare.py", "--out", out, "--split", "0.8,0.1,0.1", "--cache_dir", "", "--workers", "2"]
+    for rel in FIXTURE_INPUTS:
+        args += ["--input", corpus_file(rel)]
+    _run(args + list(extra))
+    return Path(out)
+
+
+@pytest.fixture(scope="session")
+def char_dataset(tmp_path_factory):
+    """A char-level dataset folder (train ~70k tokens, val/test ~30 tunes each)."""
+    return _prepare(tmp_path_factory.mktemp("data") / "char")
+
+
+@pytest.fixture(scope="session")
+def bpe_dataset(tmp_path_factory):
+    """A BPE dataset folder (vocabulary 512) of the same tunes as char_dataset."""
+    return _prepare(tmp_path_factory.mktemp("data") / "bpe", "--tokenizer", "bpe", "--vocab_size", "512")

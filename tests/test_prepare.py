@@ -1,0 +1,305 @@
+"""prepare.py and the shared ABC/tokenizer helpers, through the real CLI where a user would use it."""
+import json
+import os
+import stat
+
+import numpy as np
+import pretty_midi
+import pytest
+
+import abc_text
+from tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
+
+TUNE_A = """X:12
+T:The Title Leaks Identity
+C:Some Composer
+M:6/8
+L:1/8
+% a comment
+K:D
+w: some lyrics
+z3|z3 z3|DFA dAF|GBd gdB|AFD EFG|FDD D3:|
+"""
+TUNE_B = """X:7
+T:Another
+M:3/4
+L:1/4
+K:G
+GAB|c2B|A3|G3|dcB|AGF|G3|]
+"""
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def split_texts(data_dir):
+    """Each split decoded back to its list of tunes."""
+    tok = load_tokenizer(data_dir)
+    meta = read_json(data_dir / "meta.json")
+    out = {}
+    for split in ("train", "val", "test"):
+        ids = np.fromfile(data_dir / f"{split}.bin", dtype=meta["dtype"])
+        assert ids[-1] == tok.eot_id, "every tune, the last included, ends with EOT"
+        tunes, start = [], 0
+        for end in np.flatnonzero(ids == tok.eot_id):
+            tunes.append(tok.decode(ids[start:end].tolist()))
+            start = end + 1
+        out[split] = tunes
+    return out
+
+
+def write_midi(path, pitches, start=0.0):
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+    piano = pretty_midi.Instrument(program=0)
+    for i, p in enumerate(pitches):
+        piano.notes.append(pretty_midi.Note(velocity=90, pitch=p, start=start + 0.5 * i, end=start + 0.5 * i + 0.45))
+    pm.instruments.append(piano)
+    pm.write(str(path))
+
+
+def many_tunes(n):
+    """n distinct, musical-looking tunes (different notes so none is a duplicate)."""
+    notes = "CDEFGABcdefg"
+    tunes = []
+    for i in range(n):
+        bars = "|".join(notes[(i + j) % 12] + notes[(3 * i + j) % 12] + notes[(i * j + 5) % 12] + "2" for j in range(12))
+        tunes.append(f"X:{i + 1}\nT:tune {i}\nM:4/4\nL:1/8\nK:C\n{bars}|]\n")
+    return tunes
+
+
+# ----------------------------------------------------------------------------------------------------
+# the shared ABC helpers
+
+def test_clean_tune_keeps_music_drops_identity_and_leading_silence():
+    tune, reason = abc_text.clean_tune(TUNE_A)
+    assert reason is None
+    assert tune == "X:1\nM:6/8\nL:1/8\nK:D\nDFA dAF|GBd gdB|AFD EFG|FDD D3:|\n"
+
+
+def test_clean_tune_trims_the_same_number_of_bars_in_every_voice():
+    tune, _ = abc_text.clean_tune("X:1\nM:4/4\nL:1/4\nK:C\nV:1\nz4|z4|CDEF|\nV:2\nz4|z4|z4|C,4|\n")
+    assert tune == "X:1\nM:4/4\nL:1/4\nK:C\nV:1\nCDEF|\nV:2\nz4|C,4|\n"
+
+
+def test_clean_tune_rejects_tunes_without_key_or_notes():
+    assert abc_text.clean_tune("X:1\nT:no key\nCDEF|\n") == (None, "no_key")
+    assert abc_text.clean_tune('X:1\nM:4/4\nK:C\nz4|"Am"z4|!fermata!z4|\n') == (None, "no_notes")
+
+
+def test_split_tunes_drops_file_header_and_accepts_a_bare_tune():
+    text = "% file header\nT:Book\n\n" + TUNE_A + "\n\r\n" + TUNE_B.replace("\n", "\r\n")
+    tunes = abc_text.split_tunes(text)
+    assert [abc_text.parse_header(t)["X"] for t in tunes] == ["12", "7"]
+    assert abc_text.split_tunes("M:2/4\nK:C\nCD|EF|\n") == ["M:2/4\nK:C\nCD|EF|\n"]
+    assert abc_text.split_tunes("no music here") == []
+
+
+def test_complete_headers_adds_only_what_is_missing():
+    assert abc_text.complete_headers("M:3/4\nK:G\nGAB|\n") == ("X:1\nM:3/4\nL:1/8\nK:G\nGAB|\n", ["X", "L"])
+    assert abc_text.complete_headers("CDEF|GABc|\n") == ("X:1\nM:4/4\nL:1/8\nK:C\nCDEF|GABc|\n", ["X", "M", "L", "K"])
+    full = "X:3\nM:6/8\nL:1/8\nK:D\nDFA|\n"
+    assert abc_text.complete_headers(full) == (full, [])
+
+
+def test_tokenizers_round_trip_exactly():
+    tunes = [abc_text.clean_tune(t)[0] for t in (TUNE_A, TUNE_B)]
+    char = CharTokenizer.train(tunes)
+    bpe = BPETokenizer.train(tunes * 20, 300)
+    for tok in (char, bpe):
+        for tune in tunes:
+            assert tok.decode(tok.encode(tune)) == tune
+        assert tok.decode(tok.encode(tunes[0]) + [tok.eot_id]) == tunes[0] + "\n"
+    # byte-level BPE: characters never seen in training still round-trip
+    assert bpe.decode(bpe.encode("K:D\né♯ é\n")) == "K:D\né♯ é\n"
+    # char level: an unseen character becomes UNK rather than a wrong character
+    assert char.encode("é") == [char.unk_id]
+
+
+# ----------------------------------------------------------------------------------------------------
+# datasets made by the CLI
+
+def test_char_dataset_outputs_and_statistics(char_dataset):
+    meta = read_json(char_dataset / "meta.json")
+    stats = read_json(char_dataset / "stats.json")
+    assert meta["tokenizer"] == "char" and meta["dtype"] == "uint16"
+    assert meta["vocab_size"] == stats["vocab_size"] == len(meta["chars"]) + 2
+    for key in ("files_found", "files_converted", "conversion_failures", "conversion_success_rate",
+                "duplicates_removed", "filtered", "splits", "length_tokens"):
+        assert key in stats
+    assert stats["files_found"] == stats["files_converted"] == 2
+    texts = split_texts(char_dataset)
+    for split, tunes in texts.items():
+        sp = stats["splits"][split]
+        assert sp["tunes"] == len(tunes) > 0
+        assert sp["tokens"] == os.path.getsize(char_dataset / f"{split}.bin") // 2
+        assert sp["chars"] == sum(len(t) + 1 for t in tunes) == sp["tokens"]
+        for tune in tunes:  # what was written is a cleaned tune, byte for byte
+            assert abc_text.clean_tune(tune) == (tune, None)
+    assert stats["tunes_kept"] == sum(len(t) for t in texts.values())
+    # no tune text in two splits
+    train, val, test = (set(texts[s]) for s in ("train", "val", "test"))
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert (char_dataset / "stats.md").read_text().startswith("# Dataset statistics")
+    assert (char_dataset / "length_histogram.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bpe_dataset_round_trips_and_compresses(bpe_dataset, char_dataset):
+    meta = read_json(bpe_dataset / "meta.json")
+    stats = read_json(bpe_dataset / "stats.json")
+    assert meta["tokenizer"] == "bpe" and meta["vocab_size"] == 512 and meta["eot_id"] == 511
+    bpe_texts, char_texts = split_texts(bpe_dataset), split_texts(char_dataset)
+    assert bpe_texts["train"] == char_texts["train"], "same tunes, same splits, exact decoding"
+    # val/test: the char vocabulary comes from train, so a character unseen there decodes as UNK
+    char_tok = load_tokenizer(char_dataset)
+    for split in ("val", "test"):
+        assert [char_tok.decode(char_tok.encode(t)) for t in bpe_texts[split]] == char_texts[split]
+    for split in ("train", "val", "test"):
+        assert stats["splits"][split]["chars_per_token"] > 1.5
+        assert stats["splits"][split]["chars"] == read_json(char_dataset / "stats.json")["splits"][split]["chars"]
+
+
+def test_dedup_and_filters_are_counted(tmp_path, run_script):
+    src = tmp_path / "in"
+    src.mkdir()
+    degenerate = "X:1\nM:4/4\nL:1/8\nK:C\n" + "CDEF GABc|" * 300 + "\n"
+    short = "X:1\nM:4/4\nK:C\nC|\n"
+    tunes = many_tunes(12)
+    # the same tune under another number and title is a duplicate once cleaned
+    duplicate = tunes[0].replace("X:1\nT:tune 0", "X:99\nT:Other title")
+    (src / "a.abc").write_text("\n".join(tunes + [duplicate, degenerate, short, "X:5\nT:no key\nCDE|\n"]))
+    out = tmp_path / "out"
+    run_script(["prepare.py", "--input", src, "--out", out, "--split", "0.8,0.1,0.1", "--max_chars", "5000"])
+    stats = read_json(out / "stats.json")
+    assert stats["duplicates_removed"] == 1
+    assert stats["filtered"]["low_gzip_ratio"] == 1
+    assert stats["filtered"]["too_short"] == 1
+    assert stats["filtered"]["no_key"] == 1
+    assert stats["tunes_kept"] == 12
+    run_script(["prepare.py", "--input", src, "--out", out, "--max_chars", "80", "--split", "0.8,0.1,0.1"],
+               check=False)  # every tune too long now: too few tunes, so the old dataset must survive
+    assert read_json(out / "stats.json")["tunes_kept"] == 12
+    assert not [p for p in os.listdir(tmp_path) if "incomplete" in p]
+
+
+def test_same_input_and_seed_give_byte_identical_outputs(tmp_path, run_script):
+    src = tmp_path / "tunes.abc"
+    src.write_text("\n".join(many_tunes(30)))
+    outs = []
+    for name in ("one", "two"):
+        outs.append(tmp_path / name)
+        run_script(["prepare.py", "--input", src, "--out", outs[-1], "--tokenizer", "bpe", "--vocab_size", "300",
+                    "--split", "0.8,0.1,0.1", "--seed", "7"])
+    files = sorted(os.listdir(outs[0]))
+    assert "bpe.tiktoken" in files and files == sorted(os.listdir(outs[1]))
+    for f in files:
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
+    run_script(["prepare.py", "--input", src, "--out", tmp_path / "three", "--tokenizer", "bpe",
+                "--vocab_size", "300", "--split", "0.8,0.1,0.1", "--seed", "8"])
+    assert (tmp_path / "three" / "train.bin").read_bytes() != (outs[0] / "train.bin").read_bytes()
+
+
+def test_max_train_tokens_cuts_only_the_training_split(tmp_path, run_script, char_dataset):
+    out = tmp_path / "cut"
+    args = ["prepare.py", "--out", out, "--split", "0.8,0.1,0.1", "--max_train_tokens", "5000"]
+    for rel in ("airdsAirs/book1.abc", "essenFolksong/ballad10.abc"):
+        from conftest import corpus_file
+        args += ["--input", corpus_file(rel)]
+    run_script(args)
+    stats = read_json(out / "stats.json")
+    assert os.path.getsize(out / "train.bin") == 2 * 5000 and stats["splits"]["train"]["tokens"] == 5000
+    assert stats["train_tokens_before_cut"] == read_json(char_dataset / "stats.json")["splits"]["train"]["tokens"]
+    for split in ("val", "test"):
+        assert (out / f"{split}.bin").read_bytes() == (char_dataset / f"{split}.bin").read_bytes()
+
+
+# ----------------------------------------------------------------------------------------------------
+# MIDI: real midi2abc, planted bad files, the cache
+
+def test_midi_collection_with_planted_bad_files(tmp_path, run_script):
+    src = tmp_path / "collection"
+    (src / "sub").mkdir(parents=True)
+    for i in range(4):  # real MIDI files, starting after two bars of silence
+        write_midi(src / "sub" / f"good{i}.mid", [60 + i, 62, 64, 65, 67, 69, 71, 72 - i, 60, 64, 67, 72], start=4.0)
+    good = (src / "sub" / "good0.mid").read_bytes()
+    (src / "empty.mid").write_bytes(b"")
+    (src / "text.mid").write_text("this is not a MIDI file\n")
+    (src / "truncated.midi").write_bytes(good[:30])
+    (src / "latin1.abc").write_bytes("X:1\nT:Caf\xe9\nK:C\nCDEF|\n".encode("latin-1"))
+    (src / "notes.txt").write_text("ignored: not a music file")
+    (src / "tunes.abc").write_text("\n".join(many_tunes(6)))
+    out = tmp_path / "out"
+    proc = run_script(["prepare.py", "--input", src, "--out", out, "--split", "0.6,0.2,0.2",
+                       "--cache_dir", tmp_path / "cache"])
+    stats = read_json(out / "stats.json")
+    assert stats["files_found"] == 9 and stats["files_by_kind"] == {"abc": 2, "midi": 7}
+    failures = stats["conversion_failures"]
+    assert failures["empty_file"] == 1 and failures["not_midi"] == 1 and failures["not_utf8"] == 1
+    assert sum(failures.values()) == 4, failures  # the truncated file fails too, with midi2abc's reason
+    assert stats["files_converted"] == 5 and stats["conversion_success_rate"] == round(5 / 9, 4)
+    assert "5/9 files converted" in proc.stdout
+    tunes = [t for texts in split_texts(out).values() for t in texts]
+    midi_tunes = [t for t in tunes if "V:" in t or "Q:" in t]
+    assert len(midi_tunes) == 4, "every good MIDI file became a tune"
+    for tune in midi_tunes:  # the leading silence was trimmed: the music starts with a note
+        first_music = [l for l in tune.split("\n")[1:] if l and not abc_text.FIELD_LINE.match(l)][0]
+        assert first_music.lstrip("|")[0] in "CDEFGABcdefg^_=", tune
+
+    # a second run converts nothing: with a midi2abc that would fail, the cache still answers
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    fake = fake_bin / "midi2abc"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    run_script(["prepare.py", "--input", src, "--out", tmp_path / "again", "--split", "0.6,0.2,0.2",
+                "--cache_dir", tmp_path / "cache"], env=env)
+    assert (tmp_path / "again" / "train.bin").read_bytes() == (out / "train.bin").read_bytes()
+
+
+@pytest.mark.parametrize("script, option, reason", [
+    ("sleep 20", ["--timeout", "1"], "midi2abc_timeout"),
+    ("exec yes 'CDEF GABc|'", ["--max_abc_bytes", "100000"], "midi2abc_output_too_large"),
+    ("kill -FPE $$", [], "midi2abc_crashed_SIGFPE"),
+])
+def test_hanging_runaway_and_crashing_midi2abc_are_counted(tmp_path, run_script, script, option, reason):
+    """midi2abc hangs, writes hundreds of MB, or dies of SIGFPE on some corrupt files: stand-ins that do
+    exactly that check the guards around every call."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "midi2abc").write_text(f"#!/bin/sh\n{script}\n")
+    (fake_bin / "midi2abc").chmod(0o755)
+    src = tmp_path / "in"
+    src.mkdir()
+    write_midi(src / "x.mid", [60, 62, 64])
+    (src / "tunes.abc").write_text("\n".join(many_tunes(5)))
+    run_script(["prepare.py", "--input", src, "--out", tmp_path / "out", "--split", "0.6,0.2,0.2",
+                "--cache_dir", "", *option], env={"PATH": f"{fake_bin}:{os.environ['PATH']}"})
+    assert read_json(tmp_path / "out" / "stats.json")["conversion_failures"] == {reason: 1}
+
+
+# ----------------------------------------------------------------------------------------------------
+# user mistakes: one clear line, non-zero exit, no traceback
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda d: ["--input", d / "missing"], "does not exist"),
+    (lambda d: ["--input", str(d / "*.nothing")], "matches nothing"),
+    (lambda d: ["--input", d / "empty_dir"], "no .mid/.midi/.kar/.abc files"),
+    (lambda d: ["--input", d / "two.abc"], "need at least 3"),
+    (lambda d: ["--input", d / "ok.abc", "--split", "0.5,0.5"], "--split"),
+    (lambda d: ["--input", d / "ok.abc", "--out", d / "a_file" / "sub"], "cannot write"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, run_script, make_args, message):
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "two.abc").write_text("\n".join(many_tunes(2)))
+    (tmp_path / "ok.abc").write_text("\n".join(many_tunes(5)))
+    (tmp_path / "a_file").write_text("")
+    args = make_args(tmp_path)
+    if "--out" not in args:
+        args += ["--out", tmp_path / "out"]
+    proc = run_script(["prepare.py", *args], check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
