@@ -1,0 +1,101 @@
+"""
+Data-pipeline benchmark: MIDI -> ABC conversion rate (one worker and all workers) and tokenizer encode
+throughput, plus the projected time of a full Lakh MIDI conversion. Results go into BENCHMARKS.md by hand,
+with the machine and date.
+
+    python bench_data.py                       # synthetic Lakh-like MIDI files + data/music21 text
+    python bench_data.py --midi_dir ~/lmd_full --n_files 500
+
+Without --midi_dir the MIDI files are synthetic but shaped like Lakh songs (several instruments, a few
+thousand notes, ~3 minutes), since midi2abc's time grows with the number of notes.
+"""
+import argparse
+import glob
+import os
+import random
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from prepare import evenly_spaced, process_file
+from tokenizer import BPETokenizer, load_tokenizer
+
+LAKH_FILES = 178_561  # files in Lakh MIDI's lmd_full
+PROJECTION_CORES = 16
+
+
+def lakh_like_midi(path, rng, n_tracks=6, notes_per_track=500, seconds=180.0):
+    import pretty_midi
+    pm = pretty_midi.PrettyMIDI(initial_tempo=rng.choice([90, 100, 120, 128]))
+    for t in range(n_tracks):
+        inst = pretty_midi.Instrument(program=rng.randrange(0, 100), is_drum=(t == n_tracks - 1))
+        step = seconds / notes_per_track
+        for i in range(notes_per_track):
+            start = i * step
+            inst.notes.append(pretty_midi.Note(velocity=rng.randrange(60, 110), pitch=rng.randrange(36, 84),
+                                               start=start, end=start + step * rng.choice([0.5, 1, 2])))
+        pm.instruments.append(inst)
+    pm.write(path)
+
+
+def conversion_rate(files, workers):
+    settings = {"timeout": 60, "score_timeout": 60, "max_abc_bytes": 50_000_000, "cache_dir": ""}
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(process_file, [(f, "midi") for f in files], [settings] * len(files), chunksize=4))
+    elapsed = time.perf_counter() - t0
+    ok = sum(1 for r in results if not r["failure"])
+    return len(files) / elapsed, ok
+
+
+def encode_rate(tokenizer, text, repeats=3):
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        tokenizer.encode_array(text)
+        best = min(best, time.perf_counter() - t0)
+    return len(text.encode("utf-8")) / best / 1e6
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--midi_dir", default="", help="real MIDI files to convert (default: synthetic Lakh-like files)")
+    p.add_argument("--n_files", type=int, default=48)
+    p.add_argument("--data_dir", default="data/music21", help="char dataset whose training text is encoded")
+    p.add_argument("--workers", type=int, default=os.cpu_count())
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.midi_dir:
+            files = evenly_spaced(sorted(glob.glob(os.path.join(args.midi_dir, "**", "*.mid*"), recursive=True)), args.n_files)
+            source = f"{len(files)} files from {args.midi_dir}"
+        else:
+            rng = random.Random(0)
+            files = [os.path.join(tmp, f"song{i}.mid") for i in range(args.n_files)]
+            for f in files:
+                lakh_like_midi(f, rng)
+            source = f"{len(files)} synthetic Lakh-like files (6 tracks x 500 notes, 3 min)"
+        one, ok = conversion_rate(files, 1)
+        every, _ = conversion_rate(files, args.workers)
+    print(f"MIDI -> ABC ({source}, {ok} converted): {one:.1f} files/s with 1 worker, "
+          f"{every:.1f} files/s with {args.workers} workers")
+    minutes = LAKH_FILES / (one * PROJECTION_CORES) / 60
+    print(f"projected Lakh MIDI ({LAKH_FILES:,} files) on {PROJECTION_CORES} cores at the 1-worker rate: "
+          f"{minutes:.0f} min")
+
+    char = load_tokenizer(args.data_dir)
+    meta_dtype = np.dtype(__import__("json").load(open(os.path.join(args.data_dir, "meta.json")))["dtype"])
+    text = char.decode(np.fromfile(os.path.join(args.data_dir, "train.bin"), dtype=meta_dtype).tolist())
+    tunes = text.split("\n\n")
+    t0 = time.perf_counter()
+    bpe = BPETokenizer.train(tunes, 4096)
+    train_s = time.perf_counter() - t0
+    mb = len(text.encode("utf-8")) / 1e6
+    print(f"encode {mb:.1f} MB of ABC: char {encode_rate(char, text):.1f} MB/s, "
+          f"BPE-4096 {encode_rate(bpe, text):.1f} MB/s (BPE training took {train_s:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
