@@ -1,0 +1,185 @@
+"""scaling.py: the fit recovers known laws with honest intervals, ignores the unit of N, warns when the data cannot pin
+the law down, and turns bad input into one clear line."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import scaling  # noqa: E402
+
+TRUE = {"a": 40.0, "alpha": 0.3, "c": 1.2}
+SIZES = np.geomspace(1e5, 1e8, 8)  # 8 sizes over 3 decades: a well-designed study
+
+
+@pytest.fixture(autouse=True)
+def fewer_resamples(monkeypatch):
+    monkeypatch.setattr(scaling, "n_bootstrap", 300)  # enough for 95% percentiles, 3x faster than the default
+
+
+def synthetic_losses(noise_seed, sizes=SIZES, noise=0.01):
+    """L = a N^-alpha + c with 1% multiplicative noise, like runs of a real study."""
+    rng = np.random.default_rng(noise_seed)
+    return (TRUE["a"] * sizes ** -TRUE["alpha"] + TRUE["c"]) * np.exp(rng.normal(0, noise, len(sizes)))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "scaling.py"), *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT)
+
+
+def write_table(path, rows, columns=("family", "n_params", "loss")):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        w.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize("noise_seed", [0, 1, 2])
+def test_fit_recovers_known_law_inside_its_interval(noise_seed):
+    fit = scaling.fit_power_law(SIZES, synthetic_losses(noise_seed))
+    for name, true in TRUE.items():
+        lo, hi = fit[name + "_ci"]
+        assert lo <= fit[name] <= hi
+        assert lo <= true <= hi, f"{name}: true {true} outside {fit[name + '_ci']}"
+    # the interval must also be informative, not "anything goes"
+    assert fit["alpha_ci"][1] - fit["alpha_ci"][0] < TRUE["alpha"]
+    assert abs(fit["alpha"] - TRUE["alpha"]) < 0.1
+    assert abs(fit["c"] - TRUE["c"]) < 0.1
+
+
+def test_pure_power_law_is_recovered_exactly_without_noise():
+    sizes = np.geomspace(1e6, 1e9, 5)
+    fit = scaling.fit_power_law(sizes, 7.0 * sizes ** -0.076, pure=True)  # Kaplan et al.'s alpha_N
+    assert fit["alpha"] == pytest.approx(0.076, rel=1e-6)
+    assert fit["a"] == pytest.approx(7.0, rel=1e-5)
+
+
+def test_one_diverged_run_does_not_drag_the_exponent():
+    sizes = np.geomspace(1e5, 1e8, 8)
+    clean = synthetic_losses(0, sizes)
+    spoiled = clean.copy()
+    spoiled[5] *= 1.3  # one run with a bad learning rate
+    a_clean = scaling.fit_power_law(sizes, clean)["alpha"]
+    a_spoiled = scaling.fit_power_law(sizes, spoiled)["alpha"]
+    assert abs(a_spoiled - a_clean) < 0.03
+
+
+def test_unit_of_n_does_not_change_alpha_or_c():
+    L = synthetic_losses(0)
+    rows = [{"family": "gpt", "run": str(i), "n_params": n, "loss": l} for i, (n, l) in enumerate(zip(SIZES, L))]
+    in_params = scaling.fit_all(rows)["gpt"]
+    in_micro = scaling.fit_all([dict(r, n_params=r["n_params"] * 1e6) for r in rows])["gpt"]
+    for key in ("alpha", "alpha_ci", "c", "c_ci", "alpha_pure", "alpha_pure_ci"):
+        assert np.allclose(in_micro[key], in_params[key], rtol=1e-6), key
+    # only a carries the unit: a N^-alpha is the same number whatever N is counted in
+    assert in_micro["a"] == pytest.approx(in_params["a"] * 1e6 ** in_params["alpha"], rel=1e-5)
+
+
+def test_published_table_fits_the_same_in_millions_and_in_parameters(tmp_path):
+    """The seeds' complaint: naive least squares gave alpha~0.87 with N in millions and ~3.8 in parameters."""
+    table = [("gpt", 0.8, 1.02), ("gpt", 3.2, 0.83), ("gpt", 12, 0.74), ("gpt", 40, 0.705), ("gpt", 100, 0.69)]
+    millions = write_table(tmp_path / "millions.csv", table)
+    params = write_table(tmp_path / "params.csv", [(f, n * 1e6, l) for f, n, l in table])
+    alphas = []
+    for csv_path, out in ((millions, tmp_path / "m"), (params, tmp_path / "p")):
+        r = run_cli("--table", csv_path, "--out", out, "--n_bootstrap", 300)
+        assert r.returncode == 0, r.stderr
+        alphas.append(json.loads((out / "fit.json").read_text())["gpt"]["alpha"])
+    assert alphas[0] == pytest.approx(alphas[1], rel=1e-6)
+
+
+def test_ill_conditioned_table_warns(tmp_path):
+    # a pure power law with noise: nothing says where (or whether) the loss saturates
+    sizes = np.geomspace(1e6, 3e7, 5)
+    rng = np.random.default_rng(0)
+    loss = 5 * sizes ** -0.05 * np.exp(rng.normal(0, 0.01, 5))
+    rows = [("lstm", n, l) for n, l in zip(sizes, loss)] + [("gpt", 1e6, 1.1), ("gpt", 4e6, 0.9), ("gpt", 2e7, 0.8)]
+    out = tmp_path / "fit"
+    r = run_cli("--table", write_table(tmp_path / "runs.csv", rows), "--out", out, "--n_bootstrap", 300)
+    assert r.returncode == 0, r.stderr
+    fits = json.loads((out / "fit.json").read_text())
+    lstm_warnings = " ".join(fits["lstm"]["warnings"])
+    assert "irreducible loss c is not determined" in lstm_warnings
+    assert "alpha is poorly determined" in lstm_warnings
+    assert any("only 3 model sizes" in w for w in fits["gpt"]["warnings"])
+    assert "Warnings for lstm" in (out / "fit.md").read_text()
+
+
+def test_well_conditioned_fit_has_no_warnings():
+    sizes = np.geomspace(1e5, 1e8, 8)
+    rows = [{"family": "gpt", "run": str(i), "n_params": n, "loss": l}
+            for i, (n, l) in enumerate(zip(sizes, synthetic_losses(0, sizes, noise=0.003)))]
+    assert scaling.fit_all(rows)["gpt"]["warnings"] == []
+
+
+@pytest.mark.parametrize("content, args, message", [
+    (None, ["--table", "missing.csv"], "missing.csv not found"),
+    ("family,n_params\ngpt,1e6\n", ["--table", "runs.csv"], "lacks column(s) loss"),
+    ("family,n_params,loss\ngpt,1e6,1.0\ngpt,2e6,0.9\nlstm,1e6,1\nlstm,2e6,.9\nlstm,4e6,.8\n",
+     ["--table", "runs.csv"], "family 'gpt' has 2 model size(s)"),
+    ("family,n_params,loss\ngpt,1e6,one\n", ["--table", "runs.csv"], "loss is not a number"),
+    (None, ["no_such_run_dir"], "run folder no_such_run_dir not found"),
+    (None, [], "exactly one of them"),
+])
+def test_bad_input_gives_one_clear_line(tmp_path, content, args, message):
+    if content is not None:
+        (tmp_path / "runs.csv").write_text(content)
+    r = subprocess.run([sys.executable, str(ROOT / "scaling.py"), *args, "--out", "fit"], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert r.returncode != 0
+    assert r.stderr.strip().startswith("error: ") and message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def fake_run(root, name, family, n_params, loss, tokens=200_000):
+    """A finished run folder as train.py writes it (results.json, log.jsonl) plus calc_perplexity's test loss."""
+    d = root / name
+    d.mkdir()
+    results = {"model_type": family, "n_params": n_params, "n_params_non_embedding": n_params - 20_000,
+               "tokens_trained": tokens, "val_loss": loss + 0.02, "wall_time_s": n_params / 5e3,
+               "peak_mem_bytes": 4 * n_params + 5e7}
+    (d / "results.json").write_text(json.dumps(results))
+    with open(d / "log.jsonl", "w") as f:
+        for step, t in enumerate(np.linspace(0, tokens, 6)):
+            curve = loss + 2.0 / (1 + t / 2e4)
+            f.write(json.dumps({"iter": step * 10, "tokens": int(t), "train_loss": curve - 0.01,
+                                "val_loss": curve if step % 2 == 0 else None}) + "\n")
+    (d / "test_perplexity.json").write_text(json.dumps({"loss": loss, "split": "test"}))
+    return d
+
+
+def test_run_folders_give_fits_and_every_plot(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for fam, k in (("gpt", 1.0), ("lstm", 1.15)):
+        for n in (5e4, 2e5, 8e5, 3.2e6):
+            fake_run(runs, f"{fam}_{int(n)}", fam, int(n), k * (0.5 * (n / 1e5) ** -0.25 + 1.0))
+    out = tmp_path / "fit"
+    r = run_cli(runs, "--out", out, "--n_bootstrap", 200)  # a folder of run folders is expanded
+    assert r.returncode == 0, r.stderr
+    fits = json.loads((out / "fit.json").read_text())
+    assert set(fits) == {"gpt", "lstm"}
+    for f in fits.values():
+        assert f["n_points"] == 4
+        assert f["alpha_ci"][0] <= f["alpha"] <= f["alpha_ci"][1]
+        assert "alpha_non_embedding" in f and "alpha_pure" in f
+    assert fits["gpt"]["loss"][0] == pytest.approx(0.5 * 0.5 ** -0.25 + 1.0)  # test loss, not val loss
+    for png in ("scaling", "scaling_gpt", "scaling_lstm", "scaling_non_embedding", "training_curves",
+                "efficiency", "compute"):
+        data = (out / f"{png}.png").read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 20_000, png
+    assert "| gpt | 4 |" in (out / "fit.md").read_text()
+
+
+def test_run_folder_without_results_is_an_error(tmp_path):
+    (tmp_path / "half_trained").mkdir()
+    r = run_cli(tmp_path / "half_trained", "--out", tmp_path / "fit")
+    assert r.returncode != 0 and "no results.json" in r.stderr and "Traceback" not in r.stderr
