@@ -100,10 +100,10 @@ def main(argv=None):
     model, ckpt, tokenizer = load_run(args.run, args.device, args.data_dir)
     data_dir = args.data_dir or ckpt["config"]["data_dir"]
     meta = read_meta(data_dir)
-    block_size = args.block_size or model.config.block_size
+    block_size = args.block_size if args.block_size is not None else model.config.block_size
     if block_size < 1 or (model.model_type == "gpt" and block_size > model.config.block_size):
         sys.exit(f"error: --block_size must be between 1 and the model's block_size {model.config.block_size}")
-    stride = args.stride or block_size
+    stride = args.stride if args.stride is not None else block_size
     if not 1 <= stride <= block_size:
         sys.exit(f"error: --stride must be between 1 and the window length {block_size}")
     path = os.path.join(data_dir, f"{args.split}.bin")

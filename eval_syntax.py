@@ -47,6 +47,7 @@ max_chars = 10000      # longer files are a counted failure ("too long"): ~1000 
 reference_tunes = 300  # real test tunes scored for the reference column (a seeded random subset)
 repeated_bar_share = 0.5  # degenerate when one bar makes up more than this share of the bars ...
 repeated_bar_min_bars = 4  # ... of a tune with at least this many bars
+hang_slack = 10.0      # a worker silent for parse_timeout + midi_timeout + this is killed and replaced
 # music21 ends its ABC import by computing beams (which flags are drawn joined): notation only, ~80% of
 # the parse time, and music21 already ignores the errors it raises. Skipping it makes the check 5x faster
 # without changing the notes, durations or bars it sees.
@@ -67,18 +68,22 @@ def _on_alarm(signum, frame):
 
 # ----------------------------------------------------------------------------- one file
 
+_CONTROL_BYTES = bytes(set(range(32)) - {9, 10, 12, 13}) + b"\x7f"
+
+
 def read_abc_bytes(raw):
-    """(text, None) or (None, reason) for the raw bytes of a file."""
+    """(text, None) or (None, reason) for the raw bytes of a file. Text is UTF-8, or Latin-1 as many
+    older ABC files are; bytes with NULs or many control characters are binary."""
     if not raw.strip():
         return None, "empty"
     if len(raw) > max_chars:
         return None, f"too long (more than {max_chars} characters)"
-    if b"\x00" in raw:
+    if b"\x00" in raw or len(raw) - len(raw.translate(None, _CONTROL_BYTES)) > 0.05 * len(raw):
         return None, "binary"
     try:
         return raw.decode("utf-8"), None
     except UnicodeDecodeError:
-        return None, "binary"
+        return raw.decode("latin-1"), None
 
 
 def run_abc2midi(tune, tmp_dir):
@@ -235,6 +240,8 @@ def evaluate_item(item, tmp_dir):
     """item: {"path": ...} for a file, or {"path": label, "text": ...} for a reference tune."""
     if "text" in item:
         raw = item["text"].encode("utf-8")
+    elif not os.path.isfile(item["path"]):  # a FIFO or device would block the reader forever
+        return {"path": item["path"], **failed_result("not a regular file")}
     else:
         try:
             with open(item["path"], "rb") as f:
@@ -305,7 +312,7 @@ def evaluate_all(items, n_workers=None, desc="eval"):
     settings = {k: globals()[k] for k in ("parse_timeout", "midi_timeout", "max_chars", "repeated_bar_share",
                                           "repeated_bar_min_bars", "skip_beaming")}
     # the hard limit only catches a worker stuck where the alarm cannot reach (C code, a crash)
-    hard_limit = parse_timeout + midi_timeout + 10
+    hard_limit = parse_timeout + midi_timeout + hang_slack
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     results = [None] * len(items)
     todo = collections.deque(range(len(items)))

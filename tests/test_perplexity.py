@@ -1,0 +1,97 @@
+"""calc_perplexity.py: every token of a split scored exactly once, and the numbers equal a hand computation."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_sample import ENV, PY, ROOT, tiny_dataset, tiny_run  # noqa: E402  (shared tiny runs, trained once)
+
+sys.path.insert(0, ROOT)
+import calc_perplexity  # noqa: E402
+from calc_perplexity import window_batches  # noqa: E402
+from model import load_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def dataset(request, tmp_path_factory):
+    return tiny_dataset(request, tmp_path_factory)
+
+
+def hand_loss(model, tokens, eot_id, window, stride):
+    """Mean -log p(token) over the split, one window at a time, each token scored once after the
+    window's context: written out directly, without the script's batching and padding."""
+    seq = [eot_id] + list(tokens)
+    nll, scored, begin = 0.0, 0, 0
+    while scored < len(tokens):
+        inputs = seq[begin:begin + window]
+        with torch.no_grad():
+            logits, _ = model(torch.tensor([inputs]))
+        log_probs = torch.log_softmax(logits[0].double(), dim=-1)
+        for i in range(len(inputs)):
+            position = begin + i  # predicts seq[position + 1], i.e. tokens[position]
+            if position >= scored and position < len(tokens):
+                nll -= log_probs[i, seq[position + 1]].item()
+                scored += 1
+        begin += stride
+    return nll / scored, scored
+
+
+@pytest.mark.parametrize("model_type,stride", [("gpt", None), ("gpt", 8), ("lstm", None)])
+def test_perplexity_equals_hand_computation(tmp_path, tmp_path_factory, dataset, model_type, stride):
+    run = tiny_run(tmp_path_factory, dataset, model_type)
+    out = tmp_path / "ppl.json"
+    args = [str(run), "--split", "val", "--out", str(out), "--batch_size", "7"] + (["--stride", str(stride)] if stride else [])
+    if model_type == "gpt" and stride is None:  # once through the real command line: JSON on stdout and in --out
+        proc = subprocess.run([PY, "calc_perplexity.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert json.loads(proc.stdout) == json.loads(out.read_text())
+    else:
+        calc_perplexity.main(args)
+    result = json.loads(out.read_text())
+
+    meta = json.loads((dataset / "meta.json").read_text())
+    stats = json.loads((dataset / "stats.json").read_text())["splits"]["val"]
+    tokens = np.fromfile(dataset / "val.bin", dtype=meta["dtype"]).tolist()
+    torch.set_num_threads(1)
+    model, _ = load_checkpoint(str(run))
+    window = model.config.block_size
+    loss, scored = hand_loss(model, tokens, meta["eot_id"], window, stride or window)
+
+    assert result["tokens"] == scored == len(tokens) == stats["tokens"]
+    assert result["split"] == "val" and result["stride"] == (stride or window)
+    assert result["loss"] == pytest.approx(loss, rel=1e-5)
+    assert result["perplexity"] == pytest.approx(math.exp(loss), rel=1e-5)
+    assert result["bpc"] == pytest.approx(loss / math.log(2) * stats["tokens"] / stats["chars"], rel=1e-5)
+
+
+@pytest.mark.parametrize("n,block_size,stride,batch_size", [(1, 4, 4, 2), (10, 4, 4, 3), (10, 4, 1, 2),
+                                                            (11, 5, 3, 64), (3, 8, 2, 1)])
+def test_windows_score_every_token_once_in_order(n, block_size, stride, batch_size):
+    data = np.arange(100, 100 + n)
+    scored, contexts = [], []
+    for inputs, targets in window_batches(data, 0, block_size, stride, batch_size):
+        assert inputs.shape[1] <= block_size and inputs.shape == targets.shape
+        for row_in, row_t in zip(inputs.tolist(), targets.tolist()):
+            for i, t in enumerate(row_t):
+                if t != -1:
+                    # the input right before a target is its predecessor in the EOT-prefixed sequence
+                    assert row_in[i] == (0 if t == 100 else t - 1)
+                    scored.append(t)
+                    contexts.append(i + 1)
+    assert scored == data.tolist()
+    if n > block_size:  # after the first window every token sees at least block_size - stride tokens
+        assert min(contexts[block_size:]) >= block_size - stride + 1
+
+
+def test_bad_input_is_a_one_line_error(tmp_path, tmp_path_factory, dataset):
+    run = tiny_run(tmp_path_factory, dataset, "gpt")
+    for args in ([str(tmp_path / "missing")], [str(run), "--stride", "0"], [str(run), "--block_size", "9999"]):
+        with pytest.raises(SystemExit) as exit_info:  # sys.exit("error: ...") prints the line and exits 1
+            calc_perplexity.main(args)
+        assert str(exit_info.value.code).startswith("error:") and "\n" not in str(exit_info.value.code)
