@@ -503,48 +503,50 @@ def main(argv=None, **defaults):
     # training loop
     pbar = tqdm(total=total_iters, initial=iter_num, disable=not master, desc="train", unit="it",
                 dynamic_ncols=True)
-    start_iter = iter_num
-    interval_tokens, interval_time, last_loss = 0, 0.0, None
-    while iter_num < total_iters:
-        if iter_num > start_iter and c.ckpt_interval > 0 and iter_num % c.ckpt_interval == 0:
-            checkpoint()
-        if c.eval_interval > 0 and iter_num % c.eval_interval == 0:
-            val_loss, _ = evaluate(fast_model, splits["val"], *eval_starts, c.batch_size, c.block_size, dev, ctx,
-                                   rank, world_size)
-            if master:
-                pbar.write(f"iter {iter_num}: val loss {val_loss:.4f}")
-                log({"iter": iter_num, "tokens": iter_num * tokens_per_iter,
-                     "lr": lr_at(iter_num, total_iters, c.learning_rate, c.min_lr, c.warmup_iters),
-                     "train_loss": last_loss, "val_loss": val_loss, "tokens_per_s": None, "mfu": None,
-                     "peak_mem_bytes": peak_memory_bytes(device_type)})
+    try:
+        start_iter = iter_num
+        interval_tokens, interval_time, last_loss = 0, 0.0, None
+        while iter_num < total_iters:
+            if iter_num > start_iter and c.ckpt_interval > 0 and iter_num % c.ckpt_interval == 0:
+                checkpoint()
+            if c.eval_interval > 0 and iter_num % c.eval_interval == 0:
+                val_loss, _ = evaluate(fast_model, splits["val"], *eval_starts, c.batch_size, c.block_size, dev, ctx,
+                                       rank, world_size)
+                if master:
+                    pbar.write(f"iter {iter_num}: val loss {val_loss:.4f}")
+                    log({"iter": iter_num, "tokens": iter_num * tokens_per_iter,
+                         "lr": lr_at(iter_num, total_iters, c.learning_rate, c.min_lr, c.warmup_iters),
+                         "train_loss": last_loss, "val_loss": val_loss, "tokens_per_s": None, "mfu": None,
+                         "peak_mem_bytes": peak_memory_bytes(device_type)})
 
-        t0 = time.time()
-        lr = lr_at(iter_num, total_iters, c.learning_rate, c.min_lr, c.warmup_iters)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = accumulate_gradients(train_model, scaler, ctx, (batch(iter_num, m) for m in range(accum)), accum)
-        if ddp:
-            torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.AVG)
-        last_loss = loss.item()  # also waits for the GPU, so the timing below is honest
-        if not math.isfinite(last_loss):
-            fail(f"loss became {last_loss} at iteration {iter_num}; stopped, {ckpt_path} keeps the last "
-                 f"good checkpoint (try a lower learning_rate)")
-        apply_gradients(raw_model, optimizer, scaler, c.grad_clip)
-        iter_num += 1
-        dt = time.time() - t0
-        train_time_s += dt
-        interval_tokens += tokens_per_iter
-        interval_time += dt
-        pbar.update(1)
-        if iter_num % c.log_interval == 0 or iter_num == total_iters:
-            tokens_per_s = interval_tokens / interval_time
-            mfu = flops_per_token * tokens_per_s / (peak * world_size) if peak else None
-            if master:
-                pbar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
-                log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "lr": lr, "train_loss": last_loss,
-                     "tokens_per_s": tokens_per_s, "mfu": mfu, "peak_mem_bytes": peak_memory_bytes(device_type)})
-            interval_tokens, interval_time = 0, 0.0
-    pbar.close()
+            t0 = time.time()
+            lr = lr_at(iter_num, total_iters, c.learning_rate, c.min_lr, c.warmup_iters)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss = accumulate_gradients(train_model, scaler, ctx, (batch(iter_num, m) for m in range(accum)), accum)
+            if ddp:
+                torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.AVG)
+            last_loss = loss.item()  # also waits for the GPU, so the timing below is honest
+            if not math.isfinite(last_loss):
+                fail(f"loss became {last_loss} at iteration {iter_num}; stopped, {ckpt_path} keeps the last "
+                     f"good checkpoint (try a lower learning_rate)")
+            apply_gradients(raw_model, optimizer, scaler, c.grad_clip)
+            iter_num += 1
+            dt = time.time() - t0
+            train_time_s += dt
+            interval_tokens += tokens_per_iter
+            interval_time += dt
+            pbar.update(1)
+            if iter_num % c.log_interval == 0 or iter_num == total_iters:
+                tokens_per_s = interval_tokens / interval_time
+                mfu = flops_per_token * tokens_per_s / (peak * world_size) if peak else None
+                if master:
+                    pbar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
+                    log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "lr": lr, "train_loss": last_loss,
+                         "tokens_per_s": tokens_per_s, "mfu": mfu, "peak_mem_bytes": peak_memory_bytes(device_type)})
+                interval_tokens, interval_time = 0, 0.0
+    finally:
+        pbar.close()  # also when a divergence stops the run
 
     # the end: checkpoint, an exact pass over the whole validation split, a train-loss estimate
     checkpoint()

@@ -1,0 +1,166 @@
+"""model.py: the shared interface of GPT and LSTM, incremental decoding, parameter counts of the
+size configs, and checkpoint loading."""
+import glob
+import math
+import os
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import train
+from configurator import config_keys, configure
+from model import GPT, LSTM, build_model, configure_optimizer, load_checkpoint, model_args_from_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VOCAB = 40
+
+
+def tiny(model_type, **kw):
+    torch.manual_seed(0)
+    if model_type == "gpt":
+        return GPT(**{**dict(vocab_size=VOCAB, block_size=16, n_layer=2, n_head=2, n_embd=32), **kw})
+    return LSTM(**{**dict(vocab_size=VOCAB, block_size=16, n_layer=2, n_embd=32), **kw})
+
+
+@pytest.mark.parametrize("model_type", ["gpt", "lstm"])
+def test_forward_gives_logits_for_every_position_and_mean_cross_entropy(model_type):
+    model = tiny(model_type)
+    idx = torch.randint(0, VOCAB, (3, 16))
+    targets = torch.randint(0, VOCAB, (3, 16))
+    logits, loss = model(idx, targets)
+    assert logits.shape == (3, 16, VOCAB)
+    assert torch.allclose(loss, F.cross_entropy(logits.view(-1, VOCAB), targets.view(-1)))
+    # -1 targets (padding) are ignored, not counted
+    masked = targets.clone()
+    masked[:, 8:] = -1
+    _, loss_masked = model(idx, masked)
+    assert torch.allclose(loss_masked, F.cross_entropy(logits[:, :8].reshape(-1, VOCAB), targets[:, :8].reshape(-1)))
+    assert model(idx)[1] is None
+
+
+@pytest.mark.parametrize("model_type", ["gpt", "lstm"])
+def test_incremental_steps_reproduce_the_full_forward(model_type):
+    model = tiny(model_type).eval()
+    idx = torch.randint(0, VOCAB, (2, 16))
+    with torch.no_grad():
+        full, _ = model(idx)
+        state = model.init_state(2, "cpu")
+        pieces = []
+        logits, state = model.step(idx[:, :5], state)  # a prompt prefill
+        pieces.append(logits)
+        for t in range(5, 16):                           # then one token at a time
+            logits, state = model.step(idx[:, t:t + 1], state)
+            pieces.append(logits)
+    assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
+
+
+def test_gpt_kv_cache_refuses_to_grow_past_block_size():
+    model = tiny("gpt").eval()
+    state = model.init_state(1, "cpu")
+    with torch.no_grad():
+        _, state = model.step(torch.zeros(1, 16, dtype=torch.long), state)
+        with pytest.raises(ValueError, match="block_size"):
+            model.step(torch.zeros(1, 1, dtype=torch.long), state)
+        with pytest.raises(ValueError):
+            model.step(torch.zeros(1, 17, dtype=torch.long), model.init_state(1, "cpu"))
+
+
+def test_gpt_is_causal():
+    model = tiny("gpt").eval()
+    idx = torch.randint(0, VOCAB, (1, 16))
+    changed = idx.clone()
+    changed[0, 10] = (idx[0, 10] + 1) % VOCAB
+    with torch.no_grad():
+        a, _ = model(idx)
+        b, _ = model(changed)
+    assert torch.allclose(a[:, :10], b[:, :10])
+    assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_parameter_counts_and_flops():
+    gpt = tiny("gpt", n_layer=3, n_embd=48, n_head=4)
+    d, L, T = 48, 3, 16
+    # per block: attention 4d^2+4d, MLP 8d^2+5d, two LayerNorms 4d; plus final LayerNorm 2d
+    non_embedding = L * (12 * d * d + 13 * d) + 2 * d
+    assert gpt.num_params(non_embedding=True) == non_embedding
+    assert gpt.num_params() == non_embedding + VOCAB * d + T * d  # tied head counted once
+    assert gpt.flops_per_token() == 6 * (non_embedding + VOCAB * d) + 12 * L * d * T
+
+    lstm = tiny("lstm", n_layer=3, n_embd=48)
+    # per layer 4 gates x (input + recurrent weights + two biases); head bias; tied embedding
+    non_embedding = 3 * 4 * (2 * d * d + 2 * d) + VOCAB
+    assert lstm.num_params(non_embedding=True) == non_embedding
+    assert lstm.num_params() == non_embedding + VOCAB * d
+    assert lstm.flops_per_token() == 6 * lstm.num_params()
+
+
+def test_weight_decay_applies_to_matrices_only():
+    model = tiny("gpt")
+    opt = configure_optimizer(model, 1e-3, 0.1, (0.9, 0.95), "cpu")
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decayed["params"]) and all(p.dim() < 2 for p in plain["params"])
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def config_model(path, vocab_size=100):
+    """(config dict, model on the meta device) for a config file, as train.py would build it."""
+    cfg = configure(config_keys(vars(train)), [path])
+    with torch.device("meta"):  # no memory for the 700M-parameter model
+        model = build_model(cfg["model_type"], **model_args_from_config(cfg, vocab_size))
+    return cfg, model
+
+
+# nominal sizes of the issue, as (low, high) parameter counts; char-level vocabularies are ~100
+NOMINAL = {"tiny": (0.9e6, 1.2e6), "small": (4e6, 6e6), "medium": (17e6, 24e6), "large": (42e6, 58e6),
+           "xl": (100e6, 150e6), "xxl": (600e6, 800e6)}
+
+
+@pytest.mark.parametrize("size", list(NOMINAL))
+def test_config_parameter_counts_match_their_names(size):
+    cfg, gpt = config_model(os.path.join(REPO, "config", f"gpt_{size}.py"))
+    low, high = NOMINAL[size]
+    assert cfg["model_type"] == "gpt"
+    assert low <= gpt.num_params() <= high, f"gpt_{size} has {gpt.num_params():,} parameters"
+    lstm_path = os.path.join(REPO, "config", f"lstm_{size}.py")
+    if size != "xxl":
+        lstm_cfg, lstm = config_model(lstm_path)
+        assert lstm_cfg["model_type"] == "lstm"
+        assert abs(lstm.num_params() / gpt.num_params() - 1) <= 0.15, \
+            f"lstm_{size} {lstm.num_params():,} vs gpt_{size} {gpt.num_params():,}"
+
+
+def test_every_config_has_the_same_tokens_per_step_and_block_size():
+    paths = sorted(glob.glob(os.path.join(REPO, "config", "gpt_*.py")) +
+                   glob.glob(os.path.join(REPO, "config", "lstm_*.py")))
+    assert len(paths) == 11
+    shapes = set()
+    for path in paths:
+        cfg = configure(config_keys(vars(train)), [path])
+        shapes.add((cfg["batch_size"] * cfg["gradient_accumulation_steps"], cfg["block_size"]))
+    assert len(shapes) == 1, shapes
+
+
+@pytest.mark.parametrize("model_type", ["gpt", "lstm"])
+def test_load_checkpoint_restores_the_model_in_eval_mode(model_type, tmp_path):
+    model = tiny(model_type)
+    torch.save({"model_type": model_type, "model_args": model.model_args(), "model": model.state_dict(),
+                "config": {"data_dir": "x", "block_size": 16}, "iter_num": 0, "tokens_seen": 0},
+               tmp_path / "ckpt.pt")
+    loaded, ckpt = load_checkpoint(str(tmp_path))  # a run folder works as well as the file
+    assert not loaded.training and type(loaded) is type(model)
+    assert loaded.config.block_size == 16 and ckpt["config"]["data_dir"] == "x"
+    idx = torch.randint(0, VOCAB, (2, 16))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(idx)[0], model(idx)[0])
+
+
+def test_untrained_models_start_near_uniform_loss():
+    # a sanity check on initialisation: far from uniform means exploding logits
+    for model_type in ("gpt", "lstm"):
+        model = tiny(model_type)
+        idx = torch.randint(0, VOCAB, (4, 16))
+        _, loss = model(idx, torch.randint(0, VOCAB, (4, 16)))
+        assert abs(loss.item() - math.log(VOCAB)) < 0.5

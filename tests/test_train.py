@@ -1,0 +1,299 @@
+"""train.py / train_rnn.py / configurator.py: the fairness guarantees of the study (data order,
+exact one-epoch accounting, determinism, exact resume, gradient accumulation, DDP) and the
+one-line errors for bad input. Tiny models on the small real char_dataset, CPU only."""
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from configurator import configure
+from model import load_checkpoint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# a tiny model and batch: 8 x 32 = 256 tokens per optimizer step
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=8", "--device=cpu",
+        "--compile=False", "--dtype=float32", "--warmup_iters=5", "--learning_rate=3e-3", "--min_lr=3e-4",
+        "--log_interval=5", "--eval_interval=10", "--eval_iters=4", "--ckpt_interval=0"]
+
+
+def tiny_args(data, out, *extra):
+    return [f"--data_dir={data}", f"--out_dir={out}", *TINY, *extra]
+
+
+def run(data, out, *extra):
+    """train.main in this process; returns results.json's dict."""
+    results = train.main(tiny_args(data, out, *extra))
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(results))
+    return results
+
+
+def read_log(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def exit_message(excinfo):
+    """The message of a sys.exit("error: ...") -- what the user sees on stderr."""
+    message = excinfo.value.code
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+@pytest.fixture(scope="module")
+def gpt_run(char_dataset, tmp_path_factory):
+    """A finished 30-iteration GPT run, shared by the tests that only read it."""
+    out = tmp_path_factory.mktemp("gpt_run")
+    return out, run(char_dataset, out, "--max_iters=30", "--dropout=0.1")
+
+
+# ---------------------------------------------------------------------------------------------
+# configurator
+
+def test_configurator_types_overrides_like_their_defaults(tmp_path):
+    cfg_file = tmp_path / "cfg.py"
+    cfg_file.write_text("import math\nlr = 1e-3 * math.sqrt(4)\nname = 'from-file'\n")
+    defaults = {"lr": 0.1, "steps": 10, "flag": False, "name": "x", "_private": 1}
+    cfg = configure(defaults, [str(cfg_file), "--steps=2e3", "--flag=True", "--name=2024"])
+    assert cfg == {"lr": 2e-3, "steps": 2000, "flag": True, "name": "2024"}
+    assert type(cfg["steps"]) is int and defaults["steps"] == 10  # the defaults are not changed
+    assert configure(defaults, ["--lr=1"])["lr"] == 1.0
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--stepz=3"], "unknown config key 'stepz'"),
+    (["--steps=3.5"], "steps must be int"),
+    (["--flag=yes"], "flag must be bool"),
+    (["--lr=fast"], "lr must be float"),
+    (["--steps"], "expected --key=value"),
+    (["no_such_config.py"], "not found"),
+])
+def test_configurator_rejects_unknown_keys_and_wrong_types(argv, expected):
+    with pytest.raises(SystemExit) as excinfo:
+        configure({"lr": 0.1, "steps": 10, "flag": False}, argv)
+    assert expected in exit_message(excinfo)
+
+
+def test_configurator_rejects_unknown_keys_in_config_files(tmp_path):
+    cfg_file = tmp_path / "typo.py"
+    cfg_file.write_text("n_layers = 4\n")
+    with pytest.raises(SystemExit) as excinfo:
+        configure({"n_layer": 2}, [str(cfg_file)])
+    assert "unknown key 'n_layers'" in exit_message(excinfo)
+
+
+def test_cli_rejects_an_unknown_key_with_one_line_and_nonzero_exit(run_script):
+    proc = run_script(["train.py", "config/gpt_tiny.py", "--learning_rat=1e-3"], check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == ["error: unknown config key 'learning_rat' (see --help for the keys)"]
+
+
+# ---------------------------------------------------------------------------------------------
+# data order and the one-epoch budget
+
+def test_window_order_is_a_seeded_permutation_of_disjoint_windows():
+    n, T = 50, 8
+    epoch = train.window_starts(0, n, n, T, data_seed=7)
+    assert sorted(epoch) == list(range(0, n * T, T))  # every window once: targets disjoint, all covered
+    np.testing.assert_array_equal(epoch, train.window_starts(0, n, n, T, data_seed=7))
+    assert not np.array_equal(epoch, train.window_starts(0, n, n, T, data_seed=8))
+    # consumed in order: any slice of the order is the same slice, however it is requested
+    np.testing.assert_array_equal(train.window_starts(13, 9, n, T, 7), epoch[13:22])
+    # past one epoch the windows come again, in a new order
+    second = train.window_starts(n, n, n, T, 7)
+    assert sorted(second) == sorted(epoch) and not np.array_equal(second, epoch)
+    np.testing.assert_array_equal(train.window_starts(45, 10, n, T, 7), np.concatenate([epoch[45:], second[:5]]))
+
+
+def test_default_budget_is_exactly_one_epoch(char_dataset, tmp_path):
+    # 64 x 32 tokens per step keeps the epoch to a few dozen steps
+    res = run(char_dataset, tmp_path, "--batch_size=64", "--eval_interval=0")
+    dtype = json.loads((char_dataset / "meta.json").read_text())["dtype"]
+    n_tokens = len(np.memmap(char_dataset / "train.bin", dtype=dtype))
+    n_windows = (n_tokens - 1) // 32
+    windows_per_step = 64
+    assert res["iters"] == n_windows // windows_per_step  # only the last partial step is dropped
+    assert res["tokens_trained"] == res["iters"] * windows_per_step * 32 == res["tokens_per_iter"] * res["iters"]
+    assert res["epochs"] == res["iters"] * windows_per_step / n_windows
+    assert 1 - windows_per_step / n_windows < res["epochs"] <= 1
+    assert read_log(tmp_path)[-1]["tokens"] == res["tokens_trained"]
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert ckpt["tokens_seen"] == res["tokens_trained"] and ckpt["data_position"] == res["iters"] * windows_per_step
+
+
+def test_max_tokens_sets_the_budget_and_more_than_one_epoch_is_recorded(char_dataset, tmp_path):
+    res = run(char_dataset, tmp_path / "a", "--max_tokens=2600", "--eval_interval=0")
+    assert res["iters"] == 10 and res["tokens_trained"] == 2560
+    n_windows = res["iters"] * 8 / res["epochs"]
+    res = run(char_dataset, tmp_path / "b", f"--max_tokens={int(n_windows * 32 * 1.2)}", "--eval_interval=0",
+              "--batch_size=64")
+    assert 1.1 < res["epochs"] < 1.25
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs, learning, determinism
+
+def test_run_writes_the_contract_files_and_learns(gpt_run, char_dataset):
+    out, res = gpt_run
+    for key in ("model_type", "n_params", "n_params_non_embedding", "n_layer", "n_embd", "n_head", "tokens_trained",
+                "epochs", "train_loss", "val_loss", "val_bpc", "wall_time_s", "tokens_per_s", "peak_mem_bytes",
+                "device", "config"):
+        assert key in res, key
+    assert res["model_type"] == "gpt" and res["n_head"] == 2 and res["device"] == "cpu"
+    assert res["config"]["data_dir"] == str(char_dataset) and res["config"]["block_size"] == 32
+    stats = json.loads((char_dataset / "stats.json").read_text())["splits"]["val"]
+    assert res["val_bpc"] == pytest.approx(res["val_loss"] / math.log(2) * stats["tokens"] / stats["chars"])
+    assert res["val_targets"] == stats["tokens"] - 1  # the final pass predicts every val token but the first
+
+    log = read_log(out)
+    for entry in log:
+        for key in ("iter", "tokens", "lr", "train_loss", "tokens_per_s", "mfu", "peak_mem_bytes"):
+            assert key in entry
+    first_val = log[0]["val_loss"]
+    assert log[0]["iter"] == 0 and first_val == pytest.approx(math.log(res["vocab_size"]), abs=0.5)
+    assert res["val_loss"] < first_val - 0.5, "the loss did not fall"
+    assert [e["iter"] for e in log if "val_loss" in e] == [0, 10, 20, 30]
+
+    ckpt = torch.load(out / "ckpt.pt", map_location="cpu", weights_only=True)
+    assert ckpt["iter_num"] == 30 and ckpt["tokens_seen"] == res["tokens_trained"]
+    assert ckpt["config"]["block_size"] == 32 and ckpt["model_args"]["vocab_size"] == res["vocab_size"]
+    model, _ = load_checkpoint(str(out))
+    assert model.num_params() == res["n_params"] and not model.training
+
+
+def test_same_seeds_give_identical_losses_and_a_new_seed_does_not(gpt_run, char_dataset, tmp_path):
+    out, res = gpt_run
+    again = run(char_dataset, tmp_path / "again", "--max_iters=30", "--dropout=0.1")
+    assert again["val_loss"] == res["val_loss"]
+    losses = lambda log: [(e["iter"], e["train_loss"], e.get("val_loss")) for e in log]
+    assert losses(read_log(tmp_path / "again")) == losses(read_log(out))
+    other = run(char_dataset, tmp_path / "other", "--max_iters=30", "--dropout=0.1", "--seed=7")
+    assert other["val_loss"] != res["val_loss"]
+
+
+def test_train_rnn_trains_an_lstm_with_the_same_loop(run_script, char_dataset, tmp_path):
+    proc = run_script(["train_rnn.py", *tiny_args(char_dataset, tmp_path), "--max_iters=30", "--learning_rate=1e-2",
+                       "--min_lr=1e-3"])
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["model_type"] == "lstm" and res["n_head"] is None and res["n_layer"] == 2
+    log = read_log(tmp_path)
+    assert res["val_loss"] < log[0]["val_loss"] - 0.5, "the LSTM's loss did not fall"
+    assert "lstm:" in proc.stdout
+
+
+def test_gradient_accumulation_matches_a_larger_batch(char_dataset, tmp_path):
+    big = run(char_dataset, tmp_path / "1x8", "--max_iters=8", "--eval_interval=0")
+    small = run(char_dataset, tmp_path / "4x2", "--max_iters=8", "--eval_interval=0", "--batch_size=2",
+                "--gradient_accumulation_steps=4")
+    assert small["tokens_trained"] == big["tokens_trained"]
+    assert small["val_loss"] == pytest.approx(big["val_loss"], rel=1e-4)
+    assert [e["train_loss"] for e in read_log(tmp_path / "4x2")] == pytest.approx(
+        [e["train_loss"] for e in read_log(tmp_path / "1x8")], rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# resume
+
+def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dataset, tmp_path):
+    args = ["--max_iters=80", "--ckpt_interval=10", "--dropout=0.1", "--eval_interval=20"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "train.py", *tiny_args(char_dataset, killed), *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "ckpt.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    ckpt = torch.load(killed / "ckpt.pt", weights_only=True)
+    assert 0 < ckpt["iter_num"] < 80 and not (killed / "results.json").exists()
+
+    # the checkpoint's settings are the defaults of a resume: out_dir and init_from are enough
+    resumed = train.main([f"--out_dir={killed}", "--init_from=resume"])
+    uninterrupted = run(char_dataset, tmp_path / "whole", *args)
+    assert resumed["val_loss"] == uninterrupted["val_loss"]
+    assert resumed["tokens_trained"] == uninterrupted["tokens_trained"]
+    strip = lambda log: [(e["iter"], e["train_loss"], e.get("val_loss")) for e in log]
+    assert strip(read_log(killed)) == strip(read_log(tmp_path / "whole"))
+
+
+def test_resume_refuses_changed_settings_and_a_different_vocabulary(gpt_run, char_dataset, tmp_path):
+    out, _ = gpt_run
+    with pytest.raises(SystemExit) as excinfo:
+        train.main([f"--out_dir={out}", "--init_from=resume", "--learning_rate=1e-2"])
+    assert "learning_rate" in exit_message(excinfo)
+    other = tmp_path / "other_vocab"
+    shutil.copytree(char_dataset, other)
+    meta = json.loads((other / "meta.json").read_text())
+    meta["vocab_size"] += 1
+    (other / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit) as excinfo:
+        train.main([f"--out_dir={out}", "--init_from=resume", f"--data_dir={other}"])
+    assert "vocabulary" in exit_message(excinfo)
+    with pytest.raises(SystemExit) as excinfo:
+        train.main([f"--out_dir={tmp_path / 'nothing'}", "--init_from=resume"])
+    assert "does not exist" in exit_message(excinfo)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+def test_missing_dataset_and_oversized_block_are_one_line_errors(char_dataset, tmp_path):
+    with pytest.raises(SystemExit) as excinfo:
+        train.main(tiny_args(tmp_path / "no_data", tmp_path / "out"))
+    assert "not found" in exit_message(excinfo)
+    val_tokens = json.loads((char_dataset / "stats.json").read_text())["splits"]["val"]["tokens"]
+    with pytest.raises(SystemExit) as excinfo:
+        train.main(tiny_args(char_dataset, tmp_path / "out") + [f"--block_size={val_tokens + 10}"])
+    assert "larger than the val split" in exit_message(excinfo)
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(char_dataset, tmp_path, monkeypatch):
+    real = train.accumulate_gradients
+    calls = []
+
+    def nan_at_iteration_8(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 9 else loss
+
+    monkeypatch.setattr(train, "accumulate_gradients", nan_at_iteration_8)
+    with pytest.raises(SystemExit) as excinfo:
+        run(char_dataset, tmp_path, "--max_iters=20", "--ckpt_interval=5")
+    assert "loss became nan at iteration 8" in exit_message(excinfo)
+    model, ckpt = load_checkpoint(str(tmp_path))
+    assert ckpt["iter_num"] == 5 and all(torch.isfinite(p).all() for p in model.parameters())
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_an_infinite_learning_rate_is_caught_as_divergence(char_dataset, tmp_path):
+    with pytest.raises(SystemExit) as excinfo:
+        run(char_dataset, tmp_path, "--max_iters=5", "--learning_rate=1e400", "--eval_interval=0")
+    assert "loss became" in exit_message(excinfo)
+
+
+# ---------------------------------------------------------------------------------------------
+# DDP (gloo on CPU)
+
+def test_ddp_ranks_split_the_same_batches(char_dataset, tmp_path):
+    args = ["--max_iters=6", "--eval_interval=0", "--batch_size=4", "--gradient_accumulation_steps=2"]
+    single = run(char_dataset, tmp_path / "single", *args)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "train.py", *tiny_args(char_dataset, tmp_path / "ddp"), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert ddp["world_size"] == 2 and ddp["tokens_trained"] == single["tokens_trained"]
+    assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
+    ckpt = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)
+    assert len(ckpt["rng"]) == 2  # each rank's RNG state, for an exact resume
