@@ -3,7 +3,6 @@ and hanging files correctly, computes its statistics as written by hand, and nev
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 
@@ -11,10 +10,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import eval_syntax  # noqa: E402
-from test_sample import ENV, PY, tiny_dataset  # noqa: E402  (the shared small real dataset)
 
 LONG_BODY = "B|E>GE GEG|B>AB e2f|g>fe dgB|A>GA BG E|E>GE GEG|B>AB e2f|g>fe dcB|AGF E2:|\n"
 FILES = {
@@ -43,14 +40,12 @@ def write_files(folder):
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, request):
-    dataset = tiny_dataset(request, tmp_path_factory)
+def report(tmp_path_factory, run_script, char_dataset):
     folder = tmp_path_factory.mktemp("eval") / "tunes"
     write_files(folder)
     out = folder.parent / "report.json"
-    proc = subprocess.run([PY, "eval_syntax.py", str(folder), "--reference", str(dataset), "--reference_tunes", "30",
-                           "--workers", "2", "--out", str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_script(["eval_syntax.py", folder, "--reference", char_dataset, "--reference_tunes", "30",
+                       "--workers", "2", "--out", out])
     return json.loads(out.read_text()), proc.stdout
 
 
@@ -102,13 +97,13 @@ def test_statistics_match_a_hand_count(report):
     assert set(means) == set(eval_syntax.STATISTICS)
 
 
-def test_reference_is_the_datasets_real_test_tunes(report, request, tmp_path_factory):
+def test_reference_is_the_datasets_real_test_tunes(report, char_dataset):
     reference = report[0]["reference"]
     assert reference["n_files"] == 30
     # real, cleaned tunes: nearly all parse and convert, none is degenerate
     assert reference["parse_valid_rate"] >= 0.9 and reference["midi_with_errors_rate"] >= 0.9
     assert reference["degenerate_rate"] <= 0.05
-    items = eval_syntax.reference_items(str(tiny_dataset(request, tmp_path_factory)), 5)
+    items = eval_syntax.reference_items(str(char_dataset), 5)
     assert len(items) == 5 and all(item["text"].startswith("X:1\n") for item in items)
 
 

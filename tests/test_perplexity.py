@@ -2,7 +2,6 @@
 import json
 import math
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -10,17 +9,12 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_sample import ENV, PY, ROOT, tiny_dataset, tiny_run  # noqa: E402  (shared tiny runs, trained once)
+from test_sample import ONE_THREAD, ROOT, tiny_run  # noqa: E402  (shared tiny runs, trained once a session)
 
 sys.path.insert(0, ROOT)
 import calc_perplexity  # noqa: E402
 from calc_perplexity import window_batches  # noqa: E402
 from model import load_checkpoint  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def dataset(request, tmp_path_factory):
-    return tiny_dataset(request, tmp_path_factory)
 
 
 def hand_loss(model, tokens, eot_id, window, stride):
@@ -43,13 +37,13 @@ def hand_loss(model, tokens, eot_id, window, stride):
 
 
 @pytest.mark.parametrize("model_type,stride", [("gpt", None), ("gpt", 8), ("lstm", None)])
-def test_perplexity_equals_hand_computation(tmp_path, tmp_path_factory, dataset, model_type, stride):
-    run = tiny_run(tmp_path_factory, dataset, model_type)
+def test_perplexity_equals_hand_computation(tmp_path, tmp_path_factory, run_script, char_dataset, model_type, stride):
+    dataset = char_dataset
+    run = tiny_run(run_script, tmp_path_factory, dataset, model_type)
     out = tmp_path / "ppl.json"
     args = [str(run), "--split", "val", "--out", str(out), "--batch_size", "7"] + (["--stride", str(stride)] if stride else [])
     if model_type == "gpt" and stride is None:  # once through the real command line: JSON on stdout and in --out
-        proc = subprocess.run([PY, "calc_perplexity.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        proc = run_script(["calc_perplexity.py", *args], env=ONE_THREAD)
         assert json.loads(proc.stdout) == json.loads(out.read_text())
     else:
         calc_perplexity.main(args)
@@ -89,8 +83,8 @@ def test_windows_score_every_token_once_in_order(n, block_size, stride, batch_si
         assert min(contexts[block_size:]) >= block_size - stride + 1
 
 
-def test_bad_input_is_a_one_line_error(tmp_path, tmp_path_factory, dataset):
-    run = tiny_run(tmp_path_factory, dataset, "gpt")
+def test_bad_input_is_a_one_line_error(tmp_path, tmp_path_factory, run_script, char_dataset):
+    run = tiny_run(run_script, tmp_path_factory, char_dataset, "gpt")
     for args in ([str(tmp_path / "missing")], [str(run), "--stride", "0"], [str(run), "--block_size", "9999"]):
         with pytest.raises(SystemExit) as exit_info:  # sys.exit("error: ...") prints the line and exits 1
             calc_perplexity.main(args)

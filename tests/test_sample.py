@@ -2,7 +2,6 @@
 complete tunes with recorded header completion, conversions recorded per sample."""
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -16,53 +15,29 @@ from abc_text import parse_header  # noqa: E402
 import sample  # noqa: E402
 from sample import Decoder, generate, load_run, sample_next_token  # noqa: E402
 
-PY = sys.executable
 # tiny models train and decode fastest on one thread; two threads on two busy cores are 5x slower
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 BLOCK_SIZE = 32
 
 
-def tiny_dataset(request, tmp_path_factory):
-    """The shared `char_dataset` fixture when tests/conftest.py provides it, else one ABC book prepared
-    by the real prepare.py."""
-    try:
-        return request.getfixturevalue("char_dataset")
-    except pytest.FixtureLookupError:
-        pass
-    out = tmp_path_factory.getbasetemp() / "eval_dataset"
-    if not (out / "meta.json").exists():
-        import music21
-        book = os.path.join(os.path.dirname(music21.__file__), "corpus", "airdsAirs", "book1.abc")
-        subprocess.run([PY, "prepare.py", "--input", book, "--out", str(out), "--workers", "1",
-                        "--cache_dir", str(tmp_path_factory.getbasetemp() / "eval_cache")],
-                       cwd=ROOT, env=ENV, check=True, capture_output=True)
-    return out
-
-
-def tiny_run(tmp_path_factory, data_dir, model_type, iters=100):
+def tiny_run(run_script, tmp_path_factory, data_dir, model_type, iters=100):
     """A tiny model trained by the real train.py, once per test session and model type."""
     out = tmp_path_factory.getbasetemp() / f"eval_run_{model_type}"
     if not (out / "ckpt.pt").exists():
-        args = [PY, "train.py", f"--data_dir={data_dir}", f"--out_dir={out}", f"--model_type={model_type}",
+        args = ["train.py", f"--data_dir={data_dir}", f"--out_dir={out}", f"--model_type={model_type}",
                 f"--max_iters={iters}", "--batch_size=16", f"--block_size={BLOCK_SIZE}", "--n_layer=1",
                 "--n_embd=64", "--learning_rate=3e-3", "--warmup_iters=10", "--device=cpu",
                 "--eval_interval=0", "--compile=False", "--dtype=float32"]
         if model_type == "gpt":
             args.append("--n_head=2")
-        proc = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+        run_script(args, env=ONE_THREAD)
     return out
 
 
-@pytest.fixture(scope="module")
-def dataset(request, tmp_path_factory):
-    return tiny_dataset(request, tmp_path_factory)
-
-
 @pytest.fixture(scope="module", params=["gpt", "lstm"])
-def run(request, tmp_path_factory, dataset):
+def run(request, run_script, tmp_path_factory, char_dataset):
     torch.set_num_threads(1)
-    return tiny_run(tmp_path_factory, dataset, request.param)
+    return tiny_run(run_script, tmp_path_factory, char_dataset, request.param)
 
 
 def real_tune_ids(tokenizer, data_dir, min_len):
@@ -77,9 +52,9 @@ def real_tune_ids(tokenizer, data_dir, min_len):
     pytest.skip("no test tune long enough")
 
 
-def test_cached_logits_equal_full_recomputation_past_block_size(run, dataset):
+def test_cached_logits_equal_full_recomputation_past_block_size(run, char_dataset):
     model, _, tokenizer = load_run(str(run), "cpu")
-    tokens = real_tune_ids(tokenizer, dataset, 3 * BLOCK_SIZE)
+    tokens = real_tune_ids(tokenizer, char_dataset, 3 * BLOCK_SIZE)
     cached, full = Decoder(model, "cpu", use_cache=True), Decoder(model, "cpu", use_cache=False)
     with torch.no_grad():
         a, b = cached.prefill([tokenizer.eot_id]), full.prefill([tokenizer.eot_id])
@@ -146,14 +121,12 @@ def test_sampling_filters():
     assert len({sample_next_token(logits, 1.0, 0, 1.0, g) for _ in range(500)}) == 5
 
 
-def test_cli_writes_complete_tunes_and_records_every_conversion(tmp_path, tmp_path_factory, dataset):
-    run = tiny_run(tmp_path_factory, dataset, "gpt")
+def test_cli_writes_complete_tunes_and_records_every_conversion(tmp_path, tmp_path_factory, run_script, char_dataset):
+    run = tiny_run(run_script, tmp_path_factory, char_dataset, "gpt")
     out = tmp_path / "samples"
     # a prompt that is music only: the file must gain all four headers, and the record must say so
-    proc = subprocess.run([PY, "sample.py", "--run", str(run), "--out", str(out), "--num_samples", "3",
-                           "--max_new_tokens", "48", "--prompt", "CDEF GABc|", "--midi", "--wav", "--svg",
-                           "--device", "cpu"], cwd=ROOT, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_script(["sample.py", "--run", run, "--out", out, "--num_samples", "3", "--max_new_tokens", "48",
+                       "--prompt", "CDEF GABc|", "--midi", "--wav", "--svg", "--device", "cpu"], env=ONE_THREAD)
     assert "tokens/s" in proc.stdout
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [os.path.basename(r["file"]) for r in records] == ["sample_001.abc", "sample_002.abc", "sample_003.abc"]
@@ -174,15 +147,13 @@ def test_cli_writes_complete_tunes_and_records_every_conversion(tmp_path, tmp_pa
     assert all(r["wav_ok"] and r["wav_peak"] > 0.001 for r in records)
 
 
-def test_cli_header_prompt_is_kept_and_bad_input_is_one_line(tmp_path, tmp_path_factory, dataset):
-    run = tiny_run(tmp_path_factory, dataset, "lstm")
+def test_cli_header_prompt_is_kept_and_bad_input_is_one_line(tmp_path, tmp_path_factory, run_script, char_dataset):
+    run = tiny_run(run_script, tmp_path_factory, char_dataset, "lstm")
     prompt_file = tmp_path / "prompt.abc"
     prompt_file.write_text("X:7\nM:6/8\nL:1/8\nK:G\n")
     out = tmp_path / "s"
-    proc = subprocess.run([PY, "sample.py", "--run", str(run), "--out", str(out), "--num_samples", "1",
-                           "--max_new_tokens", "16", "--prompt_file", str(prompt_file), "--seed", "3"],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_script(["sample.py", "--run", run, "--out", out, "--num_samples", "1", "--max_new_tokens", "16",
+                "--prompt_file", prompt_file, "--seed", "3"], env=ONE_THREAD)
     record = json.loads((out / "samples.jsonl").read_text())
     assert record["headers_added"] == []
     assert (out / "sample_001.abc").read_text().startswith("X:7\nM:6/8\nL:1/8\nK:G\n")
