@@ -2,10 +2,12 @@
 #   make demo   the main job: a small but complete scaling study on the corpus inside music21
 #   make test   the test suite (what CI runs, through .ci/run)
 # Knobs: PYTHON (interpreter for the venv), TORCH (pip spec; the default is the CPU build on machines
-# without CUDA wheels cached, and the CUDA build from PyPI elsewhere), DEMO_CONFIG.
+# without CUDA wheels cached, and the CUDA build from PyPI elsewhere), DEMO_CONFIG, BASE_IMAGE (docker-test;
+# e.g. local-debian where no image registry can be reached).
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 DEMO_CONFIG ?= config/study_quick.py
+BASE_IMAGE ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian/Ubuntu packages: midi2abc/abc2midi, sheet music, audio rendering with a General MIDI soundfont
@@ -28,7 +30,7 @@ bench: $(VENV)/.runtime-installed
 	$(PY) bench.py config/lstm_tiny.py
 
 docker-test:
-	bash docker_smoke_test.sh
+	bash docker_smoke_test.sh $(BASE_IMAGE)
 
 # Installs the system packages that are missing; needs root (or sudo) only when something is missing.
 system-deps:
