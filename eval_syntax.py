@@ -440,6 +440,8 @@ def main(argv=None):
     parser.add_argument("inputs", nargs="+", metavar="FOLDER_OR_GLOB", help="folders of .abc files, files, or globs")
     parser.add_argument("--reference", metavar="DATA_DIR", help="score the dataset's real test tunes alongside")
     parser.add_argument("--reference_tunes", type=int, default=reference_tunes, help="how many reference tunes (random subset)")
+    parser.add_argument("--reference_split", default="test", choices=["train", "val", "test"],
+                        help="split the reference tunes come from (train: a larger pool, e.g. for benchmarks)")
     parser.add_argument("--out", help="write the JSON report here")
     parser.add_argument("--workers", type=int, default=workers)
     parser.add_argument("--timeout", type=float, default=parse_timeout, help="seconds per tune for music21")
@@ -450,7 +452,7 @@ def main(argv=None):
     workers, parse_timeout, max_chars, reference_tunes = args.workers, args.timeout, args.max_chars, args.reference_tunes
 
     paths = expand_inputs(args.inputs)
-    ref_items = reference_items(args.reference, reference_tunes) if args.reference else None
+    ref_items = reference_items(args.reference, reference_tunes, args.reference_split) if args.reference else None
     t0 = time.time()
     results = evaluate_all([{"path": p} for p in paths], desc="files")
     seconds = time.time() - t0
@@ -458,8 +460,11 @@ def main(argv=None):
     report["seconds"] = seconds
     report["tunes_per_s"] = len(results) / seconds if seconds > 0 else None
     if ref_items is not None:
+        t0 = time.time()
         ref_results = evaluate_all(ref_items, desc="reference")
-        report["reference"] = {"data_dir": args.reference, **summarize(ref_results),
+        ref_seconds = time.time() - t0
+        report["reference"] = {"data_dir": args.reference, "split": args.reference_split, **summarize(ref_results),
+                               "seconds": ref_seconds, "tunes_per_s": len(ref_results) / ref_seconds,
                                "failed": [r for r in ref_results if not r["parse_ok"] or not r["midi_ok"]][:20]}
     report["settings"] = {"parse_timeout": parse_timeout, "midi_timeout": midi_timeout, "max_chars": max_chars,
                           "repeated_bar_share": repeated_bar_share, "skip_beaming": skip_beaming, "workers": workers}
@@ -469,6 +474,10 @@ def main(argv=None):
     if report["failures"]:
         print("parse failures: " + ", ".join(f"{k} x{v}" for k, v in report["failures"].items()))
     print(f"{len(results)} files in {seconds:.1f} s ({report['tunes_per_s']:.1f} tunes/s, {workers} workers)")
+    if ref_items is not None:
+        ref = report["reference"]
+        print(f"reference: {ref['n_files']} {args.reference_split} tunes of {args.reference} in {ref['seconds']:.1f} s "
+              f"({ref['tunes_per_s']:.1f} tunes/s)")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
