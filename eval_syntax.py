@@ -194,9 +194,7 @@ def most_repeated_bar_share(bars):
 
 def evaluate_text(text, tmp_dir):
     """Every check on the text of one file. Never raises for bad input: failures are fields of the result."""
-    result = {"parse_ok": False, "midi_ok": False, "degenerate": True, "reason": None, "parse_error": None,
-              "headers_missing": [], "tunes_in_file": 0, "midi_notes": 0, "midi_errors": []}
-    result.update({k: None for k in STATISTICS})
+    result = failed_result(None)
     tunes = split_tunes(text)
     result["tunes_in_file"] = len(tunes)
     # a file is one tune: the first one (abc2midi -o converts only the first too); a text with neither
@@ -230,6 +228,7 @@ def evaluate_text(text, tmp_dir):
 
 
 def failed_result(reason):
+    """The record of a file that could not be evaluated (and the starting point of one that can)."""
     result = {"parse_ok": False, "midi_ok": False, "degenerate": True, "reason": reason, "parse_error": reason,
               "headers_missing": [], "tunes_in_file": 0, "midi_notes": 0, "midi_errors": []}
     result.update({k: None for k in STATISTICS})
