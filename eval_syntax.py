@@ -43,7 +43,8 @@ from abc_text import parse_header, split_header_body, split_tunes, music_text, F
 workers = os.cpu_count() or 1
 parse_timeout = 10.0   # seconds for music21 on one tune (a normal folk tune takes ~0.02 s)
 midi_timeout = 10.0    # seconds for abc2midi on one tune
-max_chars = 10000      # longer files are a counted failure ("too long"): ~1000 bars, ~8 s in music21
+max_chars = 20000      # longer files are a counted failure ("too long"); prepare.py's --max_chars default,
+                       # so no tune a dataset may hold is refused (music21 without beaming: ~2000 bars, < 10 s)
 reference_tunes = 300  # real test tunes scored for the reference column (a seeded random subset)
 repeated_bar_share = 0.5  # degenerate when one bar makes up more than this share of the bars ...
 repeated_bar_min_bars = 4  # ... of a tune with at least this many bars

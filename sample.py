@@ -4,7 +4,8 @@ Generate ABC tunes from a trained run (GPT or LSTM) and make them playable.
     python sample.py --run out/gpt_tiny --out samples --num_samples 10 --midi --wav --svg
     python sample.py --run out/gpt_tiny --out samples --prompt "X:1\\nM:6/8\\nL:1/8\\nK:D\\n" --temperature 0.8
 
-Every sample starts after an end-of-tune token, i.e. where a fresh tune starts in the training data; a
+Every sample starts after an end-of-tune token, i.e. where a fresh tune starts in the training data,
+with "X:1\n" (the first line of every training tune) unless the prompt has its own X: line; a
 prompt (--prompt, where a literal \\n is a line break, or --prompt_file) continues from there. Generation
 stops at the next end-of-tune token or after --max_new_tokens. Each sample is written as a complete tune
 (missing X:, M:, L:, K: headers are added and the record says which), with samples.jsonl holding one
@@ -47,6 +48,7 @@ tool_timeout = 60    # seconds per external conversion
 # CPU threads for decoding. One token at a time is latency-bound: extra intra-op threads buy little, and on
 # a busy 2-core machine 2 threads were 45x slower than 1 (10 vs 455 tokens/s, gpt_tiny). 0 = torch's default.
 threads = 1
+TUNE_OPENING = "X:1\n"  # how every cleaned training tune starts (see main)
 # -----------------------------------------------------------------------------
 
 
@@ -280,6 +282,12 @@ def main(argv=None):
         sys.exit(f"error: soundfont {sf2} does not exist")
 
     model, ckpt, tokenizer = load_run(args.run, args.device, args.data_dir)
+    # prepare.py renumbers every training tune to X:1, so a tune always opens with "X:1\n": writing it
+    # for the model adds no information, and it spares the model its weakest prediction (the token after
+    # an EOT at position 0, a context that training windows, which start anywhere, rarely show).
+    user_prompt = prompt_text
+    if not prompt_text.startswith("X:"):
+        prompt_text = TUNE_OPENING + prompt_text
     prompt_ids = [tokenizer.eot_id] + tokenizer.encode(prompt_text)
     os.makedirs(args.out, exist_ok=True)
     settings = {"run": args.run, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
@@ -303,7 +311,7 @@ def main(argv=None):
         abc_path = os.path.join(args.out, name + ".abc")
         with open(abc_path, "w") as f:
             f.write(tune)
-        record = {"file": abc_path, "prompt": prompt_text, "headers_added": added, "tokens": len(new_ids),
+        record = {"file": abc_path, "prompt": user_prompt, "tune_opening": prompt_text[:len(prompt_text) - len(user_prompt)], "headers_added": added, "tokens": len(new_ids),
                   "seconds": seconds, "tokens_per_s": len(new_ids) / seconds if seconds > 0 else None,
                   "ended_with_eot": ended, "seed": args.seed + i - 1, **settings}
         if args.midi or args.wav:

@@ -124,7 +124,7 @@ def test_sampling_filters():
 def test_cli_writes_complete_tunes_and_records_every_conversion(tmp_path, tmp_path_factory, run_script, char_dataset):
     run = tiny_run(run_script, tmp_path_factory, char_dataset, "gpt")
     out = tmp_path / "samples"
-    # a prompt that is music only: the file must gain all four headers, and the record must say so
+    # a prompt that is music only: the file must gain all four headers, and the record must say how
     proc = run_script(["sample.py", "--run", run, "--out", out, "--num_samples", "3", "--max_new_tokens", "48",
                        "--prompt", "CDEF GABc|", "--midi", "--wav", "--svg", "--device", "cpu"], env=ONE_THREAD)
     assert "tokens/s" in proc.stdout
@@ -133,7 +133,8 @@ def test_cli_writes_complete_tunes_and_records_every_conversion(tmp_path, tmp_pa
     for r in records:
         text = open(r["file"]).read()
         assert text.startswith("X:1\nM:4/4\nL:1/8\nK:C\nCDEF GABc|")
-        assert r["headers_added"] == ["X", "M", "L", "K"]
+        # X:1 opens every training tune, so the sampler writes it (tune_opening); the rest was added after
+        assert r["tune_opening"] == "X:1\n" and r["headers_added"] == ["M", "L", "K"]
         assert set(parse_header(text)) >= {"X", "M", "L", "K"}
         assert r["prompt"] == "CDEF GABc|"
         assert r["tokens"] < 48 if r["ended_with_eot"] else r["tokens"] == 48
