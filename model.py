@@ -225,7 +225,10 @@ class LSTM(nn.Module):
                             dropout=config.dropout if config.n_layer > 1 else 0.0)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=True)
         self.lm_head.weight = self.wte.weight  # weight tying (Press & Wolf 2017)
-        nn.init.uniform_(self.wte.weight, -0.1, 0.1)
+        # unit-scale embeddings (nn.Embedding's default N(0, 1)): the classic U(-0.1, 0.1) feeds the
+        # first layer inputs so small that a 3-layer stack sits on the unigram plateau for hundreds
+        # of steps (measured on data/music21: loss 3.2 after 80 steps vs 2.2 after 35 with N(0, 1))
+        nn.init.normal_(self.wte.weight, mean=0.0, std=1.0)
         nn.init.zeros_(self.lm_head.bias)
         # forget-gate bias 1 (Jozefowicz et al. 2015) so early gradients flow through time;
         # PyTorch keeps two bias vectors (ih, hh) of gate order i, f, g, o

@@ -14,8 +14,8 @@ LSTM_DEFAULTS = dict(
     out_dir='out/lstm',
     n_layer=3,
     n_embd=208,
-    learning_rate=3e-3,
-    min_lr=3e-4,
+    learning_rate=1e-2,
+    min_lr=1e-3,
 )
 
 if __name__ == "__main__":

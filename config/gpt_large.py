@@ -9,5 +9,5 @@ n_embd = 512
 batch_size = 32
 block_size = 256
 gradient_accumulation_steps = 1
-learning_rate = 6e-4
-min_lr = 6e-4 / 10
+learning_rate = 8e-4
+min_lr = 8e-4 / 10

@@ -9,5 +9,5 @@ n_embd = 256
 batch_size = 32
 block_size = 256
 gradient_accumulation_steps = 1
-learning_rate = 1.5e-3
-min_lr = 1.5e-3 / 10
+learning_rate = 3e-3
+min_lr = 3e-3 / 10

@@ -9,8 +9,8 @@ n_embd = 1600
 batch_size = 8
 block_size = 256
 gradient_accumulation_steps = 4
-learning_rate = 2e-4
-min_lr = 2e-4 / 10
+learning_rate = 3e-4
+min_lr = 3e-4 / 10
 # 740M parameters with AdamW need ~12 GB for weights, gradients and moments; micro-batches of 8
 # keep activations to a few GB, so this fits a single 24 GB GPU. On a smaller card set
 # grad_checkpoint = True (recompute activations in backward) before lowering batch_size further.

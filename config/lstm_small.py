@@ -8,5 +8,5 @@ n_embd = 448
 batch_size = 32
 block_size = 256
 gradient_accumulation_steps = 1
-learning_rate = 2e-3
-min_lr = 2e-3 / 10
+learning_rate = 5e-3
+min_lr = 5e-3 / 10

@@ -8,5 +8,5 @@ n_embd = 2304
 batch_size = 32
 block_size = 256
 gradient_accumulation_steps = 1
-learning_rate = 6e-4
-min_lr = 6e-4 / 10
+learning_rate = 1.5e-3
+min_lr = 1.5e-3 / 10
