@@ -207,8 +207,11 @@ def test_gradient_accumulation_matches_a_larger_batch(char_dataset, tmp_path):
 def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dataset, tmp_path):
     args = ["--max_iters=80", "--ckpt_interval=10", "--dropout=0.1", "--eval_interval=20"]
     killed = tmp_path / "killed"
+    # the resume below runs in this process: the killed run must use the same number of CPU threads, or
+    # float sums are ordered differently (another test may have called torch.set_num_threads earlier)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "train.py", *tiny_args(char_dataset, killed), *args], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 300
     while not (killed / "ckpt.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
