@@ -301,12 +301,15 @@ def fit_power_law(N, L, pure=False, grid=None):
     def sizes_in(counts):  # distinct model sizes each resample contains
         return np.array([len(np.unique(N[c > 0])) for c in counts])
 
+    # as many sizes as parameters: the curve interpolates them and every resample gives the same curve back, so
+    # there is no interval to compute (an interval of zero width would claim the opposite)
+    identifiable = len(np.unique(N)) > n_free
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1 / n), size=n_bootstrap)
+    counts = rng.multinomial(n, np.full(n, 1 / n), size=n_bootstrap if identifiable else 0)
     counts = counts[sizes_in(counts) >= n_free]  # fewer sizes than parameters define nothing
     boot = _refit(u, L, counts, theta, pure) if len(counts) else np.empty((0, n_free))
     loo = np.empty((0, n_free))
-    if n <= loo_max_points:
+    if identifiable and n <= loo_max_points:
         drop_one = 1 - np.eye(n, dtype=int)
         drop_one = drop_one[sizes_in(drop_one) >= n_free]
         if len(drop_one):
@@ -330,7 +333,7 @@ def fit_power_law(N, L, pure=False, grid=None):
     out = {"n_points": n, "n_bootstrap": len(boot), "n_leave_one_out": len(loo)}
     for i, name in enumerate(["a", "alpha"] + ([] if pure else ["c"])):
         out[name] = float(point[i])
-        out[name + "_ci"] = [float(lo[i]), float(hi[i])]
+        out[name + "_ci"] = [float(lo[i]), float(hi[i])] if identifiable else None
     out["curve"] = {"n": grid.tolist(), "loss": predict(theta, u_grid).tolist(),
                     "band_lo": None if band[0] is None else band[0].tolist(),
                     "band_hi": None if band[1] is None else band[1].tolist()}
@@ -341,33 +344,33 @@ def fit_power_law(N, L, pure=False, grid=None):
 def diagnose(N, L, sat, pure):
     """Plain-language warnings for a fit the data cannot pin down."""
     warns = []
-    n, sizes = len(N), len(set(N))
+    sizes = len(set(N))
     pct = f"{100 * ci_level:g}%"
     if sizes < 4:
         warns.append(f"only {sizes} model sizes for a 3-parameter curve: the curve passes through every point, so "
-                     f"the numbers describe these runs, not a law; train at least 4-5 sizes.")
+                     f"it has no interval and its numbers describe these runs, not a law; train at least 4-5 sizes.")
     span = max(N) / min(N)
     if span < 10:
         warns.append(f"model sizes span only {span:.1f}x; an exponent needs at least one, better two decades of N.")
     Lmin = min(L)
-    c_lo, c_hi = sat["c_ci"]
-    if c_lo < 0.01 * Lmin:
-        warns.append(f"the irreducible loss c is not determined: its {pct} interval [{c_lo:.3g}, {c_hi:.3g}] reaches "
-                     f"zero, so these points cannot tell a saturating curve from a pure power law "
-                     f"(pure-power-law alpha = {pure['alpha']:.3g}).")
-    if c_hi >= 0.99 * Lmin:
-        warns.append(f"c's {pct} interval reaches the smallest observed loss ({Lmin:.3g}): the curve may be "
-                     f"flattening at the largest models, so alpha rests on the smallest ones.")
-    a_lo, a_hi = sat["alpha_ci"]
-    if a_hi - a_lo > sat["alpha"]:
-        warns.append(f"alpha is poorly determined: its {pct} interval [{a_lo:.3g}, {a_hi:.3g}] is wider than alpha "
-                     f"({sat['alpha']:.3g}) itself; read it as an order of magnitude.")
+    if sat["c_ci"] is not None:
+        c_lo, c_hi = sat["c_ci"]
+        if c_lo < 0.01 * Lmin:
+            warns.append(f"the irreducible loss c is not determined: its {pct} interval [{c_lo:.3g}, {c_hi:.3g}] "
+                         f"reaches zero, so these points cannot tell a saturating curve from a pure power law "
+                         f"(pure-power-law alpha = {pure['alpha']:.3g}).")
+        if c_hi >= 0.99 * Lmin:
+            warns.append(f"c's {pct} interval reaches the smallest observed loss ({Lmin:.3g}): the curve may be "
+                         f"flattening at the largest models, so alpha rests on the smallest ones.")
+        a_lo, a_hi = sat["alpha_ci"]
+        if a_hi - a_lo > sat["alpha"]:
+            warns.append(f"alpha is poorly determined: its {pct} interval [{a_lo:.3g}, {a_hi:.3g}] is wider than "
+                         f"alpha ({sat['alpha']:.3g}) itself; read it as an order of magnitude.")
     if sat["alpha"] <= alpha_bounds[0] + 1e-6 or sat["alpha"] >= alpha_bounds[1] - 1e-6:
         warns.append(f"alpha sits at the search bound {sat['alpha']:.3g}: the losses do not follow a power law in N.")
-    order = np.argsort(N)
-    Ls = np.asarray(L)[order]
-    if Ls[-1] > Ls.min() * 1.001:
-        warns.append(f"the largest model is not the best (loss {Ls[-1]:.3g} vs best {Ls.min():.3g}): it is "
+    by_size = np.asarray(L)[np.argsort(N)]
+    if by_size[-1] > Lmin * 1.001:
+        warns.append(f"the largest model is not the best (loss {by_size[-1]:.3g} vs best {Lmin:.3g}): it is "
                      f"under-trained or over-fitting at this token budget, which bends the curve.")
     return warns
 
@@ -411,14 +414,29 @@ def _fmt(x):
     return "–" if x is None else f"{x:.3g}"
 
 
+def human(n):
+    """1234567 -> '1.23M': parameter counts a reader can compare at a glance."""
+    if n is None:
+        return None
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"
+
+
 def _ci(ci):
     return "–" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+
+
+def _with_ci(fit, key):
+    ci = fit[key + "_ci"]
+    return f"{fit[key]:.3g} " + ("(no interval)" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]")
 
 
 def fit_markdown(fits, loss_name="loss"):
     """The fit table (and warnings) as markdown, for fit.md and the study report."""
     pct = f"{100 * ci_level:g}%"
-    lines = [f"Fits of {loss_name} (nats/token) vs parameters N; intervals are {pct} bootstrap intervals over runs "
+    lines = [f"Fits of the {loss_name.replace('_', ' ')} (nats/token) vs parameters N; intervals are {pct} bootstrap intervals over runs "
              f"(widened to cover every leave-one-out fit when there are ≤ {loo_max_points} runs). "
              f"`a` is for N in the unit of the input (parameters for run folders).", "",
              "| family | runs | N range | α | α CI | c | c CI | a | α pure (L = a·N^-α) | α pure CI "
@@ -426,7 +444,7 @@ def fit_markdown(fits, loss_name="loss"):
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for fam, f in fits.items():
         lines.append(
-            f"| {fam} | {f['n_points']} | {_fmt(min(f['n_params']))}–{_fmt(max(f['n_params']))} "
+            f"| {fam} | {f['n_points']} | {human(min(f['n_params']))}–{human(max(f['n_params']))} "
             f"| **{_fmt(f['alpha'])}** | {_ci(f['alpha_ci'])} | {_fmt(f['c'])} | {_ci(f['c_ci'])} | {_fmt(f['a'])} "
             f"| {_fmt(f['alpha_pure'])} | {_ci(f['alpha_pure_ci'])} "
             f"| {_fmt(f.get('alpha_non_embedding'))} | {_ci(f.get('alpha_non_embedding_ci'))} "
@@ -478,16 +496,14 @@ def plot_scaling(fits, path, families=None, suffix="", loss_name="loss"):
             continue
         cur = f["curve" + suffix]
         ax.scatter(f["n_params" + suffix], f["loss"], color=col, s=36, zorder=3, edgecolor="black", linewidth=0.5)
-        a_, (lo, hi), c_ = f["alpha" + suffix], f["alpha" + suffix + "_ci"], f["c" + suffix]
         ax.plot(cur["n"], cur["loss"], color=col, lw=2,
-                label=f"{fam}: α = {a_:.3g} [{lo:.3g}, {hi:.3g}], c = {c_:.3g}")
+                label=f"{fam}: α = {_with_ci(f, 'alpha' + suffix)}, c = {f['c' + suffix]:.3g}")
         if cur["band_lo"] is not None:
             ax.fill_between(cur["n"], cur["band_lo"], cur["band_hi"], color=col, alpha=0.18, lw=0,
                             label=f"{fam}: {pct} band")
         pure = f["curve_pure" + suffix]
-        ap, (plo, phi) = f["alpha_pure" + suffix], f["alpha_pure" + suffix + "_ci"]
         ax.plot(pure["n"], pure["loss"], color=col, lw=1, ls="--",
-                label=f"{fam}: pure $aN^{{-\\alpha}}$, α = {ap:.3g} [{plo:.3g}, {phi:.3g}]")
+                label=f"{fam}: pure $aN^{{-\\alpha}}$, α = {_with_ci(f, 'alpha_pure' + suffix)}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("non-embedding parameters N" if suffix else "parameters N")
@@ -605,31 +621,29 @@ def plot_compute(rows, path, loss_name="loss"):
     return path
 
 
-def write_outputs(rows, fits, out_dir, loss_name="loss"):
-    """fit.json, fit.md and every plot into out_dir; returns {name: path} of what was written."""
+def write_outputs(rows, fits, out_dir, loss_name="loss", plot_dir=None):
+    """fit.json and fit.md into out_dir, every plot into plot_dir (default out_dir); returns {name: path}."""
+    plot_dir = plot_dir or out_dir
     os.makedirs(out_dir, exist_ok=True)
-    written = {}
-    with open(os.path.join(out_dir, "fit.json"), "w") as f:
+    os.makedirs(plot_dir, exist_ok=True)
+    written = {"fit.json": os.path.join(out_dir, "fit.json"), "fit.md": os.path.join(out_dir, "fit.md")}
+    with open(written["fit.json"], "w") as f:
         json.dump(fits_for_json(fits), f, indent=2)
-    written["fit.json"] = os.path.join(out_dir, "fit.json")
-    with open(os.path.join(out_dir, "fit.md"), "w") as f:
+    with open(written["fit.md"], "w") as f:
         f.write(f"# Scaling-law fits\n\n{fit_markdown(fits, loss_name)}\n")
-    written["fit.md"] = os.path.join(out_dir, "fit.md")
-    written["scaling"] = plot_scaling(fits, os.path.join(out_dir, "scaling.png"), loss_name=loss_name)
+    png = lambda name: os.path.join(plot_dir, name + ".png")  # noqa: E731
+    written["scaling"] = plot_scaling(fits, png("scaling"), loss_name=loss_name)
     for fam in fits:
-        written[f"scaling_{fam}"] = plot_scaling(fits, os.path.join(out_dir, f"scaling_{fam}.png"), [fam],
-                                                 loss_name=loss_name)
-    if any("alpha_non_embedding" in f for f in fits.values()):
-        fams = [fam for fam, f in fits.items() if "alpha_non_embedding" in f]
-        written["scaling_non_embedding"] = plot_scaling(fits, os.path.join(out_dir, "scaling_non_embedding.png"),
-                                                        fams, suffix="_non_embedding", loss_name=loss_name)
-    for name, fn in (("training_curves", plot_training_curves), ("efficiency", plot_efficiency)):
-        p = fn(rows, os.path.join(out_dir, name + ".png"))
-        if p:
-            written[name] = p
-    p = plot_compute(rows, os.path.join(out_dir, "compute.png"), loss_name)
-    if p:
-        written["compute"] = p
+        written[f"scaling_{fam}"] = plot_scaling(fits, png(f"scaling_{fam}"), [fam], loss_name=loss_name)
+    with_non_embedding = [fam for fam, f in fits.items() if "alpha_non_embedding" in f]
+    if with_non_embedding:
+        written["scaling_non_embedding"] = plot_scaling(fits, png("scaling_non_embedding"), with_non_embedding,
+                                                        suffix="_non_embedding", loss_name=loss_name)
+    for name, path in (("training_curves", plot_training_curves(rows, png("training_curves"))),
+                       ("efficiency", plot_efficiency(rows, png("efficiency"))),
+                       ("compute", plot_compute(rows, png("compute"), loss_name))):
+        if path:
+            written[name] = path
     return written
 
 

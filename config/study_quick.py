@@ -1,0 +1,28 @@
+# Quick study: the README's main command (`make demo`). Both families, 4 sizes each (~30k to ~1M
+# parameters), every model trained on the same 2M tokens (~0.7 epoch) of the default dataset
+# data/music21, in the same order; then test loss, fits, samples, syntax evaluation and report.md.
+# Sized to finish well inside 30 minutes on a 2-core CPU (measured: see README).
+#   python study.py config/study_quick.py
+out_dir = 'out/study_quick'
+data_dir = 'data/music21'   # prepared by prepare.py's defaults (the music21 corpus) when missing
+
+runs = """
+gpt_32    config/gpt_tiny.py   --n_layer=2 --n_head=2 --n_embd=32
+gpt_64    config/gpt_tiny.py   --n_layer=2 --n_head=2 --n_embd=64
+gpt_96    config/gpt_tiny.py   --n_layer=3 --n_head=3 --n_embd=96
+gpt_128   config/gpt_tiny.py   --n_layer=4 --n_head=4 --n_embd=128
+lstm_64   config/lstm_tiny.py  --n_layer=1 --n_embd=64
+lstm_96   config/lstm_tiny.py  --n_layer=2 --n_embd=96
+lstm_160  config/lstm_tiny.py  --n_layer=2 --n_embd=160
+lstm_208  config/lstm_tiny.py  --n_layer=3 --n_embd=208
+"""
+max_tokens = 2_000_000
+train_args = '--eval_interval=50 --eval_iters=10 --compile=False'
+device = 'cpu'
+
+n_bootstrap = 1000
+num_samples = 10
+samples_per_prompt = 3
+samples_per_size = 5
+max_new_tokens = 1024
+reference_tunes = 130       # every real test tune

@@ -1,0 +1,60 @@
+"""study.py end to end: the smoke study (the real pipeline at tiny sizes) writes every table of the report,
+continues instead of redoing finished work, and refuses a bad study config with one line."""
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory, run_script):
+    out = tmp_path_factory.mktemp("study") / "smoke"
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={out}"], timeout=900,
+                      env={"OMP_NUM_THREADS": "1"})
+    return out, proc
+
+
+def test_smoke_study_report_has_every_table(smoke_study):
+    out, proc = smoke_study
+    report = (out / "report.md").read_text()
+    for heading in ("## Dataset", "## Models", "## Training", "## Scaling laws", "## Samples from the best model"):
+        assert heading in report, heading
+    # the architecture table and the training table name every run of the config
+    for run in ("gpt_16", "gpt_32", "gpt_48", "lstm_16", "lstm_40", "lstm_64"):
+        assert report.count(f"| {run} |") >= 2, run
+        results = json.loads((out / "runs" / run / "results.json").read_text())
+        assert results["tokens_trained"] == 16384
+        ppl = json.loads((out / "runs" / run / "test_perplexity.json").read_text())
+        assert ppl["tokens"] == json.loads((out / "data" / "stats.json").read_text())["splits"]["test"]["tokens"]
+    # fits of both families, with the plain-language warning three sizes deserve
+    fits = json.loads((out / "fit.json").read_text())
+    assert set(fits) == {"gpt", "lstm"}
+    assert any("only 3 model sizes" in w for w in fits["gpt"]["warnings"])
+    assert "only 3 model sizes" in report
+    for plot in ("scaling.png", "training_curves.png", "efficiency.png"):
+        assert (out / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
+        assert f"plots/{plot}" in report
+    # >= 10 unconditional and >= 5 prompted tunes from the best model, evaluated against real test tunes
+    evaluation = json.loads((out / "eval_syntax.json").read_text())
+    best = [f for f in evaluation["files"] if "/best/" in f["path"].replace("\\", "/")]
+    assert len([f for f in best if "/unconditional/" in f["path"]]) >= 10
+    assert len([f for f in best if "/prompt_" in f["path"]]) >= 5
+    assert "done in" in proc.stdout
+
+
+def test_a_finished_study_is_not_redone(smoke_study, run_script):
+    out, _ = smoke_study
+    before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/ckpt.pt")}
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={out}"], timeout=900,
+                      env={"OMP_NUM_THREADS": "1"})
+    assert before and before == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/ckpt.pt")}
+    assert (out / "report.md").exists() and "done in" in proc.stdout
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--runs=gpt_x config/nope.py", "not found"),
+    ("--no_such_key=1", "no_such_key"),
+])
+def test_bad_study_config_is_one_line(tmp_path, run_script, override, message):
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={tmp_path / 's'}", override], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
