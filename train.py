@@ -550,7 +550,10 @@ def main(argv=None, **defaults):
 
     # the end: checkpoint, an exact pass over the whole validation split, a train-loss estimate
     checkpoint()
-    val_loss, val_targets = evaluate(fast_model, splits["val"], *eval_windows(len(splits["val"]), c.block_size),
+    # the split's first tune follows an end-of-tune token like every other tune: put it in front, so every
+    # token of val.bin is scored once, as calc_perplexity.py scores a split and stats.json counts it
+    val_seq = np.concatenate([np.array([meta["eot_id"]], dtype=np.int64), splits["val"].astype(np.int64)])
+    val_loss, val_targets = evaluate(fast_model, val_seq, *eval_windows(len(val_seq), c.block_size),
                                      c.batch_size, c.block_size, dev, ctx, rank, world_size)
     train_loss, _ = evaluate(fast_model, splits["train"],
                              *eval_windows(len(splits["train"]), c.block_size, limit=c.eval_iters * c.batch_size),

@@ -143,7 +143,7 @@ def test_max_tokens_sets_the_budget_and_more_than_one_epoch_is_recorded(char_dat
 # ---------------------------------------------------------------------------------------------
 # outputs, learning, determinism
 
-def test_run_writes_the_contract_files_and_learns(gpt_run, char_dataset):
+def test_run_writes_the_contract_files_and_learns(gpt_run, char_dataset, run_script):
     out, res = gpt_run
     for key in ("model_type", "n_params", "n_params_non_embedding", "n_layer", "n_embd", "n_head", "tokens_trained",
                 "epochs", "train_loss", "val_loss", "val_bpc", "wall_time_s", "tokens_per_s", "peak_mem_bytes",
@@ -153,7 +153,10 @@ def test_run_writes_the_contract_files_and_learns(gpt_run, char_dataset):
     assert res["config"]["data_dir"] == str(char_dataset) and res["config"]["block_size"] == 32
     stats = json.loads((char_dataset / "stats.json").read_text())["splits"]["val"]
     assert res["val_bpc"] == pytest.approx(res["val_loss"] / math.log(2) * stats["tokens"] / stats["chars"])
-    assert res["val_targets"] == stats["tokens"] - 1  # the final pass predicts every val token but the first
+    # the final pass scores every val token once, exactly as calc_perplexity.py does: one number, not two
+    assert res["val_targets"] == stats["tokens"]
+    ppl = json.loads(run_script(["calc_perplexity.py", out, "--split", "val"]).stdout)
+    assert ppl["tokens"] == stats["tokens"] and ppl["loss"] == pytest.approx(res["val_loss"], rel=1e-5)
 
     log = read_log(out)
     for entry in log:
