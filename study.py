@@ -20,7 +20,6 @@ Everything a study writes goes under out_dir: runs/, samples/, plots/, logs/, fi
 """
 import datetime
 import json
-import math
 import os
 import platform
 import re
@@ -235,7 +234,10 @@ def train_all(plan, cfg, timings, logs):
         head = f"[run {i}/{len(plan)}] {r['name']} ({r['model_type']}, {r['n_params']:,} parameters, " \
                f"{r['tokens']:,} tokens)"
         if r not in todo:
-            print(f"{head}: finished earlier, skipped")
+            changed = changed_settings(r)
+            print(f"{head}: finished earlier, skipped"
+                  + (f" -- WARNING: trained with other settings than the config now gives ({changed}); delete "
+                     f"{r['run_dir']} to train it again" if changed else ""))
             continue
         remaining = [x for x in todo[todo.index(r):]]
         eta = None
@@ -255,6 +257,16 @@ def train_all(plan, cfg, timings, logs):
         fam = r["model_type"]
         done_seconds[fam] = done_seconds.get(fam, 0.0) + seconds
         done_flops[fam] = done_flops.get(fam, 0.0) + r["flops_per_token"] * r["tokens"]
+
+
+def changed_settings(run):
+    """'key: trained -> now; ...' for the settings that change a result (train.py's RESUME_MUST_MATCH) where the
+    finished run's results.json differs from the run's config as the study resolves it today."""
+    import train
+    trained = read_json(os.path.join(run["run_dir"], "results.json")).get("config") or {}
+    show = lambda v: f"{v:g}" if isinstance(v, float) else repr(v)  # noqa: E731
+    return "; ".join(f"{k}: {show(trained[k])} -> {show(run['train_config'][k])}" for k in train.RESUME_MUST_MATCH
+                     if k in trained and trained[k] != run["train_config"][k])
 
 
 def device_flag(cfg):
@@ -433,9 +445,10 @@ def section_models(st):
     rows = []
     for r in st.plan:
         res = st.results[r["name"]]
+        trained = res.get("config") or r["train_config"]  # what the run was trained with, even if the config changed
         rows.append([r["name"], r["model_type"], res["n_layer"], res["n_embd"], res["n_head"], f"{res['n_params']:,}",
-                     f"{res['n_params_non_embedding']:,}", r["train_config"]["block_size"],
-                     f"{res.get('tokens_per_iter', 0):,}", f"{r['train_config']['learning_rate']:g}",
+                     f"{res['n_params_non_embedding']:,}", trained["block_size"],
+                     f"{res.get('tokens_per_iter', 0):,}", f"{trained['learning_rate']:g}",
                      f"`{r['config']}` {' '.join(r['overrides'])}".strip()])
     return ["## Models", "",
             md_table(["run", "family", "layers", "width", "heads", "parameters", "non-embedding", "context",

@@ -2,7 +2,6 @@
 the law down, and turns bad input into one clear line."""
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

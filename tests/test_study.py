@@ -58,3 +58,25 @@ def test_bad_study_config_is_one_line(tmp_path, run_script, override, message):
     proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={tmp_path / 's'}", override], check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def test_changed_settings_are_reported_not_silently_mixed(smoke_study, run_script):
+    """A finished run whose config has changed since is kept (hours of training), but the user is told."""
+    out, _ = smoke_study
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={out}", "--max_tokens=8192"], timeout=900,
+                      env={"OMP_NUM_THREADS": "1"})
+    assert "WARNING: trained with other settings" in proc.stdout and "max_tokens: 16384 -> 8192" in proc.stdout
+    assert json.loads((out / "runs" / "gpt_16" / "results.json").read_text())["tokens_trained"] == 16384
+
+
+@pytest.mark.parametrize("config, min_sizes, tokens", [("config/study_quick.py", 4, 1_998_848),
+                                                        ("config/study_lakh.py", 4, 99_999_744)])
+def test_study_plans_have_both_families_and_one_budget(run_script, config, min_sizes, tokens):
+    """The shipped studies resolve (every config file and override valid) into >= 4 sizes per family, one budget."""
+    proc = run_script(["study.py", config, "--dry_run=True"])
+    rows = [line.split() for line in proc.stdout.splitlines()[1:] if line.split()[1:2] in (["gpt"], ["lstm"])]
+    for family in ("gpt", "lstm"):
+        sizes = [int(r[2].replace(",", "")) for r in rows if r[1] == family]
+        assert len(sizes) >= min_sizes and sizes == sorted(sizes), (family, sizes)
+        assert sizes[-1] / sizes[0] > 20  # more than a decade of N
+    assert {int(r[4].replace(",", "")) for r in rows} == {tokens}
