@@ -1,7 +1,7 @@
 """
 Shared ABC text helpers: splitting a file into tunes, reading headers, cleaning a tune for training,
-completing the headers of a generated tune. prepare.py, sample.py and eval_syntax.py all use these, so a
-tune means the same thing everywhere in the project.
+completing the headers of a generated tune, cutting a tune into bars. prepare.py, sample.py and
+tune_checks.py all use these, so a tune means the same thing everywhere in the project.
 
 ABC in one paragraph (the parts that matter here): a file holds tunes separated by blank lines; a tune
 starts with `X:<n>`, then header fields `<letter>:<value>` one per line, ending with `K:` (the key),
@@ -23,6 +23,9 @@ _NOTE = re.compile(r"[A-Ga-g]")
 # a line-continuation backslash (midi2abc ends every line with one) is layout, not music
 _REST_ONLY_BAR = re.compile(r"^[\s\\]*(?:[zxZX][0-9/]*[\s\\]*)*$")
 _BAR_LINE = re.compile(r"(\[?:*\|[|\]:]*[0-9]*)")
+# clean_tune renumbers every tune to X:1, so every training tune opens with this line (sample.py writes
+# it for the model instead of making it predict the line)
+TUNE_OPENING = "X:1\n"
 
 
 def normalize_newlines(text):
@@ -78,6 +81,15 @@ def music_text(line):
     """The part of a music line that can hold notes: comments, chord symbols, decorations and inline
     fields removed."""
     return _NOT_NOTES.sub(" ", strip_comment(line))
+
+
+def body_bars(tune):
+    """The bars of a tune as written, whitespace removed: the music of the body (field lines, comments,
+    chord symbols, decorations and inline fields dropped) cut at every `|`, `:` and `[`. A rough cut (a
+    chord [CEG] starts a new piece) that needs no parser: it judges tunes music21 cannot read."""
+    _, body = split_header_body(tune)
+    music = "".join(music_text(l) for l in body if not FIELD_LINE.match(l))
+    return ["".join(b.split()) for b in music.replace(":", "|").replace("[", "|").split("|") if b.strip()]
 
 
 def has_notes(tune):
@@ -174,7 +186,7 @@ def clean_tune(text):
     header_lines, body_lines = split_header_body("\n".join(lines))
     if not header_lines or not header_lines[-1].startswith("K:"):
         return None, "no_key"
-    header = ["X:1"]
+    header = [TUNE_OPENING.rstrip("\n")]
     for line in header_lines:
         match = FIELD_LINE.match(line)
         if match and match.group(1) in MUSIC_FIELDS:

@@ -19,8 +19,11 @@ from types import SimpleNamespace
 import torch
 
 import train
-from configurator import config_keys, configure
+from configurator import config_keys, configure, fail
+from dataset import iteration_plan, load_dataset
+from hardware import device_name, lookup_peak_flops, peak_memory_bytes, setup_device, synchronize
 from model import build_model, configure_optimizer, model_args_from_config
+from windows import Tokens, TrainBatches
 
 # bench's own knobs; every train.py knob (model shape, batch, device, dtype, compile...) applies too
 bench_warmup = 3       # optimizer steps run before timing: compilation, allocator and cache warm-up
@@ -31,20 +34,28 @@ json_out = ''          # also write the result to this file
 
 
 def main(argv):
+    # bench.py reads train.py's knobs (model, batch, device, compile ...) as well as its own
     cfg = configure({**config_keys(vars(train)), **config_keys(globals())}, argv)
     c = SimpleNamespace(**cfg)
-    dev, device_type, dtype_name, ctx = train.setup_device(c.device, c.dtype)
-    if synthetic_data := c.synthetic or not os.path.isfile(os.path.join(c.data_dir, "train.bin")):
+    if c.bench_warmup < 0 or c.bench_iters < 1:
+        fail("bench_warmup must be >= 0 and bench_iters >= 1")
+    dev, device_type, dtype_name, ctx = setup_device(c.device, c.dtype)
+    synthetic_data = c.synthetic or not os.path.isfile(os.path.join(c.data_dir, "train.bin"))
+    if synthetic_data:
         vocab = c.vocab_size
-        data = None
-    else:
-        meta, _, splits = train.load_dataset(c.data_dir)
-        vocab, data = int(meta["vocab_size"]), splits["train"]
-        n_windows = train.num_windows(len(data), c.block_size)
+    else:  # the batches train.py would read: the same windows, gathered on the device the same way
+        data = load_dataset(c.data_dir)
+        vocab = data.vocab_size
+        plan = iteration_plan(c.batch_size, c.block_size, c.gradient_accumulation_steps, 0, 1,
+                              len(data.split("train")))
+        batches = TrainBatches(Tokens(data.split("train"), dev), plan["n_windows"], c.block_size, c.batch_size,
+                               plan["windows_per_iter"], c.data_seed)
 
     torch.manual_seed(c.seed)
     model = build_model(c.model_type, **model_args_from_config(cfg, vocab)).to(dev)
-    fast_model = torch.compile(model) if c.compile and device_type == "cuda" else model
+    fast_model = model
+    if c.compile and device_type == "cuda":
+        fast_model = torch.compile(model, mode=None if c.compile_mode == "default" else c.compile_mode)
     optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, (c.beta1, c.beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype_name == "float16"))
     accum = c.gradient_accumulation_steps
@@ -56,29 +67,23 @@ def main(argv):
                 xy = torch.randint(vocab, (c.batch_size, c.block_size + 1), device=dev)
                 yield xy[:, :-1], xy[:, 1:]
             else:
-                first = (it * accum + micro) * c.batch_size
-                starts = train.window_starts(first, c.batch_size, n_windows, c.block_size, c.data_seed)
-                yield train.make_batch(data, starts, c.block_size, dev)
+                yield batches.micro_batch(it, micro)
 
-    def sync():
-        if device_type == "cuda":
-            torch.cuda.synchronize()
-        elif device_type == "mps":
-            torch.mps.synchronize()
-
+    t_warmup = time.time()
     for it in range(c.bench_warmup + c.bench_iters):
         if it == c.bench_warmup:
-            sync()
+            synchronize(device_type)
             if device_type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.time()
+            warmup_s = t0 - t_warmup  # compilation and the first steps: what a run pays once
         train.accumulate_gradients(fast_model, scaler, ctx, micro_batches(it), accum)
         train.apply_gradients(model, optimizer, scaler, c.grad_clip)
-    sync()
+    synchronize(device_type)
     elapsed = time.time() - t0
 
     tokens_per_s = c.bench_iters * tokens_per_iter / elapsed
-    peak = train.lookup_peak_flops(device_type, c.peak_flops)
+    peak = lookup_peak_flops(device_type, c.peak_flops)
     result = {
         "model_type": c.model_type,
         "n_params": model.num_params(),
@@ -91,12 +96,14 @@ def main(argv):
         "data": "synthetic" if synthetic_data else c.data_dir,
         "timed_iters": c.bench_iters,
         "seconds_per_iter": elapsed / c.bench_iters,
+        "warmup_steps": c.bench_warmup,
+        "warmup_s": warmup_s,
         "tokens_per_s": tokens_per_s,
         "mfu": model.flops_per_token() * tokens_per_s / peak if peak else None,
         "peak_flops": peak,
-        "peak_mem_bytes": train.peak_memory_bytes(device_type),
+        "peak_mem_bytes": peak_memory_bytes(device_type),
         "device": device_type,
-        "device_name": train.device_name(device_type),
+        "device_name": device_name(device_type),
         "threads": torch.get_num_threads(),
         "dtype": dtype_name,
         "compiled": fast_model is not model,

@@ -7,23 +7,31 @@ with the machine and date.
     python bench_data.py --midi_dir ~/lmd_full --n_files 500
 
 Without --midi_dir the MIDI files are synthetic but shaped like Lakh songs (several instruments, a few
-thousand notes, ~3 minutes), since midi2abc's time grows with the number of notes.
+thousand notes, ~3 minutes), since midi2abc's time grows with the number of notes. Conversion is timed
+through prepare.py's own worker (process_file), so the rate is the pipeline's, cleaning included.
 """
-import argparse
 import glob
 import os
 import random
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
-
+from configurator import configure, fail
+from dataset import load_dataset
 from prepare import evenly_spaced, process_file
 from tokenizer import BPETokenizer, load_tokenizer
 
-LAKH_FILES = 178_561  # files in Lakh MIDI's lmd_full
-PROJECTION_CORES = 16
+# settings (config files, --key=value or --key value)
+midi_dir = ''                   # real MIDI files to convert ('': synthetic Lakh-like files)
+n_files = 48                    # MIDI files to convert
+data_dir = 'data/music21'       # char dataset whose training text is encoded
+workers = os.cpu_count() or 1   # processes of the all-workers conversion run
+
+# private: a public int global would be taken for a setting
+_LAKH_FILES = 178_561  # files in Lakh MIDI's lmd_full
+_PROJECTION_CORES = 16
 
 
 def lakh_like_midi(path, rng, n_tracks=6, notes_per_track=500, seconds=180.0):
@@ -41,6 +49,7 @@ def lakh_like_midi(path, rng, n_tracks=6, notes_per_track=500, seconds=180.0):
 
 
 def conversion_rate(files, workers):
+    # generous limits and no cache: every file is really converted, and timed
     settings = {"timeout": 60, "score_timeout": 60, "max_abc_bytes": 50_000_000, "cache_dir": ""}
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -59,35 +68,32 @@ def encode_rate(tokenizer, text, repeats=3):
     return len(text.encode("utf-8")) / best / 1e6
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--midi_dir", default="", help="real MIDI files to convert (default: synthetic Lakh-like files)")
-    p.add_argument("--n_files", type=int, default=48)
-    p.add_argument("--data_dir", default="data/music21", help="char dataset whose training text is encoded")
-    p.add_argument("--workers", type=int, default=os.cpu_count())
-    args = p.parse_args()
-
+def main(argv=None):
+    cfg = configure(globals(), sys.argv[1:] if argv is None else argv)
+    if cfg["n_files"] < 1 or cfg["workers"] < 1:
+        fail(f"n_files and workers must be at least 1, got {cfg['n_files']} and {cfg['workers']}")
+    data = load_dataset(cfg["data_dir"], need_stats=False)  # a missing dataset fails now, not after the timing
     with tempfile.TemporaryDirectory() as tmp:
-        if args.midi_dir:
-            files = evenly_spaced(sorted(glob.glob(os.path.join(args.midi_dir, "**", "*.mid*"), recursive=True)), args.n_files)
-            source = f"{len(files)} files from {args.midi_dir}"
+        if cfg["midi_dir"]:
+            files = evenly_spaced(sorted(glob.glob(os.path.join(cfg["midi_dir"], "**", "*.mid*"), recursive=True)),
+                                  cfg["n_files"])
+            source = f"{len(files)} files from {cfg['midi_dir']}"
         else:
             rng = random.Random(0)
-            files = [os.path.join(tmp, f"song{i}.mid") for i in range(args.n_files)]
+            files = [os.path.join(tmp, f"song{i}.mid") for i in range(cfg["n_files"])]
             for f in files:
                 lakh_like_midi(f, rng)
             source = f"{len(files)} synthetic Lakh-like files (6 tracks x 500 notes, 3 min)"
         one, ok = conversion_rate(files, 1)
-        every, _ = conversion_rate(files, args.workers)
+        every, _ = conversion_rate(files, cfg["workers"])
     print(f"MIDI -> ABC ({source}, {ok} converted): {one:.1f} files/s with 1 worker, "
-          f"{every:.1f} files/s with {args.workers} workers")
-    minutes = LAKH_FILES / (one * PROJECTION_CORES) / 60
-    print(f"projected Lakh MIDI ({LAKH_FILES:,} files) on {PROJECTION_CORES} cores at the 1-worker rate: "
+          f"{every:.1f} files/s with {cfg['workers']} workers")
+    minutes = _LAKH_FILES / (one * _PROJECTION_CORES) / 60
+    print(f"projected Lakh MIDI ({_LAKH_FILES:,} files) on {_PROJECTION_CORES} cores at the 1-worker rate: "
           f"{minutes:.0f} min")
 
-    char = load_tokenizer(args.data_dir)
-    meta_dtype = np.dtype(__import__("json").load(open(os.path.join(args.data_dir, "meta.json")))["dtype"])
-    text = char.decode(np.fromfile(os.path.join(args.data_dir, "train.bin"), dtype=meta_dtype).tolist())
+    char = load_tokenizer(cfg["data_dir"])
+    text = char.decode(data.split("train").tolist())
     tunes = text.split("\n\n")
     t0 = time.perf_counter()
     bpe = BPETokenizer.train(tunes, 4096)

@@ -1,18 +1,23 @@
 """
-nanoGPT's "poor man's configurator", made strict.
+nanoGPT's "poor man's configurator", made strict: the one way every script of the suite reads its settings.
 
     python train.py config/gpt_small.py --batch_size=16 --compile=False
+    python sample.py --run out/gpt_tiny --num_samples 5 --midi        # --key value and bare flags work too
+    python calc_perplexity.py out/gpt_tiny --split=val                # a script may take positional arguments
 
-Arguments without "--" are config files: plain Python executed in order, whose assignments
-override the defaults. Then every --key=value overrides a default, the value read as a Python
-literal and checked against the default's type. A key that is not a default (a typo) or a value
-of the wrong type is a one-line error and a non-zero exit, never a silent no-op.
+Arguments are read in order:
+  - `name.py` (a plain argument ending in .py) is a config file: plain Python executed in order, whose
+    assignments override the defaults;
+  - `--key=value` or `--key value` overrides a default, the value read as a Python literal and checked
+    against the default's type; a bool knob given alone (`--midi`) is set to True;
+  - any other plain argument goes to the script's positional knob (for example the run folder of
+    calc_perplexity.py); several are kept one per line, as are repeated `--key` of a repeatable knob.
+A key that is not a default (a typo) or a value of the wrong type is a one-line error and a non-zero exit,
+never a silent no-op.
 
-A script keeps every knob as a global near its top and does:
+A script keeps every knob as a global near its top and does, in main:
 
-    from configurator import configure
-    config = configure(globals(), sys.argv[1:])   # the final {key: value} of every knob
-    globals().update(config)
+    config = configure(globals(), argv)      # the final {key: value} of every knob; globals stay untouched
 """
 
 import os
@@ -21,6 +26,12 @@ import types
 from ast import literal_eval
 
 CONFIG_TYPES = (bool, int, float, str)
+BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False, "1": True, "0": False}
+
+
+def fail(message):
+    """A user mistake or a failed run: one line on stderr, a non-zero exit, no traceback."""
+    sys.exit(f"error: {message}")
 
 
 def config_keys(namespace):
@@ -47,60 +58,96 @@ def coerce(key, value, default):
     elif want is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-    sys.exit(f"error: {key} must be {want.__name__} (default {default!r}), got {value!r}")
+    fail(f"{key} must be {want.__name__} (default {default!r}), got {value!r}")
 
 
 def parse_value(key, text, default):
     """The value of --key=text: a Python literal, or for string keys the text itself."""
+    if isinstance(default, str):
+        return text  # as typed: --out_dir=2024 is the string '2024', and a prompt keeps its quotes
     try:
         value = literal_eval(text)
     except (ValueError, SyntaxError):
         value = text
-    if isinstance(default, str) and not isinstance(value, str):
-        value = text  # --out_dir=2024 means the string '2024'
     return coerce(key, value, default)
 
 
 def run_config_file(path, config):
     """Execute a config file and apply its assignments to config (in place)."""
     if not os.path.isfile(path):
-        sys.exit(f"error: config file {path} not found")
-    namespace = {}
+        fail(f"config file {path} not found")
+    namespace = {"__file__": os.path.abspath(path)}  # so a config can read a neighbour (config/study_lakh_timing.py)
     with open(path) as f:
         source = f.read()
     try:
         exec(compile(source, path, "exec"), namespace)
     except Exception as e:  # a broken config file is a user mistake: say where, not a traceback
-        sys.exit(f"error: config file {path} failed: {type(e).__name__}: {e}")
+        fail(f"config file {path} failed: {type(e).__name__}: {e}")
     for key, value in namespace.items():
         if key.startswith("_") or isinstance(value, (types.ModuleType, types.FunctionType, type)):
             continue  # imports and helpers a config file may use
         if key not in config:
-            sys.exit(f"error: config file {path} sets unknown key {key!r}")
+            fail(f"config file {path} sets unknown key {key!r}")
         config[key] = coerce(key, value, config[key])
 
 
-def usage(config):
-    lines = ["usage: [config_file.py ...] [--key=value ...]; keys and defaults:"]
+def usage(config, positional):
+    head = "usage: [config_file.py ...]" + (f" [{positional.upper()} ...]" if positional else "")
+    lines = [head + " [--key=value ...]; keys and defaults:"]
     lines += [f"  --{k}={v!r}" for k, v in config.items()]
     return "\n".join(lines)
 
 
-def configure(namespace, argv):
-    """Apply config files and --key=value overrides in argv to the knobs of namespace (a script's
-    globals(), or any dict of defaults). Returns the final {key: value}; namespace is not changed."""
+def configure(namespace, argv, positional=None, repeatable=()):
+    """Apply config files, positional arguments and --key overrides in argv to the knobs of namespace (a
+    script's globals(), or any dict of defaults). positional names the str knob that plain arguments fill;
+    repeatable names str knobs that may be given several times. Several values are joined one per line.
+    Returns the final {key: value}; namespace is not changed."""
     config = dict(config_keys(namespace))
-    for arg in argv:
+    given = set()
+
+    def assign(key, value):
+        if key in given and key in repeatable + ((positional,) if positional else ()):
+            config[key] += "\n" + value
+        else:
+            config[key] = value
+        given.add(key)
+
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
         if arg in ("-h", "--help"):
-            print(usage(config))
+            print(usage(config, positional))
             sys.exit(0)
-        if not arg.startswith("--"):
-            run_config_file(arg, config)
+        if not arg.startswith("--") or arg == "--":
+            if arg.endswith(".py"):
+                run_config_file(arg, config)
+            elif positional:
+                assign(positional, arg)
+            else:
+                fail(f"unexpected argument {arg!r}: give config files (*.py) and --key=value options")
             continue
         key, sep, text = arg[2:].partition("=")
-        if not sep:
-            sys.exit(f"error: expected --key=value, got {arg!r}")
         if key not in config:
-            sys.exit(f"error: unknown config key {key!r} (see --help for the keys)")
-        config[key] = parse_value(key, text, config[key])
+            fail(f"unknown config key {key!r} (see --help for the keys)")
+        if not sep:
+            if isinstance(config[key], bool):  # a bare flag, or --flag True/False
+                if i < len(args) and args[i] in BOOL_WORDS:
+                    config[key] = BOOL_WORDS[args[i]]
+                    i += 1
+                else:
+                    config[key] = True
+                continue
+            if i >= len(args) or args[i].startswith("--") and args[i][2:].partition("=")[0] in config:
+                fail(f"--{key} needs a value")
+            text = args[i]
+            i += 1
+        assign(key, parse_value(key, text, config[key]))
     return config
+
+
+def lines_of(value):
+    """The entries of a one-per-line knob (positional, repeatable, or a table like study.py's runs)."""
+    return [line.strip() for line in value.splitlines() if line.strip()]

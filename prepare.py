@@ -1,6 +1,8 @@
 """
 Turn a MIDI or ABC collection into a tokenized, split dataset for train.py, with the statistics of
-every step.
+every step. Here: the settings (globals below; config files, --key=value or --key value), pipeline steps
+1-6 in order, and main, which checks the settings and swaps the finished dataset into place. The layout
+written is described in dataset.py; midi2abc and the time limits it runs under live in external_tools.py.
 
     python prepare.py                                   # the corpus inside music21, offline
     python prepare.py --input ~/lmd_full --out data/lakh --tokenizer bpe --vocab_size 4096
@@ -10,14 +12,13 @@ Pipeline (each step counted in stats.json):
   1. collect files: .mid/.midi/.kar (MIDI), .abc, and without --input the music21 corpus: its ABC
      collections as ABC, plus a capped, evenly spaced selection of its other scores (MusicXML,
      Humdrum) written to MIDI by music21, so the default run exercises the MIDI path Lakh users need.
-  2. convert MIDI -> ABC with Debian's `midi2abc -s` (-s keeps short notes: without it a round trip kept
-     the note count within 2% on only 37 of 60 real files, with it on 58 of 60). Every call has a
+  2. convert MIDI -> ABC with Debian's `midi2abc -s` (external_tools.midi_to_abc). Every call has a
      timeout and an output-size cap (midi2abc hangs, crashes with SIGFPE or writes 50-191 MB on some
      corrupt files), runs in a process pool, and its result is cached by the file's content hash, so a
      re-run or an interrupted run over 178k files converts nothing twice.
   3. split into tunes and clean them (abc_text.clean_tune: music headers only, X: renumbered, titles,
      comments and lyrics dropped, leading silence trimmed, tunes without K: or notes rejected).
-  4. deduplicate by SHA-256 of the cleaned text, then filter by length and gzip compression ratio
+  4. deduplicate identical cleaned texts, then filter by length and gzip compression ratio
      (a ratio below --min_gzip_ratio means degenerate repetition).
   5. split at the tune level (seeded, deterministic; no tune in two splits), train the tokenizer on the
      training split only, encode each split as tunes followed by an end-of-tune token.
@@ -25,15 +26,11 @@ Pipeline (each step counted in stats.json):
      folder that is renamed to --out only when complete.
 Same input and seed give byte-identical outputs. Corrupt inputs are skipped and counted with a reason.
 """
-import argparse
 import glob
 import gzip
 import hashlib
-import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -43,63 +40,48 @@ import numpy as np
 from tqdm import tqdm
 
 import abc_text
+from configurator import configure, fail, lines_of
+from dataset import read_json, write_json_atomic
+from external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
 from tokenizer import BPETokenizer, CharTokenizer
+
+# ----------------------------------------------------------------------------------------------------
+# settings; stats.json records them all but workers, cache_dir and out (they do not change the dataset)
+input = ''                          # file, folder (searched recursively) or glob; repeatable. '': music21 corpus
+out = 'data/music21'                # dataset folder to write
+tokenizer = 'char'                  # char or bpe
+vocab_size = 4096                   # BPE vocabulary size, EOT included
+split = '0.98,0.01,0.01'            # train,val,test fractions of the tunes
+seed = 1337                         # seed of the train/val/test split
+min_chars = 64                      # drop tunes shorter than this (cleaned text)
+max_chars = 20000                   # drop tunes longer than this (cleaned text)
+min_gzip_ratio = 0.24               # drop tunes whose gzip_bytes/raw_bytes is below this (degenerate repetition)
+max_train_tokens = 0                # cut the training split to this many tokens (0: no cut); val/test unchanged
+max_files = 0                       # use at most this many input files, evenly spaced over the sorted list (0: all)
+max_scores = 200                    # default corpus only: how many non-ABC music21 scores take the MIDI path
+workers = os.cpu_count() or 1       # conversion processes
+timeout = 30.0                      # seconds per midi2abc call
+score_timeout = 60.0                # seconds per music21 score -> MIDI
+max_abc_bytes = 4_000_000           # midi2abc output above this is a runaway conversion and is discarded
+cache_dir = 'data/.cache/convert'   # converted ABC, keyed by input content hash ('' disables the cache)
 
 MIDI_EXTENSIONS = (".mid", ".midi", ".kar")
 ABC_EXTENSIONS = (".abc",)
 SCORE_EXTENSIONS = (".mxl", ".xml", ".musicxml", ".krn")  # music21 corpus scores, converted via MIDI
-MIDI2ABC_ARGS = ["-s"]  # keep short notes (see docstring)
+KINDS = {**dict.fromkeys(MIDI_EXTENSIONS, "midi"), **dict.fromkeys(ABC_EXTENSIONS, "abc"),
+         **dict.fromkeys(SCORE_EXTENSIONS, "score")}
 # bump when the conversion changes, so cached results from an older conversion are not reused
-CONVERTER_VERSION = "midi2abc-s-1"
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--input", action="append", default=[],
-                   help="file, folder (searched recursively) or glob; repeatable. Default: the music21 corpus")
-    p.add_argument("--out", default="data/music21", help="dataset folder to write")
-    p.add_argument("--tokenizer", choices=["char", "bpe"], default="char")
-    p.add_argument("--vocab_size", type=int, default=4096, help="BPE vocabulary size, EOT included")
-    p.add_argument("--split", default="0.98,0.01,0.01", help="train,val,test fractions of the tunes")
-    p.add_argument("--seed", type=int, default=1337, help="seed of the train/val/test split")
-    p.add_argument("--min_chars", type=int, default=64, help="drop tunes shorter than this (cleaned text)")
-    p.add_argument("--max_chars", type=int, default=20000, help="drop tunes longer than this (cleaned text)")
-    p.add_argument("--min_gzip_ratio", type=float, default=0.24,
-                   help="drop tunes whose gzip_bytes/raw_bytes is below this (degenerate repetition)")
-    p.add_argument("--max_train_tokens", type=int, default=0,
-                   help="cut the training split to this many tokens (0: no cut); val/test unchanged")
-    p.add_argument("--max_files", type=int, default=0,
-                   help="use at most this many input files, evenly spaced over the sorted list (0: all)")
-    p.add_argument("--max_scores", type=int, default=200,
-                   help="default corpus only: how many non-ABC music21 scores go through the MIDI path")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per midi2abc call")
-    p.add_argument("--score_timeout", type=float, default=60.0, help="seconds per music21 score -> MIDI")
-    p.add_argument("--max_abc_bytes", type=int, default=4_000_000,
-                   help="midi2abc output above this is a runaway conversion and is discarded")
-    p.add_argument("--cache_dir", default="data/.cache/convert",
-                   help="converted ABC, keyed by input content hash ('' disables the cache)")
-    return p.parse_args(argv)
-
-
-def fail(message):
-    """A user mistake: one line on stderr, non-zero exit, no traceback."""
-    sys.exit(f"prepare.py: error: {message}")
+# (private: a public str global would be taken for a setting)
+_CONVERTER_VERSION = "midi2abc-s-1"
+FILTERS = ("no_key", "no_notes", "too_short", "too_long", "low_gzip_ratio")  # always listed in stats.json
 
 
 # ----------------------------------------------------------------------------------------------------
 # 1. collecting input files
 
 def kind_of(path):
-    ext = os.path.splitext(path)[1].lower()
-    if ext in MIDI_EXTENSIONS:
-        return "midi"
-    if ext in ABC_EXTENSIONS:
-        return "abc"
-    if ext in SCORE_EXTENSIONS:
-        return "score"
-    return None
+    """midi, abc, score, or None for a file the pipeline does not read."""
+    return KINDS.get(os.path.splitext(path)[1].lower())
 
 
 def evenly_spaced(items, n):
@@ -144,74 +126,20 @@ def default_corpus_inputs(max_scores):
 # ----------------------------------------------------------------------------------------------------
 # 2. conversion (runs in worker processes)
 
-class ConversionFailed(Exception):
-    """A file that cannot become ABC text; its message is the reason counted in the statistics."""
-
-
-def _limit_output_size(max_bytes):
-    import resource
-    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
-
-
-def midi_to_abc(midi_path, timeout, max_bytes):
-    with open(midi_path, "rb") as f:
-        head = f.read(4)
-    if not head:
-        raise ConversionFailed("empty_file")
-    if head not in (b"MThd", b"RIFF"):
-        raise ConversionFailed("not_midi")
-    with tempfile.TemporaryFile() as out:
-        try:
-            # stdout goes to a file so RLIMIT_FSIZE can stop a runaway conversion (it gets SIGXFSZ)
-            proc = subprocess.run(["midi2abc", *MIDI2ABC_ARGS, "-f", midi_path], stdout=out,
-                                  stderr=subprocess.PIPE, timeout=timeout,
-                                  preexec_fn=_limit_output_size(max_bytes))
-        except subprocess.TimeoutExpired:
-            raise ConversionFailed("midi2abc_timeout")
-        if proc.returncode == -signal.SIGXFSZ:
-            raise ConversionFailed("midi2abc_output_too_large")
-        if proc.returncode < 0:
-            raise ConversionFailed(f"midi2abc_crashed_{signal.Signals(-proc.returncode).name}")
-        if proc.returncode != 0:
-            raise ConversionFailed("midi2abc_error")
-        out.seek(0)
-        text = out.read().decode("utf-8", errors="replace")
-    if "K:" not in text:
-        raise ConversionFailed("midi2abc_no_output")
-    return text
-
-
-class _Alarm(Exception):
-    pass
-
-
-def _raise_alarm(signum, frame):
-    raise _Alarm()
-
-
 def score_to_abc(score_path, timeout, midi_timeout, max_bytes):
     """music21 score (MusicXML, Humdrum) -> MIDI -> midi2abc: the same path a Lakh MIDI file takes."""
     from music21 import converter
-    old = signal.signal(signal.SIGALRM, _raise_alarm)
-    signal.alarm(max(1, int(timeout)))
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            midi_path = os.path.join(tmp, "score.mid")
-            try:
+    with tempfile.TemporaryDirectory() as tmp:
+        midi_path = os.path.join(tmp, "score.mid")
+        try:
+            # in-process, so only a signal can stop music21 on a pathological score
+            with time_limit(timeout):
                 converter.parse(score_path).write("midi", fp=midi_path)
-            except _Alarm:
-                raise ConversionFailed("music21_timeout")
-            except Exception:  # music21 raises many types on malformed scores
-                raise ConversionFailed("music21_error")
-            signal.alarm(0)
-            return midi_to_abc(midi_path, midi_timeout, max_bytes)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
-
-
-def _cache_path(cache_dir, digest):
-    return os.path.join(cache_dir, digest[:2], digest + ".json")
+        except TimeLimitExceeded:
+            raise ConversionFailed("music21_timeout")
+        except Exception:  # music21 raises many types on malformed scores
+            raise ConversionFailed("music21_error")
+        return midi_to_abc(midi_path, midi_timeout, max_bytes)
 
 
 def convert_to_abc(path, kind, settings):
@@ -226,36 +154,29 @@ def convert_to_abc(path, kind, settings):
         except UnicodeDecodeError:
             raise ConversionFailed("not_utf8")
     with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read() + CONVERTER_VERSION.encode()).hexdigest()
-    cache_file = _cache_path(settings["cache_dir"], digest) if settings["cache_dir"] else None
-    time_limit = settings["timeout"] if kind == "midi" else settings["score_timeout"]
-    if cache_file and os.path.exists(cache_file):
-        with open(cache_file) as f:
-            cached = json.load(f)
-        # a timeout is retried only when this run allows more time than the one that timed out
-        retry = cached["reason"] and cached["reason"].endswith("timeout") and cached["timeout"] < time_limit
-        if not retry:
-            if cached["abc"] is None:
-                raise ConversionFailed(cached["reason"])
-            return cached["abc"]
-    try:
-        if kind == "midi":
-            text = midi_to_abc(path, settings["timeout"], settings["max_abc_bytes"])
-        else:
-            text = score_to_abc(path, settings["score_timeout"], settings["timeout"], settings["max_abc_bytes"])
-        result = {"abc": text, "reason": None}
-    except ConversionFailed as e:
-        result = {"abc": None, "reason": str(e), "timeout": time_limit}
-    if cache_file:
-        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-        tmp = f"{cache_file}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f)
-        os.replace(tmp, cache_file)
+        digest = hashlib.sha256(f.read() + _CONVERTER_VERSION.encode()).hexdigest()
+    cache = settings["cache_dir"]
+    cache_file = os.path.join(cache, digest[:2], digest + ".json") if cache else None
+    seconds = settings["timeout"] if kind == "midi" else settings["score_timeout"]
+    result = read_json(cache_file) if cache_file and os.path.exists(cache_file) else None
+    # a cached timeout is retried only when this run allows more time than the one that timed out
+    if result is None or (result["reason"] or "").endswith("timeout") and result["timeout"] < seconds:
+        try:
+            text = midi_to_abc(path, settings["timeout"], settings["max_abc_bytes"]) if kind == "midi" else \
+                score_to_abc(path, settings["score_timeout"], settings["timeout"], settings["max_abc_bytes"])
+            result = {"abc": text, "reason": None}
+        except ConversionFailed as e:
+            result = {"abc": None, "reason": str(e), "timeout": seconds}
+        if cache_file:
+            os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+            write_json_atomic(result, cache_file, indent=None)  # atomic: workers and runs share the cache
     if result["abc"] is None:
         raise ConversionFailed(result["reason"])
     return result["abc"]
 
+
+# ----------------------------------------------------------------------------------------------------
+# 3. tunes of each file, cleaned (still in the worker)
 
 def process_file(item, settings):
     """Worker: one input file -> its cleaned tunes and the reasons for everything dropped."""
@@ -281,6 +202,7 @@ def process_file(item, settings):
 
 
 def convert_all(items, settings, workers):
+    """process_file over every item in a process pool; results in the order of items (determinism)."""
     results = [None] * len(items)
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {pool.submit(process_file, item, settings): i for i, item in enumerate(items)}
@@ -291,12 +213,36 @@ def convert_all(items, settings, workers):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 3-5. dedup, filters, split, tokenize
+# 4. dedup and filters
 
 def gzip_ratio(text):
     raw = text.encode("utf-8")
     return len(gzip.compress(raw, compresslevel=9, mtime=0)) / max(1, len(raw))
 
+
+def dedup_and_filter(converted, cfg):
+    """The tunes kept (in corpus order), the number of duplicates dropped, and {reason: tunes dropped}
+    for the cleaning of step 3 and the filters here."""
+    filtered = Counter()
+    for r in converted:
+        filtered.update(r["rejected"])
+    unique = list(dict.fromkeys(t for r in converted for t in r["tunes"]))  # the first copy of each tune stays
+    n_duplicates = sum(len(r["tunes"]) for r in converted) - len(unique)
+    kept = []
+    for tune in unique:
+        if len(tune) < cfg["min_chars"]:
+            filtered["too_short"] += 1
+        elif len(tune) > cfg["max_chars"]:
+            filtered["too_long"] += 1
+        elif gzip_ratio(tune) < cfg["min_gzip_ratio"]:
+            filtered["low_gzip_ratio"] += 1
+        else:
+            kept.append(tune)
+    return kept, n_duplicates, filtered
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. split, tokenizer, encoding
 
 def split_tunes_into_sets(tunes, fractions, seed):
     n = len(tunes)
@@ -324,11 +270,40 @@ def encode_split(tokenizer, tunes):
     return ids, np.array(lengths)
 
 
+def write_splits(tok, splits, max_train_tokens, out):
+    """Encode and write every split; returns per-split stats, tune lengths in tokens, and the training
+    split's length before the --max_train_tokens cut (None without a cut)."""
+    dtype = np.uint16 if tok.vocab_size <= 2 ** 16 else np.uint32
+    split_stats, lengths, before_cut = {}, {}, None
+    for name, tunes in splits.items():
+        ids, lengths[name] = encode_split(tok, tqdm(tunes, desc=f"encoding {name}", unit="tune",
+                                                    disable=None, leave=False))
+        n_tunes = len(tunes)
+        cut = name == "train" and max_train_tokens
+        if cut:
+            before_cut = len(ids)
+            if max_train_tokens > len(ids):
+                print(f"note: --max_train_tokens {max_train_tokens} exceeds the training split "
+                      f"({len(ids)} tokens): nothing cut")
+            ids = ids[:max_train_tokens]
+            n_tunes = int(np.searchsorted(np.cumsum(lengths[name]), len(ids), side="right"))
+        ids.astype(dtype).tofile(os.path.join(out, f"{name}.bin"))
+        # a cut may end inside a tune: count the characters it really holds
+        chars = len(tok.decode(ids.tolist())) if cut else sum(len(t) + 1 for t in tunes)
+        split_stats[name] = {"tunes": n_tunes, "tokens": int(len(ids)), "chars": int(chars),
+                             "chars_per_token": round(chars / max(1, len(ids)), 4)}
+        if tok.unk_id is not None:
+            split_stats[name]["unknown_chars"] = int(np.sum(ids == tok.unk_id))
+    return split_stats, lengths, before_cut, np.dtype(dtype).name
+
+
+# ----------------------------------------------------------------------------------------------------
+# 6. reports
+
 def percentiles(values):
     if len(values) == 0:
         return {}
-    qs = [5, 25, 50, 75, 95, 99]
-    out = {f"p{q}": int(np.percentile(values, q)) for q in qs}
+    out = {f"p{q}": int(np.percentile(values, q)) for q in (5, 25, 50, 75, 95, 99)}
     out.update(min=int(np.min(values)), max=int(np.max(values)), mean=round(float(np.mean(values)), 1))
     return out
 
@@ -340,8 +315,8 @@ def plot_lengths(lengths_by_split, path, tokenizer_name):
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
     all_lengths = np.concatenate(list(lengths_by_split.values()))
     bins = np.logspace(np.log10(max(1, all_lengths.min())), np.log10(all_lengths.max() + 1), 50)
-    for split, lengths in lengths_by_split.items():
-        ax.hist(lengths, bins=bins, alpha=0.6, label=f"{split} ({len(lengths)} tunes)", density=True)
+    for name, lengths in lengths_by_split.items():
+        ax.hist(lengths, bins=bins, alpha=0.6, label=f"{name} ({len(lengths)} tunes)", density=True)
     ax.set_xscale("log")
     ax.set_xlabel(f"tune length in tokens ({tokenizer_name} tokenizer, EOT included)")
     ax.set_ylabel("density")
@@ -349,7 +324,7 @@ def plot_lengths(lengths_by_split, path, tokenizer_name):
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
+    fig.savefig(path, metadata={"Software": None})  # no version string: byte-identical across installs
     plt.close(fig)
 
 
@@ -384,38 +359,104 @@ def stats_markdown(stats):
     return "\n".join(lines)
 
 
+def build_dataset(cfg, items, source, fractions, out):
+    """Steps 2-6 for the collected items, written into the folder out; returns the statistics."""
+    settings = {"timeout": cfg["timeout"], "score_timeout": cfg["score_timeout"],
+                "max_abc_bytes": cfg["max_abc_bytes"],
+                "cache_dir": os.path.abspath(cfg["cache_dir"]) if cfg["cache_dir"] else ""}
+    results = convert_all(items, settings, cfg["workers"])
+    failures = Counter(r["failure"] for r in results if r["failure"])
+    converted = [r for r in results if not r["failure"]]
+    kept, n_duplicates, filtered = dedup_and_filter(converted, cfg)
+
+    splits = split_tunes_into_sets(kept, fractions, cfg["seed"])
+    if cfg["tokenizer"] == "char":
+        tok = CharTokenizer.train(splits["train"])
+    else:
+        print(f"training a {cfg['vocab_size']}-token BPE on {len(splits['train'])} training tunes ...")
+        tok = BPETokenizer.train(splits["train"], cfg["vocab_size"])
+        tok.save(out)
+    split_stats, lengths, before_cut, dtype = write_splits(tok, splits, cfg["max_train_tokens"], out)
+
+    meta = {**tok.meta(), "dtype": dtype, "eot_text": "\n",
+            "note": "each tune is followed by eot_id; decoding renders EOT as a newline (tune separator)"}
+    stats = {
+        "source": source,
+        "files_found": len(items),
+        "files_by_kind": dict(sorted(Counter(kind for _, kind in items).items())),
+        "files_converted": len(converted),
+        "conversion_failures": dict(sorted(failures.items())),
+        "conversion_success_rate": round(len(converted) / max(1, len(items)), 4),
+        "tunes_found": sum(r["tunes_found"] for r in converted),
+        "duplicates_removed": n_duplicates,
+        "filtered": {k: filtered.get(k, 0) for k in sorted(set(filtered) | set(FILTERS))},
+        "tunes_kept": len(kept),
+        "tokenizer": tok.name,
+        "vocab_size": tok.vocab_size,
+        "splits": split_stats,
+        "length_tokens": {k: percentiles(v) for k, v in lengths.items()},
+        "length_chars": {k: percentiles([len(t) + 1 for t in splits[k]]) for k in splits},
+        # input as the list of --input values, the form stats.json has always had
+        "settings": {k: lines_of(v) if k == "input" else v for k, v in cfg.items()
+                     if k not in ("workers", "cache_dir", "out")},
+    }
+    if cfg["max_train_tokens"]:
+        stats["max_train_tokens"] = cfg["max_train_tokens"]
+        stats["train_tokens_before_cut"] = before_cut
+    write_json_atomic(meta, os.path.join(out, "meta.json"))
+    write_json_atomic(stats, os.path.join(out, "stats.json"))
+    with open(os.path.join(out, "stats.md"), "w") as f:
+        f.write(stats_markdown(stats))
+    plot_lengths(lengths, os.path.join(out, "length_histogram.png"), tok.name)
+    return stats
+
+
 # ----------------------------------------------------------------------------------------------------
 
-def main(argv=None):
-    args = parse_args(argv)
+def check_settings(cfg):
+    """The split fractions, or a one-line error for a setting no run could use."""
+    if cfg["tokenizer"] not in ("char", "bpe"):
+        fail(f"--tokenizer must be char or bpe, got {cfg['tokenizer']!r}")
     try:
-        fractions = [float(x) for x in args.split.split(",")]
+        fractions = [float(x) for x in cfg["split"].split(",")]
     except ValueError:
-        fail(f"--split must be three numbers like 0.98,0.01,0.01, got {args.split!r}")
+        fail(f"--split must be three numbers like 0.98,0.01,0.01, got {cfg['split']!r}")
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
-        fail(f"--split must be three non-negative fractions summing to 1, got {args.split!r}")
+        fail(f"--split must be three non-negative fractions summing to 1, got {cfg['split']!r}")
+    if cfg["tokenizer"] == "bpe" and cfg["vocab_size"] < 258:
+        fail(f"--vocab_size must be at least 258 for BPE, got {cfg['vocab_size']}")
+    for key in ("workers", "timeout", "score_timeout", "max_abc_bytes"):
+        if cfg[key] <= 0:
+            fail(f"--{key} must be positive, got {cfg[key]}")
+    for key in ("max_train_tokens", "max_files", "max_scores"):
+        if cfg[key] < 0:
+            fail(f"--{key} must not be negative (0: no limit), got {cfg[key]}")
     if shutil.which("midi2abc") is None:
         fail("midi2abc not found: install Debian/Ubuntu's abcmidi package (sudo apt-get install abcmidi)")
-    if args.tokenizer == "bpe" and args.vocab_size < 258:
-        fail(f"--vocab_size must be at least 258 for BPE, got {args.vocab_size}")
+    return fractions
 
-    if args.input:
-        items = collect_inputs(args.input)
-        source = ", ".join(args.input)
+
+def main(argv=None):
+    cfg = configure(globals(), sys.argv[1:] if argv is None else argv, repeatable=("input",))
+    fractions = check_settings(cfg)
+    if cfg["input"]:
+        patterns = lines_of(cfg["input"])
+        items = collect_inputs(patterns)
+        source = ", ".join(patterns)
     else:
-        items = default_corpus_inputs(args.max_scores)
-        source = f"music21 corpus (ABC collections + {args.max_scores} scores via MIDI)"
-    items = evenly_spaced(items, args.max_files)
+        items = default_corpus_inputs(cfg["max_scores"])
+        source = f"music21 corpus (ABC collections + {cfg['max_scores']} scores via MIDI)"
+    items = evenly_spaced(items, cfg["max_files"])
 
-    out_dir = os.path.abspath(args.out)
+    out_dir = os.path.abspath(cfg["out"])
     parent = os.path.dirname(out_dir)
     try:
         os.makedirs(parent, exist_ok=True)
         tmp_dir = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".incomplete-", dir=parent)
     except OSError as e:
-        fail(f"cannot write the output folder {args.out}: {e.strerror}")
+        fail(f"cannot write the output folder {cfg['out']}: {e.strerror}")
     try:
-        stats = build_dataset(args, items, source, fractions, tmp_dir)
+        stats = build_dataset(cfg, items, source, fractions, tmp_dir)
         if os.path.exists(out_dir):  # replace an older dataset only once the new one is complete
             old = tmp_dir + ".old"
             os.rename(out_dir, old)
@@ -427,106 +468,10 @@ def main(argv=None):
         if os.path.exists(tmp_dir):
             shutil.rmtree(tmp_dir, ignore_errors=True)
     sp = stats["splits"]
-    print(f"wrote {args.out}: {stats['tunes_kept']} tunes, vocab {stats['vocab_size']}, tokens "
+    print(f"wrote {cfg['out']}: {stats['tunes_kept']} tunes, vocab {stats['vocab_size']}, tokens "
           f"train {sp['train']['tokens']:,} / val {sp['val']['tokens']:,} / test {sp['test']['tokens']:,}; "
           f"{stats['files_converted']}/{stats['files_found']} files converted "
           f"({100 * stats['conversion_success_rate']:.1f}%)")
-
-
-def build_dataset(args, items, source, fractions, out):
-    settings = {"timeout": args.timeout, "score_timeout": args.score_timeout,
-                "max_abc_bytes": args.max_abc_bytes, "cache_dir": os.path.abspath(args.cache_dir) if args.cache_dir else ""}
-    results = convert_all(items, settings, args.workers)
-
-    failures = Counter(r["failure"] for r in results if r["failure"])
-    converted = [r for r in results if not r["failure"]]
-    filtered = Counter()
-    for r in converted:
-        filtered.update(r["rejected"])
-    tunes_found = sum(r["tunes_found"] for r in converted)
-
-    seen, unique = set(), []
-    for r in converted:
-        for tune in r["tunes"]:
-            digest = hashlib.sha256(tune.encode("utf-8")).digest()
-            if digest not in seen:
-                seen.add(digest)
-                unique.append(tune)
-    n_duplicates = sum(len(r["tunes"]) for r in converted) - len(unique)
-
-    kept = []
-    for tune in unique:
-        if len(tune) < args.min_chars:
-            filtered["too_short"] += 1
-        elif len(tune) > args.max_chars:
-            filtered["too_long"] += 1
-        elif gzip_ratio(tune) < args.min_gzip_ratio:
-            filtered["low_gzip_ratio"] += 1
-        else:
-            kept.append(tune)
-
-    splits = split_tunes_into_sets(kept, fractions, args.seed)
-    if args.tokenizer == "char":
-        tokenizer = CharTokenizer.train(splits["train"])
-    else:
-        print(f"training a {args.vocab_size}-token BPE on {len(splits['train'])} training tunes ...")
-        tokenizer = BPETokenizer.train(splits["train"], args.vocab_size)
-        tokenizer.save(out)
-    dtype = np.uint16 if tokenizer.vocab_size <= 2 ** 16 else np.uint32
-
-    split_stats, lengths = {}, {}
-    train_tokens_before_cut = None
-    for name, tunes in splits.items():
-        ids, lengths[name] = encode_split(tokenizer, tqdm(tunes, desc=f"encoding {name}", unit="tune",
-                                                          disable=None, leave=False))
-        n_tunes = len(tunes)
-        if name == "train" and args.max_train_tokens:
-            train_tokens_before_cut = len(ids)
-            if args.max_train_tokens > len(ids):
-                print(f"note: --max_train_tokens {args.max_train_tokens} exceeds the training split "
-                      f"({len(ids)} tokens): nothing cut")
-            ids = ids[:args.max_train_tokens]
-            n_tunes = int(np.searchsorted(np.cumsum(lengths[name]), len(ids), side="right"))
-        ids.astype(dtype).tofile(os.path.join(out, f"{name}.bin"))
-        chars = sum(len(t) + 1 for t in tunes) if name != "train" or not args.max_train_tokens \
-            else len(tokenizer.decode(ids.tolist()))
-        split_stats[name] = {"tunes": n_tunes, "tokens": int(len(ids)), "chars": int(chars),
-                             "chars_per_token": round(chars / max(1, len(ids)), 4)}
-        if tokenizer.unk_id is not None:
-            split_stats[name]["unknown_chars"] = int(np.sum(ids == tokenizer.unk_id))
-
-    meta = {**tokenizer.meta(), "dtype": np.dtype(dtype).name, "eot_text": "\n",
-            "note": "each tune is followed by eot_id; decoding renders EOT as a newline (tune separator)"}
-    stats = {
-        "source": source,
-        "files_found": len(items),
-        "files_by_kind": dict(sorted(Counter(kind for _, kind in items).items())),
-        "files_converted": len(converted),
-        "conversion_failures": dict(sorted(failures.items())),
-        "conversion_success_rate": round(len(converted) / max(1, len(items)), 4),
-        "tunes_found": tunes_found,
-        "duplicates_removed": n_duplicates,
-        "filtered": {k: filtered.get(k, 0) for k in
-                     sorted(set(filtered) | {"no_key", "no_notes", "too_short", "too_long", "low_gzip_ratio"})},
-        "tunes_kept": len(kept),
-        "tokenizer": tokenizer.name,
-        "vocab_size": tokenizer.vocab_size,
-        "splits": split_stats,
-        "length_tokens": {k: percentiles(v) for k, v in lengths.items()},
-        "length_chars": {k: percentiles([len(t) + 1 for t in splits[k]]) for k in splits},
-        "settings": {k: v for k, v in vars(args).items() if k not in ("workers", "cache_dir", "out")},
-    }
-    if args.max_train_tokens:
-        stats["max_train_tokens"] = args.max_train_tokens
-        stats["train_tokens_before_cut"] = train_tokens_before_cut
-    for name, data in (("meta.json", meta), ("stats.json", stats)):
-        with open(os.path.join(out, name), "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-    with open(os.path.join(out, "stats.md"), "w") as f:
-        f.write(stats_markdown(stats))
-    plot_lengths(lengths, os.path.join(out, "length_histogram.png"), tokenizer.name)
-    return stats
 
 
 if __name__ == "__main__":

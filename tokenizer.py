@@ -17,10 +17,11 @@ Both reserve one end-of-tune token (EOT). Decoding renders EOT as "\\n": a blank
 which is how ABC separates tunes, so a decoded split is itself a valid multi-tune ABC file.
 """
 import base64
-import json
 import os
 
 import numpy as np
+
+from dataset import read_json
 
 EOT_TEXT = "<|endoftune|>"
 EOT_DECODED = "\n"
@@ -152,8 +153,7 @@ def read_meta(data_dir):
     path = os.path.join(data_dir, "meta.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"no dataset at {data_dir} (missing meta.json): run prepare.py first")
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path)
 
 
 def load_tokenizer(data_dir):

@@ -5,34 +5,38 @@ Train one GPT or LSTM language model on a prepared dataset, for exactly the toke
     python train.py config/gpt_small.py --max_tokens=2e6 --device=cpu
     python train_rnn.py config/lstm_small.py                  # same loop, LSTM defaults
     torchrun --standalone --nproc_per_node=8 train.py config/gpt_xl.py   # DDP (NCCL; gloo on CPU)
-    python train.py config/gpt_small.py --init_from=resume    # continue a killed run exactly
+    python train.py --out_dir=out/gpt_small --init_from=resume   # continue a killed run exactly
 
-Writes out_dir/log.jsonl (one JSON per logged iteration), out_dir/ckpt.pt (atomically, every
-ckpt_interval iterations and at the end) and out_dir/results.json (at the end).
+Writes out_dir/log.jsonl (one JSON per logged iteration), out_dir/ckpt.pt (atomically: every
+ckpt_interval_s seconds, every ckpt_interval iterations if set, and at the end) and out_dir/results.json.
+The data order (dataset.py): windows of block_size+1 tokens at stride block_size, shuffled by data_seed
+alone; optimizer step i reads windows [i*W, (i+1)*W) of that order, whatever the model, the number of DDP
+ranks or a resume in between.
 
-Data order: train.bin is cut into windows of block_size+1 tokens at stride block_size, so every
-token is a prediction target exactly once per epoch. The windows are shuffled by a permutation
-seeded with data_seed alone and consumed in order: optimizer step i reads windows
-[i*W, (i+1)*W) of that order (W = batch_size * gradient_accumulation_steps), whatever the model,
-the number of DDP ranks or a resume in between.
+Speed: the training split lives on the device and a batch is one gather there (windows.py); the host
+waits for the device only where it must read a number (log lines, evaluations, checkpoints), so a step
+queues its work and returns. Evaluations run the uncompiled model, which costs no second compilation.
+Throughput figures leave the first step of a process (compilation, warm-up) out and report it as
+compile_time_s.
 """
 
 import json
 import math
 import os
-import platform
-import resource
 import sys
 import time
-from contextlib import nullcontext
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from configurator import configure, config_keys
+from checkpoint import save_atomic
+from configurator import config_keys, configure, fail
+from dataset import bits_per_char, iteration_plan, load_dataset, write_json_atomic
+from hardware import (device_name, lookup_peak_flops, peak_memory_bytes, rng_state, set_rng_state, setup_device,
+                      synchronize)
 from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_from_config
+from windows import Tokens, TrainBatches, exact_loss, spread_windows, windows_loss
 
 # -----------------------------------------------------------------------------
 # default config values; config/*.py files and --key=value override them
@@ -40,10 +44,11 @@ from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_fr
 out_dir = 'out'
 data_dir = 'data/music21'
 init_from = 'scratch'      # 'scratch' or 'resume' (from out_dir/ckpt.pt)
-log_interval = 10          # iterations between log.jsonl lines
+log_interval = 10          # iterations between log.jsonl lines (the host reads the loss only then)
 eval_interval = 50         # iterations between validation estimates (0: only the final exact pass)
 eval_iters = 10            # batches per validation estimate: a fixed set, the same every time
-ckpt_interval = 100        # iterations between checkpoints (0: only at the end)
+ckpt_interval_s = 300.0    # seconds between checkpoints, decided at log lines (0: only at the end)
+ckpt_interval = 0          # also checkpoint every this many iterations (0: off)
 wandb_log = False          # needs `wandb login`, or WANDB_MODE=offline
 wandb_project = 'music-scaling-laws'
 wandb_run_name = ''        # '' -> the name of out_dir
@@ -74,180 +79,61 @@ grad_clip = 1.0            # 0: no clipping
 device = 'auto'            # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'             # 'auto' (bfloat16 on CUDA if supported, else float16; float32 elsewhere)
 compile = True             # torch.compile; used on CUDA only, where it pays for its compile time
+compile_mode = 'default'   # torch.compile mode: 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
 seed = 1337                # initialisation and dropout
-peak_flops = 0.0           # the device's peak FLOP/s for MFU; 0 = look the GPU up in PEAK_FLOPS
+peak_flops = 0.0           # the device's peak FLOP/s for MFU; 0 = look the GPU up in hardware.PEAK_FLOPS
 # -----------------------------------------------------------------------------
-
-# bf16 dense tensor-core peaks (FLOP/s), matched against torch.cuda.get_device_name(); first hit wins
-PEAK_FLOPS = [
-    ("H100 PCIe", 756e12),
-    ("H100", 989e12),
-    ("H200", 989e12),
-    ("A100", 312e12),
-]
 
 # keys that change the trained result; a resumed run must keep them
 RESUME_MUST_MATCH = ("model_type", "n_layer", "n_head", "n_embd", "dropout", "bias", "data_seed",
                      "batch_size", "block_size", "gradient_accumulation_steps", "max_tokens", "max_iters",
                      "learning_rate", "min_lr", "warmup_iters", "weight_decay", "beta1", "beta2",
                      "grad_clip", "seed")
-
-
-def fail(message):
-    """A user mistake or a failed run: one line on stderr, non-zero exit."""
-    sys.exit(f"error: {message}")
+# (knob, smallest allowed value); checked where the configuration is read
+AT_LEAST = (("batch_size", 1), ("block_size", 1), ("gradient_accumulation_steps", 1), ("n_layer", 1),
+            ("n_head", 1), ("n_embd", 1), ("log_interval", 1), ("eval_iters", 1), ("eval_interval", 0),
+            ("ckpt_interval", 0), ("ckpt_interval_s", 0), ("max_tokens", 0), ("max_iters", 0), ("warmup_iters", 0),
+            ("learning_rate", 0), ("min_lr", 0), ("weight_decay", 0), ("grad_clip", 0), ("peak_flops", 0))
 
 
 # -----------------------------------------------------------------------------
-# dataset and data order
+# configuration, resume and the pieces of one optimizer step
 
-def load_dataset(data_dir):
-    """meta, stats and memmapped train/val splits of a prepare.py folder."""
-    if not os.path.isdir(data_dir):
-        fail(f"dataset folder {data_dir} not found (run prepare.py first or set --data_dir)")
-    paths = {name: os.path.join(data_dir, name) for name in ("meta.json", "stats.json", "train.bin", "val.bin")}
-    for path in paths.values():
+def read_config(argv, defaults):
+    """The run's config, from the module defaults, train_rnn.py's defaults, config files and --key=value; on
+    resume the checkpoint's config is the default and the settings that shape the result must not change.
+    Returns (config, checkpoint or None)."""
+    base = config_keys(globals())
+    unknown = set(defaults) - set(base)
+    if unknown:
+        raise KeyError(f"unknown defaults {sorted(unknown)}")
+    base.update(defaults)
+    cfg = configure(base, argv)
+    ckpt = None
+    if cfg["init_from"] == "resume":
+        path = os.path.join(cfg["out_dir"], "ckpt.pt")
         if not os.path.isfile(path):
-            fail(f"{path} not found; {data_dir} is not a complete prepare.py dataset")
-    with open(paths["meta.json"]) as f:
-        meta = json.load(f)
-    with open(paths["stats.json"]) as f:
-        stats = json.load(f)
-    if meta.get("dtype") not in ("uint16", "uint32"):
-        fail(f"{paths['meta.json']}: dtype must be uint16 or uint32, got {meta.get('dtype')!r}")
-    splits = {name: np.memmap(paths[f"{name}.bin"], dtype=meta["dtype"], mode="r") for name in ("train", "val")}
-    return meta, stats, splits
-
-
-def num_windows(n_tokens, block_size):
-    """Windows of block_size+1 tokens at stride block_size: each token but the first is a target once."""
-    return max(0, (n_tokens - 1) // block_size)
-
-
-def window_starts(first, count, n_windows, block_size, data_seed):
-    """Token offsets of windows first .. first+count-1 of the global order. Epoch e of the order
-    is a permutation of all windows seeded by (data_seed, e); epoch 0 is the same for every model."""
-    out = np.empty(count, dtype=np.int64)
-    done = 0
-    while done < count:
-        epoch, offset = divmod(first + done, n_windows)
-        take = min(count - done, n_windows - offset)
-        perm = np.random.default_rng([data_seed, epoch]).permutation(n_windows)
-        out[done:done + take] = perm[offset:offset + take] * block_size
-        done += take
-    return out
-
-
-def eval_windows(n_tokens, block_size, limit=None):
-    """(starts, lengths) of windows whose targets cover tokens 1..n_tokens-1 exactly once (the last
-    window may be shorter); with limit, that many full windows evenly spread over the split."""
-    starts = np.arange(0, n_tokens - 1, block_size, dtype=np.int64)
-    lengths = np.minimum(block_size, n_tokens - 1 - starts)
-    if limit is not None:
-        full = starts[lengths == block_size]
-        pick = np.unique(np.linspace(0, len(full) - 1, min(limit, len(full))).round().astype(np.int64))
-        starts, lengths = full[pick], np.full(len(pick), block_size, dtype=np.int64)
-    return starts, lengths
-
-
-def make_batch(data, starts, block_size, device, lengths=None, rows=None):
-    """x, y (rows, block_size) int64 on device; targets past a window's length and padding rows are -1."""
-    rows = rows or len(starts)
-    x = np.zeros((rows, block_size), dtype=np.int64)
-    y = np.full((rows, block_size), -1, dtype=np.int64)
-    for i, s in enumerate(starts):
-        n = block_size if lengths is None else int(lengths[i])
-        window = data[s:s + n + 1].astype(np.int64)
-        x[i, :n] = window[:-1]
-        y[i, :n] = window[1:]
-    x, y = torch.from_numpy(x), torch.from_numpy(y)
-    if device.startswith("cuda"):
-        # pinned host memory lets the copy overlap with compute
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
-
-
-# -----------------------------------------------------------------------------
-# system
-
-def setup_device(device, dtype):
-    """(device, device_type, dtype name, autocast context) with 'auto' resolved."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    device_type = device.split(":")[0]
-    if device_type not in ("cpu", "cuda", "mps"):
-        fail(f"device must be auto, cpu, cuda[:N] or mps, got {device!r}")
-    if device_type == "cuda" and not torch.cuda.is_available():
-        fail("device cuda requested but CUDA is not available")
-    if device_type == "mps" and not torch.backends.mps.is_available():
-        fail("device mps requested but MPS is not available")
-    if dtype == "auto":
-        if device_type == "cuda":
-            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        else:
-            dtype = "float32"
-    if dtype not in ("float32", "bfloat16", "float16"):
-        fail(f"dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
-    if device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls (and the fp32 parts) on tensor cores
-        torch.backends.cudnn.allow_tf32 = True
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
-    return device, device_type, dtype, ctx
-
-
-def device_name(device_type):
-    if device_type == "cuda":
-        return torch.cuda.get_device_name()
-    return platform.processor() or platform.machine()
-
-
-def lookup_peak_flops(device_type, override=0.0):
-    """bf16 dense peak FLOP/s of the current GPU, or None where unknown (MFU is then null)."""
-    if override > 0:
-        return override
-    if device_type != "cuda":
-        return None
-    name = torch.cuda.get_device_name()
-    return next((flops for key, flops in PEAK_FLOPS if key in name), None)
-
-
-def peak_memory_bytes(device_type):
-    """Peak GPU memory allocated by tensors on CUDA; on CPU the process's peak resident set."""
-    if device_type == "cuda":
-        return torch.cuda.max_memory_allocated()
-    if device_type == "mps":
-        return torch.mps.driver_allocated_memory()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-
-
-def rng_state(device_type):
-    state = {"torch": torch.get_rng_state()}
-    if device_type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state, device_type):
-    torch.set_rng_state(state["torch"])
-    if device_type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def save_atomic(obj, path):
-    """torch.save to a temporary file, then rename: a kill mid-write leaves the old file intact."""
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(obj, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+            fail(f"init_from=resume but {path} does not exist")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        # `--out_dir=X --init_from=resume` is enough; what the command line sets again must agree
+        saved = {k: v for k, v in ckpt["config"].items() if k in base}
+        cfg = configure({**base, **saved, "init_from": "resume"}, argv)
+        changed = [f"{k}: {ckpt['config'][k]!r} -> {cfg[k]!r}" for k in RESUME_MUST_MATCH
+                   if k in ckpt["config"] and ckpt["config"][k] != cfg[k]]
+        if changed:
+            fail(f"resume must keep the run's settings, but these changed: {'; '.join(changed)}")
+    if cfg["init_from"] not in ("scratch", "resume"):
+        fail(f"init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
+    if cfg["model_type"] not in MODEL_CLASSES:
+        fail(f"model_type must be one of {sorted(MODEL_CLASSES)}, got {cfg['model_type']!r}")
+    for key, least in AT_LEAST:
+        if not cfg[key] >= least:  # also catches nan
+            fail(f"{key} must be at least {least}, got {cfg[key]}")
+    if not 0 <= cfg["dropout"] < 1:
+        fail(f"dropout must be in [0, 1), got {cfg['dropout']}")
+    if cfg["model_type"] == "gpt" and cfg["n_embd"] % cfg["n_head"]:
+        fail(f"n_embd={cfg['n_embd']} must be a multiple of n_head={cfg['n_head']}")
+    return cfg, ckpt
 
 
 def lr_at(it, total_iters, learning_rate, min_lr, warmup_iters):
@@ -286,29 +172,135 @@ def apply_gradients(model, optimizer, scaler, grad_clip):
     optimizer.zero_grad(set_to_none=True)
 
 
-@torch.no_grad()
-def evaluate(model, data, starts, lengths, batch_size, block_size, device, ctx, rank=0, world_size=1):
-    """Mean cross-entropy (nats/token) over every target of the given windows, and the target count.
-    Batches are padded to full size so a compiled model sees one shape; ranks split the batches."""
-    model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, target count
-    for b in range(rank * batch_size, len(starts), batch_size * world_size):
-        x, y = make_batch(data, starts[b:b + batch_size], block_size, device, lengths[b:b + batch_size], batch_size)
-        with ctx:
-            logits, _ = model(x)
-        total[0] += torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
-                                                      ignore_index=-1, reduction="sum")
-        total[1] += (y != -1).sum()
-    if world_size > 1:
-        torch.distributed.all_reduce(total)
-    model.train()
-    loss_sum, count = total.tolist()
-    return loss_sum / count, int(count)
+def note_divergence(bad, loss, it):
+    """bad = [first iteration whose loss was not finite (-1: none yet), that loss], updated on the device, so
+    watching for divergence costs no synchronisation; check_divergence reads it where the host waits anyway."""
+    newly = ~torch.isfinite(loss) & (bad[0] < 0)
+    return torch.where(newly, torch.stack([torch.full_like(bad[0], it), loss.double()]), bad)
 
 
-def bits_per_char(loss, split_stats):
-    """nats/token -> bits/character using the split's token and character counts."""
-    return loss / math.log(2) * split_stats["tokens"] / split_stats["chars"]
+def check_divergence(bad, ckpt_path):
+    it, loss = bad.tolist()
+    if it >= 0:
+        fail(f"loss became {loss} at iteration {int(it)}; stopped, {ckpt_path} keeps the last good checkpoint "
+             f"(try a lower learning_rate)")
+
+
+class StepClock:
+    """Wall-clock seconds of training steps only. The clock is read where the host waits for the device anyway
+    (a log line, an evaluation, a checkpoint), so timing adds no synchronisation between them."""
+
+    def __init__(self, device_type):
+        self.device_type, self.t0, self.seconds = device_type, time.perf_counter(), 0.0
+
+    def stop(self):
+        synchronize(self.device_type)
+        self.seconds += time.perf_counter() - self.t0
+
+    def start(self):
+        self.t0 = time.perf_counter()
+
+    def take(self):
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+def restore_progress(ckpt, optimizer, scaler, total_iters, rank, world_size, device_type):
+    """Optimizer, scaler and RNG state of a checkpoint, and its progress counters."""
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    if ckpt["total_iters"] != total_iters:
+        fail(f"the run was planned for {ckpt['total_iters']} iterations but the dataset now gives "
+             f"{total_iters}; resume with the same dataset")
+    if len(ckpt["rng"]) == world_size:
+        set_rng_state(ckpt["rng"][rank], device_type)
+    elif rank == 0:
+        print(f"warning: checkpoint from {len(ckpt['rng'])} ranks resumed on {world_size}: "
+              f"dropout randomness will differ from an uninterrupted run")
+    if "progress" not in ckpt:  # a checkpoint written before progress was kept in one place
+        return {"iter_num": ckpt["iter_num"], "train_time_s": ckpt["train_time_s"], "compile_time_s": 0.0,
+                "steady_time_s": ckpt["train_time_s"], "steady_tokens": ckpt["tokens_seen"],
+                "wall_time_s": ckpt["wall_time_s"]}
+    return dict(ckpt["progress"])
+
+
+def open_log(path, resume_iter):
+    """Start log.jsonl; a resumed run keeps what the killed run logged before its checkpoint (the evaluation at
+    the checkpoint's own iteration runs again, so it is dropped)."""
+    kept = []
+    if resume_iter is not None and os.path.exists(path):
+        with open(path) as f:
+            entries = [json.loads(line) for line in f if line.strip()]
+        kept = [json.dumps(e) + "\n" for e in entries
+                if e["iter"] < resume_iter or (e["iter"] == resume_iter and "val_loss" not in e)]
+    with open(path, "w") as f:
+        f.writelines(kept)
+
+
+def append_log(path, entry, wandb):
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    if wandb is not None:
+        wandb.log({k: v for k, v in entry.items() if v is not None}, step=entry["iter"])
+
+
+def save_checkpoint(path, raw_model, optimizer, scaler, cfg, model_args, plan, progress, meta, device_type, ddp):
+    """Write ckpt.pt (rank 0) with every rank's RNG state; a diverged model never overwrites the last good one."""
+    if not torch.stack([torch.isfinite(p).all() for p in raw_model.parameters()]).all():
+        fail(f"non-finite weights at iteration {progress['iter_num']}; {path} keeps the last good state")
+    rngs = [rng_state(device_type)]
+    if ddp:
+        rngs = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(rngs, rng_state(device_type))
+    if not ddp or torch.distributed.get_rank() == 0:
+        it = progress["iter_num"]
+        save_atomic({"model_type": cfg["model_type"], "model_args": model_args, "model": raw_model.state_dict(),
+                     "optimizer": optimizer.state_dict(),
+                     "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "config": cfg, "iter_num": it,
+                     "total_iters": plan["total_iters"], "tokens_seen": it * plan["tokens_per_iter"],
+                     "data_position": it * plan["windows_per_iter"],  # windows of the global order consumed
+                     "rng": rngs, "progress": progress,
+                     "dataset": {k: meta.get(k) for k in ("tokenizer", "vocab_size", "eot_id")}}, path)
+
+
+def setup_distributed(device):
+    """(ddp, rank, local_rank, world_size, device) under torchrun (which sets RANK, LOCAL_RANK and WORLD_SIZE):
+    NCCL with one GPU per rank, or gloo on CPU; a plain process is rank 0 of 1."""
+    if int(os.environ.get("RANK", -1)) == -1:
+        return False, 0, 0, 1, device
+    rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    use_cuda = device != "cpu" and (device.startswith("cuda") or torch.cuda.is_available())
+    if use_cuda:
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return True, rank, local_rank, world_size, device
+
+
+def run_results(c, raw_model, data, plan, progress, losses, device_type, dtype_name, world_size, peak, wall_time_s):
+    """results.json: the run's size, budget, losses, speed (warm-up kept out of tokens/s and MFU) and config."""
+    train_loss, val_loss, val_targets = losses
+    steady_s, steady_tokens = progress["steady_time_s"], progress["steady_tokens"]
+    tokens_per_s = steady_tokens / steady_s if steady_tokens and steady_s > 0 else \
+        plan["tokens"] / progress["train_time_s"] if progress["train_time_s"] > 0 else None
+    flops_per_token = raw_model.flops_per_token()
+    return {
+        "model_type": c.model_type, "n_params": raw_model.num_params(),
+        "n_params_non_embedding": raw_model.num_params(non_embedding=True), "n_layer": c.n_layer,
+        "n_embd": c.n_embd, "n_head": c.n_head if c.model_type == "gpt" else None,
+        "vocab_size": data.vocab_size, "tokenizer": data.meta.get("tokenizer"),
+        "iters": plan["total_iters"], "tokens_per_iter": plan["tokens_per_iter"], "tokens_trained": plan["tokens"],
+        "epochs": plan["epochs"], "flops_per_token": flops_per_token, "train_flops": flops_per_token * plan["tokens"],
+        "train_loss": train_loss, "train_bpc": bits_per_char(train_loss, data.split_stats("train")),
+        "val_loss": val_loss, "val_bpc": bits_per_char(val_loss, data.split_stats("val")), "val_targets": val_targets,
+        "wall_time_s": wall_time_s, "train_time_s": progress["train_time_s"],
+        "compile_time_s": progress["compile_time_s"], "tokens_per_s": tokens_per_s,
+        "mfu": flops_per_token * tokens_per_s / (peak * world_size) if peak and tokens_per_s else None,
+        "peak_mem_bytes": peak_memory_bytes(device_type), "device": device_type,
+        "device_name": device_name(device_type), "dtype": dtype_name, "world_size": world_size,
+        "torch_version": torch.__version__, "config": vars(c),
+    }
 
 
 # -----------------------------------------------------------------------------
@@ -317,44 +309,10 @@ def main(argv=None, **defaults):
     """Train with the module defaults, updated by defaults (train_rnn.py's LSTM ones), config files
     and --key=value in argv. Returns the results dict (on rank 0; None on other DDP ranks)."""
     t_start = time.time()
-    base = config_keys(globals())
-    for key in defaults:
-        if key not in base:
-            raise KeyError(f"unknown default {key!r}")
-    base.update(defaults)
-    argv = sys.argv[1:] if argv is None else argv
-    cfg = configure(base, argv)
-    if cfg["init_from"] not in ("scratch", "resume"):
-        fail(f"init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
-    if cfg["model_type"] not in MODEL_CLASSES:
-        fail(f"model_type must be one of {sorted(MODEL_CLASSES)}, got {cfg['model_type']!r}")
-    ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
-    ckpt = None
-    if cfg["init_from"] == "resume":
-        if not os.path.isfile(ckpt_path):
-            fail(f"init_from=resume but {ckpt_path} does not exist")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        # the checkpoint's config becomes the default, so `--out_dir=X --init_from=resume` is enough;
-        # whatever the command line sets again must agree with it where it matters
-        saved = {k: v for k, v in ckpt["config"].items() if k in base}
-        cfg = configure({**base, **saved, "init_from": "resume"}, argv)
-        changed = [f"{k}: {ckpt['config'][k]!r} -> {cfg[k]!r}" for k in RESUME_MUST_MATCH
-                   if k in ckpt["config"] and ckpt["config"][k] != cfg[k]]
-        if changed:
-            fail(f"resume must keep the run's settings, but these changed: {'; '.join(changed)}")
+    cfg, ckpt = read_config(sys.argv[1:] if argv is None else argv, defaults)
     c = SimpleNamespace(**cfg)  # c.batch_size reads better than cfg["batch_size"] below
 
-    # distributed: torchrun sets RANK, LOCAL_RANK and WORLD_SIZE
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    rank, local_rank, world_size = 0, 0, 1
-    device_arg = c.device
-    if ddp:
-        rank, local_rank, world_size = (int(os.environ[k]) for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
-        use_cuda = c.device != "cpu" and (c.device.startswith("cuda") or torch.cuda.is_available())
-        if use_cuda:
-            device_arg = f"cuda:{local_rank}"
-            torch.cuda.set_device(device_arg)
-        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    ddp, rank, local_rank, world_size, device_arg = setup_distributed(c.device)
     master = rank == 0
     dev, device_type, dtype_name, ctx = setup_device(device_arg, c.dtype)
     if c.gradient_accumulation_steps % world_size:
@@ -362,242 +320,165 @@ def main(argv=None, **defaults):
              f"{world_size} DDP ranks (it counts micro-steps over all ranks)")
     accum = c.gradient_accumulation_steps // world_size  # micro-steps on this rank
 
-    meta, stats, splits = load_dataset(c.data_dir)
-    vocab_size = int(meta["vocab_size"])
-    for split, data in splits.items():
-        if len(data) < c.block_size + 1:
+    # data and budget
+    data = load_dataset(c.data_dir)
+    for split in ("train", "val"):
+        if len(data.split(split)) < c.block_size + 1:
             fail(f"block_size {c.block_size} is larger than the {split} split of {c.data_dir} "
-                 f"({len(data)} tokens)")
-    n_windows = num_windows(len(splits["train"]), c.block_size)
-    windows_per_iter = c.batch_size * c.gradient_accumulation_steps
-    tokens_per_iter = windows_per_iter * c.block_size
-    if n_windows < windows_per_iter:
-        fail(f"the train split of {c.data_dir} holds {n_windows} windows of block_size+1 tokens, fewer "
-             f"than one optimizer step needs (batch_size x gradient_accumulation_steps = {windows_per_iter})")
-    if c.max_iters > 0:
-        total_iters = c.max_iters
-    elif c.max_tokens > 0:
-        total_iters = c.max_tokens // tokens_per_iter
-        if total_iters == 0:
-            fail(f"max_tokens={c.max_tokens} is less than one optimizer step ({tokens_per_iter} tokens)")
-    else:
-        total_iters = n_windows // windows_per_iter  # one epoch; the last partial step is dropped
-    epochs = total_iters * windows_per_iter / n_windows
+                 f"({len(data.split(split))} tokens)")
+    try:
+        plan = iteration_plan(c.batch_size, c.block_size, c.gradient_accumulation_steps, c.max_tokens, c.max_iters,
+                              len(data.split("train")))
+    except ValueError as e:
+        fail(f"{c.data_dir}: {e}")
+    total_iters, tokens_per_iter = plan["total_iters"], plan["tokens_per_iter"]
 
-    # model
-    if ckpt is not None:
-        if ckpt["model_args"]["vocab_size"] != vocab_size:
-            fail(f"checkpoint vocabulary ({ckpt['model_args']['vocab_size']} tokens) differs from the "
-                 f"dataset's ({vocab_size} tokens in {c.data_dir}/meta.json)")
-        model_args = ckpt["model_args"]
-    else:
-        model_args = model_args_from_config(cfg, vocab_size)
-        if c.model_type == "gpt" and c.n_embd % c.n_head:
-            fail(f"n_embd={c.n_embd} must be a multiple of n_head={c.n_head}")
+    # model and optimizer, from scratch or from the checkpoint
+    model_args = ckpt["model_args"] if ckpt else model_args_from_config(cfg, data.vocab_size)
+    if model_args["vocab_size"] != data.vocab_size:
+        fail(f"checkpoint vocabulary ({model_args['vocab_size']} tokens) differs from the dataset's "
+             f"({data.vocab_size} tokens in {c.data_dir}/meta.json)")
     torch.manual_seed(c.seed)  # the same initial weights on every rank
     raw_model = build_model(c.model_type, **model_args)
-    if ckpt is not None:
+    if ckpt:
         raw_model.load_state_dict(ckpt["model"])
     raw_model.to(dev)
     optimizer = configure_optimizer(raw_model, c.learning_rate, c.weight_decay, (c.beta1, c.beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype_name == "float16"))
-    iter_num, train_time_s, elapsed_before = 0, 0.0, 0.0
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        iter_num = ckpt["iter_num"]
-        train_time_s, elapsed_before = ckpt["train_time_s"], ckpt["wall_time_s"]
-        if ckpt["total_iters"] != total_iters:
-            fail(f"the run was planned for {ckpt['total_iters']} iterations but the dataset now gives "
-                 f"{total_iters}; resume with the same dataset")
-        if len(ckpt["rng"]) == world_size:
-            set_rng_state(ckpt["rng"][rank], device_type)
-        elif master:
-            print(f"warning: checkpoint from {len(ckpt['rng'])} ranks resumed on {world_size}: "
-                  f"dropout randomness will differ from an uninterrupted run")
+    progress = {"iter_num": 0, "train_time_s": 0.0, "compile_time_s": 0.0, "steady_time_s": 0.0,
+                "steady_tokens": 0, "wall_time_s": 0.0}
+    if ckpt:
+        progress = restore_progress(ckpt, optimizer, scaler, total_iters, rank, world_size, device_type)
     else:
         torch.manual_seed(c.seed + rank)  # dropout differs across ranks, reproducibly
-    del ckpt  # free the checkpoint's copy of the weights
-
+    ckpt = None  # free the checkpoint's copy of the weights
     fast_model = raw_model
     if c.compile and device_type == "cuda":
-        fast_model = torch.compile(raw_model)
+        fast_model = torch.compile(raw_model, mode=None if c.compile_mode == "default" else c.compile_mode)
     train_model = fast_model
     if ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
         train_model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else None)
+
+    # the splits on the device, the window order, the fixed validation windows
+    train_tokens, val_tokens = Tokens(data.split("train"), dev), Tokens(data.split("val"), dev)
+    batches = TrainBatches(train_tokens, plan["n_windows"], c.block_size, c.batch_size, plan["windows_per_iter"],
+                           c.data_seed, rank, world_size)
+    estimate_windows = spread_windows(val_tokens.n, c.block_size, c.eval_iters * c.batch_size)
+
+    def estimate(tokens, starts):  # mean loss of the uncompiled model: no second compilation for eval mode
+        loss_sum, count = windows_loss(raw_model, tokens, starts, c.block_size, c.batch_size, ctx, rank=rank,
+                                       world_size=world_size)
+        return loss_sum / count
+
     flops_per_token = raw_model.flops_per_token()
     peak = lookup_peak_flops(device_type, c.peak_flops)
-    eval_starts = eval_windows(len(splits["val"]), c.block_size, limit=c.eval_iters * c.batch_size)
-
+    ckpt_path, log_path = os.path.join(c.out_dir, "ckpt.pt"), os.path.join(c.out_dir, "log.jsonl")
+    wandb = None
     if master:
         os.makedirs(c.out_dir, exist_ok=True)
         print(f"{c.model_type}: {raw_model.num_params():,} parameters "
-              f"({raw_model.num_params(non_embedding=True):,} non-embedding), vocab {vocab_size}, "
-              f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, "
-              f"{world_size} rank(s)")
-        print(f"{total_iters} iterations x {tokens_per_iter:,} tokens = {total_iters * tokens_per_iter:,} tokens, "
-              f"{epochs:.4f} epochs of {n_windows * c.block_size:,}")
-        if epochs > 1:
-            print(f"note: the budget is more than one epoch ({epochs:.3f}); later epochs reuse the "
-                  f"windows in new orders")
-    log_path = os.path.join(c.out_dir, "log.jsonl")
-    if master:
-        # a resumed run replaces whatever the killed run logged after its checkpoint (the evaluation
-        # at the checkpoint's own iteration included: it runs again)
-        kept = []
-        if c.init_from == "resume" and os.path.exists(log_path):
-            with open(log_path) as f:
-                entries = [json.loads(line) for line in f if line.strip()]
-            kept = [json.dumps(e) + "\n" for e in entries
-                    if e["iter"] < iter_num or (e["iter"] == iter_num and "val_loss" not in e)]
-        with open(log_path, "w") as f:
-            f.writelines(kept)
-    wandb = None
-    if c.wandb_log and master:
-        import wandb  # optional dependency, imported only when asked for
-        wandb.init(project=c.wandb_project, name=c.wandb_run_name or os.path.basename(os.path.abspath(c.out_dir)),
-                   config=cfg, dir=c.out_dir)
-
-    def log(entry):
-        with open(log_path, "a") as f:
-            f.write(json.dumps(entry) + "\n")
-        if wandb is not None:
-            wandb.log({k: v for k, v in entry.items() if v is not None}, step=entry["iter"])
+              f"({raw_model.num_params(non_embedding=True):,} non-embedding), vocab {data.vocab_size}, "
+              f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, {world_size} rank(s)")
+        print(f"{total_iters} iterations x {tokens_per_iter:,} tokens = {plan['tokens']:,} tokens, "
+              f"{plan['epochs']:.4f} epochs of {plan['n_windows'] * c.block_size:,}")
+        if plan["epochs"] > 1:
+            print(f"note: the budget is more than one epoch ({plan['epochs']:.3f}); later epochs reuse the windows "
+                  f"in new orders")
+        open_log(log_path, progress["iter_num"] if c.init_from == "resume" else None)
+        if c.wandb_log:
+            import wandb  # optional dependency, imported only when asked for
+            wandb.init(project=c.wandb_project, config=cfg, dir=c.out_dir,
+                       name=c.wandb_run_name or os.path.basename(os.path.abspath(c.out_dir)))
+    log = (lambda entry: append_log(log_path, entry, wandb)) if master else (lambda entry: None)
 
     def checkpoint():
-        # a diverged model is never written over the last good checkpoint
-        if not all(torch.isfinite(p).all() for p in raw_model.parameters()):
-            fail(f"non-finite weights at iteration {iter_num}; {ckpt_path} keeps the last good state")
-        rngs = [rng_state(device_type)]
-        if ddp:
-            rngs = [None] * world_size
-            torch.distributed.all_gather_object(rngs, rng_state(device_type))
-        if master:
-            save_atomic({
-                "model_type": c.model_type,
-                "model_args": model_args,
-                "model": raw_model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                "config": cfg,
-                "iter_num": iter_num,
-                "total_iters": total_iters,
-                "tokens_seen": iter_num * tokens_per_iter,
-                "data_position": iter_num * windows_per_iter,  # windows of the global order consumed
-                "rng": rngs,
-                "train_time_s": train_time_s,
-                "wall_time_s": elapsed_before + time.time() - t_start,
-                "dataset": {"tokenizer": meta.get("tokenizer"), "vocab_size": vocab_size,
-                            "eot_id": meta.get("eot_id")},
-            }, ckpt_path)
+        progress.update(iter_num=iter_num, wall_time_s=wall_before + time.time() - t_start)
+        save_checkpoint(ckpt_path, raw_model, optimizer, scaler, cfg, model_args, plan, progress, data.meta,
+                        device_type, ddp)
 
-    def batch(it, micro):
-        # micro-step m of rank r reads slot m * world_size + r of the step's W windows
-        slot = micro * world_size + rank
-        first = it * windows_per_iter + slot * c.batch_size
-        starts = window_starts(first, c.batch_size, n_windows, c.block_size, c.data_seed)
-        return make_batch(splits["train"], starts, c.block_size, dev)
-
-    # training loop
-    pbar = tqdm(total=total_iters, initial=iter_num, disable=not master, desc="train", unit="it",
-                dynamic_ncols=True)
+    # the training loop
+    iter_num = start_iter = progress["iter_num"]
+    wall_before = progress["wall_time_s"]
+    bad = torch.tensor([-1.0, 0.0], dtype=torch.float64, device=dev)  # see note_divergence
+    loss, interval_tokens, last_ckpt, ckpt_due = None, 0, time.time(), False
+    clock = StepClock(device_type)
+    pbar = tqdm(total=total_iters, initial=iter_num, disable=not master, desc="train", unit="it", dynamic_ncols=True)
     try:
-        start_iter = iter_num
-        interval_tokens, interval_time, last_loss = 0, 0.0, None
         while iter_num < total_iters:
-            if iter_num > start_iter and c.ckpt_interval > 0 and iter_num % c.ckpt_interval == 0:
-                checkpoint()
-            if c.eval_interval > 0 and iter_num % c.eval_interval == 0:
-                val_loss, _ = evaluate(fast_model, splits["val"], *eval_starts, c.batch_size, c.block_size, dev, ctx,
-                                       rank, world_size)
-                if master:
-                    pbar.write(f"iter {iter_num}: val loss {val_loss:.4f}")
+            at_ckpt = iter_num > start_iter and (ckpt_due or (c.ckpt_interval and iter_num % c.ckpt_interval == 0))
+            at_eval = c.eval_interval > 0 and iter_num % c.eval_interval == 0
+            if at_ckpt or at_eval:
+                clock.stop()  # evaluations and checkpoints are not training time
+                check_divergence(bad, ckpt_path)
+                if at_ckpt:
+                    checkpoint()
+                    last_ckpt, ckpt_due = time.time(), False
+                if at_eval:
+                    val_loss = estimate(val_tokens, estimate_windows)
+                    if master:
+                        pbar.write(f"iter {iter_num}: val loss {val_loss:.4f}")
                     log({"iter": iter_num, "tokens": iter_num * tokens_per_iter,
                          "lr": lr_at(iter_num, total_iters, c.learning_rate, c.min_lr, c.warmup_iters),
-                         "train_loss": last_loss, "val_loss": val_loss, "tokens_per_s": None, "mfu": None,
-                         "peak_mem_bytes": peak_memory_bytes(device_type)})
+                         "train_loss": None if loss is None else loss.item(), "val_loss": val_loss,
+                         "tokens_per_s": None, "mfu": None, "peak_mem_bytes": peak_memory_bytes(device_type)})
+                clock.start()
 
-            t0 = time.time()
             lr = lr_at(iter_num, total_iters, c.learning_rate, c.min_lr, c.warmup_iters)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = accumulate_gradients(train_model, scaler, ctx, (batch(iter_num, m) for m in range(accum)), accum)
+            loss = accumulate_gradients(train_model, scaler, ctx,
+                                        (batches.micro_batch(iter_num, m) for m in range(accum)), accum)
             if ddp:
                 torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.AVG)
-            last_loss = loss.item()  # also waits for the GPU, so the timing below is honest
-            if not math.isfinite(last_loss):
-                fail(f"loss became {last_loss} at iteration {iter_num}; stopped, {ckpt_path} keeps the last "
-                     f"good checkpoint (try a lower learning_rate)")
+            bad = note_divergence(bad, loss, iter_num)
             apply_gradients(raw_model, optimizer, scaler, c.grad_clip)
             iter_num += 1
-            dt = time.time() - t0
-            train_time_s += dt
-            interval_tokens += tokens_per_iter
-            interval_time += dt
             pbar.update(1)
+            if iter_num == start_iter + 1:  # the first step of a process compiles and warms up: kept apart
+                clock.stop()
+                progress["compile_time_s"] += clock.take()
+                clock.start()
+            else:
+                interval_tokens += tokens_per_iter
             if iter_num % c.log_interval == 0 or iter_num == total_iters:
-                tokens_per_s = interval_tokens / interval_time
-                mfu = flops_per_token * tokens_per_s / (peak * world_size) if peak else None
+                last_loss = loss.item()  # the host waits for the device here, and only here between log lines
+                check_divergence(bad, ckpt_path)
+                clock.stop()
+                seconds = clock.take()
+                progress["steady_time_s"] += seconds
+                progress["steady_tokens"] += interval_tokens
+                tokens_per_s = interval_tokens / seconds if interval_tokens and seconds > 0 else None
+                mfu = flops_per_token * tokens_per_s / (peak * world_size) if peak and tokens_per_s else None
                 if master:
-                    pbar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
-                    log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "lr": lr, "train_loss": last_loss,
-                         "tokens_per_s": tokens_per_s, "mfu": mfu, "peak_mem_bytes": peak_memory_bytes(device_type)})
-                interval_tokens, interval_time = 0, 0.0
+                    pbar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s or 0:,.0f}")
+                log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "lr": lr, "train_loss": last_loss,
+                     "tokens_per_s": tokens_per_s, "mfu": mfu, "peak_mem_bytes": peak_memory_bytes(device_type)})
+                interval_tokens = 0
+                if c.ckpt_interval_s > 0:  # rank 0's clock decides, so every rank checkpoints at the same step
+                    due = torch.tensor(float(time.time() - last_ckpt >= c.ckpt_interval_s), device=dev)
+                    if ddp:
+                        torch.distributed.broadcast(due, 0)
+                    ckpt_due = bool(due)
+                clock.start()
     finally:
         pbar.close()  # also when a divergence stops the run
 
     # the end: checkpoint, an exact pass over the whole validation split, a train-loss estimate
+    clock.stop()
+    check_divergence(bad, ckpt_path)
+    progress["train_time_s"] = progress["compile_time_s"] + progress["steady_time_s"]
     checkpoint()
-    # the split's first tune follows an end-of-tune token like every other tune: put it in front, so every
-    # token of val.bin is scored once, as calc_perplexity.py scores a split and stats.json counts it
-    val_seq = np.concatenate([np.array([meta["eot_id"]], dtype=np.int64), splits["val"].astype(np.int64)])
-    val_loss, val_targets = evaluate(fast_model, val_seq, *eval_windows(len(val_seq), c.block_size),
-                                     c.batch_size, c.block_size, dev, ctx, rank, world_size)
-    train_loss, _ = evaluate(fast_model, splits["train"],
-                             *eval_windows(len(splits["train"]), c.block_size, limit=c.eval_iters * c.batch_size),
-                             c.batch_size, c.block_size, dev, ctx, rank, world_size)
+    val_loss, val_targets = exact_loss(raw_model, data.split("val"), data.eot_id, c.block_size, c.batch_size, dev, ctx,
+                                       rank=rank, world_size=world_size)
+    train_loss = estimate(train_tokens, spread_windows(train_tokens.n, c.block_size, c.eval_iters * c.batch_size))
     results = None
     if master:
-        tokens_trained = total_iters * tokens_per_iter
-        tokens_per_s = tokens_trained / train_time_s if train_time_s > 0 else None
-        val_bpc = bits_per_char(val_loss, stats["splits"]["val"])
-        results = {
-            "model_type": c.model_type,
-            "n_params": raw_model.num_params(),
-            "n_params_non_embedding": raw_model.num_params(non_embedding=True),
-            "n_layer": c.n_layer,
-            "n_embd": c.n_embd,
-            "n_head": c.n_head if c.model_type == "gpt" else None,
-            "vocab_size": vocab_size,
-            "tokenizer": meta.get("tokenizer"),
-            "iters": total_iters,
-            "tokens_per_iter": tokens_per_iter,
-            "tokens_trained": tokens_trained,
-            "epochs": epochs,
-            "flops_per_token": flops_per_token,
-            "train_flops": flops_per_token * tokens_trained,
-            "train_loss": train_loss,
-            "train_bpc": bits_per_char(train_loss, stats["splits"]["train"]),
-            "val_loss": val_loss,
-            "val_bpc": val_bpc,
-            "val_targets": val_targets,
-            "wall_time_s": elapsed_before + time.time() - t_start,
-            "train_time_s": train_time_s,
-            "tokens_per_s": tokens_per_s,
-            "mfu": flops_per_token * tokens_per_s / (peak * world_size) if peak and tokens_per_s else None,
-            "peak_mem_bytes": peak_memory_bytes(device_type),
-            "device": device_type,
-            "device_name": device_name(device_type),
-            "dtype": dtype_name,
-            "world_size": world_size,
-            "torch_version": torch.__version__,
-            "config": cfg,
-        }
-        log({"iter": total_iters, "tokens": tokens_trained, "lr": None, "train_loss": last_loss,
-             "val_loss": val_loss, "tokens_per_s": None, "mfu": None,
-             "peak_mem_bytes": results["peak_mem_bytes"], "final": True})
+        results = run_results(c, raw_model, data, plan, progress, (train_loss, val_loss, val_targets), device_type,
+                              dtype_name, world_size, peak, wall_before + time.time() - t_start)
+        tokens_trained, val_bpc = results["tokens_trained"], results["val_bpc"]
+        log({"iter": total_iters, "tokens": tokens_trained, "lr": None, "train_loss": loss.item(), "val_loss": val_loss,
+             "tokens_per_s": None, "mfu": None, "peak_mem_bytes": results["peak_mem_bytes"], "final": True})
         write_json_atomic(results, os.path.join(c.out_dir, "results.json"))
         print(f"done: val loss {val_loss:.4f} ({val_bpc:.4f} bpc), train loss {train_loss:.4f}, "
               f"{tokens_trained:,} tokens in {results['wall_time_s']:.1f}s -> {c.out_dir}")

@@ -1,6 +1,7 @@
 """
 Shared fixtures: small real datasets made by the real prepare.py from two collections of the music21
-corpus (~300 tunes), and a helper that runs a repository script the way a user does.
+corpus (~300 tunes), tiny models trained on them by the real train.py, and a helper that runs a repository
+script the way a user does.
 """
 import os
 import subprocess
@@ -17,6 +18,10 @@ def corpus_file(relative):
     import music21
     return Path(music21.__file__).parent / "corpus" / relative
 
+
+# tiny models train and decode fastest on one thread; two threads on two busy cores are 5x slower
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+TINY_BLOCK_SIZE = 32
 
 # ~300 tunes of two different collections: enough for every split to hold real tunes
 FIXTURE_INPUTS = ["airdsAirs/book1.abc", "essenFolksong/ballad10.abc"]
@@ -55,3 +60,17 @@ def char_dataset(tmp_path_factory):
 def bpe_dataset(tmp_path_factory):
     """A BPE dataset folder (vocabulary 512) of the same tunes as char_dataset."""
     return _prepare(tmp_path_factory.mktemp("data") / "bpe", "--tokenizer", "bpe", "--vocab_size", "512")
+
+
+def tiny_run(run_script, tmp_path_factory, data_dir, model_type, iters=100):
+    """A tiny model trained by the real train.py, once per test session and model type (its run folder)."""
+    out = tmp_path_factory.getbasetemp() / f"eval_run_{model_type}"
+    if not (out / "ckpt.pt").exists():
+        args = ["train.py", f"--data_dir={data_dir}", f"--out_dir={out}", f"--model_type={model_type}",
+                f"--max_iters={iters}", "--batch_size=16", f"--block_size={TINY_BLOCK_SIZE}", "--n_layer=1",
+                "--n_embd=64", "--learning_rate=3e-3", "--warmup_iters=10", "--device=cpu",
+                "--eval_interval=0", "--compile=False", "--dtype=float32"]
+        if model_type == "gpt":
+            args.append("--n_head=2")
+        run_script(args, env=ONE_THREAD)
+    return out

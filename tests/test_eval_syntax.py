@@ -1,5 +1,6 @@
-"""eval_syntax.py classifies a fixed set of valid, invalid, all-rest, repetitive, garbage, empty, binary, huge
-and hanging files correctly, computes its statistics as written by hand, and never crashes."""
+"""eval_syntax.py and the checks of tune_checks.py classify a fixed set of valid, invalid, all-rest, repetitive,
+garbage, empty, binary, huge and hanging files correctly, compute their statistics as written by hand, and
+never crash."""
 import json
 import math
 import os
@@ -12,6 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import eval_syntax  # noqa: E402
+import tune_checks  # noqa: E402
 
 LONG_BODY = "B|E>GE GEG|B>AB e2f|g>fe dgB|A>GA BG E|E>GE GEG|B>AB e2f|g>fe dcB|AGF E2:|\n"
 FILES = {
@@ -94,7 +96,7 @@ def test_statistics_match_a_hand_count(report):
     # 6/8 with a pickup: the pickup and the last bar are not judged; of GAB c2d|e3 d2|BAG A2G one is short
     assert by_name(report[0])["valid_pickup_68.abc"]["bars_matching_meter"] == pytest.approx(2 / 3)
     means = report[0]["means"]
-    assert set(means) == set(eval_syntax.STATISTICS)
+    assert set(means) == set(tune_checks.STATISTICS)
 
 
 def test_reference_is_the_datasets_real_test_tunes(report, char_dataset):
@@ -115,19 +117,17 @@ def test_a_hanging_parse_or_worker_is_a_counted_failure(tmp_path, monkeypatch):
     stuck, fine = tmp_path / "stuck.abc", tmp_path / "fine.abc"
     stuck.write_text(FILES["valid.abc"][0])
     fine.write_text(FILES["valid.abc"][0])
-    monkeypatch.setattr(eval_syntax, "parse_timeout", 0.05)
-    monkeypatch.setattr(eval_syntax, "midi_timeout", 2.0)
-    monkeypatch.setattr(eval_syntax, "hang_slack", 1.0)  # killed after 0.05 + 2 + 1 s
-    evaluate = eval_syntax.evaluate_item
+    settings = {"parse_timeout": 0.05, "midi_timeout": 2.0, "hang_slack": 1.0}  # killed after 0.05 + 2 + 1 s
+    evaluate = tune_checks.evaluate_item
 
-    def evaluate_or_hang(item, tmp_dir):  # a worker stuck where no alarm reaches it (workers are forked)
+    def evaluate_or_hang(item, tmp_dir, settings):  # a worker stuck where no alarm reaches it (workers are forked)
         if item["path"].endswith("stuck.abc"):
             time.sleep(3600)
-        return evaluate(item, tmp_dir)
+        return evaluate(item, tmp_dir, settings)
 
-    monkeypatch.setattr(eval_syntax, "evaluate_item", evaluate_or_hang)
+    monkeypatch.setattr(tune_checks, "evaluate_item", evaluate_or_hang)
     paths = [str(p) for p in (long_tune, fifo, stuck, fine)]
-    results = eval_syntax.evaluate_all([{"path": p} for p in paths], n_workers=2)
+    results = tune_checks.evaluate_all([{"path": p} for p in paths], settings, n_workers=2)
     assert [r["path"] for r in results] == paths
     long_result, fifo_result, stuck_result, fine_result = results
     assert not long_result["parse_ok"] and long_result["parse_error"].startswith("timeout")

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_sample import ONE_THREAD, ROOT, tiny_run  # noqa: E402  (shared tiny runs, trained once a session)
+from conftest import tiny_run  # noqa: E402  (shared tiny runs, trained once a session)
+from test_sample import ONE_THREAD, ROOT  # noqa: E402
 
 sys.path.insert(0, ROOT)
 import calc_perplexity  # noqa: E402
-from calc_perplexity import window_batches  # noqa: E402
+from windows import Tokens, exact_windows, window_batches  # noqa: E402
 from model import load_checkpoint  # noqa: E402
 
 
@@ -69,7 +70,9 @@ def test_perplexity_equals_hand_computation(tmp_path, tmp_path_factory, run_scri
 def test_windows_score_every_token_once_in_order(n, block_size, stride, batch_size):
     data = np.arange(100, 100 + n)
     scored, contexts = [], []
-    for inputs, targets in window_batches(data, 0, block_size, stride, batch_size):
+    seq = np.concatenate([[0], data])  # the split as scored: an end-of-tune token (0 here) in front
+    starts, lengths, skips = exact_windows(len(seq), block_size, stride)
+    for inputs, targets in window_batches(Tokens(seq), starts, block_size, batch_size, lengths, skips):
         assert inputs.shape[1] <= block_size and inputs.shape == targets.shape
         for row_in, row_t in zip(inputs.tolist(), targets.tolist()):
             for i, t in enumerate(row_t):

@@ -1,5 +1,4 @@
 """prepare.py and the shared ABC/tokenizer helpers, through the real CLI where a user would use it."""
-import json
 import os
 import stat
 
@@ -8,6 +7,7 @@ import pretty_midi
 import pytest
 
 import abc_text
+from dataset import read_json
 from tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
 TUNE_A = """X:12
@@ -27,11 +27,6 @@ L:1/4
 K:G
 GAB|c2B|A3|G3|dcB|AGF|G3|]
 """
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 def split_texts(data_dir):
@@ -288,6 +283,7 @@ def test_hanging_runaway_and_crashing_midi2abc_are_counted(tmp_path, run_script,
     (lambda d: ["--input", d / "empty_dir"], "no .mid/.midi/.kar/.abc files"),
     (lambda d: ["--input", d / "two.abc"], "need at least 3"),
     (lambda d: ["--input", d / "ok.abc", "--split", "0.5,0.5"], "--split"),
+    (lambda d: ["--input", d / "ok.abc", "--tokenizer", "words"], "char or bpe"),
     (lambda d: ["--input", d / "ok.abc", "--out", d / "a_file" / "sub"], "cannot write"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, run_script, make_args, message):

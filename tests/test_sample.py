@@ -12,26 +12,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from abc_text import parse_header  # noqa: E402
+from checkpoint import load_run  # noqa: E402
 import sample  # noqa: E402
-from sample import Decoder, generate, load_run, sample_next_token  # noqa: E402
+from sample import Decoder, generate, sample_next_token  # noqa: E402
 
-# tiny models train and decode fastest on one thread; two threads on two busy cores are 5x slower
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-BLOCK_SIZE = 32
-
-
-def tiny_run(run_script, tmp_path_factory, data_dir, model_type, iters=100):
-    """A tiny model trained by the real train.py, once per test session and model type."""
-    out = tmp_path_factory.getbasetemp() / f"eval_run_{model_type}"
-    if not (out / "ckpt.pt").exists():
-        args = ["train.py", f"--data_dir={data_dir}", f"--out_dir={out}", f"--model_type={model_type}",
-                f"--max_iters={iters}", "--batch_size=16", f"--block_size={BLOCK_SIZE}", "--n_layer=1",
-                "--n_embd=64", "--learning_rate=3e-3", "--warmup_iters=10", "--device=cpu",
-                "--eval_interval=0", "--compile=False", "--dtype=float32"]
-        if model_type == "gpt":
-            args.append("--n_head=2")
-        run_script(args, env=ONE_THREAD)
-    return out
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conftest import ONE_THREAD, TINY_BLOCK_SIZE as BLOCK_SIZE, tiny_run  # noqa: E402
 
 
 @pytest.fixture(scope="module", params=["gpt", "lstm"])
@@ -53,7 +39,7 @@ def real_tune_ids(tokenizer, data_dir, min_len):
 
 
 def test_cached_logits_equal_full_recomputation_past_block_size(run, char_dataset):
-    model, _, tokenizer = load_run(str(run), "cpu")
+    model, _, tokenizer, _ = load_run(str(run), "cpu")
     tokens = real_tune_ids(tokenizer, char_dataset, 3 * BLOCK_SIZE)
     cached, full = Decoder(model, "cpu", use_cache=True), Decoder(model, "cpu", use_cache=False)
     with torch.no_grad():
@@ -67,7 +53,7 @@ def test_cached_logits_equal_full_recomputation_past_block_size(run, char_datase
 
 
 def test_greedy_with_cache_equals_greedy_without(run):
-    model, _, tokenizer = load_run(str(run), "cpu")
+    model, _, tokenizer, _ = load_run(str(run), "cpu")
     n = 3 * BLOCK_SIZE  # well past block_size: the GPT cache must slide
     prompt = [tokenizer.eot_id] + tokenizer.encode("X:1\nM:6/8\nL:1/8\nK:D\nA|")
     with torch.no_grad():
@@ -161,6 +147,6 @@ def test_cli_header_prompt_is_kept_and_bad_input_is_one_line(tmp_path, tmp_path_
 
     for bad in (["--run", str(tmp_path / "missing")], ["--run", str(run), "--top_p", "0"],
                 ["--run", str(run), "--prompt_file", str(tmp_path / "missing.abc")]):
-        with pytest.raises(SystemExit) as exit_info:  # sys.exit("error: ...") prints the line and exits 1
+        with pytest.raises(SystemExit) as exit_info:  # configurator.fail prints "error: ..." and exits 1
             sample.main(["--out", str(tmp_path / "x"), *bad])
         assert str(exit_info.value.code).startswith("error:") and "\n" not in str(exit_info.value.code)

@@ -15,6 +15,8 @@ import pytest
 import torch
 
 import train
+from dataset import window_starts
+from windows import Tokens, TrainBatches, exact_windows, spread_windows
 from configurator import configure
 from model import load_checkpoint
 
@@ -75,13 +77,28 @@ def test_configurator_types_overrides_like_their_defaults(tmp_path):
     (["--steps=3.5"], "steps must be int"),
     (["--flag=yes"], "flag must be bool"),
     (["--lr=fast"], "lr must be float"),
-    (["--steps"], "expected --key=value"),
+    (["--steps"], "--steps needs a value"),
+    (["stray_argument"], "unexpected argument 'stray_argument'"),
     (["no_such_config.py"], "not found"),
 ])
 def test_configurator_rejects_unknown_keys_and_wrong_types(argv, expected):
     with pytest.raises(SystemExit) as excinfo:
         configure({"lr": 0.1, "steps": 10, "flag": False}, argv)
     assert expected in exit_message(excinfo)
+
+
+def test_configurator_reads_today_s_command_lines_too(tmp_path):
+    """--key value, bare bool flags, positional arguments and repeated keys: the forms sample.py, prepare.py and
+    calc_perplexity.py were called with before they moved to the configurator."""
+    defaults = {"run": "", "inputs": "", "num": 1, "midi": False, "wav": False, "prompt": ""}
+    cfg = configure(defaults, ["out/run", "--num", "3", "--midi", "--wav", "False", "--prompt", "X:1\\nK:D\\n"],
+                    positional="run")
+    assert cfg == {"run": "out/run", "inputs": "", "num": 3, "midi": True, "wav": False, "prompt": "X:1\\nK:D\\n"}
+    cfg = configure(defaults, ["a", "b c", "--inputs", "x", "--inputs=y"], positional="run", repeatable=("inputs",))
+    assert cfg["run"].splitlines() == ["a", "b c"] and cfg["inputs"].splitlines() == ["x", "y"]
+    with pytest.raises(SystemExit) as excinfo:
+        configure(defaults, ["a"])  # a script without a positional knob
+    assert "unexpected argument" in exit_message(excinfo)
 
 
 def test_configurator_rejects_unknown_keys_in_config_files(tmp_path):
@@ -103,16 +120,53 @@ def test_cli_rejects_an_unknown_key_with_one_line_and_nonzero_exit(run_script):
 
 def test_window_order_is_a_seeded_permutation_of_disjoint_windows():
     n, T = 50, 8
-    epoch = train.window_starts(0, n, n, T, data_seed=7)
+    epoch = window_starts(0, n, n, T, data_seed=7)
     assert sorted(epoch) == list(range(0, n * T, T))  # every window once: targets disjoint, all covered
-    np.testing.assert_array_equal(epoch, train.window_starts(0, n, n, T, data_seed=7))
-    assert not np.array_equal(epoch, train.window_starts(0, n, n, T, data_seed=8))
+    np.testing.assert_array_equal(epoch, window_starts(0, n, n, T, data_seed=7))
+    assert not np.array_equal(epoch, window_starts(0, n, n, T, data_seed=8))
     # consumed in order: any slice of the order is the same slice, however it is requested
-    np.testing.assert_array_equal(train.window_starts(13, 9, n, T, 7), epoch[13:22])
+    np.testing.assert_array_equal(window_starts(13, 9, n, T, 7), epoch[13:22])
     # past one epoch the windows come again, in a new order
-    second = train.window_starts(n, n, n, T, 7)
+    second = window_starts(n, n, n, T, 7)
     assert sorted(second) == sorted(epoch) and not np.array_equal(second, epoch)
-    np.testing.assert_array_equal(train.window_starts(45, 10, n, T, 7), np.concatenate([epoch[45:], second[:5]]))
+    np.testing.assert_array_equal(window_starts(45, 10, n, T, 7), np.concatenate([epoch[45:], second[:5]]))
+
+
+def reference_batch(data, starts, block_size):
+    """x, y of windows built row by row on the host: how train.py assembled batches before they were gathered
+    on the device."""
+    rows = [np.asarray(data[s:s + block_size + 1], dtype=np.int64) for s in starts]
+    return torch.tensor(np.stack([r[:-1] for r in rows])), torch.tensor(np.stack([r[1:] for r in rows]))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32])
+def test_device_batches_are_exactly_the_windows_of_the_order(dtype):
+    """TrainBatches (one gather from the split held as one tensor; what runs on the GPU) reads the same windows,
+    in the same order, as the host-side reference, across epochs, micro-steps and DDP ranks, including token
+    ids that do not fit a signed 16-bit view."""
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 65535 if dtype == np.uint16 else 2 ** 32 - 1, 1000, dtype=np.int64).astype(dtype)
+    block, batch, accum, world, seed = 16, 4, 2, 2, 3
+    n_windows = (len(data) - 1) // block
+    windows_per_iter = batch * accum
+    tokens = Tokens(data)
+    for rank in range(world):
+        batches = TrainBatches(tokens, n_windows, block, batch, windows_per_iter, seed, rank, world)
+        for it in range(12):  # 12 steps x 8 windows > 62 windows: crosses into the second epoch
+            for micro in range(accum // world):
+                x, y = batches.micro_batch(it, micro)
+                first = it * windows_per_iter + (micro * world + rank) * batch
+                rx, ry = reference_batch(data, window_starts(first, batch, n_windows, block, seed), block)
+                assert torch.equal(x, rx) and torch.equal(y, ry)
+
+
+def test_exact_windows_score_each_target_once_and_spread_windows_are_full():
+    for n, block, stride in [(2, 4, 4), (33, 8, 8), (33, 8, 3), (100, 7, 1)]:
+        starts, lengths, skips = exact_windows(n, block, stride)
+        scored = [s + i for s, l, k in zip(starts, lengths, skips) for i in range(k, l)]
+        assert scored == list(range(n - 1))  # input positions whose targets are tokens 1 .. n-1, in order
+    starts = spread_windows(1000, 32, 5)
+    assert len(starts) == 5 and starts[0] == 0 and starts[-1] + 32 <= 999 and all(starts % 32 == 0)
 
 
 def test_default_budget_is_exactly_one_epoch(char_dataset, tmp_path):
@@ -147,8 +201,12 @@ def test_run_writes_the_contract_files_and_learns(gpt_run, char_dataset, run_scr
     out, res = gpt_run
     for key in ("model_type", "n_params", "n_params_non_embedding", "n_layer", "n_embd", "n_head", "tokens_trained",
                 "epochs", "train_loss", "val_loss", "val_bpc", "wall_time_s", "tokens_per_s", "peak_mem_bytes",
-                "device", "config"):
+                "device", "config", "compile_time_s", "train_time_s"):
         assert key in res, key
+    # throughput leaves the first step (compilation, warm-up) out; it is reported apart, inside the wall time
+    assert 0 < res["compile_time_s"] < res["train_time_s"] < res["wall_time_s"]
+    steady_tokens = res["tokens_trained"] - res["tokens_per_iter"]
+    assert res["tokens_per_s"] == pytest.approx(steady_tokens / (res["train_time_s"] - res["compile_time_s"]))
     assert res["model_type"] == "gpt" and res["n_head"] == 2 and res["device"] == "cpu"
     assert res["config"]["data_dir"] == str(char_dataset) and res["config"]["block_size"] == 32
     stats = json.loads((char_dataset / "stats.json").read_text())["splits"]["val"]
@@ -207,8 +265,10 @@ def test_gradient_accumulation_matches_a_larger_batch(char_dataset, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # resume
 
-def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dataset, tmp_path):
-    args = ["--max_iters=80", "--ckpt_interval=10", "--dropout=0.1", "--eval_interval=20"]
+@pytest.mark.parametrize("every", ["--ckpt_interval=10", "--ckpt_interval_s=1e-6"])
+def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dataset, tmp_path, every):
+    # checkpoints every 10 iterations, or by the clock (decided at log lines): either way a resume is exact
+    args = ["--max_iters=80", every, "--dropout=0.1", "--eval_interval=20"]
     killed = tmp_path / "killed"
     # the resume below runs in this process: the killed run must use the same number of CPU threads, or
     # float sums are ordered differently (another test may have called torch.set_num_threads earlier)

@@ -1,0 +1,161 @@
+"""
+The on-disk contract of a prepared dataset -- what prepare.py writes and every other script reads -- and the
+order in which training reads it.
+
+    data_dir/meta.json                 the tokenizer: tokenizer, vocab_size, eot_id, dtype (uint16/uint32), ...
+    data_dir/stats.json                counts of every pipeline step; splits.{train,val,test}.{tunes,tokens,chars}
+    data_dir/{train,val,test}.bin      token ids, every tune followed by eot_id
+
+Training windows: train.bin is cut into windows of block_size+1 tokens at stride block_size, so every
+token but the first is a prediction target exactly once per epoch. Epoch e of the window order is a
+permutation of all windows seeded by (data_seed, e) alone, and optimizer step i reads windows
+[i*W, (i+1)*W) of that order (W = batch_size * gradient_accumulation_steps), whatever the model, the
+number of DDP ranks or a resume in between.
+"""
+import functools
+import json
+import math
+import os
+
+import numpy as np
+
+from configurator import fail
+
+SPLITS = ("train", "val", "test")
+
+
+# ----------------------------------------------------------------------------- JSON files
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_json_atomic(obj, path, indent=2):
+    """Write to a temporary file, then rename: a reader never sees half a file, a kill leaves the old one."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=indent)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- a dataset folder
+
+class Dataset:
+    """A prepare.py folder: meta, stats and the splits as read-only memory maps (opened on first use)."""
+
+    def __init__(self, data_dir, meta, stats):
+        self.data_dir, self.meta, self.stats = data_dir, meta, stats
+        self.vocab_size = int(meta["vocab_size"])
+        self.eot_id = int(meta["eot_id"])
+        self.dtype = meta["dtype"]
+        self._splits = {}
+
+    def path(self, split):
+        return os.path.join(self.data_dir, f"{split}.bin")
+
+    def split(self, name):
+        """The token ids of a split as a memory map (copy-on-write, so torch can wrap it without a copy)."""
+        if name not in self._splits:
+            path = self.path(name)
+            if not os.path.isfile(path):
+                fail(f"{path} not found; {self.data_dir} is not a complete prepare.py dataset")
+            if os.path.getsize(path) == 0:
+                fail(f"{path} is empty")
+            self._splits[name] = np.memmap(path, dtype=self.dtype, mode="c")
+        return self._splits[name]
+
+    def tokenizer(self):
+        """The tokenizer prepare.py trained (char table in meta.json, or bpe.tiktoken), or a one-line error."""
+        from tokenizer import load_tokenizer
+        try:
+            return load_tokenizer(self.data_dir)
+        except (OSError, ValueError, KeyError) as e:
+            fail(f"cannot load the tokenizer of the dataset at {self.data_dir}: {e}")
+
+    def split_stats(self, name):
+        """{tunes, tokens, chars, ...} of a split as stats.json counts them."""
+        return self.stats["splits"][name]
+
+
+def load_dataset(data_dir, need_stats=True):
+    """The Dataset of a prepare.py folder, or a one-line error saying what is missing."""
+    if not os.path.isdir(data_dir):
+        fail(f"dataset folder {data_dir} not found (run prepare.py first or set --data_dir)")
+    meta_path, stats_path = os.path.join(data_dir, "meta.json"), os.path.join(data_dir, "stats.json")
+    for path in (meta_path, stats_path) if need_stats else (meta_path,):
+        if not os.path.isfile(path):
+            fail(f"{path} not found; {data_dir} is not a complete prepare.py dataset")
+    try:
+        meta = read_json(meta_path)
+        stats = read_json(stats_path) if os.path.isfile(stats_path) else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        fail(f"{data_dir}: meta.json or stats.json is not valid JSON ({e})")
+    if meta.get("dtype") not in ("uint16", "uint32"):
+        fail(f"{meta_path}: dtype must be uint16 or uint32, got {meta.get('dtype')!r}")
+    for key in ("vocab_size", "eot_id"):
+        if not isinstance(meta.get(key), int):
+            fail(f"{meta_path}: {key} missing or not an integer")
+    return Dataset(data_dir, meta, stats)
+
+
+def bits_per_char(loss, split_stats):
+    """nats/token -> bits/character using the split's token and character counts (stats.json)."""
+    return loss / math.log(2) * split_stats["tokens"] / split_stats["chars"]
+
+
+# ----------------------------------------------------------------------------- the training order
+
+def num_windows(n_tokens, block_size):
+    """Windows of block_size+1 tokens at stride block_size: each token but the first is a target once."""
+    return max(0, (n_tokens - 1) // block_size)
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(n_windows, data_seed, epoch):
+    """Window indices of one epoch, in training order (read-only)."""
+    # cached: the permutation of a large split costs milliseconds, and every step needs a slice of it
+    order = np.random.default_rng([data_seed, epoch]).permutation(n_windows)
+    order.flags.writeable = False
+    return order
+
+
+def window_starts(first, count, n_windows, block_size, data_seed):
+    """Token offsets of windows first .. first+count-1 of the global order (epochs follow each other)."""
+    out = np.empty(count, dtype=np.int64)
+    done = 0
+    while done < count:
+        epoch, offset = divmod(first + done, n_windows)
+        take = min(count - done, n_windows - offset)
+        out[done:done + take] = epoch_order(n_windows, data_seed, epoch)[offset:offset + take] * block_size
+        done += take
+    return out
+
+
+def iteration_plan(batch_size, block_size, gradient_accumulation_steps, max_tokens, max_iters, train_tokens):
+    """How many optimizer steps a run takes and what each reads. The budget is max_iters steps if > 0, else
+    max_tokens tokens if > 0, else one epoch of the training split (the last partial step dropped).
+    Raises ValueError with a user-facing sentence when the budget or the split cannot work."""
+    windows_per_iter = batch_size * gradient_accumulation_steps
+    tokens_per_iter = windows_per_iter * block_size
+    n_windows = num_windows(train_tokens, block_size)
+    if n_windows < windows_per_iter:
+        raise ValueError(f"the train split holds {n_windows} windows of block_size+1 tokens, fewer than one "
+                         f"optimizer step needs (batch_size x gradient_accumulation_steps = {windows_per_iter})")
+    if max_iters > 0:
+        total_iters = max_iters
+    elif max_tokens > 0:
+        total_iters = max_tokens // tokens_per_iter
+        if total_iters == 0:
+            raise ValueError(f"max_tokens={max_tokens} is less than one optimizer step ({tokens_per_iter} tokens)")
+    else:
+        total_iters = n_windows // windows_per_iter
+    return {"total_iters": total_iters, "windows_per_iter": windows_per_iter, "tokens_per_iter": tokens_per_iter,
+            "n_windows": n_windows, "tokens": total_iters * tokens_per_iter,
+            "epochs": total_iters * windows_per_iter / n_windows}

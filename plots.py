@@ -1,0 +1,175 @@
+"""
+The plots of a scaling study, drawn from the fits of power_law.py and the run rows they were fitted to, and
+write_outputs, which writes a fit's whole output folder (fit.json, fit.md and every plot) for scaling.py and
+study.py alike.
+
+Every plot is a PNG with log axes labelled in plain numbers; a plot whose data no run has (no log.jsonl, no
+timings, no token counts) is skipped rather than drawn empty.
+"""
+import os
+
+from dataset import read_jsonl, write_json_atomic
+from power_law import fit_markdown, fits_for_json, percent, with_ci
+
+COLORS = {"gpt": "tab:blue", "lstm": "tab:orange"}
+
+
+def _pyplot():
+    # imported on first use: matplotlib costs a second to import, and Agg draws without a display
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _color(fam, i):
+    return COLORS.get(fam, f"C{i + 2}")
+
+
+def _plain_log_ticks(ax, y=True):
+    """Label a log axis 0.7, 0.8, 1 instead of 7x10^-1; minor ticks get labels only when the range is < 1 decade."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    axis = ax.yaxis if y else ax.xaxis
+    lo, hi = ax.get_ylim() if y else ax.get_xlim()
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain if hi / lo < 10 else NullFormatter())
+
+
+def _log_axes(ax, xlabel, ylabel, title):
+    """The look every plot shares: log-log, plain tick labels, a grid."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _plain_log_ticks(ax)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _save(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _loss_label(loss_name):
+    return f"{loss_name.replace('_', ' ')} (nats/token)"
+
+
+def plot_scaling(fits, path, families=None, suffix="", loss_name="loss"):
+    """Points, saturating fit with its bootstrap band and pure power law of each family; suffix '_non_embedding'
+    plots against non-embedding parameters."""
+    plt = _pyplot()
+    families = list(fits) if families is None else families
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=130)
+    for i, fam in enumerate(families):
+        f, col = fits[fam], _color(fam, i)
+        if "alpha" + suffix not in f:
+            continue
+        cur = f["curve" + suffix]
+        ax.scatter(f["n_params" + suffix], f["loss"], color=col, s=36, zorder=3, edgecolor="black", linewidth=0.5)
+        ax.plot(cur["n"], cur["loss"], color=col, lw=2,
+                label=f"{fam}: α = {with_ci(f, 'alpha' + suffix)}, c = {f['c' + suffix]:.3g}")
+        if cur["band_lo"] is not None:
+            ax.fill_between(cur["n"], cur["band_lo"], cur["band_hi"], color=col, alpha=0.18, lw=0,
+                            label=f"{fam}: {percent(f['ci_level'])} band")
+        pure = f["curve_pure" + suffix]
+        ax.plot(pure["n"], pure["loss"], color=col, lw=1, ls="--",
+                label=f"{fam}: pure $aN^{{-\\alpha}}$, α = {with_ci(f, 'alpha_pure' + suffix)}")
+    title = r"Scaling: $L = aN^{-\alpha} + c$" + (" (non-embedding N)" if suffix else "")
+    _log_axes(ax, "non-embedding parameters N" if suffix else "parameters N", _loss_label(loss_name),
+              title + (f" — {families[0]}" if len(families) == 1 else ""))
+    ax.legend(fontsize=8, loc="best")
+    return _save(plt, fig, path)
+
+
+def plot_training_curves(rows, path):
+    """Train (thin) and validation (thick, dots) loss vs tokens for every run with a log.jsonl."""
+    logs = {r["run"]: read_jsonl(os.path.join(r["run_dir"], "log.jsonl")) for r in rows
+            if r.get("run_dir") and os.path.isfile(os.path.join(r["run_dir"], "log.jsonl"))}
+    if not logs:
+        return None
+    plt = _pyplot()
+    families = sorted({r["family"] for r in rows if r["run"] in logs})
+    fig, axes = plt.subplots(1, len(families), figsize=(6.5 * len(families), 4.8), dpi=130, squeeze=False)
+    for ax, fam in zip(axes[0], families):
+        rs = sorted((r for r in rows if r["family"] == fam and r["run"] in logs), key=lambda r: r["n_params"])
+        cmap = plt.get_cmap("viridis")
+        for j, r in enumerate(rs):
+            col = cmap(j / max(1, len(rs) - 1) * 0.9)  # small to large: dark to light
+            log = logs[r["run"]]
+            tr = [(e["tokens"], e["train_loss"]) for e in log if e.get("train_loss") is not None and e.get("tokens")]
+            va = [(e["tokens"], e["val_loss"]) for e in log if e.get("val_loss") is not None and e.get("tokens")]
+            if tr:
+                ax.plot(*zip(*tr), color=col, lw=0.8, alpha=0.5)
+            if va:
+                ax.plot(*zip(*va), color=col, lw=2, marker="o", ms=3,
+                        label=f"{r['run']} ({r['n_params'] / 1e6:.3g}M)")
+        _log_axes(ax, "training tokens", "loss (nats/token)", f"{fam}: validation (thick) and train (thin) loss")
+        ax.legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def plot_efficiency(rows, path):
+    """Wall-clock time and peak memory vs parameters, per family."""
+    have_time = [r for r in rows if r.get("wall_time_s")]
+    have_mem = [r for r in rows if r.get("peak_mem_bytes")]
+    if not have_time and not have_mem:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), dpi=130)
+    families = sorted({r["family"] for r in rows})
+    for ax, subset, key, scale, label in ((axes[0], have_time, "wall_time_s", 1 / 60, "wall-clock (minutes)"),
+                                          (axes[1], have_mem, "peak_mem_bytes", 1 / 2 ** 20, "peak memory (MiB)")):
+        for i, fam in enumerate(families):
+            rs = sorted((r for r in subset if r["family"] == fam), key=lambda r: r["n_params"])
+            if rs:
+                ax.plot([r["n_params"] for r in rs], [r[key] * scale for r in rs], marker="o",
+                        color=_color(fam, i), label=fam)
+        _log_axes(ax, "parameters N", label, label.split(" (")[0] + " vs model size")
+        if subset:
+            ax.legend()
+    return _save(plt, fig, path)
+
+
+def plot_compute(rows, path, loss_name="loss"):
+    """Loss vs training compute C ≈ 6·N·D FLOPs (D = tokens trained), for runs that know their token count."""
+    rs = [r for r in rows if r.get("tokens")]
+    if not rs:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=130)
+    for i, fam in enumerate(sorted({r["family"] for r in rs})):
+        fr = sorted((r for r in rs if r["family"] == fam), key=lambda r: 6 * r["n_params"] * r["tokens"])
+        ax.plot([6 * r["n_params"] * r["tokens"] for r in fr], [r["loss"] for r in fr], marker="o",
+                color=_color(fam, i), label=fam)
+    _log_axes(ax, "training compute ≈ 6·N·D (FLOPs)", _loss_label(loss_name), "Loss vs training compute")
+    ax.legend()
+    return _save(plt, fig, path)
+
+
+def write_outputs(rows, fits, out_dir, loss_name="loss", plot_dir=None):
+    """fit.json and fit.md into out_dir, every plot into plot_dir (default out_dir); returns {name: path}."""
+    plot_dir = plot_dir or out_dir
+    os.makedirs(out_dir, exist_ok=True)
+    os.makedirs(plot_dir, exist_ok=True)
+    written = {"fit.json": os.path.join(out_dir, "fit.json"), "fit.md": os.path.join(out_dir, "fit.md")}
+    write_json_atomic(fits_for_json(fits), written["fit.json"])
+    with open(written["fit.md"], "w") as f:
+        f.write(f"# Scaling-law fits\n\n{fit_markdown(fits, loss_name)}\n")
+    png = lambda name: os.path.join(plot_dir, name + ".png")  # noqa: E731
+    written["scaling"] = plot_scaling(fits, png("scaling"), loss_name=loss_name)
+    for fam in fits:
+        written[f"scaling_{fam}"] = plot_scaling(fits, png(f"scaling_{fam}"), [fam], loss_name=loss_name)
+    with_non_embedding = [fam for fam, f in fits.items() if "alpha_non_embedding" in f]
+    if with_non_embedding:
+        written["scaling_non_embedding"] = plot_scaling(fits, png("scaling_non_embedding"), with_non_embedding,
+                                                        suffix="_non_embedding", loss_name=loss_name)
+    for name, path in (("training_curves", plot_training_curves(rows, png("training_curves"))),
+                       ("efficiency", plot_efficiency(rows, png("efficiency"))),
+                       ("compute", plot_compute(rows, png("compute"), loss_name))):
+        if path:
+            written[name] = path
+    return written

@@ -1,0 +1,483 @@
+"""
+Scaling laws L(N) fitted to training runs: reading the runs (run folders or a CSV table), the fits with bootstrap
+intervals and plain-language warnings, and the fit table as markdown and JSON. plots.py draws the fits, scaling.py is
+the command line, study.py fits the runs of a study.
+
+For every model family (gpt, lstm, ...) fit_all fits
+    L = a * N^(-alpha) + c      (saturating power law, c = irreducible loss)
+    L = a * N^(-alpha)          (pure power law, the Kaplan et al. form)
+on N = all parameters and on N = non-embedding parameters.
+
+Why not a plain scipy curve_fit: with 4-6 points the least-squares problem is ill-posed and its answer depends
+on the starting point and on the unit of N (one seed's table gives alpha~0.87 with N in millions and alpha~3.8
+with N in parameters). So, following the Chinchilla "approach 3" recipe, we
+  - fit in log-loss space (relative errors, so large and small losses weigh alike),
+  - use a Huber loss (one diverged or badly tuned run cannot drag the exponent around),
+  - start the optimiser from a grid of points and keep the best,
+  - work with log N centred on its mean, so multiplying N by any constant changes only `a`, never alpha or c,
+and we report bootstrap intervals (resampling runs; with few points widened by leave-one-out) plus plain-language
+warnings whenever the data cannot pin the fit down.
+
+The settings a user chooses (n_bootstrap, ci_level, seed) are arguments of fit_all; every fit records its ci_level,
+so the markdown and the plots read it from the fits instead of from a setting that could disagree.
+"""
+import csv
+import json
+import math
+import os
+
+import numpy as np
+
+from dataset import read_json
+
+# the method's constants: fixed by the recipe above, not settings of a study
+HUBER_DELTA = 1e-3     # Huber threshold on log-loss residuals (Chinchilla uses 1e-3: ~0.1% relative error)
+TIE_BREAK = 1e-3       # a quadratic term this much weaker than Huber's: without it a near-L1 loss has flat valleys
+                       # (e.g. 8 evenly spaced sizes) where the optimum, and so alpha, depends on rounding
+LOO_MAX_POINTS = 8     # with at most this many runs, intervals are widened to cover every leave-one-out fit
+MIN_POINTS = 3         # fewer distinct model sizes than this cannot define a 3-parameter curve
+ALPHA_BOUNDS = (0.0, 10.0)  # exponents outside this are not a scaling law (and 10 keeps a = e^(alpha*logN) finite)
+
+# the user's settings and their defaults (scaling.py and study.py expose them as knobs)
+N_BOOTSTRAP = 1000     # bootstrap resamples of the runs for the confidence intervals
+CI_LEVEL = 0.95        # two-sided confidence level of every interval
+SEED = 1337            # bootstrap RNG seed, so a re-run gives the same intervals
+
+REQUIRED_COLUMNS = ("family", "n_params", "loss")
+OPTIONAL_COLUMNS = ("n_params_non_embedding", "tokens", "wall_time_s", "peak_mem_bytes", "run")
+
+
+class InputError(Exception):
+    """A user mistake (bad file, bad column, too few runs, bad setting): the caller turns it into one line."""
+
+
+def check_settings(n_bootstrap, ci_level):
+    """Raise InputError for settings no fit can use (study.py checks before hours of training, not after)."""
+    if n_bootstrap < 1:
+        raise InputError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
+    if not 0 < ci_level < 1:
+        raise InputError(f"ci_level must be between 0 and 1, got {ci_level}")
+
+
+# -----------------------------------------------------------------------------
+# input: run folders or a table
+
+def _number(value, what):
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} is not a number: {value!r}")
+    if not math.isfinite(x):
+        raise InputError(f"{what} is not finite: {value!r}")
+    return x
+
+
+def load_table(path):
+    """Rows of a CSV with columns family,n_params,loss (+ optional columns) -> list of run dicts."""
+    if not os.path.isfile(path):
+        raise InputError(f"table {path} not found")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise InputError(f"{path} lacks column(s) {','.join(missing)} (needs {','.join(REQUIRED_COLUMNS)}; "
+                             f"has {','.join(columns) or 'nothing'})")
+        rows = []
+        for line_no, raw in enumerate(reader, start=2):
+            raw = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+            if not any(raw.values()):
+                continue
+            where = f"{path} line {line_no}"
+            row = {"family": raw["family"], "run": raw.get("run") or f"{raw['family']}-{raw['n_params']}",
+                   "n_params": _number(raw["n_params"], f"{where}: n_params"),
+                   "loss": _number(raw["loss"], f"{where}: loss")}
+            for col in OPTIONAL_COLUMNS[:-1]:
+                row[col] = _number(raw[col], f"{where}: {col}") if raw.get(col) else None
+            if not row["family"]:
+                raise InputError(f"{where}: empty family")
+            rows.append(row)
+    if not rows:
+        raise InputError(f"{path} has no data rows")
+    return rows, "loss"
+
+
+def find_run_dirs(paths):
+    """Run folders given directly, or the run sub-folders of a folder that holds several runs."""
+    run_dirs = []
+    for p in paths:
+        if not os.path.isdir(p):
+            raise InputError(f"run folder {p} not found")
+        if os.path.isfile(os.path.join(p, "results.json")):
+            run_dirs.append(p)
+            continue
+        subs = sorted(os.path.join(p, d) for d in os.listdir(p)
+                      if os.path.isfile(os.path.join(p, d, "results.json")))
+        if not subs:
+            raise InputError(f"{p} has no results.json (is training finished?) and no run folders inside")
+        run_dirs.extend(subs)
+    return run_dirs
+
+
+def test_loss_of(run_dir):
+    """Test-split loss written next to the run by `calc_perplexity.py RUN --out RUN/test_perplexity.json`."""
+    path = os.path.join(run_dir, "test_perplexity.json")
+    return read_json(path).get("loss") if os.path.isfile(path) else None
+
+
+def load_runs(paths, loss="auto"):
+    """results.json of each run -> list of run dicts. loss: 'test', 'val' or 'auto' (test when every run has it)."""
+    run_dirs = find_run_dirs(paths)
+    rows = []
+    for d in run_dirs:
+        try:
+            res = read_json(os.path.join(d, "results.json"))
+        except json.JSONDecodeError as e:
+            raise InputError(f"{d}/results.json is not valid JSON ({e})")
+        for key in ("model_type", "n_params", "val_loss"):
+            if res.get(key) is None:
+                raise InputError(f"{d}/results.json lacks {key}")
+        rows.append({"family": res["model_type"], "run": os.path.basename(os.path.normpath(d)), "run_dir": d,
+                     "n_params": float(res["n_params"]),
+                     "n_params_non_embedding": _float_or_none(res.get("n_params_non_embedding")),
+                     "tokens": _float_or_none(res.get("tokens_trained")),
+                     "wall_time_s": _float_or_none(res.get("wall_time_s")),
+                     "peak_mem_bytes": _float_or_none(res.get("peak_mem_bytes")),
+                     "val_loss": float(res["val_loss"]), "test_loss": _float_or_none(test_loss_of(d))})
+    have_test = all(r["test_loss"] is not None for r in rows)
+    if loss == "test" and not have_test:
+        missing = [r["run"] for r in rows if r["test_loss"] is None]
+        raise InputError(f"--loss=test but no test_perplexity.json in {', '.join(missing)}")
+    loss_name = "test_loss" if loss == "test" or (loss == "auto" and have_test) else "val_loss"
+    for r in rows:
+        r["loss"] = r[loss_name]
+    return rows, loss_name
+
+
+def _float_or_none(x):
+    return None if x is None else float(x)
+
+
+def group_by_family(rows):
+    """{family: its runs sorted by size}, or InputError for a family no curve can be fitted to."""
+    families = {}
+    for r in rows:
+        families.setdefault(r["family"], []).append(r)
+    for fam, rs in families.items():
+        sizes = {r["n_params"] for r in rs}
+        if len(sizes) < MIN_POINTS:
+            raise InputError(f"family '{fam}' has {len(sizes)} model size(s); a power-law fit needs at least "
+                             f"{MIN_POINTS} different sizes")
+        bad = [r["run"] for r in rs if r["n_params"] <= 0 or r["loss"] <= 0]
+        if bad:
+            raise InputError(f"family '{fam}': n_params and loss must be positive (runs {', '.join(bad)})")
+        rs.sort(key=lambda r: r["n_params"])
+    return families
+
+
+# -----------------------------------------------------------------------------
+# fitting. Parameters theta = (A, alpha, C) in centred units u = ln N - mean(ln N):
+#   saturating: ln L = logsumexp(A - alpha*u, C)   i.e. L = e^A * e^(-alpha*u) + e^C
+#   pure:       ln L = A - alpha*u
+# so a = e^(A + alpha*mean(ln N)) in the user's unit of N and c = e^C.
+
+def _huber(r, delta):
+    """Huber loss divided by delta (~|r| for large r) plus the tie-break, its derivative psi and its IRLS
+    curvature psi/r."""
+    small = np.abs(r) <= delta
+    k = TIE_BREAK / delta
+    loss = np.where(small, 0.5 * r * r / delta, np.abs(r) - 0.5 * delta) + 0.5 * k * r * r
+    psi = np.where(small, r / delta, np.sign(r)) + k * r
+    curvature = np.where(small, 1 / delta, 1 / np.maximum(np.abs(r), delta)) + k
+    return loss, psi, curvature
+
+
+def _model(theta, u, pure):
+    """Predicted ln L (M, n) and its Jacobian (M, n, k) for a batch of parameter vectors theta (M, k)."""
+    z1 = theta[:, :1] - theta[:, 1:2] * u
+    if pure:
+        return z1, np.stack([np.ones_like(z1), -np.broadcast_to(u, z1.shape)], -1)
+    C = theta[:, 2:3]
+    m = np.maximum(z1, C)
+    e1, e2 = np.exp(z1 - m), np.exp(C - m)
+    w1 = e1 / (e1 + e2)  # share of the reducible term in the predicted loss
+    return m + np.log(e1 + e2), np.stack([w1, -w1 * u, 1 - w1], -1)
+
+
+def _bounds(logL, pure):
+    """Box for (A, alpha[, C]): c from ~0 (1e-6 of the smallest loss) up to the largest loss."""
+    lo, hi = [-np.inf, ALPHA_BOUNDS[0]], [np.inf, ALPHA_BOUNDS[1]]
+    if not pure:
+        lo.append(float(logL.min()) - math.log(1e6))
+        hi.append(float(logL.max()))
+    return np.array(lo), np.array(hi)
+
+
+def _fit_batch(u, logL, counts, starts, pure, max_iter=400):
+    """Minimise the Huber loss of log-loss residuals for many problems at once (Levenberg-Marquardt steps with the
+    IRLS curvature, kept inside the bounds). Vectorised because the bootstrap needs thousands of tiny fits; one
+    scipy.optimize call per fit costs ~20 ms of Python overhead, this costs ~0.1 ms per fit.
+
+    u (n,): centred ln N; logL (n,); counts (M, n): how often each run enters problem m (1 for a plain fit, the
+    multiplicities for a bootstrap resample); starts (M, k). Returns theta (M, k) and the objective (M,)."""
+    lo, hi = _bounds(logL, pure)
+    theta = np.clip(np.array(starts, float), lo, hi)
+    k = theta.shape[1]
+
+    def evaluate(th, c):
+        pred, J = _model(th, u, pure)
+        loss, psi, curv = _huber(pred - logL, HUBER_DELTA)
+        return (c * loss).sum(1), psi, curv, J
+
+    f, psi, curv, J = evaluate(theta, counts)
+    lam = np.full(len(theta), 1e-3)
+    stalled = np.zeros(len(theta), int)  # iterations in a row without progress; 8 means converged
+    for _ in range(max_iter):
+        act = np.flatnonzero(stalled < 8)  # only problems still moving cost anything
+        if not len(act):
+            break
+        c = counts[act]
+        g = np.einsum("mn,mnk->mk", c * psi[act], J[act])
+        H = np.einsum("mn,mnk,mnl->mkl", c * curv[act], J[act], J[act])
+        H = H + (lam[act, None] * np.diagonal(H, axis1=1, axis2=2) + 1e-12)[:, :, None] * np.eye(k)
+        new = np.clip(theta[act] - np.linalg.solve(H, g[..., None])[..., 0], lo, hi)
+        f_new, psi_new, curv_new, J_new = evaluate(new, c)
+        better = f_new < f[act]
+        b = act[better]
+        progress = np.zeros(len(act), bool)
+        progress[better] = f[b] - f_new[better] > 1e-12 * np.maximum(1.0, f[b])
+        theta[b], f[b] = new[better], f_new[better]
+        psi[b], curv[b], J[b] = psi_new[better], curv_new[better], J_new[better]
+        lam[act] = np.clip(np.where(better, lam[act] * 0.3, lam[act] * 10), 1e-12, 1e12)
+        stalled[act] = np.where(progress, 0, stalled[act] + 1)
+    return theta, f
+
+
+def _start_grid(u, L, pure=False):
+    """Chinchilla-style grid of starting points; A is solved from each (alpha, c) guess by least squares."""
+    starts = []
+    for c_frac in ((0.0,) if pure else (1e-4, 0.3, 0.6, 0.8, 0.95)):
+        c0 = c_frac * L.min()
+        for alpha0 in (0.05, 0.2, 0.5, 1.0, 2.0):
+            A0 = float(np.mean(np.log(L - c0) + alpha0 * u))
+            starts.append([A0, alpha0] if pure else [A0, alpha0, math.log(c0)])
+    return np.array(starts)
+
+
+def fit_one(u, L, pure=False):
+    """Best fit over the whole start grid: theta = (A, alpha[, C])."""
+    starts = _start_grid(u, L, pure)
+    theta, f = _fit_batch(u, np.log(L), np.ones((len(starts), len(u))), starts, pure)
+    return theta[np.argmin(f)]
+
+
+def predict(theta, u):
+    if len(theta) == 2:
+        return np.exp(theta[0] - theta[1] * u)
+    return np.exp(theta[0] - theta[1] * u) + np.exp(theta[2])
+
+
+def _interval(samples, level):
+    lo, hi = np.percentile(samples, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    return lo, hi
+
+
+def _refit(u, L, counts, theta_hat, pure):
+    """Fit every row of counts (a resample of the runs), started from the full-data optimum and a few grid points:
+    enough to leave its basin when a resample wants another optimum, 6x cheaper than the full grid."""
+    starts = np.concatenate([theta_hat[None], _start_grid(u, L, pure)[[2, 12, 21] if not pure else [1, 3]]])
+    S = len(starts)
+    theta, f = _fit_batch(u, np.log(L), np.repeat(counts, S, axis=0), np.tile(starts, (len(counts), 1)), pure)
+    best = np.argmin(f.reshape(-1, S), axis=1)
+    return theta.reshape(len(counts), S, -1)[np.arange(len(counts)), best]
+
+
+def fit_power_law(N, L, pure=False, grid=None, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED):
+    """Fit one power law with bootstrap intervals (n_bootstrap resamples drawn with seed, ci_level intervals).
+
+    N, L: arrays of model sizes and losses. Returns a dict with alpha, a, (c), their intervals, the bootstrap
+    band of the fitted curve on `grid` (sizes, default spanning the data) and the log-space residual.
+    """
+    N, L = np.asarray(N, float), np.asarray(L, float)
+    n = len(N)
+    mean_logN = float(np.mean(np.log(N)))
+    u = np.log(N) - mean_logN  # centred: a change of unit of N shifts only A, so alpha and c are unit-invariant
+    n_free = 2 if pure else 3
+    theta = fit_one(u, L, pure)
+
+    def sizes_in(counts):  # distinct model sizes each resample contains
+        return np.array([len(np.unique(N[c > 0])) for c in counts])
+
+    # as many sizes as parameters: the curve interpolates them and every resample gives the same curve back, so
+    # there is no interval to compute (an interval of zero width would claim the opposite)
+    identifiable = len(np.unique(N)) > n_free
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, np.full(n, 1 / n), size=n_bootstrap if identifiable else 0)
+    counts = counts[sizes_in(counts) >= n_free]  # fewer sizes than parameters define nothing
+    boot = _refit(u, L, counts, theta, pure) if len(counts) else np.empty((0, n_free))
+    loo = np.empty((0, n_free))
+    if identifiable and n <= LOO_MAX_POINTS:
+        drop_one = 1 - np.eye(n, dtype=int)
+        drop_one = drop_one[sizes_in(drop_one) >= n_free]
+        if len(drop_one):
+            loo = _refit(u, L, drop_one, theta, pure)
+
+    def to_user(th):  # (A, alpha[, C]) -> (a, alpha[, c]) with a in the user's unit of N
+        th = np.atleast_2d(th)
+        out = [np.exp(th[:, 0] + th[:, 1] * mean_logN), th[:, 1]]
+        if not pure:
+            out.append(np.exp(th[:, 2]))
+        return np.stack(out, axis=1)
+
+    point = to_user(theta)[0]
+    lo, hi = _interval(to_user(boot), ci_level) if len(boot) else (point.copy(), point.copy())
+    if len(loo):
+        loo_user = to_user(loo)
+        lo, hi = np.minimum(lo, loo_user.min(0)), np.maximum(hi, loo_user.max(0))
+    grid = np.geomspace(N.min() / 1.5, N.max() * 1.5, 80) if grid is None else np.asarray(grid, float)
+    u_grid = np.log(grid) - mean_logN
+    band = _interval(np.array([predict(th, u_grid) for th in boot]), ci_level) if len(boot) else (None, None)
+    out = {"n_points": n, "n_bootstrap": len(boot), "n_leave_one_out": len(loo)}
+    for i, name in enumerate(["a", "alpha"] + ([] if pure else ["c"])):
+        out[name] = float(point[i])
+        out[name + "_ci"] = [float(lo[i]), float(hi[i])] if identifiable else None
+    out["curve"] = {"n": grid.tolist(), "loss": predict(theta, u_grid).tolist(),
+                    "band_lo": None if band[0] is None else band[0].tolist(),
+                    "band_hi": None if band[1] is None else band[1].tolist()}
+    out["residual_rms"] = float(np.sqrt(np.mean((np.log(predict(theta, u)) - np.log(L)) ** 2)))
+    return out
+
+
+def diagnose(N, L, sat, pure, ci_level=CI_LEVEL):
+    """Plain-language warnings for a fit the data cannot pin down."""
+    warns = []
+    sizes = len(set(N))
+    pct = percent(ci_level)
+    if sizes < 4:
+        warns.append(f"only {sizes} model sizes for a 3-parameter curve: the curve passes through every point, so "
+                     f"it has no interval and its numbers describe these runs, not a law; train at least 4-5 sizes.")
+    span = max(N) / min(N)
+    if span < 10:
+        warns.append(f"model sizes span only {span:.1f}x; an exponent needs at least one, better two decades of N.")
+    Lmin = min(L)
+    if sat["c_ci"] is not None:
+        c_lo, c_hi = sat["c_ci"]
+        if c_lo < 0.01 * Lmin:
+            warns.append(f"the irreducible loss c is not determined: its {pct} interval [{c_lo:.3g}, {c_hi:.3g}] "
+                         f"reaches zero, so these points cannot tell a saturating curve from a pure power law "
+                         f"(pure-power-law alpha = {pure['alpha']:.3g}).")
+        if c_hi >= 0.99 * Lmin:
+            warns.append(f"c's {pct} interval reaches the smallest observed loss ({Lmin:.3g}): the curve may be "
+                         f"flattening at the largest models, so alpha rests on the smallest ones.")
+        a_lo, a_hi = sat["alpha_ci"]
+        if a_hi - a_lo > sat["alpha"]:
+            warns.append(f"alpha is poorly determined: its {pct} interval [{a_lo:.3g}, {a_hi:.3g}] is wider than "
+                         f"alpha ({sat['alpha']:.3g}) itself; read it as an order of magnitude.")
+    if sat["alpha"] <= ALPHA_BOUNDS[0] + 1e-6 or sat["alpha"] >= ALPHA_BOUNDS[1] - 1e-6:
+        warns.append(f"alpha sits at the search bound {sat['alpha']:.3g}: the losses do not follow a power law in N.")
+    by_size = np.asarray(L)[np.argsort(N)]
+    if by_size[-1] > Lmin * 1.001:
+        warns.append(f"the largest model is not the best (loss {by_size[-1]:.3g} vs best {Lmin:.3g}): it is "
+                     f"under-trained or over-fitting at this token budget, which bends the curve.")
+    return warns
+
+
+def fit_family(rows, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED):
+    """All fits of one family: saturating and pure, on all and on non-embedding parameters."""
+    settings = {"n_bootstrap": n_bootstrap, "ci_level": ci_level, "seed": seed}
+    L = np.array([r["loss"] for r in rows])
+    out = {"n_points": len(rows), "runs": [r["run"] for r in rows]}
+    variants = [("", [r["n_params"] for r in rows])]
+    ne = [r.get("n_params_non_embedding") for r in rows]
+    if all(x is not None and x > 0 for x in ne) and len(set(ne)) >= MIN_POINTS:
+        variants.append(("_non_embedding", ne))
+    for suffix, N in variants:
+        N = np.array(N, float)
+        sat, pure = fit_power_law(N, L, **settings), fit_power_law(N, L, pure=True, **settings)
+        for name in ("alpha", "a", "c"):  # keys like alpha, alpha_ci, alpha_non_embedding, alpha_non_embedding_ci
+            out[name + suffix], out[name + suffix + "_ci"] = sat[name], sat[name + "_ci"]
+        for name in ("alpha", "a"):
+            out[name + "_pure" + suffix], out[name + "_pure" + suffix + "_ci"] = pure[name], pure[name + "_ci"]
+        warns = diagnose(list(N), list(L), sat, pure, ci_level)
+        out["warnings" + suffix] = warns
+        out["n_params" + suffix] = N.tolist()
+        if not suffix:
+            out["loss"] = L.tolist()
+            out["residual_rms_log"] = sat["residual_rms"]
+            out["n_bootstrap"], out["n_leave_one_out"] = sat["n_bootstrap"], sat["n_leave_one_out"]
+        out["curve" + suffix] = sat["curve"]
+        out["curve_pure" + suffix] = {k: pure["curve"][k] for k in ("n", "loss")}
+    out["ci_level"] = ci_level  # the markdown and the plots label the intervals with it
+    return out
+
+
+def fit_all(rows, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED):
+    """{family: fit_family(...)} for every family of rows (InputError for too few sizes or bad settings)."""
+    check_settings(n_bootstrap, ci_level)
+    return {fam: fit_family(rs, n_bootstrap, ci_level, seed) for fam, rs in sorted(group_by_family(rows).items())}
+
+
+# -----------------------------------------------------------------------------
+# the fits as text
+
+def percent(level):
+    """0.95 -> '95%', the label of an interval."""
+    return f"{100 * level:g}%"
+
+
+def _fmt(x):
+    return "–" if x is None else f"{x:.3g}"
+
+
+def human(n):
+    """1234567 -> '1.23M': parameter counts a reader can compare at a glance."""
+    if n is None:
+        return None
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def _ci(ci):
+    return "–" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+
+
+def with_ci(fit, key):
+    """'0.31 [0.25, 0.4]': a fitted number and its interval, or '(no interval)' where the data cannot give one."""
+    return f"{fit[key]:.3g} " + ("(no interval)" if fit[key + "_ci"] is None else _ci(fit[key + "_ci"]))
+
+
+def fit_markdown(fits, loss_name="loss"):
+    """The fit table (and warnings) as markdown, for fit.md and the study report."""
+    pct = percent(next(iter(fits.values()), {}).get("ci_level", CI_LEVEL))  # every family has the same level
+    lines = [f"Fits of the {loss_name.replace('_', ' ')} (nats/token) vs parameters N; intervals are {pct} "
+             f"bootstrap intervals over runs "
+             f"(widened to cover every leave-one-out fit when there are ≤ {LOO_MAX_POINTS} runs). "
+             f"`a` is for N in the unit of the input (parameters for run folders).", "",
+             "| family | runs | N range | α | α CI | c | c CI | a | α pure (L = a·N^-α) | α pure CI "
+             "| α non-emb. | α non-emb. CI | α pure non-emb. |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for fam, f in fits.items():
+        lines.append(
+            f"| {fam} | {f['n_points']} | {human(min(f['n_params']))}–{human(max(f['n_params']))} "
+            f"| **{_fmt(f['alpha'])}** | {_ci(f['alpha_ci'])} | {_fmt(f['c'])} | {_ci(f['c_ci'])} | {_fmt(f['a'])} "
+            f"| {_fmt(f['alpha_pure'])} | {_ci(f['alpha_pure_ci'])} "
+            f"| {_fmt(f.get('alpha_non_embedding'))} | {_ci(f.get('alpha_non_embedding_ci'))} "
+            f"| {_fmt(f.get('alpha_pure_non_embedding'))} |")
+    lines.append("")
+    for fam, f in fits.items():
+        warns = f["warnings"] + [f"(non-embedding fit) {w}" for w in f.get("warnings_non_embedding", [])]
+        if warns:
+            lines.append(f"**Warnings for {fam}:**")
+            lines.extend(f"- {w}" for w in warns)
+        else:
+            lines.append(f"**{fam}:** no warnings — the fit is well conditioned.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def fits_for_json(fits):
+    """fit.json content: everything except the plotted curves."""
+    return {fam: {k: v for k, v in f.items() if not k.startswith("curve")} for fam, f in fits.items()}
+

@@ -1,0 +1,291 @@
+"""
+report.md of a scaling study: one function per section, each returning markdown lines, and write_report, which
+joins them. The Study class reads once what the pipeline's steps wrote (results.json and the perplexity of every
+run, samples.jsonl of every sample folder, eval_syntax.json); study.py runs the steps and then calls write_report.
+"""
+import os
+import platform
+import shlex
+
+from dataset import read_json, read_jsonl
+from power_law import fit_markdown, human
+from tune_checks import format_table, summarize
+
+
+# -----------------------------------------------------------------------------
+# formatting
+
+def fmt_duration(seconds):
+    """3725 -> '1 h 02 min': durations as a reader says them."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def md_table(header, rows, align=None):
+    """A markdown table; None cells print as a dash, columns after the first are right-aligned unless align says."""
+    align = align or ["---"] + ["---:"] * (len(header) - 1)
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    out += ["| " + " | ".join("–" if c is None else str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+def num(x, spec=".3f"):
+    return None if x is None else format(x, spec)
+
+
+def pct(x):
+    return None if x is None else f"{100 * x:.0f}%"
+
+
+def machine_description():
+    """CPU model, cores, RAM and OS: what a reader needs to compare the report's wall-clock times."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        ram = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30:.0f} GiB RAM"
+    except (ValueError, OSError, AttributeError):
+        ram = ""
+    return f"{cpu}, {os.cpu_count()} CPU cores{ram}, {platform.system()} {platform.release()}"
+
+
+# -----------------------------------------------------------------------------
+# what the steps wrote
+
+def perplexity_path(run_dir, split):
+    """Where calc_perplexity.py puts a run's loss on a split (study.py asks it to)."""
+    return os.path.join(run_dir, f"{split}_perplexity.json")
+
+
+def sample_records(folder):
+    """The samples.jsonl records of a sample folder, each with `path`: the absolute path of its tune, found by file
+    name inside the folder (so a study folder that has moved still finds its tunes)."""
+    return [dict(rec, path=os.path.abspath(os.path.join(folder, os.path.basename(rec["file"]))))
+            for rec in read_jsonl(os.path.join(folder, "samples.jsonl"))]
+
+
+class Study:
+    """Everything the report needs, read once from the files the steps wrote."""
+
+    def __init__(self, plan, best, jobs, cfg, data_path):
+        self.plan, self.best, self.jobs, self.cfg, self.data_path = plan, best, jobs, cfg, data_path
+        self.out, self.split = cfg["out_dir"], cfg["perplexity_split"]
+        self.results = {r["name"]: read_json(os.path.join(r["run_dir"], "results.json")) for r in plan}
+        self.ppl = {r["name"]: read_json(perplexity_path(r["run_dir"], self.split)) for r in plan}
+        self.eval = read_json(os.path.join(self.out, "eval_syntax.json"))
+        self.by_path = {os.path.abspath(f["path"]): f for f in self.eval["files"]}
+
+    def link(self, path):
+        """path relative to the study folder, with / on every OS: how report.md links its files."""
+        return os.path.relpath(path, self.out).replace(os.sep, "/")
+
+    def samples(self, folder):
+        """(samples.jsonl record, eval_syntax result or None) of every tune of a sample folder."""
+        return [(rec, self.by_path.get(rec["path"])) for rec in sample_records(folder)]
+
+    def size(self, name):
+        """A run's parameter count as the report prints it: '1.23M'."""
+        return human(self.results[name]["n_params"])
+
+
+# -----------------------------------------------------------------------------
+# the sections, in report order; each returns its markdown lines ([] when the study has nothing for it)
+
+def section_header(st, step_seconds, started, invocation_s):
+    import torch  # only for its version: the report says what it was made with
+    first = st.results[st.plan[0]["name"]]
+    name = os.path.splitext(os.path.basename(st.cfg["_config_file"] or "study"))[0]
+    total = sum(step_seconds.values())
+    return [f"# Scaling study: {name}", "",
+            f"Written by `{shlex.join(['python', 'study.py', *st.cfg['_argv']])}` on {started:%Y-%m-%d %H:%M} UTC.",
+            f"Machine: {machine_description()}; training device {first.get('device')} ({first.get('device_name')}), "
+            f"torch {torch.__version__}, Python {platform.python_version()}.", "",
+            f"Time per step, summed over every invocation of this study (this invocation: "
+            f"{fmt_duration(invocation_s)}):", "",
+            md_table(["step", "wall-clock"], [[k, fmt_duration(v)] for k, v in step_seconds.items()]
+                     + [["**total**", f"**{fmt_duration(total)}**"]]), ""]
+
+
+def section_dataset(st, plots):
+    stats = read_json(os.path.join(st.data_path, "stats.json"))
+    L = ["## Dataset", "",
+         f"`{st.data_path}` — {stats.get('source', '?')}; tokenizer **{stats.get('tokenizer')}** "
+         f"(vocabulary {stats.get('vocab_size')}); {stats.get('files_converted', '?')} of "
+         f"{stats.get('files_found', '?')} files converted, {stats.get('tunes_found', '?')} tunes found, "
+         f"{stats.get('duplicates_removed', 0)} duplicates removed, {stats.get('tunes_kept', '?')} kept. "
+         f"All statistics: `{st.link(os.path.join(st.data_path, 'stats.md'))}`.", "",
+         md_table(["split", "tunes", "tokens", "characters", "chars/token"],
+                  [[s, v["tunes"], f"{v['tokens']:,}", f"{v['chars']:,}", num(v["chars"] / v["tokens"], ".2f")]
+                   for s, v in stats["splits"].items()]), ""]
+    if "length_tokens" in stats:
+        keys = ["p5", "p50", "p95", "max", "mean"]
+        L += ["Tune length in tokens (end-of-tune included):", "",
+              md_table(["split", *keys], [[s, *[v.get(k) for k in keys]] for s, v in stats["length_tokens"].items()]),
+              ""]
+    if plots.get("length_histogram"):
+        L += [f"![tune lengths]({st.link(plots['length_histogram'])})", ""]
+    return L
+
+
+def section_models(st):
+    rows = []
+    for r in st.plan:
+        res = st.results[r["name"]]
+        trained = res.get("config") or r["train_config"]  # what the run was trained with, even if the config changed
+        rows.append([r["name"], r["model_type"], res["n_layer"], res["n_embd"], res["n_head"], f"{res['n_params']:,}",
+                     f"{res['n_params_non_embedding']:,}", trained["block_size"],
+                     f"{res.get('tokens_per_iter', 0):,}", f"{trained['learning_rate']:g}",
+                     f"`{r['config']}` {' '.join(r['overrides'])}".strip()])
+    return ["## Models", "",
+            md_table(["run", "family", "layers", "width", "heads", "parameters", "non-embedding", "context",
+                      "tokens/step", "learning rate", "config"], rows, ["---", "---"] + ["---:"] * 8 + ["---"]), ""]
+
+
+def section_training(st, plots):
+    rows = []
+    for r in st.plan:
+        res, p = st.results[r["name"]], st.ppl[r["name"]]
+        rows.append([r["name"], f"{res['tokens_trained']:,}", num(res.get("epochs"), ".2f"),
+                     fmt_duration(res["wall_time_s"]),
+                     f"{res['tokens_per_s']:,.0f}" if res.get("tokens_per_s") else None,
+                     f"{res['peak_mem_bytes'] / 2 ** 20:,.0f} MiB" if res.get("peak_mem_bytes") else None,
+                     num(res.get("train_loss")), num(res["val_loss"]), num(p["loss"]), num(p["bpc"]),
+                     num(p["perplexity"], ".2f")])
+    L = ["## Training", "",
+         f"Losses in nats/token. The {st.split} loss, bits per character and perplexity are exact, by "
+         f"`calc_perplexity.py` over the whole {st.split} split. Peak memory: the process's peak resident set on CPU, "
+         f"allocated tensors on GPU.", "",
+         md_table(["run", "tokens", "epochs", "wall-clock", "tokens/s", "peak memory", "train loss", "val loss",
+                   f"{st.split} loss", f"{st.split} bpc", f"{st.split} perplexity"], rows), ""]
+    for key, title in (("training_curves", "training curves"), ("efficiency", "wall-clock and memory")):
+        if plots.get(key):
+            L += [f"![{title}]({st.link(plots[key])})", ""]
+    return L
+
+
+def section_fits(st, fits, loss_name, plots):
+    L = ["## Scaling laws", "", fit_markdown(fits, loss_name), ""]
+    for key in ["scaling"] + [f"scaling_{fam}" for fam in fits] + ["scaling_non_embedding", "compute"]:
+        if plots.get(key):
+            L += [f"![{key.replace('_', ' ')}]({st.link(plots[key])})", ""]
+    return L + ["All fit numbers: [`fit.json`](fit.json), [`fit.md`](fit.md).", ""]
+
+
+def section_best_samples(st):
+    c = st.cfg
+    L = [f"## Samples from the best model: {st.best['name']}", "",
+         f"{st.best['name']} has the lowest {st.split} loss ({st.ppl[st.best['name']]['loss']:.4f} nats/token). "
+         f"Sampling: temperature {c['temperature']}, top_k {c['top_k'] or 'off'}, top_p {c['top_p']}, at most "
+         f"{c['max_new_tokens']} new tokens, seed {c['sample_seed']}. *Headers added*: the ABC header fields "
+         f"sample.py had to add to make a complete tune; *MIDI*: abc2midi converts it without an error.", ""]
+    rows, results = [], []
+    for name, folder, _ in st.jobs:
+        if not name.startswith("best/"):
+            continue
+        for rec, res in st.samples(folder):
+            results.append(res)
+            links = [f"[abc]({st.link(rec['path'])})"]
+            for kind in ("midi", "wav", "svg"):  # link only what was rendered (a tool may be missing or fail)
+                media = os.path.join(folder, os.path.basename(rec.get(kind) or ""))
+                if rec.get(kind) and os.path.isfile(media):
+                    links.append(f"[{kind}]({st.link(media)})")
+            prompt = rec["prompt"].replace("\n", "⏎").replace("|", "\\|")
+            rows.append([len(rows) + 1, f"`{prompt}`" if prompt else "(none)", rec["tokens"],
+                         "yes" if rec["ended_with_eot"] else "no", ",".join(rec["headers_added"]) or "–",
+                         None if res is None else "yes" if res["parse_ok"] else "no",
+                         None if res is None else "yes" if res["midi_ok"] else "no",
+                         None if res is None else res["reason"] or "no", " · ".join(links)])
+    L += [md_table(["#", "prompt", "tokens", "ended", "headers added", "parses", "MIDI", "degenerate", "files"],
+                   rows, ["---:", "---", "---:"] + ["---"] * 6), ""]
+    ref = st.eval.get("reference")
+    summary = summarize([r for r in results if r is not None])
+    L += [f"Validity and musical statistics of these {len(rows)} tunes (`files`) next to "
+          f"{ref['n_files'] if ref else 0} real {st.split} tunes (`reference`), by `eval_syntax.py`:", "",
+          "```", format_table(summary, ref), "```", ""]
+    return L
+
+
+CAPABILITIES = [
+    ("ends the tune (end-of-tune token)", lambda rec, res: rec["ended_with_eot"]),
+    ("writes its own X:/M:/L:/K: headers", lambda rec, res: not rec["headers_added"]),
+    ("parses (music21)", lambda rec, res: res["parse_ok"]),
+    ("converts to MIDI without errors", lambda rec, res: res["midi_ok"]),
+    ("not degenerate", lambda rec, res: not res["degenerate"]),
+    ("bars fill the meter (≥ 90% of bars)", lambda rec, res: (res.get("bars_matching_meter") or 0) >= 0.9),
+]
+
+
+def section_sizes(st):
+    share = st.cfg["capability_share"]
+    stat_keys = ["notes", "bars", "pitch_range", "pitch_class_entropy", "notes_per_bar", "bars_matching_meter"]
+    rows, caps, sized = [], {}, []
+    for r in st.plan:
+        folder = os.path.join(st.out, "samples", "by_size", r["name"])
+        if not os.path.isfile(os.path.join(folder, "samples.jsonl")):
+            continue
+        pairs = [(rec, res) for rec, res in st.samples(folder) if res is not None]
+        if not pairs:
+            continue
+        sized.append(r)
+        s = summarize([res for _, res in pairs])
+        caps[r["name"]] = [sum(bool(test(rec, res)) for rec, res in pairs) / len(pairs) for _, test in CAPABILITIES]
+        rows.append([r["name"], st.size(r["name"]), num(st.ppl[r["name"]]["loss"]),
+                     s["n_files"], pct(s["parse_valid_rate"]), pct(s["midi_rate"]), pct(1 - s["degenerate_rate"]),
+                     *[num(s["means"].get(k), ".2f") for k in stat_keys]])
+    if not sized:
+        return []
+    ref = st.eval.get("reference")
+    if ref:
+        rows.append([f"*real {st.split} tunes*", "", "", ref["n_files"], pct(ref["parse_valid_rate"]),
+                     pct(ref["midi_rate"]), pct(1 - ref["degenerate_rate"]),
+                     *[num(ref["means"].get(k), ".2f") for k in stat_keys]])
+    L = ["## What each model size can do", "",
+         f"{st.cfg['samples_per_size']} unconditional tunes per model (the sampling settings above), scored by "
+         f"`eval_syntax.py`; the last row is the real {st.split} tunes. Musical statistics are means over the tunes "
+         f"that parse.", "",
+         md_table(["run", "params", f"{st.split} loss", "tunes", "parses", "MIDI", "not degenerate",
+                   *[k.replace("_", " ") for k in stat_keys]], rows), "",
+         f"Capabilities by size: the share of each model's tunes that show it, **bold** where at least "
+         f"{share:.0%} do.", "",
+         md_table(["capability", *[f"{r['name']} ({st.size(r['name'])})" for r in sized]],
+                  [[name, *[f"**{pct(caps[r['name']][i])}**" if caps[r["name"]][i] >= share
+                            else pct(caps[r["name"]][i]) for r in sized]]
+                   for i, (name, _) in enumerate(CAPABILITIES)], ["---"] + ["---:"] * len(sized)), ""]
+    for fam in dict.fromkeys(r["model_type"] for r in sized):
+        fam_runs = sorted((r for r in sized if r["model_type"] == fam), key=lambda r: st.results[r["name"]]["n_params"])
+        parts = []
+        for i, (name, _) in enumerate(CAPABILITIES):
+            first = next((r for r in fam_runs if caps[r["name"]][i] >= share), None)
+            parts.append(f"{name}: " + (f"from {st.size(first['name'])} parameters" if first else "not at these sizes"))
+        L.append(f"- **{fam}** — " + "; ".join(parts) + ".")
+    return L + [""]
+
+
+def section_files(st):
+    return ["## Files", "",
+            f"- `runs/<run>/`: `results.json`, `log.jsonl`, `ckpt.pt` and `{st.split}_perplexity.json` of every model",
+            "- `samples/best/`, `samples/by_size/<run>/`: the tunes (`.abc`; `.mid`, `.wav`, `.svg` for the best "
+            "model) and their `samples.jsonl`",
+            "- `eval_syntax.json`: every tune's checks and statistics; `fit.json`, `fit.md`: the fits; `plots/`; "
+            "`logs/`: the output of every script the study ran; `timings.json`; `study_config.json`", ""]
+
+
+def write_report(plan, best, jobs, cfg, data_path, step_seconds, fits, loss_name, plots, started, invocation_s):
+    """out_dir/report.md of a finished study; returns its path. step_seconds: {step: wall-clock seconds} of every
+    invocation; plots: {name: png path} (plots.write_outputs plus the dataset's length histogram)."""
+    st = Study(plan, best, jobs, cfg, data_path)
+    lines = (section_header(st, step_seconds, started, invocation_s) + section_dataset(st, plots) + section_models(st)
+             + section_training(st, plots) + section_fits(st, fits, loss_name, plots) + section_best_samples(st)
+             + section_sizes(st) + section_files(st))
+    path = os.path.join(cfg["out_dir"], "report.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
