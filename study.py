@@ -25,7 +25,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 
@@ -34,6 +33,7 @@ from configurator import config_keys, configure, fail, lines_of
 from dataset import iteration_plan, load_dataset, read_json, write_json_atomic
 from plots import write_outputs
 from report import fmt_duration, perplexity_path, sample_records, write_report
+from script_runs import Timings, estimate_plan, run_script, train_all
 
 # -----------------------------------------------------------------------------
 # default study; config/study_*.py files and --key=value override these
@@ -73,6 +73,12 @@ reference_tunes = 100     # real test tunes eval_syntax scores as the reference
 eval_workers = 0          # eval_syntax worker processes; 0 = one per CPU core
 capability_share = 0.5    # a capability "appears" at the first size where at least this share of tunes show it
 dry_run = False           # print the plan and stop
+stop_after = ''           # '' = every step; 'prepare' or 'train' stops the study after that step
+estimate = False          # time a few steps of every planned run on this device, print the projected time, stop
+estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 warm-up steps)
+# several trainings at once on one device; each is the same run it would be alone (see script_runs.py)
+parallel_runs = 0         # 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free memory holds (at most 4)
+train_threads = 0         # CPU threads per training; 0 = torch's default, or the cores shared among parallel runs
 # -----------------------------------------------------------------------------
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -168,99 +174,7 @@ def print_plan(plan, vocab_known):
 
 
 # -----------------------------------------------------------------------------
-# running the scripts
-
-class Timings:
-    """Seconds spent in each step, kept in out_dir/timings.json across invocations (a resumed study adds up)."""
-
-    def __init__(self, path):
-        self.path = path
-        self.data = read_json(path) if os.path.isfile(path) else {}
-
-    def add(self, step, seconds):
-        """Count seconds to step (saved at once: a killed study keeps what it spent); returns seconds."""
-        self.data[step] = self.data.get(step, 0.0) + seconds
-        write_json_atomic(self.data, self.path, indent=1)
-        return seconds
-
-
-def run_script(args, log_path, what, echo=True):
-    """Run a repository script with this interpreter; its output is shown live and kept in log_path (progress
-    bars reduced to their last state); returns the seconds it took. A failure stops the study with one line
-    naming the log."""
-    t0 = time.time()
-    repo = os.path.dirname(os.path.abspath(__file__))
-    cmd = [sys.executable, os.path.join(repo, args[0]), *map(str, args[1:])]
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    with open(log_path, "a") as log:
-        log.write(f"$ {shlex.join(cmd)}\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        pending = ""
-        last_lines = []
-        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
-            text = chunk.decode(errors="replace")
-            if echo:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-            pending += text
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                line = line.rsplit("\r", 1)[-1]
-                log.write(line + "\n")
-                if line.strip():
-                    last_lines = (last_lines + [line.strip()])[-5:]
-        proc.wait()
-        if pending.strip():
-            log.write(pending.rsplit("\r", 1)[-1] + "\n")
-            last_lines.append(pending.strip())
-    if proc.returncode != 0:
-        reason = next((l for l in reversed(last_lines) if l.startswith("error")), last_lines[-1] if last_lines else "")
-        fail(f"{what} failed (exit {proc.returncode}): {reason} -- full output in {log_path}")
-    return time.time() - t0
-
-
-def train_all(plan, cfg, timings, logs):
-    """Train every run not finished yet; progress line with a study ETA from the speed of this session's runs."""
-    todo = [r for r in plan if not os.path.isfile(os.path.join(r["run_dir"], "results.json"))]
-    done_flops, done_seconds = {}, {}
-    for i, r in enumerate(plan, start=1):
-        head = f"[run {i}/{len(plan)}] {r['name']} ({r['model_type']}, {r['n_params']:,} parameters, " \
-               f"{r['tokens']:,} tokens)"
-        if r not in todo:
-            changed = changed_settings(r)
-            print(f"{head}: finished earlier, skipped"
-                  + (f" -- WARNING: trained with other settings than the config now gives ({changed}); delete "
-                     f"{r['run_dir']} to train it again" if changed else ""))
-            continue
-        remaining = todo[todo.index(r):]
-        eta = None
-        if done_seconds:
-            rate = {fam: done_seconds[fam] / done_flops[fam] for fam in done_seconds}
-            overall = sum(done_seconds.values()) / sum(done_flops.values())
-            eta = sum(rate.get(x["model_type"], overall) * x["flops_per_token"] * x["tokens"] for x in remaining)
-        resume = os.path.isfile(os.path.join(r["run_dir"], "ckpt.pt"))
-        print(f"{head}: {'resuming from ckpt.pt' if resume else 'training'}; "
-              f"{len(remaining)} run(s) to go, ETA {fmt_duration(eta) if eta is not None else 'after this run'}",
-              flush=True)
-        args = [r["script"], *r["argv"], *(["--init_from=resume"] if resume else [])]
-        seconds = timings.add("train", run_script(args, os.path.join(logs, f"train_{r['name']}.log"),
-                                                  f"training {r['name']}"))
-        fam = r["model_type"]
-        done_seconds[fam] = done_seconds.get(fam, 0.0) + seconds
-        done_flops[fam] = done_flops.get(fam, 0.0) + r["flops_per_token"] * r["tokens"]
-
-
-def changed_settings(run):
-    """'key: trained -> now; ...' for the settings that change a result (train.py's RESUME_MUST_MATCH) where the
-    finished run's results.json differs from the run's config as the study resolves it today."""
-    import train
-    trained = read_json(os.path.join(run["run_dir"], "results.json")).get("config") or {}
-    show = lambda v: f"{v:g}" if isinstance(v, float) else repr(v)  # noqa: E731
-    return "; ".join(f"{k}: {show(trained[k])} -> {show(run['train_config'][k])}" for k in train.RESUME_MUST_MATCH
-                     if k in trained and trained[k] != run["train_config"][k])
-
+# the steps after training
 
 def device_flag(cfg):
     return [] if cfg["device"] == "auto" else ["--device", cfg["device"]]
@@ -350,11 +264,14 @@ def fit_and_plot(plan, cfg, data_path, timings):
 
 def check_config(cfg):
     """Settings no study can use: one line now rather than a failure hours into the study."""
-    for key in ("num_samples", "samples_per_prompt", "reference_tunes", "max_new_tokens"):
+    for key in ("num_samples", "samples_per_prompt", "reference_tunes", "max_new_tokens", "estimate_steps"):
         if cfg[key] < 1:
             fail(f"{key} must be at least 1, got {cfg[key]}")
-    if cfg["max_tokens"] < 0 or cfg["samples_per_size"] < 0:
-        fail("max_tokens and samples_per_size must not be negative")
+    if cfg["stop_after"] not in ("", "prepare", "train"):
+        fail(f"stop_after must be '', 'prepare' or 'train', got {cfg['stop_after']!r}")
+    for key in ("max_tokens", "samples_per_size", "parallel_runs", "train_threads"):
+        if cfg[key] < 0:
+            fail(f"{key} must not be negative, got {cfg[key]}")
     try:
         power_law.check_settings(cfg["n_bootstrap"], cfg["ci_level"])
     except power_law.InputError as e:
@@ -386,6 +303,11 @@ def main(argv=None):
     if cfg["dry_run"]:
         print_plan(plan_runs(), have_data)
         return None
+    if cfg["estimate"]:
+        plan = plan_runs()
+        print_plan(plan, have_data)
+        estimate_plan(plan, cfg, have_data, logs, cfg["estimate_steps"])
+        return None
     if cfg["dataset_input_required"] and not cfg["dataset_input"] and not have_data:
         fail(f"this study prepares its data from your collection: add --dataset_input=/path/to/it "
              f"(no dataset at {data_path} yet)")
@@ -407,11 +329,16 @@ def main(argv=None):
         have_data = True
     else:
         print(f"[prepare] {data_path} exists, used as it is (delete it to prepare again)")
+    if cfg["stop_after"] == "prepare":
+        return None
     plan = plan_runs()
     print_plan(plan, True)
 
     # 2-3. train, test loss
     train_all(plan, cfg, timings, logs)
+    if cfg["stop_after"] == "train":
+        print(f"trained every run of the plan in {fmt_duration(time.time() - t_start)}; stopped (stop_after=train)")
+        return None
     perplexity_all(plan, cfg, timings, logs)
 
     # 4. fits and plots

@@ -19,7 +19,7 @@ def test_smoke_study_report_has_every_table(smoke_study):
     for heading in ("## Dataset", "## Models", "## Training", "## Scaling laws", "## Samples from the best model"):
         assert heading in report, heading
     # the architecture table and the training table name every run of the config
-    for run in ("gpt_16", "gpt_32", "gpt_48", "lstm_16", "lstm_40", "lstm_64"):
+    for run in RUNS:
         assert report.count(f"| {run} |") >= 2, run
         results = json.loads((out / "runs" / run / "results.json").read_text())
         assert results["tokens_trained"] == 16384
@@ -48,6 +48,44 @@ def test_a_finished_study_is_not_redone(smoke_study, run_script):
                       env={"OMP_NUM_THREADS": "1"})
     assert before and before == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/ckpt.pt")}
     assert (out / "report.md").exists() and "done in" in proc.stdout
+
+
+RUNS = ("gpt_16", "gpt_32", "gpt_48", "lstm_16", "lstm_40", "lstm_64")
+
+
+def test_two_trainings_at_once_are_each_the_run_they_are_alone(smoke_study, run_script, tmp_path):
+    """parallel_runs=2 trains two models at a time; each ends with exactly the losses of the study that trained
+    them one by one (same data, same threads per run)."""
+    out, _ = smoke_study
+    par = tmp_path / "parallel"
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={par}", f"--data_dir={out / 'data'}",
+                       "--parallel_runs=2", "--train_threads=1", "--stop_after=train"], timeout=900)
+    lines = proc.stdout.splitlines()
+    started = [i for i, line in enumerate(lines) if line.endswith(": started")]
+    finished = [i for i, line in enumerate(lines) if ": done in " in line]
+    assert len(started) == len(finished) == len(RUNS) and started[1] < finished[0], "never two at once"
+    for run in RUNS:
+        alone = json.loads((out / "runs" / run / "results.json").read_text())
+        together = json.loads((par / "runs" / run / "results.json").read_text())
+        assert (together["val_loss"], together["train_loss"]) == (alone["val_loss"], alone["train_loss"]), run
+        log = lambda path: [(e["iter"], e["train_loss"], e.get("val_loss"))  # noqa: E731
+                            for e in map(json.loads, (path / "runs" / run / "log.jsonl").read_text().splitlines())]
+        assert log(par) == log(out), run
+    assert not (par / "report.md").exists()  # stop_after=train
+
+
+def test_estimate_projects_every_run_without_training(smoke_study, run_script, tmp_path):
+    out, _ = smoke_study
+    est = tmp_path / "estimate"
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={est}", f"--data_dir={out / 'data'}",
+                       "--estimate=True", "--estimate_steps=2"], timeout=600, env={"OMP_NUM_THREADS": "1"})
+    projected = json.loads((est / "estimate.json").read_text())
+    assert [r["run"] for r in projected["runs"]] == list(RUNS)
+    assert all(r["tokens"] == 16384 and r["tokens_per_s"] > 0 and r["projected_s"] > r["warmup_s"]
+               for r in projected["runs"])
+    total = proc.stdout.strip().splitlines()[-1]
+    assert total == f"projected total: {projected['projected_total_s']:.0f} s"
+    assert not (est / "runs").exists()
 
 
 @pytest.mark.parametrize("override, message", [

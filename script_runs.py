@@ -1,0 +1,220 @@
+"""
+How a study runs the repository's scripts: each as a subprocess whose output is kept in a log, the trainings
+one at a time with live output or several at once on one device, and the projected time of a plan.
+
+Several trainings on one GPU: small models are launch-bound (a step of gpt_tiny..gpt_large took 8-23 ms on
+an H100 whatever the size), so while one process waits on the CPU another's kernels run; 4 gpt_small
+processes together reached 2.4x one alone (issue #9, measured 2026-11-22). Each run is its own process with
+its own seed, data order and checkpoints, so it is exactly the run it would be alone; on CPU its float sums
+also depend on its thread count, which `train_threads` fixes.
+"""
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+from configurator import fail
+from dataset import read_json, write_json_atomic
+from report import fmt_duration
+
+MAX_AUTO_PARALLEL = 4   # more processes than this gained nothing further in the measurements above
+GPU_MEMORY_SHARE = 0.8  # of the free GPU memory the concurrent runs may plan to use together
+
+
+class Timings:
+    """Seconds spent in each step, kept in out_dir/timings.json across invocations (a resumed study adds up)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.data = read_json(path) if os.path.isfile(path) else {}
+
+    def add(self, step, seconds):
+        """Count seconds to step (saved at once: a killed study keeps what it spent); returns seconds."""
+        self.data[step] = self.data.get(step, 0.0) + seconds
+        write_json_atomic(self.data, self.path, indent=1)
+        return seconds
+
+
+def run_script(args, log_path, what, echo=True, env=None):
+    """Run a repository script with this interpreter; its output is shown live and kept in log_path (progress
+    bars reduced to their last state); returns the seconds it took. A failure stops the study with one line
+    naming the log."""
+    t0 = time.time()
+    repo = os.path.dirname(os.path.abspath(__file__))
+    cmd = [sys.executable, os.path.join(repo, args[0]), *map(str, args[1:])]
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write(f"$ {shlex.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+        pending = ""
+        last_lines = []
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            text = chunk.decode(errors="replace")
+            if echo:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            pending += text
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                line = line.rsplit("\r", 1)[-1]
+                log.write(line + "\n")
+                if line.strip():
+                    last_lines = (last_lines + [line.strip()])[-5:]
+        proc.wait()
+        if pending.strip():
+            log.write(pending.rsplit("\r", 1)[-1] + "\n")
+            last_lines.append(pending.strip())
+    if proc.returncode != 0:
+        reason = next((l for l in reversed(last_lines) if l.startswith("error")), last_lines[-1] if last_lines else "")
+        fail(f"{what} failed (exit {proc.returncode}): {reason} -- full output in {log_path}")
+    return time.time() - t0
+
+
+def train_all(plan, cfg, timings, logs):
+    """Train every run not finished yet (an interrupted one resumes from its ckpt.pt): one at a time with live
+    output and a study ETA, or parallel_runs at once with their output in the logs."""
+    todo = []
+    for i, r in enumerate(plan, start=1):
+        if os.path.isfile(os.path.join(r["run_dir"], "results.json")):
+            changed = changed_settings(r)
+            print(f"{run_head(r, i, len(plan))}: finished earlier, skipped"
+                  + (f" -- WARNING: trained with other settings than the config now gives ({changed}); delete "
+                     f"{r['run_dir']} to train it again" if changed else ""))
+        else:
+            todo.append((i, r))
+    if not todo:
+        return
+    n = parallel_runs(cfg, [r for _, r in todo])
+    env = {}
+    threads = cfg["train_threads"] or ((os.cpu_count() or 1) // n if n > 1 else 0)
+    if threads:  # torch reads it at start; on CPU the thread count also decides the order of float sums
+        env = {"OMP_NUM_THREADS": str(max(1, threads))}
+    if n == 1:
+        train_one_by_one(todo, len(plan), timings, logs, env)
+    else:
+        train_in_parallel(todo, len(plan), n, timings, logs, env)
+
+
+def run_head(r, i, n_runs):
+    return f"[run {i}/{n_runs}] {r['name']} ({r['model_type']}, {r['n_params']:,} parameters, {r['tokens']:,} tokens)"
+
+
+def train_args(r):
+    resume = os.path.isfile(os.path.join(r["run_dir"], "ckpt.pt"))
+    return [r["script"], *r["argv"], *(["--init_from=resume"] if resume else [])], resume
+
+
+def train_one_by_one(todo, n_runs, timings, logs, env):
+    """Live output; the ETA comes from the seconds per FLOP of this session's finished runs, per family."""
+    done_flops, done_seconds = {}, {}
+    for k, (i, r) in enumerate(todo):
+        remaining = [x for _, x in todo[k:]]
+        eta = None
+        if done_seconds:
+            rate = {fam: done_seconds[fam] / done_flops[fam] for fam in done_seconds}
+            overall = sum(done_seconds.values()) / sum(done_flops.values())
+            eta = sum(rate.get(x["model_type"], overall) * x["flops_per_token"] * x["tokens"] for x in remaining)
+        args, resume = train_args(r)
+        print(f"{run_head(r, i, n_runs)}: {'resuming from ckpt.pt' if resume else 'training'}; "
+              f"{len(remaining)} run(s) to go, ETA {fmt_duration(eta) if eta is not None else 'after this run'}",
+              flush=True)
+        seconds = timings.add("train", run_script(args, os.path.join(logs, f"train_{r['name']}.log"),
+                                                  f"training {r['name']}", env=env))
+        fam = r["model_type"]
+        done_seconds[fam] = done_seconds.get(fam, 0.0) + seconds
+        done_flops[fam] = done_flops.get(fam, 0.0) + r["flops_per_token"] * r["tokens"]
+
+
+def train_in_parallel(todo, n_runs, n, timings, logs, env):
+    """n trainings at once, started in plan order as others finish. A failed run stops new starts; the ones
+    running finish (their checkpoints stay usable), then the study stops with the first failure's line."""
+    t0, failure = time.time(), None
+    print(f"[train] {len(todo)} run(s), {n} at a time; their output goes to {logs}/train_<run>.log", flush=True)
+    with ThreadPoolExecutor(n) as pool:
+        running, queue = {}, list(todo)
+        while running or (queue and failure is None):
+            while queue and failure is None and len(running) < n:
+                i, r = queue.pop(0)
+                args, resume = train_args(r)
+                print(f"{run_head(r, i, n_runs)}: {'resuming' if resume else 'started'}", flush=True)
+                running[pool.submit(run_script, args, os.path.join(logs, f"train_{r['name']}.log"),
+                                    f"training {r['name']}", False, env)] = (i, r)
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i, r = running.pop(future)
+                try:
+                    print(f"[run {i}/{n_runs}] {r['name']}: done in {fmt_duration(future.result())}", flush=True)
+                except SystemExit as e:  # run_script's one-line failure, raised in the worker thread
+                    failure = failure or str(e.code).removeprefix("error: ")
+                    print(f"[run {i}/{n_runs}] {r['name']}: FAILED", flush=True)
+    timings.add("train", time.time() - t0)  # wall-clock, not the sum of the runs' times
+    if failure:
+        fail(failure)
+
+
+def training_memory_bytes(r):
+    """A planning estimate of a training process's GPU memory: fp32 weights, gradients and AdamW moments (16 bytes
+    a parameter), activations (~40 bytes per token, layer and width in bf16; the same order for the LSTM's
+    gates), the logits, and 1 GiB for the CUDA context and compiled kernels."""
+    t = r["train_config"]
+    tokens = t["batch_size"] * t["block_size"]
+    vocab = 512  # an upper bound of the char vocabulary; BPE's larger logits are in the 10 bytes/token/entry term
+    return 16 * r["n_params"] + 40 * tokens * t["n_layer"] * t["n_embd"] + 10 * tokens * vocab + 2 ** 30
+
+
+def parallel_runs(cfg, runs):
+    """The study's parallel_runs, or its automatic value: 1 on CPU and MPS (the cores are shared anyway); on
+    CUDA as many as fit GPU_MEMORY_SHARE of the free memory by training_memory_bytes, at most MAX_AUTO_PARALLEL."""
+    if cfg["parallel_runs"] > 0:
+        return min(cfg["parallel_runs"], len(runs))
+    import torch  # here: torch takes seconds to import, and most of a study never needs it in this process
+    device = cfg["device"]
+    if not (device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())):
+        return 1
+    free, _ = torch.cuda.mem_get_info(torch.device(device if device != "auto" else "cuda"))
+    need = max(training_memory_bytes(r) for r in runs)
+    return max(1, min(MAX_AUTO_PARALLEL, len(runs), int(GPU_MEMORY_SHARE * free // need)))
+
+
+def estimate_plan(plan, cfg, have_data, logs, steps):
+    """Time a few optimizer steps of every planned run on this device (bench.py: train.py's own step on the
+    run's own batches) and project its training time: the warm-up (compilation) plus its tokens at the measured
+    tokens/s. Evaluations and checkpoints are not included (a few percent at the default intervals)."""
+    total, rows = 0.0, []
+    print(f"{'run':14s} {'tokens':>13s} {'tokens/s':>11s} {'warm-up':>8s} {'projected':>11s}")
+    for r in plan:
+        out = os.path.join(cfg["out_dir"], "estimate", f"{r['name']}.json")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        shape = [f"--{k}={r['train_config'][k]}" for k in ("model_type", "n_layer", "n_head", "n_embd")]
+        args = ["bench.py", *r["argv"], *shape, "--bench_warmup=2", f"--bench_iters={steps}", f"--json_out={out}"]
+        if not have_data:  # the dataset is prepared by the study itself: time on random tokens meanwhile
+            args += ["--synthetic=True", "--vocab_size=128"]
+        run_script(args, os.path.join(logs, f"estimate_{r['name']}.log"), f"estimating {r['name']}", echo=False)
+        bench = read_json(out)
+        seconds = bench["warmup_s"] + r["tokens"] / bench["tokens_per_s"]
+        total += seconds
+        rows.append({"run": r["name"], "tokens": r["tokens"], "tokens_per_s": bench["tokens_per_s"],
+                     "warmup_s": bench["warmup_s"], "projected_s": seconds, "device": bench["device_name"]})
+        print(f"{r['name']:14s} {r['tokens']:13,d} {bench['tokens_per_s']:11,.0f} {bench['warmup_s']:7.1f}s "
+              f"{fmt_duration(seconds):>11s}" + ("  (one epoch: unknown before prepare.py)" if not r["tokens"] else ""),
+              flush=True)
+    write_json_atomic({"runs": rows, "projected_total_s": total}, os.path.join(cfg["out_dir"], "estimate.json"))
+    print("training one run at a time; parallel_runs > 1 overlaps them on a GPU (not projected)")
+    print(f"projected total: {total:.0f} s")
+    return total
+
+
+def changed_settings(run):
+    """'key: trained -> now; ...' for the settings that change a result (train.py's RESUME_MUST_MATCH) where the
+    finished run's results.json differs from the run's config as the study resolves it today."""
+    import train
+    trained = read_json(os.path.join(run["run_dir"], "results.json")).get("config") or {}
+    show = lambda v: f"{v:g}" if isinstance(v, float) else repr(v)  # noqa: E731
+    return "; ".join(f"{k}: {show(trained[k])} -> {show(run['train_config'][k])}" for k in train.RESUME_MUST_MATCH
+                     if k in trained and trained[k] != run["train_config"][k])
+
+
