@@ -5,6 +5,8 @@ order in which training reads it.
     data_dir/meta.json                 the tokenizer: tokenizer, vocab_size, eot_id, dtype (uint16/uint32), ...
     data_dir/stats.json                counts of every pipeline step; splits.{train,val,test}.{tunes,tokens,chars}
     data_dir/{train,val,test}.bin      token ids, every tune followed by eot_id
+    fingerprint (in meta.json and stats.json): SHA-256 over the splits and the tokenizer, so a run, a sample
+    or a test loss can say which data it belongs to; runs record it as data_fingerprint.
 
 Training windows: train.bin is cut into windows of block_size+1 tokens at stride block_size, so every
 token but the first is a prediction target exactly once per epoch. Epoch e of the window order is a
@@ -13,6 +15,7 @@ permutation of all windows seeded by (data_seed, e) alone, and optimizer step i 
 number of DDP ranks or a resume in between.
 """
 import functools
+import hashlib
 import json
 import math
 import os
@@ -55,7 +58,7 @@ class Dataset:
         self.vocab_size = int(meta["vocab_size"])
         self.eot_id = int(meta["eot_id"])
         self.dtype = meta["dtype"]
-        self._splits = {}
+        self._splits, self._fingerprints = {}, None
 
     def path(self, split):
         return os.path.join(self.data_dir, f"{split}.bin")
@@ -66,10 +69,24 @@ class Dataset:
             path = self.path(name)
             if not os.path.isfile(path):
                 fail(f"{path} not found; {self.data_dir} is not a complete prepare.py dataset")
-            if os.path.getsize(path) == 0:
+            size, width = os.path.getsize(path), np.dtype(self.dtype).itemsize
+            if size == 0:
                 fail(f"{path} is empty")
-            self._splits[name] = np.memmap(path, dtype=self.dtype, mode="c")
+            if size % width:
+                fail(f"{path} is damaged: {size} bytes is not a whole number of {self.dtype} tokens")
+            tokens = np.memmap(path, dtype=self.dtype, mode="c")
+            if self.stats and self.stats.get("splits", {}).get(name, {}).get("tokens", len(tokens)) != len(tokens):
+                fail(f"{path} holds {len(tokens)} tokens but stats.json says {self.stats['splits'][name]['tokens']}: "
+                     f"the dataset changed after prepare.py wrote it; prepare it again")
+            self._splits[name] = tokens
         return self._splits[name]
+
+    def fingerprints(self):
+        """{tokenizer_fingerprint, fingerprint} of the files as they are now (prepare.py records the same values
+        in meta.json and stats.json; a hand-edited or damaged folder must not pass for the original)."""
+        if self._fingerprints is None:
+            self._fingerprints = fingerprints(self.data_dir, self.meta)
+        return self._fingerprints
 
     def tokenizer(self):
         """The tokenizer prepare.py trained (char table in meta.json, or bpe.tiktoken), or a one-line error."""
@@ -97,12 +114,38 @@ def load_dataset(data_dir, need_stats=True):
         stats = read_json(stats_path) if os.path.isfile(stats_path) else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         fail(f"{data_dir}: meta.json or stats.json is not valid JSON ({e})")
-    if meta.get("dtype") not in ("uint16", "uint32"):
-        fail(f"{meta_path}: dtype must be uint16 or uint32, got {meta.get('dtype')!r}")
+    if not isinstance(meta, dict) or meta.get("dtype") not in ("uint16", "uint32"):
+        fail(f"{meta_path}: dtype must be uint16 or uint32, got {meta.get('dtype') if isinstance(meta, dict) else meta!r}")
     for key in ("vocab_size", "eot_id"):
-        if not isinstance(meta.get(key), int):
-            fail(f"{meta_path}: {key} missing or not an integer")
+        if not isinstance(meta.get(key), int) or not 0 <= meta[key] < 2 ** 32:
+            fail(f"{meta_path}: {key} missing or not a token id")
+    if meta.get("tokenizer") == "char" and len(meta.get("chars", [])) + 2 != meta["vocab_size"]:  # + EOT, UNK
+        fail(f"{meta_path} is damaged: {len(meta.get('chars', []))} characters for a vocabulary of {meta['vocab_size']}")
     return Dataset(data_dir, meta, stats)
+
+
+def fingerprints(data_dir, meta):
+    """{tokenizer_fingerprint, fingerprint}: SHA-256 over what gives a token id its meaning (tokenizer kind,
+    vocabulary, special ids, the BPE ranks file), and over that plus the bytes of train/val/test.bin. Equal
+    tokenizer fingerprints: ids decode to the same text; equal fingerprints: the same data, token for token."""
+    h = hashlib.sha256()
+    tokenizer = {k: meta.get(k) for k in ("tokenizer", "vocab_size", "eot_id", "unk_id", "chars", "pat_str", "dtype")}
+    h.update(json.dumps(tokenizer, sort_keys=True).encode())
+    _hash_files(h, data_dir, ["bpe.tiktoken"])
+    out = {"tokenizer_fingerprint": h.hexdigest()}
+    _hash_files(h, data_dir, [f"{split}.bin" for split in SPLITS])
+    out["fingerprint"] = h.hexdigest()
+    return out
+
+
+def _hash_files(h, data_dir, names):
+    for name in names:
+        path = os.path.join(data_dir, name)
+        if os.path.isfile(path):
+            h.update(name.encode())
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
 
 
 def bits_per_char(loss, split_stats):

@@ -319,13 +319,8 @@ def configure_optimizer(model, learning_rate, weight_decay, betas, device_type):
 
 def load_checkpoint(path, device="cpu"):
     """(model in eval mode, checkpoint dict) from a run folder or a ckpt.pt file."""
+    from checkpoint import model_from_checkpoint, read_checkpoint
     if os.path.isdir(path):
         path = os.path.join(path, "ckpt.pt")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = build_model(ckpt["model_type"], **ckpt["model_args"])
-    # a state dict saved from a torch.compile'd module carries this prefix
-    state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
-    model.to(device)
-    model.eval()
-    return model, ckpt
+    ckpt = read_checkpoint(path, device)
+    return model_from_checkpoint(ckpt, device), ckpt

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 import abc_text
 from configurator import configure, fail, lines_of
-from dataset import read_json, write_json_atomic
+from dataset import fingerprints, read_json, write_json_atomic
 from external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
 from tokenizer import BPETokenizer, CharTokenizer
 
@@ -403,6 +403,9 @@ def build_dataset(cfg, items, source, fractions, out):
     if cfg["max_train_tokens"]:
         stats["max_train_tokens"] = cfg["max_train_tokens"]
         stats["train_tokens_before_cut"] = before_cut
+    prints = fingerprints(out, meta)  # the splits and the BPE ranks are written by now
+    meta.update(prints)
+    stats.update(prints)
     write_json_atomic(meta, os.path.join(out, "meta.json"))
     write_json_atomic(stats, os.path.join(out, "stats.json"))
     with open(os.path.join(out, "stats.md"), "w") as f:

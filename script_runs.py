@@ -10,6 +10,7 @@ also depend on its thread count, which `train_threads` fixes.
 """
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -37,6 +38,22 @@ class Timings:
         return seconds
 
 
+_running = set()   # the scripts running now (Popen), to pass a stop signal on
+_stop_signals = []  # the names of the stop signals the study received
+
+
+def pass_stop_signals_on():
+    """SIGTERM or SIGINT to the study (docker stop, pre-emption, Ctrl-C) is passed on to every script it runs,
+    once: train.py then writes a checkpoint and exits, and the study stops with one line; run again, it resumes.
+    The scripts run in their own session, so a terminal's Ctrl-C reaches them only through here."""
+    def forward(signum, frame):
+        _stop_signals.append(signal.Signals(signum).name)
+        for proc in list(_running):
+            proc.send_signal(signum)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+
+
 def run_script(args, log_path, what, echo=True, env=None):
     """Run a repository script with this interpreter; its output is shown live and kept in log_path (progress
     bars reduced to their last state); returns the seconds it took. A failure stops the study with one line
@@ -48,8 +65,9 @@ def run_script(args, log_path, what, echo=True, env=None):
     with open(log_path, "a") as log:
         log.write(f"$ {shlex.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+        _running.add(proc)
         pending = ""
         last_lines = []
         for chunk in iter(lambda: proc.stdout.read1(65536), b""):
@@ -65,9 +83,13 @@ def run_script(args, log_path, what, echo=True, env=None):
                 if line.strip():
                     last_lines = (last_lines + [line.strip()])[-5:]
         proc.wait()
+        _running.discard(proc)
         if pending.strip():
             log.write(pending.rsplit("\r", 1)[-1] + "\n")
             last_lines.append(pending.strip())
+    if proc.returncode != 0 and _stop_signals:
+        fail(f"stopped by {_stop_signals[0]} during {what}; the same command continues the study (finished runs "
+             f"are kept, an interrupted one resumes from its checkpoint)")
     if proc.returncode != 0:
         reason = next((l for l in reversed(last_lines) if l.startswith("error")), last_lines[-1] if last_lines else "")
         fail(f"{what} failed (exit {proc.returncode}): {reason} -- full output in {log_path}")
@@ -137,7 +159,7 @@ def train_in_parallel(todo, n_runs, n, timings, logs, env):
     with ThreadPoolExecutor(n) as pool:
         running, queue = {}, list(todo)
         while running or (queue and failure is None):
-            while queue and failure is None and len(running) < n:
+            while queue and failure is None and not _stop_signals and len(running) < n:
                 i, r = queue.pop(0)
                 args, resume = train_args(r)
                 print(f"{run_head(r, i, n_runs)}: {'resuming' if resume else 'started'}", flush=True)

@@ -33,7 +33,7 @@ from configurator import config_keys, configure, fail, lines_of
 from dataset import iteration_plan, load_dataset, read_json, write_json_atomic
 from plots import write_outputs
 from report import fmt_duration, perplexity_path, sample_records, write_report
-from script_runs import Timings, estimate_plan, run_script, train_all
+from script_runs import Timings, estimate_plan, pass_stop_signals_on, run_script, train_all
 
 # -----------------------------------------------------------------------------
 # default study; config/study_*.py files and --key=value override these
@@ -315,6 +315,7 @@ def main(argv=None):
             and not os.path.exists(cfg["dataset_input"]):
         fail(f"dataset_input {cfg['dataset_input']} does not exist")
     os.makedirs(out, exist_ok=True)
+    pass_stop_signals_on()
     timings = Timings(os.path.join(out, "timings.json"))
     write_json_atomic({k: v for k, v in cfg.items() if not k.startswith("_")}, os.path.join(out, "study_config.json"),
                       indent=1)

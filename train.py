@@ -13,6 +13,12 @@ The data order (dataset.py): windows of block_size+1 tokens at stride block_size
 alone; optimizer step i reads windows [i*W, (i+1)*W) of that order, whatever the model, the number of DDP
 ranks or a resume in between.
 
+Safety: train.py writes only into a folder that is new, empty or one of its own runs; a finished or started
+run is replaced only with --overwrite=True (its old evaluations go with it). A lock file stops a second
+train.py on the same out_dir (released by the kernel when a process dies, so a killed run never leaves it
+stuck). SIGTERM or SIGINT (docker stop, pre-emption, Ctrl-C) ends the run at the next step with a checkpoint
+and a one-line message; --init_from=resume continues exactly.
+
 Speed: the training split lives on the device and a batch is one gather there (windows.py); the host
 waits for the device only where it must read a number (log lines, evaluations, checkpoints), so a step
 queues its work and returns. Evaluations run the uncompiled model, which costs no second compilation.
@@ -23,18 +29,19 @@ compile_time_s.
 import json
 import math
 import os
+import signal
 import sys
 import time
+import uuid
 from types import SimpleNamespace
 
 import torch
 from tqdm import tqdm
 
-from checkpoint import save_atomic
+from checkpoint import claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
 from configurator import config_keys, configure, fail
 from dataset import bits_per_char, iteration_plan, load_dataset, write_json_atomic
-from hardware import (device_name, lookup_peak_flops, peak_memory_bytes, rng_state, set_rng_state, setup_device,
-                      synchronize)
+from hardware import device_name, lookup_peak_flops, peak_memory_bytes, setup_device, synchronize
 from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_from_config
 from windows import Tokens, TrainBatches, exact_loss, spread_windows, windows_loss
 
@@ -44,6 +51,7 @@ from windows import Tokens, TrainBatches, exact_loss, spread_windows, windows_lo
 out_dir = 'out'
 data_dir = 'data/music21'
 init_from = 'scratch'      # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+overwrite = False          # from scratch into out_dir that holds a run: replace it (else a one-line refusal)
 log_interval = 10          # iterations between log.jsonl lines (the host reads the loss only then)
 eval_interval = 50         # iterations between validation estimates (0: only the final exact pass)
 eval_iters = 10            # batches per validation estimate: a fixed set, the same every time
@@ -114,7 +122,7 @@ def read_config(argv, defaults):
         path = os.path.join(cfg["out_dir"], "ckpt.pt")
         if not os.path.isfile(path):
             fail(f"init_from=resume but {path} does not exist")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = read_checkpoint(path)
         # `--out_dir=X --init_from=resume` is enough; what the command line sets again must agree
         saved = {k: v for k, v in ckpt["config"].items() if k in base}
         cfg = configure({**base, **saved, "init_from": "resume"}, argv)
@@ -182,8 +190,9 @@ def note_divergence(bad, loss, it):
 def check_divergence(bad, ckpt_path):
     it, loss = bad.tolist()
     if it >= 0:
-        fail(f"loss became {loss} at iteration {int(it)}; stopped, {ckpt_path} keeps the last good checkpoint "
-             f"(try a lower learning_rate)")
+        kept = f"{ckpt_path} keeps the last good checkpoint" if os.path.exists(ckpt_path) else \
+            "no checkpoint had been written yet"
+        fail(f"loss became {loss} at iteration {int(it)}; stopped, {kept} (try a lower learning_rate)")
 
 
 class StepClock:
@@ -203,26 +212,6 @@ class StepClock:
     def take(self):
         seconds, self.seconds = self.seconds, 0.0
         return seconds
-
-
-def restore_progress(ckpt, optimizer, scaler, total_iters, rank, world_size, device_type):
-    """Optimizer, scaler and RNG state of a checkpoint, and its progress counters."""
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    if ckpt["total_iters"] != total_iters:
-        fail(f"the run was planned for {ckpt['total_iters']} iterations but the dataset now gives "
-             f"{total_iters}; resume with the same dataset")
-    if len(ckpt["rng"]) == world_size:
-        set_rng_state(ckpt["rng"][rank], device_type)
-    elif rank == 0:
-        print(f"warning: checkpoint from {len(ckpt['rng'])} ranks resumed on {world_size}: "
-              f"dropout randomness will differ from an uninterrupted run")
-    if "progress" not in ckpt:  # a checkpoint written before progress was kept in one place
-        return {"iter_num": ckpt["iter_num"], "train_time_s": ckpt["train_time_s"], "compile_time_s": 0.0,
-                "steady_time_s": ckpt["train_time_s"], "steady_tokens": ckpt["tokens_seen"],
-                "wall_time_s": ckpt["wall_time_s"]}
-    return dict(ckpt["progress"])
 
 
 def open_log(path, resume_iter):
@@ -245,23 +234,21 @@ def append_log(path, entry, wandb):
         wandb.log({k: v for k, v in entry.items() if v is not None}, step=entry["iter"])
 
 
-def save_checkpoint(path, raw_model, optimizer, scaler, cfg, model_args, plan, progress, meta, device_type, ddp):
-    """Write ckpt.pt (rank 0) with every rank's RNG state; a diverged model never overwrites the last good one."""
-    if not torch.stack([torch.isfinite(p).all() for p in raw_model.parameters()]).all():
-        fail(f"non-finite weights at iteration {progress['iter_num']}; {path} keeps the last good state")
-    rngs = [rng_state(device_type)]
-    if ddp:
-        rngs = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(rngs, rng_state(device_type))
-    if not ddp or torch.distributed.get_rank() == 0:
-        it = progress["iter_num"]
-        save_atomic({"model_type": cfg["model_type"], "model_args": model_args, "model": raw_model.state_dict(),
-                     "optimizer": optimizer.state_dict(),
-                     "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "config": cfg, "iter_num": it,
-                     "total_iters": plan["total_iters"], "tokens_seen": it * plan["tokens_per_iter"],
-                     "data_position": it * plan["windows_per_iter"],  # windows of the global order consumed
-                     "rng": rngs, "progress": progress,
-                     "dataset": {k: meta.get(k) for k in ("tokenizer", "vocab_size", "eot_id")}}, path)
+class StopSignals:
+    """SIGTERM and SIGINT ask the run to stop at the next step boundary (with a checkpoint) instead of dying
+    mid-step; a second signal acts as usual. The previous handlers come back on restore()."""
+
+    def __init__(self):
+        self.received = None
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+        signal.signal(signum, self.previous[signum])
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def setup_distributed(device):
@@ -299,7 +286,8 @@ def run_results(c, raw_model, data, plan, progress, losses, device_type, dtype_n
         "mfu": flops_per_token * tokens_per_s / (peak * world_size) if peak and tokens_per_s else None,
         "peak_mem_bytes": peak_memory_bytes(device_type), "device": device_type,
         "device_name": device_name(device_type), "dtype": dtype_name, "world_size": world_size,
-        "torch_version": torch.__version__, "config": vars(c),
+        "torch_version": torch.__version__, "run_id": progress["run_id"],
+        "data_fingerprint": data.fingerprints()["fingerprint"], "config": vars(c),
     }
 
 
@@ -332,6 +320,11 @@ def main(argv=None, **defaults):
     except ValueError as e:
         fail(f"{c.data_dir}: {e}")
     total_iters, tokens_per_iter = plan["total_iters"], plan["tokens_per_iter"]
+    prints = data.fingerprints()
+    if ckpt and ckpt["dataset"].get("fingerprint", prints["fingerprint"]) != prints["fingerprint"]:
+        fail(f"{c.data_dir} is not the dataset this run was trained on (its fingerprint differs); resume with "
+             f"the same data")
+    lock = claim_out_dir(c.out_dir, c.init_from, c.overwrite) if master else None  # held until the run ends
 
     # model and optimizer, from scratch or from the checkpoint
     model_args = ckpt["model_args"] if ckpt else model_args_from_config(cfg, data.vocab_size)
@@ -346,7 +339,7 @@ def main(argv=None, **defaults):
     optimizer = configure_optimizer(raw_model, c.learning_rate, c.weight_decay, (c.beta1, c.beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype_name == "float16"))
     progress = {"iter_num": 0, "train_time_s": 0.0, "compile_time_s": 0.0, "steady_time_s": 0.0,
-                "steady_tokens": 0, "wall_time_s": 0.0}
+                "steady_tokens": 0, "wall_time_s": 0.0, "run_id": uuid.uuid4().hex}  # run_id: kept on resume
     if ckpt:
         progress = restore_progress(ckpt, optimizer, scaler, total_iters, rank, world_size, device_type)
     else:
@@ -376,7 +369,6 @@ def main(argv=None, **defaults):
     ckpt_path, log_path = os.path.join(c.out_dir, "ckpt.pt"), os.path.join(c.out_dir, "log.jsonl")
     wandb = None
     if master:
-        os.makedirs(c.out_dir, exist_ok=True)
         print(f"{c.model_type}: {raw_model.num_params():,} parameters "
               f"({raw_model.num_params(non_embedding=True):,} non-embedding), vocab {data.vocab_size}, "
               f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, {world_size} rank(s)")
@@ -394,8 +386,8 @@ def main(argv=None, **defaults):
 
     def checkpoint():
         progress.update(iter_num=iter_num, wall_time_s=wall_before + time.time() - t_start)
-        save_checkpoint(ckpt_path, raw_model, optimizer, scaler, cfg, model_args, plan, progress, data.meta,
-                        device_type, ddp)
+        save_checkpoint(ckpt_path, raw_model, optimizer, scaler, cfg, model_args, plan, progress,
+                        {**data.meta, **prints}, device_type, ddp)
 
     # the training loop
     iter_num = start_iter = progress["iter_num"]
@@ -403,10 +395,13 @@ def main(argv=None, **defaults):
     bad = torch.tensor([-1.0, 0.0], dtype=torch.float64, device=dev)  # see note_divergence
     loss, interval_tokens, last_ckpt, ckpt_due = None, 0, time.time(), False
     clock = StepClock(device_type)
+    stop, stop_now = StopSignals(), False
     pbar = tqdm(total=total_iters, initial=iter_num, disable=not master, desc="train", unit="it", dynamic_ncols=True)
     try:
         while iter_num < total_iters:
-            at_ckpt = iter_num > start_iter and (ckpt_due or (c.ckpt_interval and iter_num % c.ckpt_interval == 0))
+            stop_now = stop_now or (not ddp and stop.received is not None)  # under DDP: agreed at log lines
+            at_ckpt = iter_num > start_iter and (ckpt_due or stop_now or
+                                                 (c.ckpt_interval and iter_num % c.ckpt_interval == 0))
             at_eval = c.eval_interval > 0 and iter_num % c.eval_interval == 0
             if at_ckpt or at_eval:
                 clock.stop()  # evaluations and checkpoints are not training time
@@ -414,6 +409,9 @@ def main(argv=None, **defaults):
                 if at_ckpt:
                     checkpoint()
                     last_ckpt, ckpt_due = time.time(), False
+                if stop_now:
+                    fail(f"stopped by {stop.received or 'a signal to another rank'} at iteration {iter_num}: "
+                         f"{ckpt_path} holds the run; continue it with --out_dir={c.out_dir} --init_from=resume")
                 if at_eval:
                     val_loss = estimate(val_tokens, estimate_windows)
                     if master:
@@ -460,9 +458,14 @@ def main(argv=None, **defaults):
                     if ddp:
                         torch.distributed.broadcast(due, 0)
                     ckpt_due = bool(due)
+                if ddp:  # a signal to any rank stops every rank at the same step
+                    asked = torch.tensor(float(stop.received is not None), device=dev)
+                    torch.distributed.all_reduce(asked, op=torch.distributed.ReduceOp.MAX)
+                    stop_now = bool(asked)
                 clock.start()
     finally:
-        pbar.close()  # also when a divergence stops the run
+        pbar.close()  # also when a divergence or a signal stops the run
+        stop.restore()
 
     # the end: checkpoint, an exact pass over the whole validation split, a train-loss estimate
     clock.stop()
@@ -487,6 +490,8 @@ def main(argv=None, **defaults):
             wandb.finish()
     if ddp:
         torch.distributed.destroy_process_group()
+    if lock:
+        lock.close()
     return results
 
 

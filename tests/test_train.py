@@ -265,22 +265,34 @@ def test_gradient_accumulation_matches_a_larger_batch(char_dataset, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # resume
 
-@pytest.mark.parametrize("every", ["--ckpt_interval=10", "--ckpt_interval_s=1e-6"])
-def test_killed_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dataset, tmp_path, every):
-    # checkpoints every 10 iterations, or by the clock (decided at log lines): either way a resume is exact
+@pytest.mark.parametrize("every, stop", [("--ckpt_interval=10", signal.SIGKILL),
+                                         ("--ckpt_interval_s=1e-6", signal.SIGKILL),
+                                         ("--ckpt_interval=0", signal.SIGTERM)])
+def test_stopped_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dataset, tmp_path, every, stop):
+    """Killed (SIGKILL: the last periodic checkpoint, every 10 iterations or by the clock) or stopped (SIGTERM, as
+    docker stop and pre-emption do: a checkpoint at the next step and a one-line message), a resumed run ends
+    exactly like one that was never interrupted."""
     args = ["--max_iters=80", every, "--dropout=0.1", "--eval_interval=20"]
     killed = tmp_path / "killed"
     # the resume below runs in this process: the killed run must use the same number of CPU threads, or
     # float sums are ordered differently (another test may have called torch.set_num_threads earlier)
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "train.py", *tiny_args(char_dataset, killed), *args], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    ready = (lambda: (killed / "ckpt.pt").exists()) if stop == signal.SIGKILL else \
+        (lambda: (killed / "log.jsonl").exists() and len((killed / "log.jsonl").read_text().splitlines()) >= 2)
     deadline = time.time() + 300
-    while not (killed / "ckpt.pt").exists() and proc.poll() is None and time.time() < deadline:
+    while not ready() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    proc.send_signal(stop)
+    _, stderr = proc.communicate()
     ckpt = torch.load(killed / "ckpt.pt", weights_only=True)
+    if stop == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    else:
+        last = stderr.strip().splitlines()[-1]
+        assert proc.returncode == 1 and last.startswith("error: stopped by SIGTERM at iteration "), stderr[-500:]
+        assert f"iteration {ckpt['iter_num']}:" in last and "--init_from=resume" in last
     assert 0 < ckpt["iter_num"] < 80 and not (killed / "results.json").exists()
 
     # the checkpoint's settings are the defaults of a resume: out_dir and init_from are enough
@@ -363,3 +375,102 @@ def test_ddp_ranks_split_the_same_batches(char_dataset, tmp_path):
     assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
     ckpt = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)
     assert len(ckpt["rng"]) == 2  # each rank's RNG state, for an exact resume
+
+
+# ---------------------------------------------------------------------------------------------
+# output folders, a second writer, damaged files, values out of range, fingerprints
+
+def test_a_finished_run_foreign_files_or_a_file_are_never_overwritten(gpt_run, char_dataset, tmp_path):
+    out, res = gpt_run
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "train.lock"}
+    with pytest.raises(SystemExit) as excinfo:
+        run(char_dataset, out, "--max_iters=2")
+    assert "already holds a run" in exit_message(excinfo) and "--overwrite=True" in exit_message(excinfo)
+    assert before == {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != "train.lock"}
+
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"not ours")
+    with pytest.raises(SystemExit) as excinfo:
+        run(char_dataset, foreign, "--max_iters=2")
+    assert "not a train.py run" in exit_message(excinfo) and (foreign / "holiday.jpg").read_bytes() == b"not ours"
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SystemExit) as excinfo:
+        run(char_dataset, tmp_path / "a_file", "--max_iters=2")
+    assert "is a file" in exit_message(excinfo) and (tmp_path / "a_file").read_text() == "x"
+
+    # asked to, it replaces the run, and the test loss computed from the old model goes with it
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "test_perplexity.json").write_text("{}")
+    (copy / "notes.txt").write_text("mine")
+    again = run(char_dataset, copy, "--max_iters=2", "--overwrite=True")
+    assert again["iters"] == 2 and again["run_id"] != res["run_id"]
+    assert not (copy / "test_perplexity.json").exists() and (copy / "notes.txt").read_text() == "mine"
+
+
+def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_stale_lock(char_dataset, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(120)",
+                               str(out / "train.lock")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(SystemExit) as excinfo:
+        run(char_dataset, out, "--max_iters=2")
+    assert "another train.py is writing" in exit_message(excinfo)
+    holder.kill()
+    holder.wait()
+    assert run(char_dataset, out, "--max_iters=2")["iters"] == 2  # the kernel released the dead holder's lock
+
+
+def test_damaged_files_are_one_line_errors_naming_the_file(gpt_run, char_dataset, tmp_path):
+    out, _ = gpt_run
+    for name, damage in (("truncated", lambda b: b[:len(b) // 2]), ("random", lambda b: os.urandom(4096))):
+        run_dir = tmp_path / name
+        shutil.copytree(out, run_dir)
+        (run_dir / "ckpt.pt").write_bytes(damage((out / "ckpt.pt").read_bytes()))
+        with pytest.raises(SystemExit) as excinfo:
+            train.main([f"--out_dir={run_dir}", "--init_from=resume"])
+        assert f"{run_dir / 'ckpt.pt'} is damaged" in exit_message(excinfo)
+    data = tmp_path / "data"
+    shutil.copytree(char_dataset, data)
+    with open(data / "val.bin", "ab") as f:
+        f.write(b"\x01")  # half a uint16 token
+    with pytest.raises(SystemExit) as excinfo:
+        run(data, tmp_path / "odd", "--max_iters=2")
+    assert "val.bin is damaged" in exit_message(excinfo)
+    meta = json.loads((char_dataset / "meta.json").read_text())
+    meta["vocab_size"] += 3
+    (data / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit) as excinfo:
+        run(data, tmp_path / "vocab", "--max_iters=2")
+    assert "meta.json is damaged" in exit_message(excinfo)
+
+
+@pytest.mark.parametrize("bad", ["--batch_size=0", "--block_size=0", "--eval_iters=0", "--n_layer=0",
+                                 "--gradient_accumulation_steps=0", "--dropout=2", "--max_tokens=-5",
+                                 "--max_iters=-1", "--learning_rate=nan", "--log_interval=0"])
+def test_values_out_of_range_are_one_line_errors(char_dataset, tmp_path, bad):
+    with pytest.raises(SystemExit) as excinfo:
+        run(char_dataset, tmp_path, bad)
+    assert bad.split("=")[0][2:] in exit_message(excinfo)
+    assert not (tmp_path / "ckpt.pt").exists()
+
+
+def test_runs_record_the_fingerprint_of_their_data_and_resume_refuses_other_data(gpt_run, char_dataset, tmp_path):
+    out, res = gpt_run
+    meta = json.loads((char_dataset / "meta.json").read_text())
+    stats = json.loads((char_dataset / "stats.json").read_text())
+    assert res["data_fingerprint"] == meta["fingerprint"] == stats["fingerprint"] and len(meta["fingerprint"]) == 64
+    # the same tokens, one changed: the fingerprint sees it, and a resume on it is refused
+    other = tmp_path / "other"
+    shutil.copytree(char_dataset, other)
+    train_bin = bytearray((other / "train.bin").read_bytes())
+    train_bin[10] ^= 1
+    (other / "train.bin").write_bytes(bytes(train_bin))
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    with pytest.raises(SystemExit) as excinfo:
+        train.main([f"--out_dir={copy}", "--init_from=resume", f"--data_dir={other}"])
+    assert "not the dataset this run was trained on" in exit_message(excinfo)
