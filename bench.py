@@ -20,7 +20,7 @@ import torch
 
 import train
 from configurator import config_keys, configure, fail
-from dataset import iteration_plan, load_dataset
+from dataset import TrainOrder, iteration_plan, load_dataset
 from hardware import device_name, lookup_peak_flops, peak_memory_bytes, setup_device, synchronize
 from model import build_model, configure_optimizer, model_args_from_config
 from windows import Tokens, TrainBatches
@@ -46,10 +46,9 @@ def main(argv):
     else:  # the batches train.py would read: the same windows, gathered on the device the same way
         data = load_dataset(c.data_dir)
         vocab = data.vocab_size
-        plan = iteration_plan(c.batch_size, c.block_size, c.gradient_accumulation_steps, 0, 1,
-                              len(data.split("train")))
-        batches = TrainBatches(Tokens(data.split("train"), dev), plan["n_windows"], c.block_size, c.batch_size,
-                               plan["windows_per_iter"], c.data_seed)
+        order = TrainOrder(data.split("train"), c.block_size, c.data_seed, c.data_order, data.eot_id)
+        plan = iteration_plan(c.batch_size, c.gradient_accumulation_steps, 0, 1, order)
+        batches = TrainBatches(Tokens(data.split("train"), dev), order, c.batch_size, plan["windows_per_iter"])
 
     torch.manual_seed(c.seed)
     model = build_model(c.model_type, **model_args_from_config(cfg, vocab)).to(dev)

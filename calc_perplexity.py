@@ -51,8 +51,11 @@ def main(argv=None):
     if cfg["batch_size"] < 1:
         fail("batch_size must be at least 1")
     dev, _, _, ctx = setup_device(cfg["device"], cfg["dtype"])
-    model, _, tokenizer, data_dir = load_run(cfg["run"], dev, cfg["data_dir"])
+    model, ckpt, tokenizer, data_dir = load_run(cfg["run"], dev, cfg["data_dir"])
     data = load_dataset(data_dir, need_stats=False)
+    trained_on = ckpt.get("dataset", {}).get("fingerprint")
+    if trained_on and trained_on != data.fingerprints()["fingerprint"]:  # legitimate (another corpus), but say so
+        print(f"note: {data_dir} is not the dataset the run was trained on (another fingerprint)", file=sys.stderr)
     window = cfg["block_size"] or model.config.block_size
     if window < 1 or (model.model_type == "gpt" and window > model.config.block_size):
         fail(f"block_size must be between 1 and the model's block_size {model.config.block_size}")
@@ -79,6 +82,9 @@ def main(argv=None):
         "tokens": scored, "chars": counts["chars"], "block_size": window, "stride": step,
         "windows": len(exact_windows(len(tokens) + 1, window, step)[0]), "seconds": seconds,
         "device": str(dev), "torch_version": torch.__version__,
+        # which model and which data this number belongs to: a later retraining of the run has another run_id
+        "run_id": ckpt.get("progress", {}).get("run_id"), "iter_num": ckpt.get("iter_num"),
+        "data_fingerprint": data.fingerprints()["fingerprint"], "trained_on_fingerprint": trained_on,
     }
     print(json.dumps(result, indent=1))
     if cfg["out"]:

@@ -121,7 +121,7 @@ def save_checkpoint(path, raw_model, optimizer, scaler, cfg, model_args, plan, p
         save_atomic({"model_type": cfg["model_type"], "model_args": model_args, "model": raw_model.state_dict(),
                      "optimizer": optimizer.state_dict(),
                      "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "config": cfg, "iter_num": it,
-                     "total_iters": plan["total_iters"], "tokens_seen": it * plan["tokens_per_iter"],
+                     "total_iters": plan["total_iters"], "tokens_seen": progress["tokens_seen"],
                      "data_position": it * plan["windows_per_iter"],  # windows of the global order consumed
                      "rng": rngs, "progress": progress,
                      "dataset": {k: meta.get(k) for k in ("tokenizer", "vocab_size", "eot_id", "fingerprint",

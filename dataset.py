@@ -8,11 +8,11 @@ order in which training reads it.
     fingerprint (in meta.json and stats.json): SHA-256 over the splits and the tokenizer, so a run, a sample
     or a test loss can say which data it belongs to; runs record it as data_fingerprint.
 
-Training windows: train.bin is cut into windows of block_size+1 tokens at stride block_size, so every
-token but the first is a prediction target exactly once per epoch. Epoch e of the window order is a
-permutation of all windows seeded by (data_seed, e) alone, and optimizer step i reads windows
-[i*W, (i+1)*W) of that order (W = batch_size * gradient_accumulation_steps), whatever the model, the
-number of DDP ranks or a resume in between.
+Training windows (TrainOrder): train.bin is cut into windows so that every token but the first is a
+prediction target exactly once per epoch -- at stride block_size ('stride'), or each starting at an
+end-of-tune token ('tunes'). Epoch e of the window order is a permutation of all windows seeded by
+(data_seed, e) alone, and optimizer step i reads windows [i*W, (i+1)*W) of that order
+(W = batch_size * gradient_accumulation_steps), whatever the model, the number of DDP ranks or a resume.
 """
 import functools
 import hashlib
@@ -170,35 +170,90 @@ def epoch_order(n_windows, data_seed, epoch):
 
 
 def window_starts(first, count, n_windows, block_size, data_seed):
-    """Token offsets of windows first .. first+count-1 of the global order (epochs follow each other)."""
-    out = np.empty(count, dtype=np.int64)
-    done = 0
-    while done < count:
-        epoch, offset = divmod(first + done, n_windows)
-        take = min(count - done, n_windows - offset)
-        out[done:done + take] = epoch_order(n_windows, data_seed, epoch)[offset:offset + take] * block_size
-        done += take
-    return out
+    """Token offsets of stride windows first .. first+count-1 of the global order (epochs follow each other)."""
+    return TrainOrder(None, block_size, data_seed, n_windows=n_windows).starts(first, count)
 
 
-def iteration_plan(batch_size, block_size, gradient_accumulation_steps, max_tokens, max_iters, train_tokens):
+def tune_windows(ids, eot_id, block_size):
+    """(starts, targets) of tune-aligned windows over a split: a window starts at an end-of-tune token (the
+    split's first window at token 0) and scores the tokens after it up to and including the last end-of-tune
+    token it can reach within block_size, so it holds whole tunes and the next window starts at that token; a
+    tune longer than block_size goes on in the next window. Every token but the first is a target exactly once."""
+    eots = np.flatnonzero(np.asarray(ids) == eot_id)
+    n, start = len(ids), 0
+    starts, targets = [], []
+    while start < n - 1:
+        limit = min(start + block_size, n - 1)
+        k = np.searchsorted(eots, limit, side="right") - 1
+        end = int(eots[k]) if k >= 0 and eots[k] > start else limit
+        starts.append(start)
+        targets.append(end - start)
+        start = end
+    return np.array(starts, dtype=np.int64), np.array(targets, dtype=np.int64)
+
+
+class TrainOrder:
+    """The training split's windows and the order they are read in, shared by every model of a study.
+
+    data_order 'stride': windows of block_size+1 tokens at stride block_size, each scoring block_size targets.
+    data_order 'tunes': tune_windows, each starting at an end-of-tune token, so the model learns how a tune
+    begins (what sampling starts from) at the price of unscored positions after a window's last whole tune.
+    Either way epoch e reads every window once, in a permutation seeded by (data_seed, e) alone."""
+
+    def __init__(self, ids, block_size, data_seed, data_order="stride", eot_id=None, n_windows=None):
+        if data_order not in ("stride", "tunes"):
+            raise ValueError(f"data_order must be 'stride' or 'tunes', got {data_order!r}")
+        self.block_size, self.data_seed, self.data_order = block_size, data_seed, data_order
+        self.start_table = self.target_table = None
+        if data_order == "tunes":
+            self.start_table, self.target_table = tune_windows(ids, eot_id, block_size)
+            self.n_windows = len(self.start_table)
+        else:
+            self.n_windows = num_windows(len(ids), block_size) if n_windows is None else n_windows
+        self.targets_per_epoch = self.n_windows * block_size if self.target_table is None else \
+            int(self.target_table.sum())
+
+    def indices(self, first, count):
+        """Indices of windows first .. first+count-1 of the global order (epochs follow each other)."""
+        out = np.empty(count, dtype=np.int64)
+        done = 0
+        while done < count:
+            epoch, offset = divmod(first + done, self.n_windows)
+            take = min(count - done, self.n_windows - offset)
+            out[done:done + take] = epoch_order(self.n_windows, self.data_seed, epoch)[offset:offset + take]
+            done += take
+        return out
+
+    def starts(self, first, count):
+        idx = self.indices(first, count)
+        return idx * self.block_size if self.start_table is None else self.start_table[idx]
+
+    def targets_before(self, first):
+        """Targets scored by the first `first` windows of the order: the exact tokens trained on so far."""
+        epochs, rest = divmod(first, self.n_windows)
+        if self.target_table is None:
+            return first * self.block_size
+        return epochs * self.targets_per_epoch + int(self.target_table[self.indices(epochs * self.n_windows, rest)].sum())
+
+
+def iteration_plan(batch_size, gradient_accumulation_steps, max_tokens, max_iters, order):
     """How many optimizer steps a run takes and what each reads. The budget is max_iters steps if > 0, else
-    max_tokens tokens if > 0, else one epoch of the training split (the last partial step dropped).
-    Raises ValueError with a user-facing sentence when the budget or the split cannot work."""
+    max_tokens training tokens (targets) if > 0, else one epoch of the training split (the last partial step
+    dropped). Raises ValueError with a user-facing sentence when the budget or the split cannot work."""
     windows_per_iter = batch_size * gradient_accumulation_steps
-    tokens_per_iter = windows_per_iter * block_size
-    n_windows = num_windows(train_tokens, block_size)
-    if n_windows < windows_per_iter:
-        raise ValueError(f"the train split holds {n_windows} windows of block_size+1 tokens, fewer than one "
+    if order.n_windows < windows_per_iter:
+        raise ValueError(f"the train split holds {order.n_windows} windows of block_size+1 tokens, fewer than one "
                          f"optimizer step needs (batch_size x gradient_accumulation_steps = {windows_per_iter})")
+    targets_per_iter = windows_per_iter * order.targets_per_epoch / order.n_windows  # exact for 'stride'
     if max_iters > 0:
         total_iters = max_iters
     elif max_tokens > 0:
-        total_iters = max_tokens // tokens_per_iter
+        total_iters = int(max_tokens // targets_per_iter)
         if total_iters == 0:
-            raise ValueError(f"max_tokens={max_tokens} is less than one optimizer step ({tokens_per_iter} tokens)")
+            raise ValueError(f"max_tokens={max_tokens} is less than one optimizer step ({targets_per_iter:.0f} tokens)")
     else:
-        total_iters = n_windows // windows_per_iter
-    return {"total_iters": total_iters, "windows_per_iter": windows_per_iter, "tokens_per_iter": tokens_per_iter,
-            "n_windows": n_windows, "tokens": total_iters * tokens_per_iter,
-            "epochs": total_iters * windows_per_iter / n_windows}
+        total_iters = order.n_windows // windows_per_iter
+    return {"total_iters": total_iters, "windows_per_iter": windows_per_iter,
+            "tokens_per_iter": windows_per_iter * order.block_size, "n_windows": order.n_windows,
+            "tokens": order.targets_before(total_iters * windows_per_iter),
+            "epochs": total_iters * windows_per_iter / order.n_windows}

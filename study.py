@@ -30,7 +30,7 @@ import time
 
 import power_law
 from configurator import config_keys, configure, fail, lines_of
-from dataset import iteration_plan, load_dataset, read_json, write_json_atomic
+from dataset import TrainOrder, iteration_plan, load_dataset, read_json, write_json_atomic
 from plots import write_outputs
 from report import fmt_duration, perplexity_path, sample_records, write_report
 from script_runs import Timings, estimate_plan, pass_stop_signals_on, run_script, train_all
@@ -117,7 +117,7 @@ def parse_runs(text):
 
 
 
-def resolve_run(spec, cfg, data_path, vocab_size, train_tokens):
+def resolve_run(spec, cfg, data_path, vocab_size, dataset):
     """The run's full training config (as train.py will see it), its size, budget and command line."""
     # imported here, not at the top: torch takes seconds, and --help or a bad study config should not wait for it
     import torch
@@ -142,7 +142,7 @@ def resolve_run(spec, cfg, data_path, vocab_size, train_tokens):
     except (ValueError, TypeError, AssertionError) as e:
         fail(f"run {spec['name']}: cannot build the model: {e}")
     try:
-        tokens = planned_tokens(tcfg, train_tokens)
+        tokens = planned_tokens(tcfg, dataset)
     except ValueError as e:  # a budget or a split that cannot work, said in a sentence
         fail(f"run {spec['name']}: {e}")
     return {**spec, "run_dir": run_dir, "script": script, "argv": argv, "train_config": tcfg,
@@ -151,16 +151,20 @@ def resolve_run(spec, cfg, data_path, vocab_size, train_tokens):
             "flops_per_token": model.flops_per_token(), "tokens": tokens}
 
 
-def planned_tokens(tcfg, train_tokens):
-    """The tokens a run will train on, by train.py's own rule (dataset.iteration_plan). Before the dataset exists
-    (a dry run) the size of the train split is unknown (train_tokens 0): a budget in steps or tokens does not
-    depend on it, so it is planned on the smallest split one step accepts; one epoch is unknown and shown as 0."""
-    if not train_tokens:
+def planned_tokens(tcfg, dataset):
+    """The tokens a run will train on, by train.py's own rule (dataset.iteration_plan on its TrainOrder). Before
+    the dataset exists (a dry run, dataset None) a budget in steps or tokens is planned on the smallest split one
+    step accepts, in stride order; one epoch is unknown and shown as 0."""
+    windows_per_iter = tcfg["batch_size"] * tcfg["gradient_accumulation_steps"]
+    if dataset is None:
         if tcfg["max_iters"] <= 0 and tcfg["max_tokens"] <= 0:
             return 0
-        train_tokens = tcfg["batch_size"] * tcfg["gradient_accumulation_steps"] * tcfg["block_size"] + 1
-    return iteration_plan(tcfg["batch_size"], tcfg["block_size"], tcfg["gradient_accumulation_steps"],
-                          tcfg["max_tokens"], tcfg["max_iters"], train_tokens)["tokens"]
+        order = TrainOrder(None, tcfg["block_size"], tcfg["data_seed"], n_windows=windows_per_iter)
+    else:
+        order = TrainOrder(dataset.split("train"), tcfg["block_size"], tcfg["data_seed"], tcfg["data_order"],
+                           dataset.eot_id)
+    return iteration_plan(tcfg["batch_size"], tcfg["gradient_accumulation_steps"], tcfg["max_tokens"],
+                          tcfg["max_iters"], order)["tokens"]
 
 
 def print_plan(plan, vocab_known):
@@ -296,9 +300,9 @@ def main(argv=None):
 
     def plan_runs():
         if not have_data:  # a dry run before prepare.py: a vocabulary of 128 and an unknown epoch
-            return [resolve_run(s, cfg, data_path, 128, 0) for s in specs]
+            return [resolve_run(s, cfg, data_path, 128, None) for s in specs]
         ds = load_dataset(data_path)
-        return [resolve_run(s, cfg, data_path, ds.vocab_size, ds.split_stats("train")["tokens"]) for s in specs]
+        return [resolve_run(s, cfg, data_path, ds.vocab_size, ds) for s in specs]
 
     if cfg["dry_run"]:
         print_plan(plan_runs(), have_data)
@@ -314,6 +318,8 @@ def main(argv=None):
     if cfg["dataset_input"] and not have_data and not any(c in cfg["dataset_input"] for c in "*?[") \
             and not os.path.exists(cfg["dataset_input"]):
         fail(f"dataset_input {cfg['dataset_input']} does not exist")
+    if os.path.exists(out) and not os.path.isdir(out):
+        fail(f"out_dir {out} is a file, not a folder")
     os.makedirs(out, exist_ok=True)
     pass_stop_signals_on()
     timings = Timings(os.path.join(out, "timings.json"))

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from checkpoint import claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
 from configurator import config_keys, configure, fail
-from dataset import bits_per_char, iteration_plan, load_dataset, write_json_atomic
+from dataset import TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
 from hardware import device_name, lookup_peak_flops, peak_memory_bytes, setup_device, synchronize
 from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_from_config
 from windows import Tokens, TrainBatches, exact_loss, spread_windows, windows_loss
@@ -62,6 +62,7 @@ wandb_project = 'music-scaling-laws'
 wandb_run_name = ''        # '' -> the name of out_dir
 # data and budget
 data_seed = 1337           # the window order; keep it fixed across a study
+data_order = 'stride'      # 'stride': windows at stride block_size; 'tunes': each window starts at a tune (dataset.py)
 batch_size = 32            # sequences per micro-step (per DDP rank)
 block_size = 256
 gradient_accumulation_steps = 1   # micro-steps per optimizer step, summed over all DDP ranks
@@ -93,7 +94,7 @@ peak_flops = 0.0           # the device's peak FLOP/s for MFU; 0 = look the GPU 
 # -----------------------------------------------------------------------------
 
 # keys that change the trained result; a resumed run must keep them
-RESUME_MUST_MATCH = ("model_type", "n_layer", "n_head", "n_embd", "dropout", "bias", "data_seed",
+RESUME_MUST_MATCH = ("model_type", "n_layer", "n_head", "n_embd", "dropout", "bias", "data_seed", "data_order",
                      "batch_size", "block_size", "gradient_accumulation_steps", "max_tokens", "max_iters",
                      "learning_rate", "min_lr", "warmup_iters", "weight_decay", "beta1", "beta2",
                      "grad_clip", "seed")
@@ -315,8 +316,8 @@ def main(argv=None, **defaults):
             fail(f"block_size {c.block_size} is larger than the {split} split of {c.data_dir} "
                  f"({len(data.split(split))} tokens)")
     try:
-        plan = iteration_plan(c.batch_size, c.block_size, c.gradient_accumulation_steps, c.max_tokens, c.max_iters,
-                              len(data.split("train")))
+        order = TrainOrder(data.split("train"), c.block_size, c.data_seed, c.data_order, data.eot_id)
+        plan = iteration_plan(c.batch_size, c.gradient_accumulation_steps, c.max_tokens, c.max_iters, order)
     except ValueError as e:
         fail(f"{c.data_dir}: {e}")
     total_iters, tokens_per_iter = plan["total_iters"], plan["tokens_per_iter"]
@@ -355,8 +356,8 @@ def main(argv=None, **defaults):
 
     # the splits on the device, the window order, the fixed validation windows
     train_tokens, val_tokens = Tokens(data.split("train"), dev), Tokens(data.split("val"), dev)
-    batches = TrainBatches(train_tokens, plan["n_windows"], c.block_size, c.batch_size, plan["windows_per_iter"],
-                           c.data_seed, rank, world_size)
+    batches = TrainBatches(train_tokens, order, c.batch_size, plan["windows_per_iter"], rank, world_size)
+    tokens_at = lambda it: order.targets_before(it * plan["windows_per_iter"])  # noqa: E731 (targets trained)
     estimate_windows = spread_windows(val_tokens.n, c.block_size, c.eval_iters * c.batch_size)
 
     def estimate(tokens, starts):  # mean loss of the uncompiled model: no second compilation for eval mode
@@ -372,8 +373,8 @@ def main(argv=None, **defaults):
         print(f"{c.model_type}: {raw_model.num_params():,} parameters "
               f"({raw_model.num_params(non_embedding=True):,} non-embedding), vocab {data.vocab_size}, "
               f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, {world_size} rank(s)")
-        print(f"{total_iters} iterations x {tokens_per_iter:,} tokens = {plan['tokens']:,} tokens, "
-              f"{plan['epochs']:.4f} epochs of {plan['n_windows'] * c.block_size:,}")
+        print(f"{total_iters} iterations x {plan['windows_per_iter']} windows of {c.block_size} ({c.data_order} order) "
+              f"= {plan['tokens']:,} training tokens, {plan['epochs']:.4f} epochs of {order.targets_per_epoch:,}")
         if plan["epochs"] > 1:
             print(f"note: the budget is more than one epoch ({plan['epochs']:.3f}); later epochs reuse the windows "
                   f"in new orders")
@@ -385,7 +386,8 @@ def main(argv=None, **defaults):
     log = (lambda entry: append_log(log_path, entry, wandb)) if master else (lambda entry: None)
 
     def checkpoint():
-        progress.update(iter_num=iter_num, wall_time_s=wall_before + time.time() - t_start)
+        progress.update(iter_num=iter_num, tokens_seen=tokens_at(iter_num),
+                        wall_time_s=wall_before + time.time() - t_start)
         save_checkpoint(ckpt_path, raw_model, optimizer, scaler, cfg, model_args, plan, progress,
                         {**data.meta, **prints}, device_type, ddp)
 
@@ -416,7 +418,7 @@ def main(argv=None, **defaults):
                     val_loss = estimate(val_tokens, estimate_windows)
                     if master:
                         pbar.write(f"iter {iter_num}: val loss {val_loss:.4f}")
-                    log({"iter": iter_num, "tokens": iter_num * tokens_per_iter,
+                    log({"iter": iter_num, "tokens": tokens_at(iter_num),
                          "lr": lr_at(iter_num, total_iters, c.learning_rate, c.min_lr, c.warmup_iters),
                          "train_loss": None if loss is None else loss.item(), "val_loss": val_loss,
                          "tokens_per_s": None, "mfu": None, "peak_mem_bytes": peak_memory_bytes(device_type)})
@@ -450,7 +452,7 @@ def main(argv=None, **defaults):
                 mfu = flops_per_token * tokens_per_s / (peak * world_size) if peak and tokens_per_s else None
                 if master:
                     pbar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s or 0:,.0f}")
-                log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "lr": lr, "train_loss": last_loss,
+                log({"iter": iter_num, "tokens": tokens_at(iter_num), "lr": lr, "train_loss": last_loss,
                      "tokens_per_s": tokens_per_s, "mfu": mfu, "peak_mem_bytes": peak_memory_bytes(device_type)})
                 interval_tokens = 0
                 if c.ckpt_interval_s > 0:  # rank 0's clock decides, so every rank checkpoints at the same step

@@ -54,37 +54,43 @@ class Tokens:
 
 
 class TrainBatches:
-    """Micro-batches of the training split in the global window order of dataset.window_starts: optimizer step
+    """Micro-batches of the training split in the global window order of a dataset.TrainOrder: optimizer step
     `it` reads windows [it*W, (it+1)*W) of the order, micro-step m of rank r slot m * world_size + r of them.
-    The order of an epoch is uploaded once; a batch is then a slice of it and one gather."""
+    The order of an epoch (and, for tune-aligned windows, the table of window starts and target counts) is
+    uploaded once; a batch is then a slice, a lookup and one gather."""
 
-    def __init__(self, tokens, n_windows, block_size, batch_size, windows_per_iter, data_seed, rank=0, world_size=1):
-        self.tokens, self.n_windows, self.block_size = tokens, n_windows, block_size
-        self.batch_size, self.windows_per_iter, self.data_seed = batch_size, windows_per_iter, data_seed
+    def __init__(self, tokens, order, batch_size, windows_per_iter, rank=0, world_size=1):
+        self.tokens, self.order, self.block_size = tokens, order, order.block_size
+        self.batch_size, self.windows_per_iter = batch_size, windows_per_iter
         self.rank, self.world_size = rank, world_size
-        self._orders = {}
+        device = tokens.device
+        self.start_table = None if order.start_table is None else torch.from_numpy(order.start_table).to(device)
+        self.target_table = None if order.target_table is None else torch.from_numpy(order.target_table).to(device)
+        self._epochs = {}
 
-    def _order(self, epoch):
-        if epoch not in self._orders:
-            self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}  # keep at most two epochs
-            order = epoch_order(self.n_windows, self.data_seed, epoch)
-            self._orders[epoch] = torch.from_numpy(order * self.block_size).to(self.tokens.device)
-        return self._orders[epoch]
+    def _epoch(self, epoch):
+        if epoch not in self._epochs:
+            self._epochs = {e: o for e, o in self._epochs.items() if e >= epoch - 1}  # keep at most two epochs
+            order = epoch_order(self.order.n_windows, self.order.data_seed, epoch)
+            self._epochs[epoch] = torch.from_numpy(order.astype(np.int64)).to(self.tokens.device)
+        return self._epochs[epoch]
 
-    def starts(self, first, count):
-        """Token offsets of windows first .. first+count-1 of the order, on the device."""
+    def indices(self, first, count):
+        """Indices of windows first .. first+count-1 of the order, on the device."""
         parts = []
         while count > 0:
-            epoch, offset = divmod(first, self.n_windows)
-            take = min(count, self.n_windows - offset)
-            parts.append(self._order(epoch)[offset:offset + take])
+            epoch, offset = divmod(first, self.order.n_windows)
+            take = min(count, self.order.n_windows - offset)
+            parts.append(self._epoch(epoch)[offset:offset + take])
             first, count = first + take, count - take
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def micro_batch(self, it, micro):
         slot = micro * self.world_size + self.rank
-        first = it * self.windows_per_iter + slot * self.batch_size
-        return self.tokens.windows(self.starts(first, self.batch_size), self.block_size)
+        idx = self.indices(it * self.windows_per_iter + slot * self.batch_size, self.batch_size)
+        if self.start_table is None:
+            return self.tokens.windows(idx * self.block_size, self.block_size)
+        return self.tokens.windows(self.start_table[idx], self.block_size, self.target_table[idx])
 
 
 # ----------------------------------------------------------------------------- evaluation windows

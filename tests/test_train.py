@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import train
-from dataset import window_starts
+from dataset import TrainOrder, iteration_plan, tune_windows, window_starts
 from windows import Tokens, TrainBatches, exact_windows, spread_windows
 from configurator import configure
 from model import load_checkpoint
@@ -151,13 +151,47 @@ def test_device_batches_are_exactly_the_windows_of_the_order(dtype):
     windows_per_iter = batch * accum
     tokens = Tokens(data)
     for rank in range(world):
-        batches = TrainBatches(tokens, n_windows, block, batch, windows_per_iter, seed, rank, world)
+        batches = TrainBatches(tokens, TrainOrder(data, block, seed), batch, windows_per_iter, rank, world)
         for it in range(12):  # 12 steps x 8 windows > 62 windows: crosses into the second epoch
             for micro in range(accum // world):
                 x, y = batches.micro_batch(it, micro)
                 first = it * windows_per_iter + (micro * world + rank) * batch
                 rx, ry = reference_batch(data, window_starts(first, batch, n_windows, block, seed), block)
                 assert torch.equal(x, rx) and torch.equal(y, ry)
+
+
+def test_tune_aligned_windows_start_at_tunes_and_score_every_token_once():
+    """data_order='tunes': every window but the split's first starts at an end-of-tune token, holds whole tunes
+    where they fit, and over an epoch every token but the first is a target exactly once; the device batches
+    mask exactly the positions after a window's targets."""
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(5, 60, 80)  # tunes shorter and longer than the block
+    ids = np.concatenate([np.append(rng.integers(2, 90, n), 0) for n in lengths]).astype(np.uint16)  # EOT = 0
+    block = 32
+    starts, targets = tune_windows(ids, 0, block)
+    assert starts[0] == 0 and all((ids[starts[1:]] == 0) | (np.diff(starts) == block))  # or a long tune goes on
+    assert all(ids[s + t] == 0 or t == block for s, t in zip(starts, targets))  # ends at a tune's end if it can
+    covered = np.concatenate([np.arange(s + 1, s + t + 1) for s, t in zip(starts, targets)])
+    assert covered.tolist() == list(range(1, len(ids)))  # every target once, in order
+    order = TrainOrder(ids, block, 5, "tunes", 0)
+    plan = iteration_plan(4, 1, 0, 0, order)  # one epoch
+    assert plan["total_iters"] == len(starts) // 4
+    assert plan["tokens"] == order.targets_before(plan["total_iters"] * 4) <= len(ids) - 1
+    assert order.targets_before(len(starts)) == len(ids) - 1
+    batches = TrainBatches(Tokens(ids), order, 4, 4)
+    x, y = batches.micro_batch(2, 0)
+    for row, w in enumerate(order.indices(8, 4)):
+        s, t = starts[w], targets[w]
+        assert x[row, :t].tolist() == ids[s:s + t].tolist() and y[row, :t].tolist() == ids[s + 1:s + t + 1].tolist()
+        assert (y[row, t:] == -1).all()
+
+
+def test_tune_aligned_training_runs_and_plans_its_exact_token_count(char_dataset, tmp_path):
+    res = run(char_dataset, tmp_path, "--data_order=tunes", "--max_iters=6", "--eval_interval=0")
+    order = TrainOrder(np.memmap(char_dataset / "train.bin", dtype=np.uint16, mode="r"), 32, 1337, "tunes",
+                       json.loads((char_dataset / "meta.json").read_text())["eot_id"])
+    assert res["tokens_trained"] == order.targets_before(6 * 8) < 6 * 8 * 32  # the unscored tails are not counted
+    assert read_log(tmp_path)[-1]["tokens"] == res["tokens_trained"]
 
 
 def test_exact_windows_score_each_target_once_and_spread_windows_are_full():
