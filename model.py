@@ -9,7 +9,8 @@ head tied to the embedding.
 Both share:
   forward(idx, targets=None) -> (logits for ALL positions (B, T, vocab), mean cross-entropy or None)
   num_params(non_embedding=False), flops_per_token(), config.block_size,
-  init_state(batch_size, device) -> state, step(idx, state) -> (logits, state)   # incremental decoding
+  init_state(batch_size, device) -> state, step(idx, state) -> (logits, state),   # incremental decoding,
+  reset_rows(state, rows, idx), select_rows(state, rows) -> state                 # rows independent
 plus load_checkpoint(path) and configure_optimizer(model, ...) used by train.py, bench.py and sample.py.
 """
 
@@ -66,20 +67,15 @@ class CausalSelfAttention(nn.Module):
                                            is_causal=True)
         return self._merge(y)
 
-    def step(self, x, k_cache, v_cache, pos):
-        """Attend the t new positions x (B, t, C) at absolute positions pos..pos+t-1 to the cache,
-        after writing their keys/values into it."""
+    def step(self, x, k_cache, v_cache, positions, mask):
+        """Attend the t new tokens x (B, t, C), at per-row positions (B, t), to the cache after writing their
+        keys/values into it; mask (B, 1, t, width) says which of the first width cached positions each sees."""
         q, k, v = self._heads(x)
-        t = x.size(1)
-        k_cache[:, :, pos:pos + t] = k
-        v_cache[:, :, pos:pos + t] = v
-        keys, values = k_cache[:, :, :pos + t], v_cache[:, :, :pos + t]
-        if t == 1:
-            mask = None  # a single new token may see everything cached
-        else:
-            # new token i (absolute pos+i) sees cached positions 0..pos+i
-            mask = torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(diagonal=pos)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        index = positions[:, None, :, None].expand_as(k)
+        k_cache.scatter_(2, index, k)
+        v_cache.scatter_(2, index, v)
+        width = mask.size(-1)  # the cache up to the furthest row's position, no further
+        y = F.scaled_dot_product_attention(q, k_cache[:, :, :width], v_cache[:, :, :width], attn_mask=mask)
         return self._merge(y)
 
 
@@ -109,8 +105,8 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
-    def step(self, x, k_cache, v_cache, pos):
-        x = x + self.attn.step(self.ln_1(x), k_cache, v_cache, pos)
+    def step(self, x, k_cache, v_cache, positions, mask):
+        x = x + self.attn.step(self.ln_1(x), k_cache, v_cache, positions, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -177,7 +173,9 @@ class GPT(nn.Module):
         logits = self.lm_head(self.transformer.ln_f(x))
         return logits, _loss(logits, targets)
 
-    # incremental decoding: state = {"k": [per layer (B, nh, block_size, hs)], "v": [...], "pos": int}
+    # incremental decoding: state = {"k", "v": per layer (B, nh, block_size, hs) caches preallocated once,
+    # "pos": (B,) positions cached per row, "filled": the same as host ints (checked without waiting for the device)}.
+    # Rows are independent: each goes on at its own position, and reset_rows restarts some of them.
     def init_state(self, batch_size, device):
         c = self.config
         param = self.transformer.wte.weight
@@ -185,20 +183,44 @@ class GPT(nn.Module):
         return {
             "k": [torch.zeros(shape, dtype=param.dtype, device=device) for _ in range(c.n_layer)],
             "v": [torch.zeros(shape, dtype=param.dtype, device=device) for _ in range(c.n_layer)],
-            "pos": 0,
+            "pos": torch.zeros(batch_size, dtype=torch.long, device=device),
+            "filled": [0] * batch_size,
         }
 
     def step(self, idx, state):
-        t, pos = idx.size(1), state["pos"]
-        if pos + t > self.config.block_size:
-            raise ValueError(f"KV cache full: {pos} cached + {t} new positions > block_size "
-                             f"{self.config.block_size}; re-prefill the last tokens into a fresh state")
-        positions = torch.arange(pos, pos + t, dtype=torch.long, device=idx.device)
+        """Logits (B, t, vocab) after each of t new tokens per row, each row going on from its own position."""
+        t = idx.size(1)
+        width = max(state["filled"], default=0) + t  # the furthest row's end
+        if width > self.config.block_size:
+            raise ValueError(f"KV cache full: {width - t} cached + {t} new positions > block_size "
+                             f"{self.config.block_size}; re-prefill the last tokens into a fresh state (reset_rows)")
+        positions = state["pos"][:, None] + torch.arange(t, device=idx.device)
+        # a new token sees the cached positions up to its own; a reset row's stale entries lie beyond it
+        mask = positions[:, None, :, None] >= torch.arange(width, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(positions))
         for block, k_cache, v_cache in zip(self.transformer.h, state["k"], state["v"]):
-            x = block.step(x, k_cache, v_cache, pos)
-        state["pos"] = pos + t
+            x = block.step(x, k_cache, v_cache, positions, mask)
+        state["pos"] += t
+        state["filled"] = [n + t for n in state["filled"]]
         return self.lm_head(self.transformer.ln_f(x)), state
+
+    def reset_rows(self, state, rows, idx):
+        """Restart the rows (host ints) of state from an empty cache on idx (len(rows), t), t >= 0."""
+        index = to_device(rows, idx.device)
+        fresh = self.init_state(len(rows), idx.device)
+        if idx.size(1):
+            self.step(idx, fresh)
+        for cache, part in zip(state["k"] + state["v"], fresh["k"] + fresh["v"]):
+            cache.index_copy_(0, index, part)
+        state["pos"].index_fill_(0, index, idx.size(1))
+        for row in rows:
+            state["filled"][row] = idx.size(1)
+
+    def select_rows(self, state, rows):
+        """The state of only the rows (host ints), in that order."""
+        index = to_device(rows, state["pos"].device)
+        return {"k": [k[index] for k in state["k"]], "v": [v[index] for v in state["v"]],
+                "pos": state["pos"][index], "filled": [state["filled"][row] for row in rows]}
 
 
 # -----------------------------------------------------------------------------
@@ -276,11 +298,34 @@ class LSTM(nn.Module):
     def step(self, idx, state):
         return self._run(idx, state)
 
+    def reset_rows(self, state, rows, idx):
+        """Restart the rows (host ints) of state from a zero state on idx (len(rows), t), t >= 0."""
+        index = to_device(rows, idx.device)
+        fresh = self.init_state(len(rows), idx.device)
+        if idx.size(1):
+            _, fresh = self._run(idx, fresh)
+        for old, new in zip(state, fresh):
+            old.index_copy_(1, index, new)
+
+    def select_rows(self, state, rows):
+        """The state of only the rows (host ints), in that order."""
+        index = to_device(rows, state[0].device)
+        return tuple(s[:, index] for s in state)
+
 
 # -----------------------------------------------------------------------------
 # shared helpers
 
 MODEL_CLASSES = {"gpt": GPT, "lstm": LSTM}
+
+
+def to_device(data, device):
+    """Host data (a tensor, or ints as a LongTensor) on device, without making the host wait for the device
+    (a copy from pinned memory), so that decoding can plan rows on the host while the device works."""
+    data = data if isinstance(data, torch.Tensor) else torch.tensor(data, dtype=torch.long)
+    if torch.device(device).type == "cuda":
+        return data.pin_memory().to(device, non_blocking=True)
+    return data.to(device)
 
 
 def _loss(logits, targets):

@@ -5,17 +5,24 @@ Generate ABC tunes from a trained run (GPT or LSTM) and make them playable.
     python sample.py --run out/gpt_tiny --out samples --prompt "X:1\\nM:6/8\\nL:1/8\\nK:D\\n" --temperature 0.8
 
 Every sample starts after an end-of-tune token, i.e. where a fresh tune starts in the training data,
-with "X:1\n" (the first line of every training tune) unless the prompt has its own X: line; a
+with "X:1\n" (the first line of every training tune) unless the prompt has its own X: line, or there is
+no prompt and the run was trained with data_order='tunes' (it learned to write that line itself); a
 prompt (--prompt, where a literal \\n is a line break, or --prompt_file) continues from there. Generation
 stops at the next end-of-tune token or after --max_new_tokens. Each sample is written as a complete tune
 (missing X:, M:, L:, K: headers are added and the record says which), with samples.jsonl holding one
 record per sample. --midi/--wav/--svg convert with abc2midi, fluidsynth and abcm2ps; those tools exit 0
 on garbage, so each conversion is judged by the file it writes, and a failed one is recorded, not dropped.
 
-Decoding is incremental: a KV cache for GPT, the carried (h, c) state for LSTM. A GPT cache holds at
-most block_size positions (learned absolute positions cannot be shifted), so when it is full the window
-slides: the last block_size // 2 tokens are re-read into a fresh cache. --no_cache recomputes the full
-forward pass over exactly the same window at every step (a reference for tests and the benchmark).
+Tunes are decoded together, --batch_size at a time (default: all of them, as many as --batch_memory
+allows), each row of the batch with its own prompt, length and end of tune: a finished row takes the next
+waiting tune, or leaves the batch. Decoding is incremental: a preallocated KV cache for GPT, the carried
+(h, c) state for LSTM, both batched. A GPT cache holds at most block_size positions (learned absolute
+positions cannot be shifted), so when a row's window is full it slides: the row's last block_size // 2
+tokens are re-read into its fresh cache. --no_cache recomputes the full forward pass over exactly the same
+windows at every step (a reference for tests and the benchmark). Sampling runs on the device for the
+whole batch; the host looks at the tokens only every ROUND tokens. Tune i draws from its own generator,
+seeded --seed + i - 1, so a tune is the same whatever the batch size (up to float rounding, which a
+batched matmul may do differently: a near-tie between two tokens can then go the other way).
 
 Settings are the knobs below (configurator.py: a config file, --key=value or --key value, bare --midi).
 """
@@ -32,6 +39,7 @@ from checkpoint import load_run
 from configurator import configure, fail
 from external_tools import abc_to_midi, abc_to_svg, midi_to_wav
 from hardware import resolve_device
+from model import to_device
 
 # -----------------------------------------------------------------------------
 run = ""            # run folder (with ckpt.pt) or a ckpt.pt file (required)
@@ -41,7 +49,9 @@ max_new_tokens = 1024
 temperature = 1.0   # 0 = greedy
 top_k = 0           # 0 = off
 top_p = 1.0         # 1.0 = off (nucleus sampling keeps the smallest set with this much probability)
-seed = 1337         # sample i uses seed + i, so any one sample can be regenerated alone
+seed = 1337         # sample i (from 1) uses seed + i - 1, whatever the batch, so any one can be regenerated alone
+batch_size = 0      # tunes decoded together; 0 = all of them, as many as batch_memory allows
+batch_memory = 4.0  # GiB of per-tune decoding state (the GPT KV cache) that batch_size 0 may fill
 prompt = ""         # start of the tune, e.g. 'X:1\nM:6/8\nK:D\n' (a literal \n is a line break)
 prompt_file = ""    # or a file whose text starts the tune
 midi = False        # convert each sample with abc2midi
@@ -53,8 +63,8 @@ silence_peak = 1e-3  # a WAV whose peak is below this share of full scale is sil
 tool_timeout = 60.0  # seconds per external conversion
 device = "auto"     # auto = cuda > mps > cpu
 data_dir = ""       # dataset folder, if not the one the run recorded
-# CPU threads for decoding. One token at a time is latency-bound: extra intra-op threads buy little, and on
-# a busy 2-core machine 2 threads were 45x slower than 1 (10 vs 455 tokens/s, gpt_tiny). 0 = torch's default.
+# CPU threads for decoding. A token step is latency-bound: extra intra-op threads buy little, and on a busy
+# 2-core machine 2 threads were 45x slower than 1 (10 vs 455 tokens/s, gpt_tiny, one tune). 0 = torch's default.
 threads = 1
 no_cache = False    # recompute the full window every token (slow; tests and benchmarks)
 ignore_eot = False  # do not stop at the end of a tune (benchmarks)
@@ -64,92 +74,164 @@ SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/def
 
 # ----------------------------------------------------------------------------- decoding
 
-def sample_next_token(logits, temperature, top_k, top_p, generator):
-    """One token id from logits (vocab,): greedy at temperature 0, else top-k / top-p filtered sampling."""
+ROUND = 16  # tokens decoded between two looks from the host (end-of-tune checks, retiring and starting tunes)
+
+
+def pick_tokens(logits, temperature, top_k, top_p, noise):
+    """Next token per row from logits (B, vocab): greedy at temperature 0, else top-k / top-p filtered sampling
+    driven by noise (B, vocab), Exp(1) draws of each row's generator: argmax(p / noise) is how torch.multinomial
+    draws one sample, so a seed gives the tune it gave when sample.py drew with multinomial, one tune at a time."""
     if temperature == 0:
-        return int(torch.argmax(logits))
+        return logits.argmax(dim=-1)
     logits = logits.float() / temperature
-    if top_k and top_k < logits.numel():
-        kth = torch.topk(logits, top_k).values[-1]
+    if top_k and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True)
         # drop a token when the tokens ranked above it already reach top_p (the first token always stays)
         drop = torch.cumsum(sorted_probs, dim=-1) - sorted_probs >= top_p
-        probs = probs.scatter(0, order, sorted_probs.masked_fill(drop, 0.0))
-        probs = probs / probs.sum()
-    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+        probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return (probs / noise).argmax(dim=-1)
 
 
 class Decoder:
-    """Next-token logits for a growing token sequence, incrementally (cache/state) or by full recomputation.
+    """Next-token logits for rows of growing token sequences, buf[row, :length[row]] on the device, all rows in
+    one batch: incrementally (a model state whose rows restart independently) or by full recomputation.
 
-    Both ways condition on the same tokens: for GPT the window tokens[start:], where start jumps so that
-    only the last block_size // 2 tokens remain whenever the window would exceed block_size; for LSTM the
-    whole sequence.
+    Both ways condition on the same tokens: for GPT the window buf[row, start:length], where start jumps so
+    that only the last block_size // 2 tokens remain whenever the window would exceed block_size; for LSTM the
+    whole sequence. Positions are host ints (every row grows by one token a step whatever it samples), so
+    slides and refills are planned on the host without waiting for the device.
     """
 
-    def __init__(self, model, device, use_cache=True):
+    def __init__(self, model, rows, width, device, use_cache=True):
         self.model, self.device, self.use_cache = model, device, use_cache
         self.is_gpt = model.model_type == "gpt"
         self.block_size = model.config.block_size
         self.keep = max(1, self.block_size // 2)
-        self.tokens, self.start, self.state = [], 0, None
+        self.buf = torch.zeros(rows, width, dtype=torch.long, device=device)
+        self.lengths = torch.zeros(rows, dtype=torch.long, device=device)  # = self.length, for writes on the device
+        self.length, self.start = [0] * rows, [0] * rows
+        self.stale = set()  # rows whose state must be re-read from their window
+        self.state = model.init_state(rows, device) if use_cache else None
         self.reprefills = 0
 
-    def _forward(self, ids):
-        return self.model(torch.tensor([ids], dtype=torch.long, device=self.device))[0][0, -1]
+    def put(self, row, ids):
+        """Start a new sequence (a prompt) in a row."""
+        self.buf[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        self.lengths[row] = self.length[row] = len(ids)
+        self.start[row] = max(0, len(ids) - self.block_size) if self.is_gpt else 0
+        self.stale.add(row)
 
-    def _step(self, ids):
-        logits, self.state = self.model.step(torch.tensor([ids], dtype=torch.long, device=self.device), self.state)
-        return logits[0, -1]
+    def keep_rows(self, rows):
+        """Go on with only these rows (host ints), in this order."""
+        index = to_device(rows, self.device)
+        self.buf, self.lengths = self.buf[index], self.lengths[index]
+        self.length, self.start = [self.length[r] for r in rows], [self.start[r] for r in rows]
+        self.stale = {i for i, r in enumerate(rows) if r in self.stale}
+        if self.use_cache:
+            self.state = self.model.select_rows(self.state, rows)
 
-    def prefill(self, ids):
-        """Start from a prompt; returns the logits for the token after it."""
-        self.tokens = list(ids)
-        self.start = max(0, len(self.tokens) - self.block_size) if self.is_gpt else 0
+    def append(self, tokens):
+        """Add one token (B,) to every row."""
+        self.buf.scatter_(1, self.lengths[:, None], tokens[:, None])
+        self.lengths += 1
+        self.length = [n + 1 for n in self.length]
+
+    def _windows(self, rows, stop):
+        """buf[row, start:length - stop] of rows with windows of one width, as a (len(rows), width) tensor."""
+        width = self.length[rows[0]] - stop - self.start[rows[0]]
+        cols = [[self.start[r] + j for j in range(width)] for r in rows]
+        return self.buf[to_device(rows, self.device)[:, None], to_device(cols, self.device)]
+
+    def logits(self):
+        """(rows, vocab) logits for the token after each row's sequence."""
+        for row in range(len(self.length)) if self.is_gpt else ():
+            if self.length[row] - self.start[row] > self.block_size:
+                self.start[row] = self.length[row] - self.keep
+                self.stale.add(row)
+                self.reprefills += 1
         if not self.use_cache:
-            return self._forward(self.tokens[self.start:])
-        self.state = self.model.init_state(1, self.device)
-        return self._step(self.tokens[self.start:])
+            return self._recompute()
+        # a stale row re-reads its window but the last token, which the batched step below reads for every row
+        by_width = {}
+        for row in sorted(self.stale):
+            by_width.setdefault(self.length[row] - 1 - self.start[row], []).append(row)
+        for rows in by_width.values():
+            self.model.reset_rows(self.state, rows, self._windows(rows, stop=1))
+        self.stale.clear()
+        last = self.buf.gather(1, (self.lengths - 1)[:, None])
+        logits, self.state = self.model.step(last, self.state)
+        return logits[:, -1]
 
-    def append(self, token):
-        """Add one token; returns the logits for the token after it."""
-        self.tokens.append(token)
-        slide = self.is_gpt and len(self.tokens) - self.start > self.block_size
-        if slide:
-            self.start = len(self.tokens) - self.keep
-            self.reprefills += 1
-        if not self.use_cache:
-            return self._forward(self.tokens[self.start:])
-        if slide:
-            self.state = self.model.init_state(1, self.device)
-            return self._step(self.tokens[self.start:])
-        return self._step([token])
+    def _recompute(self):
+        # windows of different lengths, right-padded with their last token: the logits at a row's own end see
+        # only its window (causal), read at its own last position
+        self.stale.clear()
+        width = max(n - s for n, s in zip(self.length, self.start))
+        cols = [[min(s + j, n - 1) for j in range(width)] for n, s in zip(self.length, self.start)]
+        windows = self.buf.gather(1, to_device(cols, self.device))
+        last = to_device([n - s - 1 for n, s in zip(self.length, self.start)], self.device)
+        logits = self.model(windows)[0]
+        return logits[torch.arange(len(cols), device=self.device), last]
 
 
 @torch.no_grad()
-def generate(model, prompt_ids, max_new_tokens, eot_id=None, temperature=1.0, top_k=0, top_p=1.0,
-             generator=None, use_cache=True, device="cpu"):
-    """New token ids after prompt_ids, up to and excluding the first eot_id (if given).
+def generate(model, prompts, max_new_tokens, eot_id=None, temperature=1.0, top_k=0, top_p=1.0, seeds=None,
+             use_cache=True, device="cpu", batch_size=0):
+    """Decode one tune per prompt (a list of token ids), batch_size (0 = all) at a time: yields, as each is
+    done, (index, new token ids up to and excluding the first eot_id, ended_with_eot, seconds).
 
-    Returns (new_ids, ended_with_eot).
+    A finished tune's row takes the next waiting prompt (or is dropped when none waits). Tune i samples with a
+    torch.Generator seeded seeds[i], one draw per token, so it is the same tune whatever the batch.
+    `seconds` is the tune's share of the decoding time: each round's time split evenly over its rows.
     """
-    if not prompt_ids:
+    if not all(prompts):
         raise ValueError("generation needs at least one prompt token (the end-of-tune token starts a tune)")
-    decoder = Decoder(model, device, use_cache)
-    logits = decoder.prefill(prompt_ids)
-    new_ids = []
-    for _ in range(max_new_tokens):
-        token = sample_next_token(logits, temperature, top_k, top_p, generator)
-        if token == eot_id:
-            return new_ids, True
-        new_ids.append(token)
-        if len(new_ids) == max_new_tokens:
-            break
-        logits = decoder.append(token)
-    return new_ids, False
+    rows = min(batch_size or len(prompts), len(prompts))
+    decoder = Decoder(model, rows, max(map(len, prompts)) + max_new_tokens, device, use_cache)
+    vocab = model.config.vocab_size
+    waiting = list(range(len(prompts)))[::-1]
+    tunes = [None] * rows  # per row: [index, generator, new ids, seconds]
+    while True:
+        for row, tune in enumerate(tunes):  # a freed row takes the next prompt
+            if tune is None and waiting:
+                i = waiting.pop()
+                tunes[row] = [i, torch.Generator().manual_seed(seeds[i]) if seeds else None, [], 0.0]
+                decoder.put(row, prompts[i])
+        if None in tunes:  # nothing left to start: the batch shrinks
+            busy = [row for row, tune in enumerate(tunes) if tune is not None]
+            if not busy:
+                return
+            decoder.keep_rows(busy)
+            tunes = [tunes[row] for row in busy]
+        # no row goes past max_new_tokens, and each draws exactly one noise vector per token it samples
+        steps = min(ROUND, *(max_new_tokens - len(new) for _, _, new, _ in tunes))
+        t0 = time.perf_counter()
+        noise = None
+        if temperature > 0:
+            # CPU generators, as multinomial used before: a seed gives the same tune on any device (up to rounding).
+            # Host work of rows x steps x vocab draws a round: small for chars, maybe a bound for BPE on a GPU
+            noise = torch.stack([torch.empty(steps, vocab).exponential_(generator=g) for _, g, _, _ in tunes])
+            noise = to_device(noise, device)
+        sampled = torch.empty(len(tunes), steps, dtype=torch.long, device=device)
+        for j in range(steps):
+            tokens = pick_tokens(decoder.logits(), temperature, top_k, top_p, None if noise is None else noise[:, j])
+            decoder.append(tokens)
+            sampled[:, j] = tokens
+        sampled = sampled.tolist()  # the one wait for the device per round
+        share = (time.perf_counter() - t0) / len(tunes)
+        for row, (tune, ids) in enumerate(zip(tunes, sampled)):
+            i, _, new, _ = tune
+            tune[3] += share
+            ended = eot_id in ids
+            new.extend(ids[:ids.index(eot_id)] if ended else ids)
+            if ended or len(new) == max_new_tokens:
+                yield i, new, ended, tune[3]
+                tunes[row] = None
 
 
 # ----------------------------------------------------------------------------- command line
@@ -186,12 +268,30 @@ def check_config(cfg):
         fail("--run (a run folder or ckpt.pt) and --out (the folder for the samples) are required")
     if cfg["num_samples"] < 1 or cfg["max_new_tokens"] < 1:
         fail("--num_samples and --max_new_tokens must be at least 1")
+    if cfg["batch_size"] < 0 or cfg["batch_memory"] <= 0:
+        fail("need --batch_size >= 0 (0 = all samples at once) and --batch_memory > 0")
     if cfg["temperature"] < 0 or cfg["top_k"] < 0 or not 0 < cfg["top_p"] <= 1:
         fail("need --temperature >= 0, --top_k >= 0 and 0 < --top_p <= 1")
     if cfg["threads"] < 0:
         fail("--threads must be >= 0")
     if cfg["tool_timeout"] <= 0:
         fail("--tool_timeout must be positive")
+
+
+def state_bytes(state):
+    """Bytes of the tensors in a decoding state (nested dicts, lists and tuples)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        state = list(state.values())
+    return sum(map(state_bytes, state)) if isinstance(state, (list, tuple)) else 0
+
+
+def batch_rows(model, gib):
+    """How many tunes fit gib of decoding memory: a row's state (sized on the meta device, nothing allocated)
+    twice, since a slide re-reads rows into a fresh state before copying it in, plus its sampling noise."""
+    row = 2 * state_bytes(model.init_state(1, "meta")) + 2 * ROUND * model.config.vocab_size * 4
+    return max(1, int(gib * 2**30) // row)
 
 
 def convert(record, abc_path, cfg, sf2):
@@ -233,42 +333,49 @@ def main(argv=None):
     sf2 = find_soundfont(cfg["soundfont"]) if cfg["wav"] else None
 
     model, ckpt, tokenizer, _ = load_run(cfg["run"], cfg["device"], cfg["data_dir"])
-    # prepare.py renumbers every training tune to X:1, so a tune always opens with "X:1\n": writing it
-    # for the model adds no information, and it spares the model its weakest prediction (the token after
-    # an EOT at position 0, a context that training windows, which start anywhere, rarely show).
+    # prepare.py renumbers every training tune to X:1, so a tune always opens with "X:1\n". A model trained
+    # in 'tunes' order saw every tune start right after an EOT and writes that line itself: its unconditional
+    # tunes start from the EOT alone. A 'stride' model's windows start anywhere and rarely show the token
+    # after an EOT at position 0, so it gets the line written for it (it adds no information). A prompt
+    # without its own X: line always gets it, since every training tune has its header before the rest.
     user_prompt = prompt_text
-    if not prompt_text.startswith("X:"):
+    tune_order = ckpt["config"].get("data_order") == "tunes"
+    if not prompt_text.startswith("X:") and (prompt_text or not tune_order):
         prompt_text = abc_text.TUNE_OPENING + prompt_text
     prompt_ids = [tokenizer.eot_id] + tokenizer.encode(prompt_text)
     os.makedirs(cfg["out"], exist_ok=True)
+    n = cfg["num_samples"]
+    rows = min(cfg["batch_size"] or batch_rows(model, cfg["batch_memory"]), n)
     settings = {"run": cfg["run"], "max_new_tokens": cfg["max_new_tokens"], "temperature": cfg["temperature"],
-                "top_k": cfg["top_k"], "top_p": cfg["top_p"], "cache": not cfg["no_cache"], "device": cfg["device"]}
+                "top_k": cfg["top_k"], "top_p": cfg["top_p"], "cache": not cfg["no_cache"], "device": cfg["device"],
+                "batch_size": rows}
     print(f"{ckpt['model_type']} with {model.num_params():,} parameters, {tokenizer.name} tokenizer, "
-          f"block_size {model.config.block_size}, {'full recomputation' if cfg['no_cache'] else 'incremental decoding'}")
+          f"block_size {model.config.block_size}, {'full recomputation' if cfg['no_cache'] else 'incremental decoding'}, "
+          f"{rows} tune{'s' if rows > 1 else ''} at a time")
 
-    records, total_tokens, total_seconds = [], 0, 0.0
-    bar = tqdm(range(1, cfg["num_samples"] + 1), desc="samples", unit="tune")
-    for i in bar:
-        generator = torch.Generator().manual_seed(cfg["seed"] + i - 1)
-        t0 = time.perf_counter()
-        new_ids, ended = generate(model, prompt_ids, cfg["max_new_tokens"],
-                                  eot_id=None if cfg["ignore_eot"] else tokenizer.eot_id,
-                                  temperature=cfg["temperature"], top_k=cfg["top_k"], top_p=cfg["top_p"],
-                                  generator=generator, use_cache=not cfg["no_cache"], device=cfg["device"])
-        seconds = time.perf_counter() - t0
+    records, total_tokens, total_seconds = {}, 0, 0.0
+    bar = tqdm(total=n, desc="samples", unit="tune")
+    tunes = generate(model, [prompt_ids] * n, cfg["max_new_tokens"], eot_id=None if cfg["ignore_eot"] else tokenizer.eot_id,
+                     temperature=cfg["temperature"], top_k=cfg["top_k"], top_p=cfg["top_p"],
+                     seeds=[cfg["seed"] + i for i in range(n)], use_cache=not cfg["no_cache"], device=cfg["device"],
+                     batch_size=rows)
+    for i, new_ids, ended, seconds in tunes:  # in the order they finish
         total_tokens, total_seconds = total_tokens + len(new_ids), total_seconds + seconds
         tune, added = abc_text.complete_headers(prompt_text + tokenizer.decode(new_ids))
-        abc_path = os.path.join(cfg["out"], f"sample_{i:03d}.abc")
+        abc_path = os.path.join(cfg["out"], f"sample_{i + 1:03d}.abc")
         with open(abc_path, "w") as f:
             f.write(tune)
+        # seconds: the tune's share of the batch's decoding time (see generate), so they add up to the wall time
         record = {"file": abc_path, "prompt": user_prompt, "tune_opening": prompt_text[:len(prompt_text) - len(user_prompt)],
                   "headers_added": added, "tokens": len(new_ids),
                   "seconds": seconds, "tokens_per_s": len(new_ids) / seconds if seconds > 0 else None,
-                  "ended_with_eot": ended, "seed": cfg["seed"] + i - 1, **settings}
+                  "ended_with_eot": ended, "seed": cfg["seed"] + i, **settings}
         convert(record, abc_path, cfg, sf2)
-        records.append(record)
+        records[i] = record
+        bar.update()
         bar.set_postfix(tok_s=f"{total_tokens / total_seconds:.0f}" if total_seconds else "-")
     bar.close()
+    records = [records[i] for i in range(n)]
 
     with open(os.path.join(cfg["out"], "samples.jsonl"), "w") as f:
         for record in records:

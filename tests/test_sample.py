@@ -1,8 +1,10 @@
-"""sample.py: incremental decoding equals full recomputation (GPT past block_size, LSTM), sampling filters,
-complete tunes with recorded header completion, conversions recorded per sample."""
+"""sample.py: batched incremental decoding equals full recomputation (GPT past block_size, LSTM), a tune is the same
+whatever the batch and the same as one-at-a-time multinomial sampling gave, rows stop at their own end of tune,
+sampling filters, complete tunes with recorded header completion, conversions recorded per sample."""
 import json
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ sys.path.insert(0, ROOT)
 from abc_text import parse_header  # noqa: E402
 from checkpoint import load_run  # noqa: E402
 import sample  # noqa: E402
-from sample import Decoder, generate, sample_next_token  # noqa: E402
+from sample import Decoder, generate, pick_tokens  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import ONE_THREAD, TINY_BLOCK_SIZE as BLOCK_SIZE, tiny_run  # noqa: E402
@@ -26,85 +28,157 @@ def run(request, run_script, tmp_path_factory, char_dataset):
     return tiny_run(run_script, tmp_path_factory, char_dataset, request.param)
 
 
-def real_tune_ids(tokenizer, data_dir, min_len):
-    """Token ids of the first real test tune with at least min_len tokens (varied, realistic input)."""
+def real_tunes(tokenizer, data_dir, min_len, count):
+    """Token ids of the first count real test tunes with at least min_len tokens (varied, realistic input)."""
     meta = json.loads((data_dir / "meta.json").read_text())
     ids = np.fromfile(data_dir / "test.bin", dtype=meta["dtype"])
-    start = 0
+    tunes, start = [], 0
     for end in np.flatnonzero(ids == tokenizer.eot_id):
         if end - start >= min_len:
-            return ids[start:end].tolist()
+            tunes.append(ids[start:end].tolist())
         start = end + 1
-    pytest.skip("no test tune long enough")
+    if len(tunes) < count:
+        pytest.skip("not enough long test tunes")
+    return tunes[:count]
 
 
-def test_cached_logits_equal_full_recomputation_past_block_size(run, char_dataset):
+def prompts_of_different_lengths(tokenizer):
+    opening = [tokenizer.eot_id] + tokenizer.encode("X:1\nM:6/8\nL:1/8\nK:D\n")
+    # the last one is longer than block_size: its first window already starts inside the prompt
+    return [[tokenizer.eot_id], opening, opening + tokenizer.encode("A|" * BLOCK_SIZE)]
+
+
+def test_batched_cached_logits_equal_full_recomputation_past_block_size(run, char_dataset):
     model, _, tokenizer, _ = load_run(str(run), "cpu")
-    tokens = real_tune_ids(tokenizer, char_dataset, 3 * BLOCK_SIZE)
-    cached, full = Decoder(model, "cpu", use_cache=True), Decoder(model, "cpu", use_cache=False)
+    tunes = real_tunes(tokenizer, char_dataset, 4 * BLOCK_SIZE, 3)
+    cached, full = Decoder(model, 3, 4 * BLOCK_SIZE, "cpu"), Decoder(model, 3, 4 * BLOCK_SIZE, "cpu", use_cache=False)
+    prompts = [[tokenizer.eot_id] + tune[:n] for tune, n in zip(tunes, (0, 5, BLOCK_SIZE + 3))]  # rows out of step
     with torch.no_grad():
-        a, b = cached.prefill([tokenizer.eot_id]), full.prefill([tokenizer.eot_id])
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-        for token in tokens:
-            a, b = cached.append(token), full.append(token)
-            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
-    if model.model_type == "gpt":  # the window slid (cache re-filled) several times on the way
-        assert cached.reprefills >= 2 and cached.start == full.start > 0
+        for decoder in (cached, full):
+            for row, ids in enumerate(prompts):
+                decoder.put(row, ids)
+        for step in range(2 * BLOCK_SIZE):
+            torch.testing.assert_close(cached.logits(), full.logits(), atol=1e-4, rtol=1e-4)
+            tokens = torch.tensor([tune[len(ids) - 1 + step] for tune, ids in zip(tunes, prompts)])
+            cached.append(tokens)
+            full.append(tokens)
+            if step == BLOCK_SIZE:  # a finished row leaves, the others go on where they were
+                for decoder in (cached, full):
+                    decoder.keep_rows([2, 0])
+                tunes, prompts = [tunes[2], tunes[0]], [prompts[2], prompts[0]]
+    if model.model_type == "gpt":  # the rows' windows slid (caches re-filled) on the way, each at its own time
+        assert cached.reprefills >= 4 and cached.start == full.start and len(set(cached.start)) == len(cached.start)
 
 
-def test_greedy_with_cache_equals_greedy_without(run):
+def test_greedy_with_cache_equals_greedy_without_batched_or_not(run):
     model, _, tokenizer, _ = load_run(str(run), "cpu")
+    prompts = prompts_of_different_lengths(tokenizer)
     n = 3 * BLOCK_SIZE  # well past block_size: the GPT cache must slide
-    prompt = [tokenizer.eot_id] + tokenizer.encode("X:1\nM:6/8\nL:1/8\nK:D\nA|")
-    with torch.no_grad():
-        greedy_cached, _ = generate(model, prompt, n, temperature=0, use_cache=True)
-        greedy_full, _ = generate(model, prompt, n, temperature=0, use_cache=False)
-    assert len(greedy_cached) == n
-    assert greedy_cached == greedy_full
-    # sampled output explores many more tokens than a tiny model's greedy loop
-    sampled = []
+    greedy = {}
     for use_cache in (True, False):
-        generator = torch.Generator().manual_seed(7)
-        sampled.append(generate(model, prompt, n, temperature=1.0, top_k=20, top_p=0.95,
-                                generator=generator, use_cache=use_cache)[0])
-    assert len(set(sampled[0])) >= 5
-    assert sampled[0] == sampled[1]
+        for batch_size in (0, 1, 2):
+            out = generate(model, prompts, n, temperature=0, use_cache=use_cache, batch_size=batch_size)
+            greedy[use_cache, batch_size] = sorted(out)
+    first = greedy[True, 0]
+    assert [len(new) for _, new, _, _ in first] == [n] * 3
+    for out in greedy.values():
+        assert [(i, new, ended) for i, new, ended, _ in out] == [(i, new, ended) for i, new, ended, _ in first]
 
 
-def test_generation_stops_at_end_of_tune():
-    class CountingModel(torch.nn.Module):
-        """Tiny stand-in whose next token is always (last token + 1) mod 5; token 3 plays EOT."""
-        model_type = "lstm"
+def reference_tune(model, prompt, n, eot_id, seed, temperature, top_k, top_p):
+    """One tune the way sample.py drew before batching: full recomputation, torch.multinomial on the CPU."""
+    generator, tokens, new = torch.Generator().manual_seed(seed), list(prompt), []
+    block_size, gpt = model.config.block_size, model.model_type == "gpt"
+    start = max(0, len(tokens) - block_size) if gpt else 0
+    while len(new) < n:
+        if gpt and len(tokens) - start > block_size:
+            start = len(tokens) - block_size // 2
+        logits = model(torch.tensor([tokens[start:]]))[0][0, -1] / temperature
+        if top_k:
+            logits = logits.masked_fill(logits < torch.topk(logits, top_k).values[-1], float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        sorted_probs, order = torch.sort(probs, descending=True)
+        probs = probs.scatter(0, order, sorted_probs.masked_fill(torch.cumsum(sorted_probs, 0) - sorted_probs >= top_p, 0))
+        token = int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+        if token == eot_id:
+            return new, True
+        new.append(token)
+        tokens.append(token)
+    return new, False
 
-        def __init__(self):
-            super().__init__()
-            self.config = type("C", (), {"block_size": 8})()
 
-        def forward(self, idx):
-            return torch.nn.functional.one_hot((idx + 1) % 5, 5).float() * 10, None
+def test_a_tune_is_the_same_whatever_the_batch_and_as_before_batching(run):
+    model, _, tokenizer, _ = load_run(str(run), "cpu")
+    prompts = prompts_of_different_lengths(tokenizer) * 2
+    seeds = [11 + i for i in range(len(prompts))]
+    n = 2 * BLOCK_SIZE
+    tunes = {}
+    for use_cache, batch_size in ((True, 0), (True, 1), (True, 4), (False, 3)):  # 4 and 3 < 6: rows are reused
+        out = generate(model, prompts, n, eot_id=tokenizer.eot_id, temperature=0.9, top_k=20, top_p=0.95,
+                       seeds=seeds, use_cache=use_cache, batch_size=batch_size)
+        tunes[use_cache, batch_size] = {i: (new, ended) for i, new, ended, _ in out}
+    first = tunes[True, 0]
+    assert sorted(first) == list(range(len(prompts))) and all(t == first for t in tunes.values())
+    assert len({len(new) for new, _ in first.values()}) > 1  # rows ended at their own times
+    assert len({tuple(new) for new, _ in first.values()}) == len(prompts)  # one seed each
+    with torch.no_grad():
+        for i in (0, 2, 5):
+            assert reference_tune(model, prompts[i], n, tokenizer.eot_id, seeds[i], 0.9, 20, 0.95) == first[i]
 
-        def init_state(self, batch_size, device):
-            return None
 
-        def step(self, idx, state):
-            return self.forward(idx)[0], state
+class CountingModel(torch.nn.Module):
+    """Tiny stand-in whose next token is always (last token + 1) mod 5; token 3 plays EOT."""
+    model_type = "lstm"
 
-    new, ended = generate(CountingModel(), [0], 50, eot_id=3, temperature=0)
-    assert (new, ended) == ([1, 2], True)
-    new, ended = generate(CountingModel(), [0], 2, eot_id=3, temperature=0)
-    assert (new, ended) == ([1, 2], False)
+    def __init__(self):
+        super().__init__()
+        self.config = type("C", (), {"block_size": 8, "vocab_size": 5})()
+
+    def forward(self, idx):
+        return torch.nn.functional.one_hot((idx + 1) % 5, 5).float() * 10, None
+
+    def init_state(self, batch_size, device):
+        return None
+
+    def step(self, idx, state):
+        return self.forward(idx)[0], state
+
+    def reset_rows(self, state, rows, idx):
+        pass
+
+    def select_rows(self, state, rows):
+        return None
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_each_row_stops_at_its_own_end_of_tune(use_cache):
+    def decode(prompts, max_new_tokens, batch_size):
+        out = generate(CountingModel(), prompts, max_new_tokens, eot_id=3, temperature=0, use_cache=use_cache,
+                       batch_size=batch_size)
+        return {i: (new, ended) for i, new, ended, _ in out}
+    for batch_size in (0, 1, 2):
+        assert decode([[0], [1], [2], [0, 1, 2, 3, 4]], 50, batch_size) == {
+            0: ([1, 2], True), 1: ([2], True), 2: ([], True), 3: ([0, 1, 2], True)}
+        assert decode([[0], [4]], 2, batch_size) == {0: ([1, 2], False), 1: ([0, 1], False)}
+    # each tune's seconds are its share of the decoding time: they add up to at most the wall time
+    t0 = time.perf_counter()
+    seconds = [s for _, _, _, s in generate(CountingModel(), [[0], [4], [1]], 40, temperature=0, batch_size=2)]
+    assert all(s > 0 for s in seconds) and sum(seconds) <= time.perf_counter() - t0
 
 
 def test_sampling_filters():
-    logits = torch.tensor([0.0, 3.0, 2.0, 1.0, -1.0])
-    assert sample_next_token(logits, 0, 0, 1.0, None) == 1
-    g = torch.Generator().manual_seed(0)
-    assert {sample_next_token(logits, 1.0, 1, 1.0, g) for _ in range(50)} == {1}
-    assert {sample_next_token(logits, 1.0, 2, 1.0, g) for _ in range(200)} == {1, 2}
+    logits = torch.tensor([[0.0, 3.0, 2.0, 1.0, -1.0]]).expand(500, 5)
+    noise = torch.empty(500, 5).exponential_(generator=torch.Generator().manual_seed(0))
+    picked = lambda *args: set(pick_tokens(logits, *args, noise).tolist())  # noqa: E731
+    assert picked(0, 0, 1.0) == {1}
+    assert picked(1.0, 1, 1.0) == {1}
+    assert picked(1.0, 2, 1.0) == {1, 2}
     # p(1) = 0.64, p(2) = 0.24: the nucleus of 0.8 is {1, 2}, of 0.5 only {1}
-    assert {sample_next_token(logits, 1.0, 0, 0.8, g) for _ in range(200)} == {1, 2}
-    assert {sample_next_token(logits, 1.0, 0, 0.5, g) for _ in range(50)} == {1}
-    assert len({sample_next_token(logits, 1.0, 0, 1.0, g) for _ in range(500)}) == 5
+    assert picked(1.0, 0, 0.8) == {1, 2}
+    assert picked(1.0, 0, 0.5) == {1}
+    assert picked(1.0, 0, 1.0) == {0, 1, 2, 3, 4}
+    counts = torch.bincount(pick_tokens(logits, 1.0, 0, 1.0, noise), minlength=5) / 500
+    torch.testing.assert_close(counts, torch.softmax(logits[0], -1), atol=0.06, rtol=0)
 
 
 def test_cli_writes_complete_tunes_and_records_every_conversion(tmp_path, tmp_path_factory, run_script, char_dataset):
@@ -150,3 +224,19 @@ def test_cli_header_prompt_is_kept_and_bad_input_is_one_line(tmp_path, tmp_path_
         with pytest.raises(SystemExit) as exit_info:  # configurator.fail prints "error: ..." and exits 1
             sample.main(["--out", str(tmp_path / "x"), *bad])
         assert str(exit_info.value.code).startswith("error:") and "\n" not in str(exit_info.value.code)
+
+
+def test_cli_gives_the_same_tunes_whatever_the_batch_size(tmp_path, tmp_path_factory, run_script, char_dataset):
+    run = tiny_run(run_script, tmp_path_factory, char_dataset, "gpt")
+    common = ["--run", str(run), "--max_new_tokens", "64", "--device", "cpu"]
+    texts = {}
+    for batch_size in (0, 2, 1):  # all at once, two rows reused, one by one
+        records = sample.main([*common, "--out", str(tmp_path / f"b{batch_size}"), "--num_samples", "5", "--seed", "5",
+                               "--batch_size", str(batch_size)])
+        assert [r["seed"] for r in records] == [5, 6, 7, 8, 9]
+        assert records[0]["batch_size"] == (batch_size or 5)
+        texts[batch_size] = [open(r["file"]).read() for r in records]
+    assert texts[0] == texts[2] == texts[1] and len(set(texts[0])) == 5
+    # any one sample regenerated alone from its recorded seed
+    alone = sample.main([*common, "--out", str(tmp_path / "alone"), "--num_samples", "1", "--seed", "8"])
+    assert open(alone[0]["file"]).read() == texts[0][3]
