@@ -1,7 +1,10 @@
 """
 Is a folder of generated ABC tunes music? Every file is checked (tune_checks.py: does it parse, does it
-convert to MIDI, is it degenerate, what does it look like musically) side by side with the same numbers
-on the dataset's real test tunes, so "80% valid" can be read against what real music scores.
+convert to MIDI with or without errors, is it degenerate, what does it look like musically, with muspy's
+metrics too) side by side with the same numbers on the dataset's real test tunes, so "80% valid" can be
+read against what real music scores. Every rate has a Wilson 95% interval, and with a reference every
+statistic's distribution is compared with the real tunes' (overlapping area and KL divergence of the two
+kernel density estimates, Yang & Lerch 2018; eval_metrics.py).
 
     python eval_syntax.py samples --reference data/music21 --out report.json
     python eval_syntax.py 'out/*/samples/*.abc' other_dir/tune.abc
@@ -19,7 +22,8 @@ import numpy as np
 
 from configurator import configure, fail, lines_of
 from dataset import load_dataset, write_json_atomic
-from tune_checks import DEFAULT_SETTINGS, evaluate_all, format_table, summarize
+from eval_metrics import compare_distributions, format_distributions, muspy_available, statistic_values
+from tune_checks import DEFAULT_SETTINGS, STATISTICS, evaluate_all, format_table, summarize
 
 # -----------------------------------------------------------------------------
 inputs = ""              # folders, files or globs (the plain arguments), one per line
@@ -105,15 +109,23 @@ def main(argv=None):
     if ref_items is not None:
         t0 = time.time()
         ref_results = evaluate_all(ref_items, settings, cfg["workers"], desc="reference")
+        # every reference tune's statistics, so report.py can compare any subset of the files with them
+        values = statistic_values(ref_results, STATISTICS)
         report["reference"] = {"data_dir": cfg["reference"], "split": cfg["reference_split"],
                                **timed_summary(ref_results, time.time() - t0),
-                               "failed": [r for r in ref_results if not r["parse_ok"] or not r["midi_ok"]][:20]}
+                               "failed": [r for r in ref_results if not r["parse_ok"] or not r["midi_ok"]][:20],
+                               "values": values}
+        report["distribution_vs_reference"] = compare_distributions(results, values, STATISTICS)
     report["settings"] = {**{k: settings[k] for k in ("parse_timeout", "midi_timeout", "max_chars",
                                                       "repeated_bar_share", "skip_beaming")},
-                          "workers": cfg["workers"]}
+                          "workers": cfg["workers"], "muspy": muspy_available()}
     report["files"] = results
 
     print(format_table(report, report.get("reference")))
+    if not report["settings"]["muspy"]:
+        print("muspy is not installed: its statistics are left out (pip install -r requirements.txt)")
+    if report.get("distribution_vs_reference"):
+        print(format_distributions(report["distribution_vs_reference"]))
     if report["failures"]:
         print("parse failures: " + ", ".join(f"{k} x{v}" for k, v in report["failures"].items()))
     print(f"{len(results)} files in {report['seconds']:.1f} s ({report['tunes_per_s']:.1f} tunes/s, "

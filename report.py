@@ -9,7 +9,8 @@ import shlex
 
 from dataset import read_json, read_jsonl
 from power_law import fit_markdown, human
-from tune_checks import format_table, summarize
+from eval_metrics import compare_distributions
+from tune_checks import STATISTICS, format_table, summarize
 
 
 # -----------------------------------------------------------------------------
@@ -39,6 +40,32 @@ def num(x, spec=".3f"):
 
 def pct(x):
     return None if x is None else f"{100 * x:.0f}%"
+
+
+def pct_ci(block, key):
+    """A rate of an eval_syntax summary with its Wilson 95% interval: '80% (38–96%)'."""
+    ci = block.get("ci95", {}).get(key)  # an eval_syntax.json written before the intervals has none
+    return pct(block.get(key)) if ci is None or block.get(key) is None else \
+        f"{pct(block[key])} ({100 * ci[0]:.0f}–{100 * ci[1]:.0f}%)"
+
+
+def distribution_table(results, reference):
+    """Markdown lines comparing the results' statistics with the reference tunes' (overlapping area and KL
+    divergence of their kernel density estimates, eval_metrics.compare_distributions); [] without values."""
+    if not reference or "values" not in reference:
+        return []
+    comparison = compare_distributions(results, reference["values"], STATISTICS)
+    if not comparison:
+        return []
+    means = summarize(results)["means"]
+    rows = [[k.replace("_", " "), num(means.get(k), ".2f"), num(reference["means"].get(k), ".2f"),
+             num(c["overlap_area"], ".2f"), num(c["kl"], ".2f"), c["n"], c["n_reference"]]
+            for k, c in comparison.items()]
+    return ["Each statistic's distribution against the real tunes' (Yang & Lerch 2018): *overlap* is the area "
+            "shared by the two kernel density estimates (1 = the same distribution, 0 = none in common), *KL* the "
+            "divergence of the samples' from the real tunes' (0 = the same).", "",
+            md_table(["statistic", "mean (samples)", "mean (real)", "overlap", "KL", "samples", "real tunes"],
+                     rows), ""]
 
 
 def machine_description():
@@ -184,7 +211,8 @@ def section_best_samples(st):
          f"{st.best['name']} has the lowest {st.split} loss ({st.ppl[st.best['name']]['loss']:.4f} nats/token). "
          f"Sampling: temperature {c['temperature']}, top_k {c['top_k'] or 'off'}, top_p {c['top_p']}, at most "
          f"{c['max_new_tokens']} new tokens, seed {c['sample_seed']}. *Headers added*: the ABC header fields "
-         f"sample.py had to add to make a complete tune; *MIDI*: abc2midi converts it without an error.", ""]
+         f"sample.py had to add to make a complete tune; *converts to MIDI*: abc2midi writes a MIDI file with notes "
+         f"(what the seed projects count); *without errors*: and prints no error on the way.", ""]
     rows, results = [], []
     for name, folder, _ in st.jobs:
         if not name.startswith("best/"):
@@ -200,22 +228,24 @@ def section_best_samples(st):
             rows.append([len(rows) + 1, f"`{prompt}`" if prompt else "(none)", rec["tokens"],
                          "yes" if rec["ended_with_eot"] else "no", ",".join(rec["headers_added"]) or "–",
                          None if res is None else "yes" if res["parse_ok"] else "no",
+                         None if res is None else "yes" if res["midi_notes"] > 0 else "no",
                          None if res is None else "yes" if res["midi_ok"] else "no",
                          None if res is None else res["reason"] or "no", " · ".join(links)])
-    L += [md_table(["#", "prompt", "tokens", "ended", "headers added", "parses", "MIDI", "degenerate", "files"],
-                   rows, ["---:", "---", "---:"] + ["---"] * 6), ""]
+    L += [md_table(["#", "prompt", "tokens", "ended", "headers added", "parses", "converts to MIDI",
+                    "without errors", "degenerate", "files"], rows, ["---:", "---", "---:"] + ["---"] * 7), ""]
     ref = st.eval.get("reference")
-    summary = summarize([r for r in results if r is not None])
+    results = [r for r in results if r is not None]
     L += [f"Validity and musical statistics of these {len(rows)} tunes (`files`) next to "
           f"{ref['n_files'] if ref else 0} real {st.split} tunes (`reference`), by `eval_syntax.py`:", "",
-          "```", format_table(summary, ref), "```", ""]
-    return L
+          "```", format_table(summarize(results), ref), "```", ""]
+    return L + distribution_table(results, ref)
 
 
 CAPABILITIES = [
     ("ends the tune (end-of-tune token)", lambda rec, res: rec["ended_with_eot"]),
     ("writes its own X:/M:/L:/K: headers", lambda rec, res: not rec["headers_added"]),
     ("parses (music21)", lambda rec, res: res["parse_ok"]),
+    ("converts to MIDI (abc2midi writes notes)", lambda rec, res: res["midi_notes"] > 0),
     ("converts to MIDI without errors", lambda rec, res: res["midi_ok"]),
     ("not degenerate", lambda rec, res: not res["degenerate"]),
     ("bars fill the meter (≥ 90% of bars)", lambda rec, res: (res.get("bars_matching_meter") or 0) >= 0.9),
@@ -225,6 +255,7 @@ CAPABILITIES = [
 def section_sizes(st):
     share = st.cfg["capability_share"]
     stat_keys = ["notes", "bars", "pitch_range", "pitch_class_entropy", "notes_per_bar", "bars_matching_meter"]
+    rate_keys = ["parse_valid_rate", "midi_converts_rate", "midi_clean_rate", "degenerate_rate"]
     rows, caps, sized = [], {}, []
     for r in st.plan:
         folder = os.path.join(st.out, "samples", "by_size", r["name"])
@@ -236,22 +267,21 @@ def section_sizes(st):
         sized.append(r)
         s = summarize([res for _, res in pairs])
         caps[r["name"]] = [sum(bool(test(rec, res)) for rec, res in pairs) / len(pairs) for _, test in CAPABILITIES]
-        rows.append([r["name"], st.size(r["name"]), num(st.ppl[r["name"]]["loss"]),
-                     s["n_files"], pct(s["parse_valid_rate"]), pct(s["midi_rate"]), pct(1 - s["degenerate_rate"]),
-                     *[num(s["means"].get(k), ".2f") for k in stat_keys]])
+        rows.append([r["name"], st.size(r["name"]), num(st.ppl[r["name"]]["loss"]), s["n_files"],
+                     *[pct_ci(s, k) for k in rate_keys], *[num(s["means"].get(k), ".2f") for k in stat_keys]])
     if not sized:
         return []
     ref = st.eval.get("reference")
     if ref:
-        rows.append([f"*real {st.split} tunes*", "", "", ref["n_files"], pct(ref["parse_valid_rate"]),
-                     pct(ref["midi_rate"]), pct(1 - ref["degenerate_rate"]),
+        rows.append([f"*real {st.split} tunes*", "", "", ref["n_files"], *[pct_ci(ref, k) for k in rate_keys],
                      *[num(ref["means"].get(k), ".2f") for k in stat_keys]])
     L = ["## What each model size can do", "",
          f"{st.cfg['samples_per_size']} unconditional tunes per model (the sampling settings above), scored by "
-         f"`eval_syntax.py`; the last row is the real {st.split} tunes. Musical statistics are means over the tunes "
-         f"that parse.", "",
-         md_table(["run", "params", f"{st.split} loss", "tunes", "parses", "MIDI", "not degenerate",
-                   *[k.replace("_", " ") for k in stat_keys]], rows), "",
+         f"`eval_syntax.py`; the last row is the real {st.split} tunes. Rates with their Wilson 95% interval (a "
+         f"handful of tunes pins a rate down only loosely); musical statistics are means over the tunes that parse "
+         f"(notes, bars) or convert to MIDI (pitch).", "",
+         md_table(["run", "params", f"{st.split} loss", "tunes", "parses", "converts to MIDI", "MIDI without errors",
+                   "degenerate", *[k.replace("_", " ") for k in stat_keys]], rows), "",
          f"Capabilities by size: the share of each model's tunes that show it, **bold** where at least "
          f"{share:.0%} do.", "",
          md_table(["capability", *[f"{r['name']} ({st.size(r['name'])})" for r in sized]],

@@ -5,8 +5,10 @@ Per file (evaluate_item): does it parse, does it convert to MIDI, is it degenera
 like musically. Why each check is what it is (measured, see the issue):
 - parse_ok: the tune has X: and K: headers AND music21 parses it without error into >= 1 note. music21
   alone is too lenient (it accepts a missing K:, and turns "@@@ ### qqq" into notes), hence the headers.
-- midi_ok: abc2midi exits 0 even for garbage, so it is judged by what it does (external_tools.abc_to_midi):
-  a MIDI file was written, pretty_midi finds >= 1 note in it, and abc2midi printed no `Error` line.
+- MIDI, two rates, both reported: abc2midi exits 0 even for garbage, so it is judged by what it does
+  (external_tools.abc_to_midi). "Converts to MIDI" (midi_notes > 0, what the seed projects count): it wrote
+  a MIDI file in which pretty_midi finds >= 1 note. "Converts to MIDI without errors" (midi_ok): that, and
+  it printed no `Error` line. Both matter: a folk-music LSTM's tunes measured 100% and 0%.
 - degenerate: no notes at all, only rests, or one bar repeated for most of the tune (a low-loss model can
   happily write `z8|z8|z8|...` or loop one bar; a peer project counted ten all-rest tunes as valid).
 - music21's ABC import time grows with the square of the tune length (640 bars: 13 s), so every file is
@@ -14,11 +16,12 @@ like musically. Why each check is what it is (measured, see the issue):
   binary, huge or hanging file is a counted failure with a reason, never a crash; a worker that dies or
   does not answer is killed and replaced.
 
-Every function takes the check settings (DEFAULT_SETTINGS with any overrides) as an argument.
+The musical statistics are ours from the music21 score (SCORE_STATISTICS) and muspy's from the MIDI
+(eval_metrics.MUSPY_STATISTICS). Every function takes the check settings (DEFAULT_SETTINGS with any
+overrides) as an argument.
 """
 import collections
 import contextlib
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -29,6 +32,7 @@ import time
 from tqdm import tqdm
 
 from abc_text import body_bars, parse_header, split_tunes
+from eval_metrics import MUSPY_STATISTICS, muspy_available, muspy_statistics, wilson_interval
 from external_tools import TimeLimitExceeded, abc_to_midi, time_limit
 
 DEFAULT_SETTINGS = {
@@ -46,8 +50,16 @@ DEFAULT_SETTINGS = {
     "hang_slack": 10.0,  # a worker silent for parse_timeout + midi_timeout + this is killed and replaced
 }
 
-STATISTICS = ("notes", "bars", "pitch_range", "pitch_class_entropy", "distinct_pitch_classes",
-              "notes_per_bar", "rest_ratio", "bars_matching_meter")
+# the pitch statistics are muspy's, of the MIDI: music21 10.5 does not carry an accidental to the end of
+# the bar as ABC says (K:A, "=cc" reads C, C#), abc2midi does (that, and abc2midi playing repeats twice,
+# made the two pitch-class entropies differ on 61 of 200 corpus tunes)
+SCORE_STATISTICS = ("notes", "bars", "notes_per_bar", "rest_ratio", "bars_matching_meter")
+STATISTICS = SCORE_STATISTICS + MUSPY_STATISTICS
+# summary rates: (key, what a result counts for it); midi_rate and midi_with_errors_rate are the old names
+RATES = (("parse_valid_rate", lambda r: r["parse_ok"]),
+         ("midi_converts_rate", lambda r: r["midi_notes"] > 0),
+         ("midi_clean_rate", lambda r: r["midi_ok"]),
+         ("degenerate_rate", lambda r: r["degenerate"]))
 
 
 def check_settings(settings=None):
@@ -79,11 +91,14 @@ def read_abc_bytes(raw, max_chars):
 
 
 def run_abc2midi(tune, tmp_dir, timeout):
-    """Convert a tune's text with abc2midi in tmp_dir (see external_tools.abc_to_midi)."""
-    abc_path = os.path.join(tmp_dir, "tune.abc")
+    """Convert a tune's text with abc2midi in tmp_dir (see external_tools.abc_to_midi), and muspy's
+    statistics of the notes it wrote (even with errors on the way: they are the notes a listener hears)."""
+    abc_path, midi_path = os.path.join(tmp_dir, "tune.abc"), os.path.join(tmp_dir, "tune.mid")
     with open(abc_path, "w") as f:
         f.write(tune)
-    return abc_to_midi(abc_path, os.path.join(tmp_dir, "tune.mid"), timeout)
+    result = abc_to_midi(abc_path, midi_path, timeout)
+    result.update(muspy_statistics(midi_path) if result["midi_notes"] > 0 else dict.fromkeys(MUSPY_STATISTICS))
+    return result
 
 
 def parse_music21(tune, timeout):
@@ -104,11 +119,8 @@ def score_statistics(score):
     parts = list(score.parts) if isinstance(score, stream.Score) and score.parts else [score]
     events = [n for n in score.recurse().notes if not isinstance(n, harmony.Harmony)]  # chord symbols are text
     rests = list(score.recurse().getElementsByClass(note.Rest))
-    pitches = [p.midi for n in events for p in n.pitches]
     note_length = sum(float(n.quarterLength) for n in events)
     rest_length = sum(float(r.quarterLength) for r in rests)
-    pitch_classes = collections.Counter(p % 12 for p in pitches)
-    entropy = -sum(c / len(pitches) * math.log2(c / len(pitches)) for c in pitch_classes.values()) if pitches else None
 
     bar_lengths, bar_contents = [], []
     for part in parts:
@@ -129,9 +141,6 @@ def score_statistics(score):
         "notes": len(events),
         "rests": len(rests),
         "bars": n_bars,
-        "pitch_range": (max(pitches) - min(pitches)) if pitches else None,
-        "pitch_class_entropy": entropy,
-        "distinct_pitch_classes": len(pitch_classes),
         "notes_per_bar": len(events) / n_bars if n_bars else None,
         "rest_ratio": rest_length / (note_length + rest_length) if note_length + rest_length > 0 else None,
         "bars_matching_meter": sum(bar_lengths) / len(bar_lengths) if bar_lengths else None,
@@ -162,7 +171,7 @@ def evaluate_text(text, tmp_dir, settings):
     bars = body_bars(tune)  # the written bars judge repetition when music21 cannot read the tune
     if score is not None:
         stats, bar_contents = score_statistics(score)
-        result.update({k: stats[k] for k in STATISTICS})
+        result.update({k: stats[k] for k in SCORE_STATISTICS})
         bars = bar_contents
         if stats["notes"] == 0:
             result["parse_error"] = "no notes" if stats["rests"] == 0 else "only rests"
@@ -265,6 +274,10 @@ def evaluate_all(items, settings=None, n_workers=None, desc="eval"):
     # the hard limit only catches a worker stuck where the alarm cannot reach (C code, a crash)
     hard_limit = settings["parse_timeout"] + settings["midi_timeout"] + settings["hang_slack"]
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    if ctx.get_start_method() == "fork":
+        # imported once here, shared by every forked worker, instead of once per worker (muspy: ~1.5 s)
+        from music21 import converter  # noqa: F401
+        muspy_available()
     results = [None] * len(items)
     todo = collections.deque(range(len(items)))
     with tempfile.TemporaryDirectory(prefix="eval_syntax_") as tmp_root, \
@@ -306,20 +319,19 @@ def evaluate_all(items, settings=None, n_workers=None, desc="eval"):
 # ----------------------------------------------------------------------------- summary
 
 def summarize(results):
-    """Rates and mean statistics of a list of results (one block of the report)."""
+    """Rates (with Wilson 95% intervals in ci95) and mean statistics of a list of results (one block of the
+    report). midi_converts_rate: abc2midi wrote a MIDI file with notes, errors or not; midi_clean_rate: and
+    printed no error. midi_rate and midi_with_errors_rate are the same two under their old names."""
     n = len(results)
-    summary = {
-        "n_files": n,
-        "parse_valid_rate": sum(r["parse_ok"] for r in results) / n if n else None,
-        "midi_rate": sum(r["midi_ok"] for r in results) / n if n else None,
-        # lenient: a MIDI file with notes was written even though abc2midi printed errors on the way
-        "midi_with_errors_rate": sum(r["midi_notes"] > 0 for r in results) / n if n else None,
-        "degenerate_rate": sum(r["degenerate"] for r in results) / n if n else None,
-        "means": {},
-        "failures": dict(collections.Counter(_failure_kind(r) for r in results if not r["parse_ok"]).most_common()),
-    }
-    for key in STATISTICS:  # over the files where the statistic exists (parsed tunes)
-        values = [r[key] for r in results if r[key] is not None]
+    counts = {key: sum(bool(test(r)) for r in results) for key, test in RATES}
+    summary = {"n_files": n, **{key: k / n if n else None for key, k in counts.items()}}
+    summary["midi_rate"], summary["midi_with_errors_rate"] = summary["midi_clean_rate"], summary["midi_converts_rate"]
+    summary["ci95"] = {key: wilson_interval(k, n) for key, k in counts.items()}
+    summary["failures"] = dict(collections.Counter(_failure_kind(r) for r in results if not r["parse_ok"]).most_common())
+    summary["means"] = {}
+    # over the files where the statistic exists: tunes that parse (score), that convert to MIDI (muspy)
+    for key in STATISTICS:
+        values = [r[key] for r in results if r.get(key) is not None]
         summary["means"][key] = sum(values) / len(values) if values else None
     return summary
 
@@ -329,22 +341,31 @@ def _failure_kind(result):
     return error.split(":")[0] if not error.startswith("missing header") else error
 
 
+RATE_LABELS = {"parse_valid_rate": "parse-valid %", "midi_converts_rate": "converts to MIDI %",
+               "midi_clean_rate": "converts to MIDI without errors %", "degenerate_rate": "degenerate %"}
+TABLE_NOTE = ("converts to MIDI: abc2midi writes a MIDI file with notes (errors allowed); without errors: and "
+              "prints no error.\nRates: % (Wilson 95% interval). Statistics are means: notes .. bars matching "
+              "meter of the tunes that parse\n(music21), pitch range .. empty beat rate of the tunes that convert "
+              "to MIDI (muspy, as played).")
+
+
 def format_table(summary, reference=None):
     """A summary (and optionally a reference summary beside it) as a fixed-width text table."""
     columns = ["files"] + (["reference"] if reference else [])
-    rows = [("tunes", "n_files", "{:d}"), ("parse-valid %", "parse_valid_rate", "pct"),
-            ("MIDI %", "midi_rate", "pct"), ("MIDI incl. errors %", "midi_with_errors_rate", "pct"),
-            ("degenerate %", "degenerate_rate", "pct")]
+    rows = [("tunes", "n_files", "{:d}")] + [(label, key, "pct") for key, label in RATE_LABELS.items()]
     rows += [(k.replace("_", " "), k, "{:.2f}") for k in STATISTICS]
 
     def cell(block, key, fmt):
         value = block.get(key, block["means"].get(key))
         if value is None:
             return "-"
-        return f"{100 * value:.1f}" if fmt == "pct" else fmt.format(value)
+        if fmt != "pct":
+            return fmt.format(value)
+        ci = block.get("ci95", {}).get(key)  # a summary written before the intervals has none
+        return f"{100 * value:.1f}" + (f" ({100 * ci[0]:.1f}-{100 * ci[1]:.1f})" if ci else "")
 
-    lines = [f"{'':24s}" + "".join(f"{c:>12s}" for c in columns)]
+    lines = [f"{'':34s}" + "".join(f"{c:>20s}" for c in columns)]
     for label, key, fmt in rows:
         blocks = [summary] + ([reference] if reference else [])
-        lines.append(f"{label:24s}" + "".join(f"{cell(b, key, fmt):>12s}" for b in blocks))
-    return "\n".join(lines)
+        lines.append(f"{label:34s}" + "".join(f"{cell(b, key, fmt):>20s}" for b in blocks))
+    return "\n".join(lines + [TABLE_NOTE])

@@ -7,29 +7,33 @@ import os
 import sys
 import time
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import eval_metrics  # noqa: E402
 import eval_syntax  # noqa: E402
 import tune_checks  # noqa: E402
 
 LONG_BODY = "B|E>GE GEG|B>AB e2f|g>fe dgB|A>GA BG E|E>GE GEG|B>AB e2f|g>fe dcB|AGF E2:|\n"
 FILES = {
-    # name: (content, parse_ok, midi_ok, degenerate)
-    "valid.abc": ("X:1\nM:4/4\nL:1/8\nK:C\nCDEF GABc|cBAG FEDC|EGce gec2|d2B2 c4|\n", True, True, False),
-    "valid_pickup_68.abc": ("X:1\nM:6/8\nL:1/8\nK:G\nD|GAB c2d|e3 d2|BAG A2G|G3 G2|\n", True, True, False),
-    "latin1_title.abc": ("X:1\nT:Caf\xe9\nM:3/4\nL:1/4\nK:D\nDEF|GAB|A2F|D3|\n".encode("latin-1"), True, True, False),
-    "bad_chord.abc": ("X:1\nM:4/4\nL:1/8\nK:C\nCDEF|[[[[|\n", False, False, False),
-    "bad_meter.abc": ("X:1\nM:0/0\nL:1/8\nK:C\nCDEF GABc|\n", False, False, False),
-    "missing_key.abc": ("X:1\nM:4/4\nL:1/8\nCDEF GABc|cBAG FEDC|\n", False, False, False),
-    "all_rests.abc": ("X:1\nM:4/4\nL:1/8\nK:C\nz8|z8|z8|z8|\n", False, False, True),
-    "one_bar_loop.abc": ("X:1\nM:4/4\nL:1/8\nK:C\n" + "CDEF GABc|" * 7 + "c8|\n", True, True, True),
-    "garbage.abc": ("@@@ ### qqq\n", False, False, True),
-    "empty.abc": ("", False, False, True),
-    "binary.abc": (bytes(range(256)) * 4, False, False, True),
-    "huge.abc": ("X:1\nM:6/8\nL:1/8\nK:Em\n" + LONG_BODY * 2000, False, False, True),
+    # name: (content, parse_ok, converts to MIDI, converts without errors, degenerate)
+    "valid.abc": ("X:1\nM:4/4\nL:1/8\nK:C\nCDEF GABc|cBAG FEDC|EGce gec2|d2B2 c4|\n", True, True, True, False),
+    "valid_pickup_68.abc": ("X:1\nM:6/8\nL:1/8\nK:G\nD|GAB c2d|e3 d2|BAG A2G|G3 G2|\n", True, True, True, False),
+    "latin1_title.abc": ("X:1\nT:Caf\xe9\nM:3/4\nL:1/4\nK:D\nDEF|GAB|A2F|D3|\n".encode("latin-1"),
+                         True, True, True, False),
+    # abc2midi prints an Error line and still writes the notes it read: converts, but not without errors
+    "bad_chord.abc": ("X:1\nM:4/4\nL:1/8\nK:C\nCDEF|[[[[|\n", False, True, False, False),
+    "bad_meter.abc": ("X:1\nM:0/0\nL:1/8\nK:C\nCDEF GABc|\n", False, True, False, False),
+    "missing_key.abc": ("X:1\nM:4/4\nL:1/8\nCDEF GABc|cBAG FEDC|\n", False, False, False, False),
+    "all_rests.abc": ("X:1\nM:4/4\nL:1/8\nK:C\nz8|z8|z8|z8|\n", False, False, False, True),
+    "one_bar_loop.abc": ("X:1\nM:4/4\nL:1/8\nK:C\n" + "CDEF GABc|" * 7 + "c8|\n", True, True, True, True),
+    "garbage.abc": ("@@@ ### qqq\n", False, False, False, True),
+    "empty.abc": ("", False, False, False, True),
+    "binary.abc": (bytes(range(256)) * 4, False, False, False, True),
+    "huge.abc": ("X:1\nM:6/8\nL:1/8\nK:Em\n" + LONG_BODY * 2000, False, False, False, True),
 }
 
 
@@ -57,9 +61,10 @@ def by_name(report):
 
 @pytest.mark.parametrize("name", list(FILES))
 def test_each_file_is_classified(report, name):
-    _, parse_ok, midi_ok, degenerate = FILES[name]
+    _, parse_ok, converts, clean, degenerate = FILES[name]
     result = by_name(report[0])[name]
-    assert (result["parse_ok"], result["midi_ok"], result["degenerate"]) == (parse_ok, midi_ok, degenerate), result
+    assert (result["parse_ok"], result["midi_notes"] > 0, result["midi_ok"], result["degenerate"]) == \
+        (parse_ok, converts, clean, degenerate), result
     if not parse_ok:
         assert result["parse_error"]  # the reason is recorded
 
@@ -77,33 +82,115 @@ def test_failure_reasons_and_rates(report):
     assert files["bad_chord.abc"]["midi_errors"]  # abc2midi printed Error lines: not a clean conversion
     n = len(FILES)
     assert report["n_files"] == n
-    assert report["parse_valid_rate"] == pytest.approx(sum(v[1] for v in FILES.values()) / n)
-    assert report["midi_rate"] == pytest.approx(sum(v[2] for v in FILES.values()) / n)
-    assert report["degenerate_rate"] == pytest.approx(sum(v[3] for v in FILES.values()) / n)
+    for column, key in ((1, "parse_valid_rate"), (2, "midi_converts_rate"), (3, "midi_clean_rate"),
+                        (4, "degenerate_rate")):
+        k = sum(v[column] for v in FILES.values())
+        assert report[key] == pytest.approx(k / n)
+        assert report["ci95"][key] == pytest.approx(eval_metrics.wilson_interval(k, n))
+    assert report["midi_converts_rate"] > report["midi_clean_rate"]  # the two MIDI rates are not the same number
+    # the old names, which older readers use, keep their meaning
+    assert (report["midi_rate"], report["midi_with_errors_rate"]) == (report["midi_clean_rate"],
+                                                                      report["midi_converts_rate"])
     assert "parse-valid %" in stdout and "reference" in stdout
+    assert "converts to MIDI %" in stdout and "converts to MIDI without errors %" in stdout
 
 
 def test_statistics_match_a_hand_count(report):
     valid = by_name(report[0])["valid.abc"]
-    # CDEF GABc|cBAG FEDC|EGce gec2|d2B2 c4| : pitch classes counted by reading the tune
+    # CDEF GABc|cBAG FEDC|EGce gec2|d2B2 c4| : pitch classes and pitches counted by reading the tune
     counts = {"C": 7, "D": 3, "E": 5, "F": 2, "G": 4, "A": 2, "B": 3}
-    entropy = -sum(c / 26 * math.log2(c / 26) for c in counts.values())
+    pitches = {"C": 2, "D": 2, "E": 3, "F": 2, "G": 3, "A": 2, "B": 3, "c": 5, "d": 1, "e": 2, "g": 1}
     assert valid["notes"] == 26 and valid["bars"] == 4 and valid["notes_per_bar"] == 6.5
+    assert valid["rest_ratio"] == 0 and valid["bars_matching_meter"] == 1.0
+    # muspy's, of the MIDI abc2midi wrote
     assert valid["pitch_range"] == 79 - 60  # C4 .. g5
     assert valid["distinct_pitch_classes"] == 7
-    assert valid["pitch_class_entropy"] == pytest.approx(entropy)
-    assert valid["rest_ratio"] == 0 and valid["bars_matching_meter"] == 1.0
+    assert valid["pitch_class_entropy"] == pytest.approx(entropy(counts.values()))
+    assert valid["pitch_entropy"] == pytest.approx(entropy(pitches.values()))
+    assert valid["scale_consistency"] == 1.0 and valid["polyphony"] == 1.0 and valid["empty_beat_rate"] == 0.0
+    # onsets per bar on a 48-step grid: 8, 8, 7 (the same), 3 (of the 7): 0 + 1 + 4 of 3 x 48 steps differ
+    assert valid["groove_consistency"] == pytest.approx(1 - 5 / 144)
     # 6/8 with a pickup: the pickup and the last bar are not judged; of GAB c2d|e3 d2|BAG A2G one is short
     assert by_name(report[0])["valid_pickup_68.abc"]["bars_matching_meter"] == pytest.approx(2 / 3)
     means = report[0]["means"]
     assert set(means) == set(tune_checks.STATISTICS)
+    assert by_name(report[0])["bad_chord.abc"]["pitch_range"] == 5  # the notes abc2midi wrote despite its error
+    assert by_name(report[0])["garbage.abc"]["pitch_range"] is None
+
+
+def entropy(counts):
+    total = sum(counts)
+    return -sum(c / total * math.log2(c / total) for c in counts)
+
+
+@pytest.mark.parametrize("body, key, expected", [
+    # ABC: an accidental holds to the end of the bar, so =c c are two C naturals: A C D B, 4 classes
+    # (music21 10.5 reads the second as C#: 5)
+    ("K:A\nA2A2=ccdB|", "distinct_pitch_classes", 4),
+    # half the beats are empty; muspy 0.5.0 on the raw MIDI says 0.2 (it counts the beat a note ends on)
+    ("K:C\nz2 C2 z2 C2|", "empty_beat_rate", 0.5),
+    # abc2midi plays the guitar chords on a track of its own; the tune's notes are one line
+    ("K:G\n\"G\"GABc dedB|\"C\"c2e2 \"D\"d2B2|", "polyphony", 1.0),
+    ("K:C\n[CEG]4 C4|", "polyphony", (3 * 4 + 4) / 8),
+    # a 6/8 bar is 36 grid steps; the two bars' onsets (6, and 2 of those 6) differ at 4
+    ("M:6/8\nK:C\nCDE FGA|c3 C3|", "groove_consistency", 1 - 4 / 36),
+])
+def test_muspy_statistics_of_small_tunes(tmp_path, body, key, expected):
+    pytest.importorskip("muspy")
+    tune = "X:1\nL:1/8\n" + ("" if "M:" in body else "M:4/4\n") + body + "\n"
+    result = tune_checks.run_abc2midi(tune, str(tmp_path), timeout=10)
+    assert result[key] == pytest.approx(expected), result
+
+
+def test_wilson_interval():
+    for k, n in ((0, 64), (1, 64), (32, 64), (63, 64), (64, 64), (3, 7)):
+        low, high = eval_metrics.wilson_interval(k, n)
+        assert 0 <= low <= k / n <= high <= 1 and high - low > 0
+    assert eval_metrics.wilson_interval(8, 10) == pytest.approx([0.4902, 0.9433], abs=1e-4)  # textbook value
+    widths = [(lambda ci: ci[1] - ci[0])(eval_metrics.wilson_interval(n // 2, n)) for n in (16, 64, 256, 1024)]
+    assert widths == sorted(widths, reverse=True) and widths[-1] < 0.07
+    assert eval_metrics.wilson_interval(0, 0) is None
+
+
+def test_overlap_area_and_kl():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=300), rng.normal(size=200)
+    overlap, kl = eval_metrics.overlap_and_kl(x, x)
+    assert overlap == pytest.approx(1, abs=1e-6) and kl == pytest.approx(0, abs=1e-9)
+    overlap, kl = eval_metrics.overlap_and_kl(x, x + 50)  # disjoint
+    assert overlap < 1e-3 and kl > 5
+    overlap, kl = eval_metrics.overlap_and_kl(x, y)  # the same distribution, other draws
+    assert 0.85 < overlap < 1 and 0 <= kl < 0.1
+    shifted = eval_metrics.overlap_and_kl(x, y + 1)
+    assert 0.4 < shifted[0] < overlap and shifted[1] > kl  # further apart: less overlap, larger KL
+    assert eval_metrics.overlap_and_kl(y, x)[0] == pytest.approx(overlap, abs=1e-6)  # overlap is symmetric
+    assert eval_metrics.overlap_and_kl([3, 3, 3], [3, 3]) == (1.0, 0.0)
+    assert eval_metrics.overlap_and_kl([1, 1, 1], [5, 5])[0] < 1e-3  # constant sets: no bandwidth to estimate
+    for a, b in ((x, y), ([1, 1, 2], [1, 2, 2, 7]), (x[:5], y * 3)):
+        assert eval_metrics.overlap_and_kl(a, b)[1] >= 0
+
+
+def test_distributions_against_the_reference(report):
+    report, stdout = report
+    comparison = report["distribution_vs_reference"]
+    reference = report["reference"]
+    assert set(reference["values"]) == set(tune_checks.STATISTICS)
+    assert len(reference["values"]["notes"]) >= 0.9 * reference["n_files"]  # one value per tune that parses
+    assert {"notes", "pitch_class_entropy", "groove_consistency"} <= set(comparison)
+    for c in comparison.values():
+        assert 0 <= c["overlap_area"] <= 1 + 1e-9 and c["kl"] >= 0 and c["n"] >= 2 and c["n_reference"] >= 2
+    # the reference against itself: the same distribution
+    same = eval_metrics.compare_distributions([{"notes": v} for v in reference["values"]["notes"]],
+                                              reference["values"], ["notes"])
+    assert same["notes"]["overlap_area"] == pytest.approx(1, abs=1e-6)
+    assert "overlap area" in stdout
 
 
 def test_reference_is_the_datasets_real_test_tunes(report, char_dataset):
     reference = report[0]["reference"]
     assert reference["n_files"] == 30
     # real, cleaned tunes: nearly all parse and convert, none is degenerate
-    assert reference["parse_valid_rate"] >= 0.9 and reference["midi_with_errors_rate"] >= 0.9
+    assert reference["parse_valid_rate"] >= 0.9 and reference["midi_converts_rate"] >= 0.9
     assert reference["degenerate_rate"] <= 0.05
     items = eval_syntax.reference_items(str(char_dataset), 5)
     assert len(items) == 5 and all(item["text"].startswith("X:1\n") for item in items)
@@ -145,3 +232,11 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         with pytest.raises(SystemExit) as exit_info:
             eval_syntax.main(args)
         assert str(exit_info.value.code).startswith("error:")
+
+
+def test_kernel_density_is_scipys():
+    from scipy.stats import gaussian_kde
+    values = np.random.default_rng(1).gamma(2.0, size=150)
+    grid = np.linspace(-2, 15, 400)
+    ours = eval_metrics.gaussian_kde(values, grid, eval_metrics.scott_bandwidth(values))
+    assert ours == pytest.approx(gaussian_kde(values)(grid), rel=2e-3, abs=1e-6)  # scipy's sums to 1 on R
