@@ -4,12 +4,16 @@ write_outputs, which writes a fit's whole output folder (fit.json, fit.md and ev
 study.py alike.
 
 Every plot is a PNG with log axes labelled in plain numbers; a plot whose data no run has (no log.jsonl, no
-timings, no token counts) is skipped rather than drawn empty.
+timings, no token counts, no joint L(N, D) fit) is skipped rather than drawn empty.
 """
 import os
 
+import numpy as np
+
 from dataset import read_jsonl, write_json_atomic
-from power_law import fit_markdown, fits_for_json, percent, with_ci
+from fitting import human, percent, with_ci
+from joint_fit import compute_optimal, predict
+from power_law import fit_markdown, fits_for_json
 
 COLORS = {"gpt": "tab:blue", "lstm": "tab:orange"}
 
@@ -150,6 +154,93 @@ def plot_compute(rows, path, loss_name="loss"):
     return _save(plt, fig, path)
 
 
+def _joint_panels(fits, height):
+    """pyplot, a figure with one panel per family that has a joint L(N, D) fit and [(panel, family, joint fit,
+    (N, D, L) of its runs)]; no figure and no panels when no family has one."""
+    fams = [fam for fam, f in fits.items() if "joint" in f]
+    if not fams:
+        return None, None, []
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(fams), figsize=(7 * len(fams), height), dpi=130, squeeze=False)
+    joint = [fits[fam]["joint"] for fam in fams]
+    return plt, fig, [(ax, fam, j, tuple(np.array(j[k]) for k in ("n_params", "tokens", "loss")))
+                      for ax, fam, j in zip(axes[0], fams, joint)]
+
+
+def _finish_joint(ax, ylabel, title, counts_on_y=False):
+    """Log axes with parameter (and token) counts written 100k, 1M, and the legend under the panel, where it hides
+    no run."""
+    from matplotlib.ticker import FuncFormatter
+    _log_axes(ax, "parameters N", ylabel, title)
+    for axis in (ax.xaxis, ax.yaxis) if counts_on_y else (ax.xaxis,):
+        axis.set_major_formatter(FuncFormatter(lambda x, _: human(x)))
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+
+
+def plot_iso_loss(fits, path, loss_name="loss"):
+    """Contours of each family's fitted L(N, D) over parameters and tokens, its runs as points coloured on the same
+    scale by their measured loss, lines of equal compute C = 6·N·D, and the compute-optimal frontier."""
+    plt, fig, panels = _joint_panels(fits, 6.4)
+    if not panels:
+        return None
+    from matplotlib.colors import LogNorm
+    for ax, fam, j, (N, D, L) in panels:
+        NN, DD = np.meshgrid(np.geomspace(N.min() / 3, N.max() * 3, 150), np.geomspace(D.min() / 3, D.max() * 3, 150))
+        Z = predict(j, NN, DD)
+        # levels over the losses the runs reach: the surface's corners (tiny N and D) would squash them otherwise
+        levels = np.geomspace(min(Z.min(), L.min()), max(L.max(), Z.min() * 1.01) * 1.3, 13)
+        norm = LogNorm(levels[0], levels[-1])
+        filled = ax.contourf(NN, DD, Z, levels=levels, cmap="viridis", norm=norm, extend="max")
+        ax.clabel(ax.contour(NN, DD, Z, levels=levels[::2], colors="white", linewidths=0.6), fmt="%.3g", fontsize=7)
+        fig.colorbar(filled, ax=ax, label="fitted " + _loss_label(loss_name), format="%.3g")
+        ax.scatter(N, D, c=L, cmap="viridis", norm=norm, s=44, edgecolor="black", zorder=4,
+                   label="runs (fill: measured loss)")
+        C_lo, C_hi = 6 * NN.min() * DD.min(), 6 * NN.max() * DD.max()
+        for k, row in enumerate(r for r in j["frontier"] or [] if C_lo < r["C"] < C_hi):
+            ax.plot(NN[0], row["C"] / (6 * NN[0]), color="tab:orange", ls="--", lw=1,
+                    label="equal compute C = 6·N·D" if k == 0 else None)
+        opt = compute_optimal(j, np.geomspace(C_lo, C_hi, 100))
+        if opt is not None:
+            ax.plot(*opt, color="red", lw=2, label=f"compute-optimal: N ∝ C^{j['a']:.2f}, D ∝ C^{j['b']:.2f}")
+        ax.set_xlim(NN.min(), NN.max())
+        ax.set_ylim(DD.min(), DD.max())
+        _finish_joint(ax, "training tokens D", f"{fam}: " + r"$L = E + A/N^{\alpha} + B/D^{\beta}$"
+                      + f" (α = {j['alpha']:.2f}, β = {j['beta']:.2f})", counts_on_y=True)
+        ax.grid(False, which="both")  # the contour lines are the grid here
+    return _save(plt, fig, path)
+
+
+def plot_iso_flop(fits, path, loss_name="loss"):
+    """Loss along lines of fixed compute C = 6·N·D from each family's fitted surface, its minimum N_opt(C) starred,
+    with the runs whose 6·N·D is nearest each C (within 2x) as points."""
+    plt, fig, panels = _joint_panels(fits, 5.8)
+    if not panels:
+        return None
+    for ax, fam, j, (N, D, L) in panels:
+        C_runs = 6 * N * D
+        Cs = np.geomspace(C_runs.min(), C_runs.max(), 4 if C_runs.max() > 1.5 * C_runs.min() else 1)
+        nearest = np.argmin(np.abs(np.log(C_runs[:, None] / Cs[None])), axis=1)
+        n_grid = np.geomspace(N.min() / 10, N.max() * 10, 200)
+        opt = compute_optimal(j, Cs)
+        shown = []
+        for k, C in enumerate(Cs):
+            col = plt.get_cmap("plasma")(0.85 * k / max(1, len(Cs) - 1))
+            curve = predict(j, n_grid, C / (6 * n_grid))
+            ax.plot(n_grid, curve, color=col, lw=2, label=f"C = {C:.2g}")
+            near = (nearest == k) & (np.abs(np.log(C_runs / C)) <= np.log(2))
+            ax.scatter(N[near], L[near], color=col, s=40, edgecolor="black", zorder=3)
+            shown += [curve.min(), *L[near]]
+            if opt is not None:
+                ax.scatter(opt[0][k], predict(j, opt[0][k], opt[1][k]), marker="*", s=180, color=col,
+                           edgecolor="black", zorder=4)
+        ax.scatter([], [], color="white", s=40, edgecolor="black", label="runs within 2x of that C")
+        if opt is not None:
+            ax.scatter([], [], marker="*", s=180, color="white", edgecolor="black", label="compute-optimal N_opt(C)")
+        ax.set_ylim(min(shown) * 0.95, max(max(shown), L.max()) * 1.25)
+        _finish_joint(ax, _loss_label(loss_name), f"{fam}: fitted loss at fixed compute C = 6·N·D")
+    return _save(plt, fig, path)
+
+
 def write_outputs(rows, fits, out_dir, loss_name="loss", plot_dir=None):
     """fit.json and fit.md into out_dir, every plot into plot_dir (default out_dir); returns {name: path}."""
     plot_dir = plot_dir or out_dir
@@ -169,7 +260,9 @@ def write_outputs(rows, fits, out_dir, loss_name="loss", plot_dir=None):
                                                         suffix="_non_embedding", loss_name=loss_name)
     for name, path in (("training_curves", plot_training_curves(rows, png("training_curves"))),
                        ("efficiency", plot_efficiency(rows, png("efficiency"))),
-                       ("compute", plot_compute(rows, png("compute"), loss_name))):
+                       ("compute", plot_compute(rows, png("compute"), loss_name)),
+                       ("iso_loss", plot_iso_loss(fits, png("iso_loss"), loss_name)),
+                       ("iso_flop", plot_iso_flop(fits, png("iso_flop"), loss_name))):
         if path:
             written[name] = path
     return written

@@ -6,17 +6,15 @@ the command line, study.py fits the runs of a study.
 For every model family (gpt, lstm, ...) fit_all fits
     L = a * N^(-alpha) + c      (saturating power law, c = irreducible loss)
     L = a * N^(-alpha)          (pure power law, the Kaplan et al. form)
-on N = all parameters and on N = non-embedding parameters.
+on N = all parameters and on N = non-embedding parameters, and, where the runs were trained on two or more token
+counts D, the joint L(N, D) = E + A/N^alpha + B/D^beta of joint_fit.py.
 
 Why not a plain scipy curve_fit: with 4-6 points the least-squares problem is ill-posed and its answer depends
 on the starting point and on the unit of N (one seed's table gives alpha~0.87 with N in millions and alpha~3.8
-with N in parameters). So, following the Chinchilla "approach 3" recipe, we
-  - fit in log-loss space (relative errors, so large and small losses weigh alike),
-  - use a Huber loss (one diverged or badly tuned run cannot drag the exponent around),
-  - start the optimiser from a grid of points and keep the best,
-  - work with log N centred on its mean, so multiplying N by any constant changes only `a`, never alpha or c,
-and we report bootstrap intervals (resampling runs; with few points widened by leave-one-out) plus plain-language
-warnings whenever the data cannot pin the fit down.
+with N in parameters). So, following the Chinchilla "approach 3" recipe (fitting.py: Huber loss on log-loss
+residuals, a grid of starts, bootstrap intervals over runs widened by leave-one-out), we work with log N centred on
+its mean, so multiplying N by any constant changes only `a`, never alpha or c, and we add plain-language warnings
+whenever the data cannot pin the fit down.
 
 The settings a user chooses (n_bootstrap, ci_level, seed) are arguments of fit_all; every fit records its ci_level,
 so the markdown and the plots read it from the fits instead of from a setting that could disagree.
@@ -29,19 +27,12 @@ import os
 import numpy as np
 
 from dataset import read_json
+from fitting import (ALPHA_BOUNDS, CI_LEVEL, LOO_MAX_POINTS, N_BOOTSTRAP, SEED, ci_text, fit_batch, fmt, human,
+                     interval, intervals, percent, refit, resample_runs)
+from fitting import with_ci  # noqa: F401  (study.py reads it from here)
+from joint_fit import fit_family_joint, joint_markdown
 
-# the method's constants: fixed by the recipe above, not settings of a study
-HUBER_DELTA = 1e-3     # Huber threshold on log-loss residuals (Chinchilla uses 1e-3: ~0.1% relative error)
-TIE_BREAK = 1e-3       # a quadratic term this much weaker than Huber's: without it a near-L1 loss has flat valleys
-                       # (e.g. 8 evenly spaced sizes) where the optimum, and so alpha, depends on rounding
-LOO_MAX_POINTS = 8     # with at most this many runs, intervals are widened to cover every leave-one-out fit
 MIN_POINTS = 3         # fewer distinct model sizes than this cannot define a 3-parameter curve
-ALPHA_BOUNDS = (0.0, 10.0)  # exponents outside this are not a scaling law (and 10 keeps a = e^(alpha*logN) finite)
-
-# the user's settings and their defaults (scaling.py and study.py expose them as knobs)
-N_BOOTSTRAP = 1000     # bootstrap resamples of the runs for the confidence intervals
-CI_LEVEL = 0.95        # two-sided confidence level of every interval
-SEED = 1337            # bootstrap RNG seed, so a re-run gives the same intervals
 
 REQUIRED_COLUMNS = ("family", "n_params", "loss")
 OPTIONAL_COLUMNS = ("n_params_non_embedding", "tokens", "wall_time_s", "peak_mem_bytes", "run")
@@ -181,17 +172,6 @@ def group_by_family(rows):
 #   pure:       ln L = A - alpha*u
 # so a = e^(A + alpha*mean(ln N)) in the user's unit of N and c = e^C.
 
-def _huber(r, delta):
-    """Huber loss divided by delta (~|r| for large r) plus the tie-break, its derivative psi and its IRLS
-    curvature psi/r."""
-    small = np.abs(r) <= delta
-    k = TIE_BREAK / delta
-    loss = np.where(small, 0.5 * r * r / delta, np.abs(r) - 0.5 * delta) + 0.5 * k * r * r
-    psi = np.where(small, r / delta, np.sign(r)) + k * r
-    curvature = np.where(small, 1 / delta, 1 / np.maximum(np.abs(r), delta)) + k
-    return loss, psi, curvature
-
-
 def _model(theta, u, pure):
     """Predicted ln L (M, n) and its Jacobian (M, n, k) for a batch of parameter vectors theta (M, k)."""
     z1 = theta[:, :1] - theta[:, 1:2] * u
@@ -213,46 +193,6 @@ def _bounds(logL, pure):
     return np.array(lo), np.array(hi)
 
 
-def _fit_batch(u, logL, counts, starts, pure, max_iter=400):
-    """Minimise the Huber loss of log-loss residuals for many problems at once (Levenberg-Marquardt steps with the
-    IRLS curvature, kept inside the bounds). Vectorised because the bootstrap needs thousands of tiny fits; one
-    scipy.optimize call per fit costs ~20 ms of Python overhead, this costs ~0.1 ms per fit.
-
-    u (n,): centred ln N; logL (n,); counts (M, n): how often each run enters problem m (1 for a plain fit, the
-    multiplicities for a bootstrap resample); starts (M, k). Returns theta (M, k) and the objective (M,)."""
-    lo, hi = _bounds(logL, pure)
-    theta = np.clip(np.array(starts, float), lo, hi)
-    k = theta.shape[1]
-
-    def evaluate(th, c):
-        pred, J = _model(th, u, pure)
-        loss, psi, curv = _huber(pred - logL, HUBER_DELTA)
-        return (c * loss).sum(1), psi, curv, J
-
-    f, psi, curv, J = evaluate(theta, counts)
-    lam = np.full(len(theta), 1e-3)
-    stalled = np.zeros(len(theta), int)  # iterations in a row without progress; 8 means converged
-    for _ in range(max_iter):
-        act = np.flatnonzero(stalled < 8)  # only problems still moving cost anything
-        if not len(act):
-            break
-        c = counts[act]
-        g = np.einsum("mn,mnk->mk", c * psi[act], J[act])
-        H = np.einsum("mn,mnk,mnl->mkl", c * curv[act], J[act], J[act])
-        H = H + (lam[act, None] * np.diagonal(H, axis1=1, axis2=2) + 1e-12)[:, :, None] * np.eye(k)
-        new = np.clip(theta[act] - np.linalg.solve(H, g[..., None])[..., 0], lo, hi)
-        f_new, psi_new, curv_new, J_new = evaluate(new, c)
-        better = f_new < f[act]
-        b = act[better]
-        progress = np.zeros(len(act), bool)
-        progress[better] = f[b] - f_new[better] > 1e-12 * np.maximum(1.0, f[b])
-        theta[b], f[b] = new[better], f_new[better]
-        psi[b], curv[b], J[b] = psi_new[better], curv_new[better], J_new[better]
-        lam[act] = np.clip(np.where(better, lam[act] * 0.3, lam[act] * 10), 1e-12, 1e12)
-        stalled[act] = np.where(progress, 0, stalled[act] + 1)
-    return theta, f
-
-
 def _start_grid(u, L, pure=False):
     """Chinchilla-style grid of starting points; A is solved from each (alpha, c) guess by least squares."""
     starts = []
@@ -267,7 +207,8 @@ def _start_grid(u, L, pure=False):
 def fit_one(u, L, pure=False):
     """Best fit over the whole start grid: theta = (A, alpha[, C])."""
     starts = _start_grid(u, L, pure)
-    theta, f = _fit_batch(u, np.log(L), np.ones((len(starts), len(u))), starts, pure)
+    theta, f = fit_batch(lambda th: _model(th, u, pure), np.log(L), np.ones((len(starts), len(u))), starts,
+                         *_bounds(np.log(L), pure))
     return theta[np.argmin(f)]
 
 
@@ -277,19 +218,13 @@ def predict(theta, u):
     return np.exp(theta[0] - theta[1] * u) + np.exp(theta[2])
 
 
-def _interval(samples, level):
-    lo, hi = np.percentile(samples, [50 * (1 - level), 50 * (1 + level)], axis=0)
-    return lo, hi
-
-
 def _refit(u, L, counts, theta_hat, pure):
-    """Fit every row of counts (a resample of the runs), started from the full-data optimum and a few grid points:
-    enough to leave its basin when a resample wants another optimum, 6x cheaper than the full grid."""
+    """Fit every row of counts (a resample of the runs), started from the full-data optimum and a few grid points
+    (6x cheaper than the full grid)."""
+    if not len(counts):
+        return np.empty((0, len(theta_hat)))
     starts = np.concatenate([theta_hat[None], _start_grid(u, L, pure)[[2, 12, 21] if not pure else [1, 3]]])
-    S = len(starts)
-    theta, f = _fit_batch(u, np.log(L), np.repeat(counts, S, axis=0), np.tile(starts, (len(counts), 1)), pure)
-    best = np.argmin(f.reshape(-1, S), axis=1)
-    return theta.reshape(len(counts), S, -1)[np.arange(len(counts)), best]
+    return refit(lambda th: _model(th, u, pure), np.log(L), counts, starts, *_bounds(np.log(L), pure))
 
 
 def fit_power_law(N, L, pure=False, grid=None, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED):
@@ -311,16 +246,10 @@ def fit_power_law(N, L, pure=False, grid=None, n_bootstrap=N_BOOTSTRAP, ci_level
     # as many sizes as parameters: the curve interpolates them and every resample gives the same curve back, so
     # there is no interval to compute (an interval of zero width would claim the opposite)
     identifiable = len(np.unique(N)) > n_free
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1 / n), size=n_bootstrap if identifiable else 0)
-    counts = counts[sizes_in(counts) >= n_free]  # fewer sizes than parameters define nothing
-    boot = _refit(u, L, counts, theta, pure) if len(counts) else np.empty((0, n_free))
-    loo = np.empty((0, n_free))
-    if identifiable and n <= LOO_MAX_POINTS:
-        drop_one = 1 - np.eye(n, dtype=int)
-        drop_one = drop_one[sizes_in(drop_one) >= n_free]
-        if len(drop_one):
-            loo = _refit(u, L, drop_one, theta, pure)
+    no_sets = np.zeros((0, n), int)
+    boot_sets, loo_sets = (resample_runs(n, n_bootstrap, seed, lambda c: sizes_in(c) >= n_free) if identifiable
+                           else (no_sets, no_sets))  # fewer sizes than parameters define nothing
+    boot, loo = _refit(u, L, boot_sets, theta, pure), _refit(u, L, loo_sets, theta, pure)
 
     def to_user(th):  # (A, alpha[, C]) -> (a, alpha[, c]) with a in the user's unit of N
         th = np.atleast_2d(th)
@@ -330,13 +259,10 @@ def fit_power_law(N, L, pure=False, grid=None, n_bootstrap=N_BOOTSTRAP, ci_level
         return np.stack(out, axis=1)
 
     point = to_user(theta)[0]
-    lo, hi = _interval(to_user(boot), ci_level) if len(boot) else (point.copy(), point.copy())
-    if len(loo):
-        loo_user = to_user(loo)
-        lo, hi = np.minimum(lo, loo_user.min(0)), np.maximum(hi, loo_user.max(0))
+    lo, hi = intervals(point, to_user(boot), to_user(loo), ci_level)
     grid = np.geomspace(N.min() / 1.5, N.max() * 1.5, 80) if grid is None else np.asarray(grid, float)
     u_grid = np.log(grid) - mean_logN
-    band = _interval(np.array([predict(th, u_grid) for th in boot]), ci_level) if len(boot) else (None, None)
+    band = interval(np.array([predict(th, u_grid) for th in boot]), ci_level) if len(boot) else (None, None)
     out = {"n_points": n, "n_bootstrap": len(boot), "n_leave_one_out": len(loo)}
     for i, name in enumerate(["a", "alpha"] + ([] if pure else ["c"])):
         out[name] = float(point[i])
@@ -407,6 +333,9 @@ def fit_family(rows, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED):
             out["n_bootstrap"], out["n_leave_one_out"] = sat["n_bootstrap"], sat["n_leave_one_out"]
         out["curve" + suffix] = sat["curve"]
         out["curve_pure" + suffix] = {k: pure["curve"][k] for k in ("n", "loss")}
+    joint = fit_family_joint(rows, **settings)  # L(N, D), where the runs were trained on several token counts
+    if joint is not None:
+        out["joint"] = joint
     out["ci_level"] = ci_level  # the markdown and the plots label the intervals with it
     return out
 
@@ -419,34 +348,6 @@ def fit_all(rows, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED):
 
 # -----------------------------------------------------------------------------
 # the fits as text
-
-def percent(level):
-    """0.95 -> '95%', the label of an interval."""
-    return f"{100 * level:g}%"
-
-
-def _fmt(x):
-    return "–" if x is None else f"{x:.3g}"
-
-
-def human(n):
-    """1234567 -> '1.23M': parameter counts a reader can compare at a glance."""
-    if n is None:
-        return None
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{unit}"
-    return f"{n:.3g}"
-
-
-def _ci(ci):
-    return "–" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
-
-
-def with_ci(fit, key):
-    """'0.31 [0.25, 0.4]': a fitted number and its interval, or '(no interval)' where the data cannot give one."""
-    return f"{fit[key]:.3g} " + ("(no interval)" if fit[key + "_ci"] is None else _ci(fit[key + "_ci"]))
-
 
 def fit_markdown(fits, loss_name="loss"):
     """The fit table (and warnings) as markdown, for fit.md and the study report."""
@@ -461,10 +362,11 @@ def fit_markdown(fits, loss_name="loss"):
     for fam, f in fits.items():
         lines.append(
             f"| {fam} | {f['n_points']} | {human(min(f['n_params']))}–{human(max(f['n_params']))} "
-            f"| **{_fmt(f['alpha'])}** | {_ci(f['alpha_ci'])} | {_fmt(f['c'])} | {_ci(f['c_ci'])} | {_fmt(f['a'])} "
-            f"| {_fmt(f['alpha_pure'])} | {_ci(f['alpha_pure_ci'])} "
-            f"| {_fmt(f.get('alpha_non_embedding'))} | {_ci(f.get('alpha_non_embedding_ci'))} "
-            f"| {_fmt(f.get('alpha_pure_non_embedding'))} |")
+            f"| **{fmt(f['alpha'])}** | {ci_text(f['alpha_ci'])} | {fmt(f['c'])} | {ci_text(f['c_ci'])} "
+            f"| {fmt(f['a'])} "
+            f"| {fmt(f['alpha_pure'])} | {ci_text(f['alpha_pure_ci'])} "
+            f"| {fmt(f.get('alpha_non_embedding'))} | {ci_text(f.get('alpha_non_embedding_ci'))} "
+            f"| {fmt(f.get('alpha_pure_non_embedding'))} |")
     lines.append("")
     for fam, f in fits.items():
         warns = f["warnings"] + [f"(non-embedding fit) {w}" for w in f.get("warnings_non_embedding", [])]
@@ -474,7 +376,7 @@ def fit_markdown(fits, loss_name="loss"):
         else:
             lines.append(f"**{fam}:** no warnings — the fit is well conditioned.")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + joint_markdown(fits))
 
 
 def fits_for_json(fits):

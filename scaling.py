@@ -8,7 +8,10 @@ Fit scaling laws L(N) to finished training runs (or to a published table) and pl
 Plain arguments are run folders (with results.json) or folders holding run folders; --table is a CSV with columns
 family,n_params,loss[,n_params_non_embedding,tokens,wall_time_s,peak_mem_bytes,run]. For every model family it
 fits L = a*N^(-alpha) + c and the pure L = a*N^(-alpha), on all and on non-embedding parameters (power_law.py says
-how and why), and writes OUT/fit.json, OUT/fit.md and the PNG plots (plots.py).
+how and why), and writes OUT/fit.json, OUT/fit.md and the PNG plots (plots.py). Where a family's runs were trained on
+two or more token counts D (the tokens column, or results.json's tokens_trained), it also fits
+L = E + A/N^alpha + B/D^beta and the compute-optimal N_opt(C), D_opt(C) (joint_fit.py): fit.json's `joint`,
+iso_loss.png and iso_flop.png.
 """
 import sys
 

@@ -183,3 +183,19 @@ def test_run_folder_without_results_is_an_error(tmp_path):
     (tmp_path / "half_trained").mkdir()
     r = run_cli(tmp_path / "half_trained", "--out", tmp_path / "fit")
     assert r.returncode != 0 and "no results.json" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_folders_at_several_token_counts_get_a_joint_fit(tmp_path):
+    """D comes from results.json's tokens_trained; the joint fit and its two plots appear only when D varies."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for n in (5e4, 4e5, 3.2e6):
+        for d in (1e5, 1e6, 1e7):
+            fake_run(runs, f"gpt_{int(n)}_{int(d)}", "gpt", int(n), 1.0 + 30 * n ** -0.3 + 40 * d ** -0.3, tokens=d)
+    out = tmp_path / "fit"
+    r = run_cli(runs, "--out", out, "--n_bootstrap", 100)
+    assert r.returncode == 0, r.stderr
+    joint = json.loads((out / "fit.json").read_text())["gpt"]["joint"]
+    assert sorted(set(joint["tokens"])) == [1e5, 1e6, 1e7]
+    assert joint["alpha"] == pytest.approx(0.3, abs=0.02) and joint["beta"] == pytest.approx(0.3, abs=0.02)
+    assert (out / "iso_loss.png").is_file() and (out / "iso_flop.png").is_file()
