@@ -21,8 +21,9 @@ demo: $(VENV)/.runtime-installed
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest -q tests
 
+# rebuilds data/music21 on purpose (the same bytes each time); prepare.py still refuses a folder with other files
 prepare: $(VENV)/.runtime-installed
-	$(PY) prepare.py
+	$(PY) prepare.py --overwrite=True
 
 bench: $(VENV)/.runtime-installed
 	$(PY) bench_data.py

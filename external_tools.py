@@ -5,10 +5,13 @@ music, sample.py) and fluidsynth (audio, sample.py). All are Debian packages (ab
 fluidsynth, fluid-soundfont-gm).
 
 Every call has a time limit: run_tool for subprocesses, time_limit for Python code that can hang in-process
-(music21 on a pathological score).
+(music21 on a pathological score). midi2abc's and prepare.py's music21 limits count CPU seconds, not wall-clock
+seconds, so whether a file converts does not depend on how busy the machine is (prepare.py keeps a dataset
+byte-identical across machines and --workers).
 """
 import contextlib
 import glob
+import math
 import os
 import signal
 import subprocess
@@ -34,15 +37,18 @@ def _raise_time_limit(signum, frame):
 
 
 @contextlib.contextmanager
-def time_limit(seconds):
-    """Raise TimeLimitExceeded in this (main) thread after `seconds` of wall-clock time (SIGALRM)."""
-    old = signal.signal(signal.SIGALRM, _raise_time_limit)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+def time_limit(seconds, cpu=False):
+    """Raise TimeLimitExceeded in this (main) thread after `seconds` of wall-clock time (SIGALRM), or with
+    cpu=True after `seconds` of this process's CPU time (SIGPROF), which other processes on the machine cannot
+    use up."""
+    timer, sig = (signal.ITIMER_PROF, signal.SIGPROF) if cpu else (signal.ITIMER_REAL, signal.SIGALRM)
+    old = signal.signal(sig, _raise_time_limit)
+    signal.setitimer(timer, seconds)
     try:
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+        signal.setitimer(timer, 0)
+        signal.signal(sig, old)
 
 
 def run_tool(cmd, timeout, **kwargs):
@@ -55,25 +61,37 @@ def run_tool(cmd, timeout, **kwargs):
 
 # ----------------------------------------------------------------------------- midi2abc
 
-def _limit_output_size(max_bytes):
+# a blocked midi2abc uses no CPU, so a wall-clock limit of this many times its CPU limit ends it; a running one
+# would need less than a tenth of a core to reach it (private: a public int would be taken for a setting)
+_WALL_PER_CPU_SECOND = 10
+
+
+def _limit_child(cpu_seconds, max_bytes):
     import resource
-    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    def limit():  # past cpu_seconds (whole seconds) the child gets SIGXCPU, a second later SIGKILL
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file in the user's folder
+    return limit
 
 
 def midi_to_abc(midi_path, timeout, max_bytes):
-    """ABC text of a MIDI file by `midi2abc -s`, or ConversionFailed(reason). On corrupt files midi2abc hangs,
-    dies of SIGFPE or writes hundreds of MB: hence the time limit and the output-size cap."""
+    """ABC text of a MIDI file by `midi2abc -s`, or ConversionFailed(reason). On corrupt files midi2abc loops
+    forever, dies of SIGFPE or writes hundreds of MB: hence the limit of `timeout` CPU seconds and the output-size
+    cap."""
     with open(midi_path, "rb") as f:
         head = f.read(4)
     if not head:
         raise ConversionFailed("empty_file")
     if head not in (b"MThd", b"RIFF"):
         raise ConversionFailed("not_midi")
+    cpu_seconds = math.ceil(timeout)  # RLIMIT_CPU counts whole seconds; the wall-clock backstop follows it
     with tempfile.TemporaryFile() as out:
         # stdout goes to a file so RLIMIT_FSIZE can stop a runaway conversion (it gets SIGXFSZ)
-        proc = run_tool(["midi2abc", *MIDI2ABC_ARGS, "-f", midi_path], timeout, stdout=out,
-                        stderr=subprocess.PIPE, preexec_fn=_limit_output_size(max_bytes))
-        if proc is None:
+        proc = run_tool(["midi2abc", *MIDI2ABC_ARGS, "-f", midi_path], _WALL_PER_CPU_SECOND * cpu_seconds,
+                        stdout=out, stderr=subprocess.PIPE, preexec_fn=_limit_child(cpu_seconds, max_bytes))
+        if proc is None or proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
             raise ConversionFailed("midi2abc_timeout")
         if proc.returncode == -signal.SIGXFSZ:
             raise ConversionFailed("midi2abc_output_too_large")

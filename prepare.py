@@ -13,9 +13,10 @@ Pipeline (each step counted in stats.json):
      collections as ABC, plus a capped, evenly spaced selection of its other scores (MusicXML,
      Humdrum) written to MIDI by music21, so the default run exercises the MIDI path Lakh users need.
   2. convert MIDI -> ABC with Debian's `midi2abc -s` (external_tools.midi_to_abc). Every call has a
-     timeout and an output-size cap (midi2abc hangs, crashes with SIGFPE or writes 50-191 MB on some
-     corrupt files), runs in a process pool, and its result is cached by the file's content hash, so a
-     re-run or an interrupted run over 178k files converts nothing twice.
+     limit of CPU seconds and an output-size cap (midi2abc loops forever, crashes with SIGFPE or writes
+     50-191 MB on some corrupt files), runs in a process pool, and its result is cached by the file's
+     content hash, so a re-run or an interrupted run over 178k files converts nothing twice. A conversion
+     that runs out of time is retried once with 4x the limit before it counts as failed.
   3. split into tunes and clean them (abc_text.clean_tune: music headers only, X: renumbered, titles,
      comments and lyrics dropped, leading silence trimmed, tunes without K: or notes rejected).
   4. deduplicate identical cleaned texts, then filter by length and gzip compression ratio
@@ -23,16 +24,23 @@ Pipeline (each step counted in stats.json):
   5. split at the tune level (seeded, deterministic; no tune in two splits), train the tokenizer on the
      training split only, encode each split as tunes followed by an end-of-tune token.
   6. write train/val/test.bin, meta.json, stats.json, stats.md and a length histogram into a temporary
-     folder that is renamed to --out only when complete.
-Same input and seed give byte-identical outputs. Corrupt inputs are skipped and counted with a reason.
+     folder that is renamed to --out only when complete (dataset_output.py: the reports, and the checks
+     that keep --out safe).
+Same input and seed give byte-identical outputs on any machine, whatever its load or --workers: the time
+limits count CPU seconds (not wall-clock), are fixed before conversion, and a cached result is used only
+where this run's limits would give the same. Corrupt inputs are skipped, counted and listed with a reason.
+--out is written only when it is missing, empty, or (with --overwrite=True) holds a prepare.py dataset and
+nothing else: prepare.py never deletes files it did not write.
 """
 import glob
 import gzip
 import hashlib
 import os
+import resource
 import shutil
 import sys
 import tempfile
+import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -42,13 +50,15 @@ from tqdm import tqdm
 import abc_text
 from configurator import configure, fail, lines_of
 from dataset import fingerprints, read_json, write_json_atomic
+from dataset_output import check_out, percentiles, plot_lengths, replace_folder, stats_markdown
 from external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
 from tokenizer import BPETokenizer, CharTokenizer
 
 # ----------------------------------------------------------------------------------------------------
-# settings; stats.json records them all but workers, cache_dir and out (they do not change the dataset)
+# settings; stats.json records them all but workers, cache_dir, out and overwrite (they do not change the dataset)
 input = ''                          # file, folder (searched recursively) or glob; repeatable. '': music21 corpus
-out = 'data/music21'                # dataset folder to write
+out = 'data/music21'                # dataset folder to write: missing, empty, or a dataset to replace
+overwrite = False                   # replace the dataset already in --out (never anything else)
 tokenizer = 'char'                  # char or bpe
 vocab_size = 4096                   # BPE vocabulary size, EOT included
 split = '0.98,0.01,0.01'            # train,val,test fractions of the tunes
@@ -60,8 +70,8 @@ max_train_tokens = 0                # cut the training split to this many tokens
 max_files = 0                       # use at most this many input files, evenly spaced over the sorted list (0: all)
 max_scores = 200                    # default corpus only: how many non-ABC music21 scores take the MIDI path
 workers = os.cpu_count() or 1       # conversion processes
-timeout = 30.0                      # seconds per midi2abc call
-score_timeout = 60.0                # seconds per music21 score -> MIDI
+timeout = 30.0                      # CPU seconds per midi2abc call (a timed-out call is retried at 4x)
+score_timeout = 60.0                # CPU seconds per music21 score -> MIDI (retried at 4x)
 max_abc_bytes = 4_000_000           # midi2abc output above this is a runaway conversion and is discarded
 cache_dir = 'data/.cache/convert'   # converted ABC, keyed by input content hash ('' disables the cache)
 
@@ -71,8 +81,9 @@ SCORE_EXTENSIONS = (".mxl", ".xml", ".musicxml", ".krn")  # music21 corpus score
 KINDS = {**dict.fromkeys(MIDI_EXTENSIONS, "midi"), **dict.fromkeys(ABC_EXTENSIONS, "abc"),
          **dict.fromkeys(SCORE_EXTENSIONS, "score")}
 # bump when the conversion changes, so cached results from an older conversion are not reused
-# (private: a public str global would be taken for a setting)
-_CONVERTER_VERSION = "midi2abc-s-1"
+# (private: a public str global would be taken for a setting); 2: CPU-time limits, zero-length notes dropped
+_CONVERTER_VERSION = "midi2abc-s-2"
+_RETRY_FACTOR = 4  # a conversion that runs out of time is tried once more with this many times the limit
 FILTERS = ("no_key", "no_notes", "too_short", "too_long", "low_gzip_ratio")  # always listed in stats.json
 
 
@@ -92,54 +103,120 @@ def evenly_spaced(items, n):
 
 
 def collect_inputs(patterns):
-    found = []
+    """[(path, kind)] of every input file in path order; {path: name}, the path relative to the folder it was
+    searched from (the same on every machine, for the list of failed files); and every path the patterns
+    name, which --out must not contain. A score (MusicXML, Humdrum) is read only when named, not from folders."""
+    found, given = [], []
     for pattern in patterns:
         pattern = os.path.expanduser(pattern)
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
         if not matches:
             fail(f"--input {pattern!r} matches nothing")
+        searched = pattern
+        while glob.has_magic(searched):  # a glob's names start below its last plain folder
+            searched = os.path.dirname(searched)
         for path in matches:
+            given.append(path)
+            top = searched if searched != pattern else path if os.path.isdir(path) else os.path.dirname(path)
             if os.path.isdir(path):
                 for root, dirs, files in os.walk(path):
                     dirs.sort()
-                    found += [os.path.join(root, f) for f in sorted(files) if kind_of(f) in ("midi", "abc")]
+                    found += [(os.path.join(root, f), top) for f in sorted(files) if kind_of(f) in ("midi", "abc")]
             elif os.path.isfile(path):
-                if kind_of(path) not in ("midi", "abc"):
-                    fail(f"{path}: not a MIDI (.mid/.midi/.kar) or ABC (.abc) file")
-                found.append(path)
+                if kind_of(path) is None:
+                    fail(f"{path}: not a MIDI (.mid/.midi/.kar), ABC (.abc) or score "
+                         f"({'/'.join(SCORE_EXTENSIONS)}) file")
+                found.append((path, top))
             else:
                 fail(f"--input {path!r} does not exist")
-    files = sorted(set(found))
-    if not files:
+    names = {path: os.path.relpath(path, top or ".") for path, top in found}
+    if not names:
         fail(f"no .mid/.midi/.kar/.abc files found in {', '.join(patterns)}")
-    return [(path, kind_of(path)) for path in files]
+    return [(path, kind_of(path)) for path in sorted(names)], names, given
 
 
 def default_corpus_inputs(max_scores):
-    from music21 import corpus
+    """As collect_inputs, for the corpus inside music21; names are relative to its corpus folder."""
+    from music21 import common, corpus
+    folder = str(common.getCorpusFilePath())
     paths = sorted(str(p) for p in corpus.getPaths())
     abc = [(p, "abc") for p in paths if kind_of(p) == "abc"]
     scores = [(p, "score") for p in paths if kind_of(p) == "score"]
-    return abc + evenly_spaced(scores, max_scores) if max_scores > 0 else abc
+    items = abc + evenly_spaced(scores, max_scores) if max_scores > 0 else abc
+    return items, {p: os.path.relpath(p, folder) for p in paths}, [folder]
 
 
 # ----------------------------------------------------------------------------------------------------
 # 2. conversion (runs in worker processes)
 
-def score_to_abc(score_path, timeout, midi_timeout, max_bytes):
+def children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the midi2abc calls this worker has waited for
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_midi2abc(midi_path, limits, max_bytes, cpu):
+    """midi_to_abc under limits["midi2abc"], the CPU seconds it used put in cpu["midi2abc"]."""
+    start = children_cpu_seconds()
+    try:
+        return midi_to_abc(midi_path, limits["midi2abc"], max_bytes)
+    finally:
+        cpu["midi2abc"] = round(children_cpu_seconds() - start, 3)
+
+
+def score_to_abc(score_path, limits, max_bytes, cpu):
     """music21 score (MusicXML, Humdrum) -> MIDI -> midi2abc: the same path a Lakh MIDI file takes."""
     from music21 import converter
     with tempfile.TemporaryDirectory() as tmp:
         midi_path = os.path.join(tmp, "score.mid")
+        start = time.process_time()
         try:
             # in-process, so only a signal can stop music21 on a pathological score
-            with time_limit(timeout):
-                converter.parse(score_path).write("midi", fp=midi_path)
+            with time_limit(limits["music21"], cpu=True):
+                score = converter.parse(score_path)
+                # music21 writes a note of length zero (a chord symbol, a grace note) as its note-off before its
+                # note-on at the same tick: it sounds to the end of the track and midi2abc gives up with
+                # "Error - note too short!". They carry no duration, so the MIDI loses nothing it could show.
+                for note in [n for n in score.recurse().notes if n.duration.quarterLength == 0]:
+                    note.activeSite.remove(note)
+                score.write("midi", fp=midi_path)
         except TimeLimitExceeded:
             raise ConversionFailed("music21_timeout")
         except Exception:  # music21 raises many types on malformed scores
             raise ConversionFailed("music21_error")
-        return midi_to_abc(midi_path, midi_timeout, max_bytes)
+        finally:
+            cpu["music21"] = round(time.process_time() - start, 3)
+        return run_midi2abc(midi_path, limits, max_bytes, cpu)
+
+
+def convert_once(path, kind, limits, max_bytes):
+    """One conversion under limits {stage: CPU seconds}: {abc, reason, cpu: seconds per stage, limits}."""
+    cpu = {}
+    try:
+        text = run_midi2abc(path, limits, max_bytes, cpu) if kind == "midi" else \
+            score_to_abc(path, limits, max_bytes, cpu)
+        return {"abc": text, "reason": None, "cpu": cpu, "limits": limits}
+    except ConversionFailed as e:
+        return {"abc": None, "reason": str(e), "cpu": cpu, "limits": limits}
+
+
+def cached_result_holds(result, longest):
+    """Whether a cached conversion is what this run would get with `longest`, its retry's limits: every stage
+    finished within them, or the stage that timed out had at least as long. So a success under a longer limit,
+    or a timeout under a shorter one, is converted again, and the cache never makes a dataset depend on history."""
+    timed_out = result["reason"][:-len("_timeout")] if (result["reason"] or "").endswith("_timeout") else None
+    return all(result["limits"][stage] >= longest[stage] if stage == timed_out else seconds <= longest[stage]
+               for stage, seconds in result["cpu"].items())
+
+
+def read_cached(cache_file):
+    """A cached conversion, or None when there is none or it cannot be read: a damaged or foreign file in the
+    cache is converted again rather than stopping the run."""
+    try:
+        result = read_json(cache_file)
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(result, dict) and {"abc", "reason", "cpu", "limits"} <= set(result)
+    return result if ok else None
 
 
 def convert_to_abc(path, kind, settings):
@@ -157,16 +234,13 @@ def convert_to_abc(path, kind, settings):
         digest = hashlib.sha256(f.read() + _CONVERTER_VERSION.encode()).hexdigest()
     cache = settings["cache_dir"]
     cache_file = os.path.join(cache, digest[:2], digest + ".json") if cache else None
-    seconds = settings["timeout"] if kind == "midi" else settings["score_timeout"]
-    result = read_json(cache_file) if cache_file and os.path.exists(cache_file) else None
-    # a cached timeout is retried only when this run allows more time than the one that timed out
-    if result is None or (result["reason"] or "").endswith("timeout") and result["timeout"] < seconds:
-        try:
-            text = midi_to_abc(path, settings["timeout"], settings["max_abc_bytes"]) if kind == "midi" else \
-                score_to_abc(path, settings["score_timeout"], settings["timeout"], settings["max_abc_bytes"])
-            result = {"abc": text, "reason": None}
-        except ConversionFailed as e:
-            result = {"abc": None, "reason": str(e), "timeout": seconds}
+    limits = {"midi2abc": settings["timeout"], "music21": settings["score_timeout"]}
+    longest = {stage: _RETRY_FACTOR * seconds for stage, seconds in limits.items()}
+    result = read_cached(cache_file) if cache_file else None
+    if result is None or not cached_result_holds(result, longest):
+        result = convert_once(path, kind, limits, settings["max_abc_bytes"])
+        if (result["reason"] or "").endswith("_timeout"):  # a slow machine gets a second, longer chance
+            result = convert_once(path, kind, longest, settings["max_abc_bytes"])
         if cache_file:
             os.makedirs(os.path.dirname(cache_file), exist_ok=True)
             write_json_atomic(result, cache_file, indent=None)  # atomic: workers and runs share the cache
@@ -297,69 +371,7 @@ def write_splits(tok, splits, max_train_tokens, out):
     return split_stats, lengths, before_cut, np.dtype(dtype).name
 
 
-# ----------------------------------------------------------------------------------------------------
-# 6. reports
-
-def percentiles(values):
-    if len(values) == 0:
-        return {}
-    out = {f"p{q}": int(np.percentile(values, q)) for q in (5, 25, 50, 75, 95, 99)}
-    out.update(min=int(np.min(values)), max=int(np.max(values)), mean=round(float(np.mean(values)), 1))
-    return out
-
-
-def plot_lengths(lengths_by_split, path, tokenizer_name):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-    all_lengths = np.concatenate(list(lengths_by_split.values()))
-    bins = np.logspace(np.log10(max(1, all_lengths.min())), np.log10(all_lengths.max() + 1), 50)
-    for name, lengths in lengths_by_split.items():
-        ax.hist(lengths, bins=bins, alpha=0.6, label=f"{name} ({len(lengths)} tunes)", density=True)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"tune length in tokens ({tokenizer_name} tokenizer, EOT included)")
-    ax.set_ylabel("density")
-    ax.set_title("Sequence-length distribution per split")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})  # no version string: byte-identical across installs
-    plt.close(fig)
-
-
-def stats_markdown(stats):
-    s = stats
-    lines = ["# Dataset statistics", "",
-             f"- source: {s['source']}",
-             f"- tokenizer: {s['tokenizer']} (vocabulary {s['vocab_size']})",
-             f"- files found: {s['files_found']} ({', '.join(f'{k}: {v}' for k, v in s['files_by_kind'].items())})",
-             f"- files converted: {s['files_converted']} (success rate {100 * s['conversion_success_rate']:.1f}%)",
-             "", "## Conversion failures", ""]
-    lines += [f"- {k}: {v}" for k, v in s["conversion_failures"].items()] or ["- none"]
-    lines += ["", "## Tunes", "",
-              f"- tunes found: {s['tunes_found']}",
-              f"- duplicates removed: {s['duplicates_removed']}"]
-    lines += [f"- removed ({k}): {v}" for k, v in s["filtered"].items()]
-    lines += [f"- tunes kept: {s['tunes_kept']}", "",
-              "## Splits", "", "| split | tunes | tokens | chars | chars/token | unknown chars |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for name, sp in s["splits"].items():
-        lines.append(f"| {name} | {sp['tunes']} | {sp['tokens']} | {sp['chars']} | "
-                     f"{sp['chars_per_token']:.2f} | {sp.get('unknown_chars', 0)} |")
-    if s.get("max_train_tokens"):
-        lines += ["", f"Training split cut to {s['max_train_tokens']} tokens "
-                      f"(from {s['train_tokens_before_cut']})."]
-    lines += ["", "## Tune length (tokens, EOT included)", "", "| split | " +
-              " | ".join(s["length_tokens"]["train"].keys()) + " |",
-              "|---|" + "---:|" * len(s["length_tokens"]["train"])]
-    for name, pct in s["length_tokens"].items():
-        lines.append(f"| {name} | " + " | ".join(str(v) for v in pct.values()) + " |")
-    lines += ["", "![length histogram](length_histogram.png)", ""]
-    return "\n".join(lines)
-
-
-def build_dataset(cfg, items, source, fractions, out):
+def build_dataset(cfg, items, names, source, fractions, out):
     """Steps 2-6 for the collected items, written into the folder out; returns the statistics."""
     settings = {"timeout": cfg["timeout"], "score_timeout": cfg["score_timeout"],
                 "max_abc_bytes": cfg["max_abc_bytes"],
@@ -387,6 +399,8 @@ def build_dataset(cfg, items, source, fractions, out):
         "files_converted": len(converted),
         "conversion_failures": dict(sorted(failures.items())),
         "conversion_success_rate": round(len(converted) / max(1, len(items)), 4),
+        "failed_files": sorted(({"file": names[r["path"]], "reason": r["failure"]} for r in results
+                                if r["failure"]), key=lambda f: (f["file"], f["reason"])),
         "tunes_found": sum(r["tunes_found"] for r in converted),
         "duplicates_removed": n_duplicates,
         "filtered": {k: filtered.get(k, 0) for k in sorted(set(filtered) | set(FILTERS))},
@@ -398,7 +412,7 @@ def build_dataset(cfg, items, source, fractions, out):
         "length_chars": {k: percentiles([len(t) + 1 for t in splits[k]]) for k in splits},
         # input as the list of --input values, the form stats.json has always had
         "settings": {k: lines_of(v) if k == "input" else v for k, v in cfg.items()
-                     if k not in ("workers", "cache_dir", "out")},
+                     if k not in ("workers", "cache_dir", "out", "overwrite")},
     }
     if cfg["max_train_tokens"]:
         stats["max_train_tokens"] = cfg["max_train_tokens"]
@@ -444,14 +458,15 @@ def main(argv=None):
     fractions = check_settings(cfg)
     if cfg["input"]:
         patterns = lines_of(cfg["input"])
-        items = collect_inputs(patterns)
+        items, names, inputs = collect_inputs(patterns)
         source = ", ".join(patterns)
     else:
-        items = default_corpus_inputs(cfg["max_scores"])
+        items, names, inputs = default_corpus_inputs(cfg["max_scores"])
         source = f"music21 corpus (ABC collections + {cfg['max_scores']} scores via MIDI)"
     items = evenly_spaced(items, cfg["max_files"])
 
     out_dir = os.path.abspath(cfg["out"])
+    check_out(cfg, out_dir, inputs)
     parent = os.path.dirname(out_dir)
     try:
         os.makedirs(parent, exist_ok=True)
@@ -459,16 +474,11 @@ def main(argv=None):
     except OSError as e:
         fail(f"cannot write the output folder {cfg['out']}: {e.strerror}")
     try:
-        stats = build_dataset(cfg, items, source, fractions, tmp_dir)
-        if os.path.exists(out_dir):  # replace an older dataset only once the new one is complete
-            old = tmp_dir + ".old"
-            os.rename(out_dir, old)
-            os.rename(tmp_dir, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp_dir, out_dir)
+        stats = build_dataset(cfg, items, names, source, fractions, tmp_dir)
+        check_out(cfg, out_dir, inputs)  # again: someone may have put files there during the conversion
+        replace_folder(tmp_dir, out_dir)
     finally:
-        if os.path.exists(tmp_dir):
+        if os.path.exists(tmp_dir):  # ours: made by mkdtemp above
             shutil.rmtree(tmp_dir, ignore_errors=True)
     sp = stats["splits"]
     print(f"wrote {cfg['out']}: {stats['tunes_kept']} tunes, vocab {stats['vocab_size']}, tokens "

@@ -1,6 +1,12 @@
 """prepare.py and the shared ABC/tokenizer helpers, through the real CLI where a user would use it."""
+import hashlib
+import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pretty_midi
@@ -172,8 +178,9 @@ def test_dedup_and_filters_are_counted(tmp_path, run_script):
     assert stats["filtered"]["too_short"] == 1
     assert stats["filtered"]["no_key"] == 1
     assert stats["tunes_kept"] == 12
-    run_script(["prepare.py", "--input", src, "--out", out, "--max_chars", "80", "--split", "0.8,0.1,0.1"],
-               check=False)  # every tune too long now: too few tunes, so the old dataset must survive
+    proc = run_script(["prepare.py", "--input", src, "--out", out, "--max_chars", "80", "--split", "0.8,0.1,0.1",
+                       "--overwrite=True"], check=False)  # every tune too long now: the old dataset must survive
+    assert proc.returncode != 0 and "need at least 3" in proc.stderr
     assert read_json(out / "stats.json")["tunes_kept"] == 12
     assert not [p for p in os.listdir(tmp_path) if "incomplete" in p]
 
@@ -233,6 +240,12 @@ def test_midi_collection_with_planted_bad_files(tmp_path, run_script):
     assert failures["empty_file"] == 1 and failures["not_midi"] == 1 and failures["not_utf8"] == 1
     assert sum(failures.values()) == 4, failures  # the truncated file fails too, with midi2abc's reason
     assert stats["files_converted"] == 5 and stats["conversion_success_rate"] == round(5 / 9, 4)
+    (truncated_reason,) = failures.keys() - {"empty_file", "not_midi", "not_utf8"}
+    # each failed file by name, relative to the --input folder (the same on any machine), and its reason
+    assert stats["failed_files"] == [{"file": "empty.mid", "reason": "empty_file"},
+                                     {"file": "latin1.abc", "reason": "not_utf8"},
+                                     {"file": "text.mid", "reason": "not_midi"},
+                                     {"file": "truncated.midi", "reason": truncated_reason}]
     assert "5/9 files converted" in proc.stdout
     tunes = [t for texts in split_texts(out).values() for t in texts]
     midi_tunes = [t for t in tunes if "V:" in t or "Q:" in t]
@@ -254,12 +267,13 @@ def test_midi_collection_with_planted_bad_files(tmp_path, run_script):
 
 
 @pytest.mark.parametrize("script, option, reason", [
-    ("sleep 20", ["--timeout", "1"], "midi2abc_timeout"),
+    # a busy loop: the limit counts CPU seconds (0.25 and its retry's 1 both mean one whole second)
+    ("while :; do :; done", ["--timeout", "0.25"], "midi2abc_timeout"),
     ("exec yes 'CDEF GABc|'", ["--max_abc_bytes", "100000"], "midi2abc_output_too_large"),
     ("kill -FPE $$", [], "midi2abc_crashed_SIGFPE"),
 ])
 def test_hanging_runaway_and_crashing_midi2abc_are_counted(tmp_path, run_script, script, option, reason):
-    """midi2abc hangs, writes hundreds of MB, or dies of SIGFPE on some corrupt files: stand-ins that do
+    """midi2abc loops forever, writes hundreds of MB, or dies of SIGFPE on some corrupt files: stand-ins that do
     exactly that check the guards around every call."""
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
@@ -272,6 +286,105 @@ def test_hanging_runaway_and_crashing_midi2abc_are_counted(tmp_path, run_script,
     run_script(["prepare.py", "--input", src, "--out", tmp_path / "out", "--split", "0.6,0.2,0.2",
                 "--cache_dir", "", *option], env={"PATH": f"{fake_bin}:{os.environ['PATH']}"})
     assert read_json(tmp_path / "out" / "stats.json")["conversion_failures"] == {reason: 1}
+
+
+def test_same_bytes_with_any_workers_and_any_cpu_load(tmp_path, run_script):
+    """Whether a file converts is decided by CPU seconds, not by the clock: a midi2abc that needs 0.6 CPU seconds
+    of its 1-second limit converts every file with one worker, and with two workers while two busy processes
+    share the CPU with them (a 1-second wall-clock limit lost files there); the datasets are the same bytes."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass"
+    (fake_bin / "midi2abc").write_text(f"#!/bin/sh\n{sys.executable} -c '{burn}'\n"
+                                       f"exec {shutil.which('midi2abc')} \"$@\"\n")
+    (fake_bin / "midi2abc").chmod(0o755)
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for i in range(2):
+        write_midi(src / "sub" / f"m{i}.mid", [60 + i, 62, 64, 65, 67, 69, 71, 72 - i, 60, 64, 67, 72])
+    (src / "sub" / "bad.mid").write_text("not a MIDI file\n")
+    (src / "tunes.abc").write_text("\n".join(many_tunes(8)))
+    args = ["prepare.py", "--input", src, "--split", "0.6,0.2,0.2", "--cache_dir", "", "--timeout", "1"]
+    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    run_script([*args, "--out", tmp_path / "one", "--workers", "1"], env=env)
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        run_script([*args, "--out", tmp_path / "two", "--workers", "2"], env=env)
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+    stats = read_json(tmp_path / "one" / "stats.json")
+    assert stats["files_converted"] == 3, stats["conversion_failures"]
+    assert stats["failed_files"] == [{"file": os.path.join("sub", "bad.mid"), "reason": "not_midi"}]
+    files = sorted(os.listdir(tmp_path / "one"))
+    assert files == sorted(os.listdir(tmp_path / "two"))
+    for f in files:  # train/val/test.bin, meta.json, stats.json, stats.md, the histogram
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+
+
+def test_a_score_with_a_zero_length_note_converts(tmp_path, run_script):
+    """music21 writes a zero-length note (here a chord symbol) as note-offs before note-ons at the same tick, so
+    it sounds to the end of the track and midi2abc stopped with "note too short": six scores of the default
+    corpus failed so. prepare.py drops such notes before writing the MIDI; a score named by --input takes the
+    same path."""
+    from conftest import corpus_file
+    (tmp_path / "tunes.abc").write_text("\n".join(many_tunes(5)))
+    run_script(["prepare.py", "--input", corpus_file("monteverdi/madrigal.3.10.mxl"), "--input",
+                tmp_path / "tunes.abc", "--out", tmp_path / "out", "--split", "0.6,0.2,0.2", "--cache_dir", ""])
+    stats = read_json(tmp_path / "out" / "stats.json")
+    assert stats["files_by_kind"] == {"abc": 1, "score": 1} and stats["failed_files"] == []
+    tunes = [t for texts in split_texts(tmp_path / "out").values() for t in texts]
+    assert sum("V:" in t for t in tunes) >= 1, "the madrigal became at least one tune"
+
+
+def test_cached_result_holds_only_where_this_run_would_get_the_same():
+    from prepare import cached_result_holds
+    longest = {"midi2abc": 120.0, "music21": 240.0}  # --timeout 30 --score_timeout 60, retried at 4x
+    first, retry = {"midi2abc": 30.0, "music21": 60.0}, longest
+
+    def holds(reason, cpu, limits):
+        return cached_result_holds({"abc": None, "reason": reason, "cpu": cpu, "limits": limits}, longest)
+    assert holds(None, {"music21": 3.0, "midi2abc": 0.2}, first)
+    assert holds(None, {"midi2abc": 100.0}, retry)  # this run's retry finishes it too
+    assert not holds(None, {"midi2abc": 300.0}, {"midi2abc": 400.0, "music21": 800.0})  # only a longer limit did
+    assert holds("midi2abc_error", {"music21": 3.0, "midi2abc": 0.2}, first)
+    assert holds("music21_timeout", {"music21": 240.0}, retry)  # ran out of as long a limit as this run has
+    assert not holds("music21_timeout", {"music21": 60.0}, first)  # a shorter one: this run may finish it
+    assert not holds("midi2abc_timeout", {"music21": 3.0, "midi2abc": 60.0}, {"midi2abc": 60.0, "music21": 240.0})
+
+
+def test_cache_is_reused_only_where_this_runs_limits_give_the_same(tmp_path, run_script):
+    """Cached results planted by hand: ones this run's limits would reproduce are used (their tunes, their
+    failures), ones it would not are converted again by the real midi2abc."""
+    from prepare import _CONVERTER_VERSION
+    src, cache = tmp_path / "in", tmp_path / "cache"
+    src.mkdir()
+    planted_tunes = many_tunes(9)[6:]  # not among the tunes of tunes.abc
+    (src / "tunes.abc").write_text("\n".join(many_tunes(6)))
+    limits = {"midi2abc": 120.0, "music21": 240.0}
+    planted = {"kept.mid": {"abc": planted_tunes[0], "reason": None, "cpu": {"midi2abc": 0.1}},
+               "slow.mid": {"abc": planted_tunes[1], "reason": None, "cpu": {"midi2abc": 500.0}},
+               "short_limit.mid": {"abc": None, "reason": "midi2abc_timeout", "cpu": {"midi2abc": 4.0}},
+               "timed_out.mid": {"abc": None, "reason": "midi2abc_timeout", "cpu": {"midi2abc": 120.0}}}
+    for i, (name, result) in enumerate(planted.items()):
+        write_midi(src / name, [60 + i, 62, 64, 65, 67, 69, 71, 72, 60, 64, 67, 72 - i])
+        digest = hashlib.sha256((src / name).read_bytes() + _CONVERTER_VERSION.encode()).hexdigest()
+        (cache / digest[:2]).mkdir(parents=True, exist_ok=True)
+        result_limits = {"midi2abc": 4.0, "music21": 240.0} if name == "short_limit.mid" else limits
+        (cache / digest[:2] / f"{digest}.json").write_text(json.dumps({**result, "limits": result_limits}))
+    write_midi(src / "damaged_cache.mid", [72, 71, 69, 67, 65, 64, 62, 60, 72, 67, 64, 60])
+    digest = hashlib.sha256((src / "damaged_cache.mid").read_bytes() + _CONVERTER_VERSION.encode()).hexdigest()
+    (cache / digest[:2]).mkdir(parents=True, exist_ok=True)
+    (cache / digest[:2] / f"{digest}.json").write_text('{"abc": "X:1')  # cut short: converted again
+    run_script(["prepare.py", "--input", src, "--out", tmp_path / "out", "--split", "0.6,0.2,0.2",
+                "--cache_dir", cache])  # --timeout 30: retried at 120 CPU seconds
+    stats = read_json(tmp_path / "out" / "stats.json")
+    assert stats["failed_files"] == [{"file": "timed_out.mid", "reason": "midi2abc_timeout"}]
+    tunes = [t for texts in split_texts(tmp_path / "out").values() for t in texts]
+    assert abc_text.clean_tune(planted_tunes[0])[0] in tunes  # reused
+    assert abc_text.clean_tune(planted_tunes[1])[0] not in tunes  # converted again: the real tune instead
+    assert stats["files_converted"] == 5 and sum("V:" in t or "Q:" in t for t in tunes) == 3
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -299,3 +412,89 @@ def test_bad_input_is_one_clear_line(tmp_path, run_script, make_args, message):
     assert "Traceback" not in proc.stderr
     assert message in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# --out: never deletes what prepare.py did not write
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory, run_script):
+    """A BPE dataset of 30 tunes, copied by the tests that need one in --out."""
+    folder = tmp_path_factory.mktemp("small")
+    (folder / "tunes.abc").write_text("\n".join(many_tunes(30)))
+    run_script(["prepare.py", "--input", folder / "tunes.abc", "--out", folder / "data", "--tokenizer", "bpe",
+                "--vocab_size", "300", "--split", "0.8,0.1,0.1", "--cache_dir", ""])
+    return folder / "data"
+
+
+def snapshot(folder):
+    """Every file (bytes), folder and symbolic link under folder: what a refused run must leave as it was."""
+    seen = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            seen[os.path.relpath(path, folder)] = os.readlink(path) if os.path.islink(path) else \
+                None if os.path.isdir(path) else Path(path).read_bytes()
+    return seen
+
+
+def dataset_copy(tmp_path, dataset, *extra_files):
+    """A copy of dataset at tmp_path/data, with files of the user's added."""
+    shutil.copytree(dataset, tmp_path / "data")
+    for name in extra_files:
+        (tmp_path / "data" / name).write_text("mine\n")
+    return tmp_path / "data"
+
+
+def out_of(tmp_path, name, *files):
+    """A folder tmp_path/name holding the user's files."""
+    (tmp_path / name).mkdir(parents=True)
+    for f in files:
+        (tmp_path / name / f).write_text("mine\n")
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("make_out, overwrite, message", [
+    (lambda d, ds: d / "notes.txt", True, "is a file"),
+    (lambda d, ds: out_of(d, "photos", "a.jpg"), True, "folder of other files"),
+    (lambda d, ds: d / "src", True, "holds the input"),  # --out equal to --input
+    (lambda d, ds: d, True, "holds the input"),  # a folder above the input
+    (lambda d, ds: out_of(d, "work/cache/aa", "x.json").parent.parent, True, "--cache_dir"),
+    (lambda d, ds: dataset_copy(d, ds), False, "--overwrite=True"),  # a dataset, not asked to replace it
+    (lambda d, ds: dataset_copy(d, ds, "notes.md"), True, "did not write (notes.md)"),
+    (lambda d, ds: (d / "link").symlink_to(dataset_copy(d, ds)) or d / "link", True, "symbolic link"),
+], ids=["file", "foreign_folder", "input_folder", "folder_above_input", "cache_inside", "dataset",
+        "dataset_with_user_file", "symlink"])
+def test_out_that_holds_other_data_is_refused_and_left_alone(tmp_path, run_script, small_dataset, make_out,
+                                                             overwrite, message):
+    """Each refusal is one line, before any work, and leaves every file as it was; --overwrite=True (asked for
+    wherever it is not the point) replaces a dataset, never anything else."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "tunes.abc").write_text("\n".join(many_tunes(5)))
+    (tmp_path / "notes.txt").write_text("mine\n")
+    out = make_out(tmp_path, small_dataset)
+    before = snapshot(tmp_path)
+    proc = run_script(["prepare.py", "--input", tmp_path / "src", "--out", out, "--split", "0.6,0.2,0.2",
+                       "--cache_dir", tmp_path / "work" / "cache", f"--overwrite={overwrite}"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_overwrite_replaces_a_dataset_and_only_its_files(tmp_path, run_script, small_dataset):
+    out = dataset_copy(tmp_path, small_dataset)
+    assert "bpe.tiktoken" in os.listdir(out)
+    (tmp_path / "tunes.abc").write_text("\n".join(many_tunes(12)))
+    args = ["prepare.py", "--input", tmp_path / "tunes.abc", "--split", "0.6,0.2,0.2", "--cache_dir", ""]
+    run_script([*args, "--out", out, "--overwrite=True"])
+    stats = read_json(out / "stats.json")
+    assert stats["tokenizer"] == "char" and stats["tunes_kept"] == 12
+    # the old dataset's BPE file went with it; nothing else is left beside the folder
+    assert sorted(os.listdir(out)) == ["length_histogram.png", "meta.json", "stats.json", "stats.md", "test.bin",
+                                       "train.bin", "val.bin"]
+    assert sorted(os.listdir(tmp_path)) == ["data", "tunes.abc"]
+    # an empty folder is no dataset: it is filled without --overwrite
+    (tmp_path / "empty").mkdir()
+    run_script([*args, "--out", tmp_path / "empty"])
+    assert (tmp_path / "empty" / "train.bin").read_bytes() == (out / "train.bin").read_bytes()
