@@ -87,6 +87,19 @@ def check_config(cfg):
         fail(f"--reference_split must be train, val or test, got {cfg['reference_split']!r}")
     if not lines_of(cfg["inputs"]):
         fail("give the folders, .abc files or glob patterns to evaluate")
+    check_out(cfg["out"])
+
+
+def check_out(out):
+    """One line for a report path that cannot be written: checked before the evaluation (minutes on many tunes),
+    not after it. A missing folder is not created: a typo in it would otherwise hide the report somewhere new."""
+    if not out:
+        return
+    if os.path.isdir(out):
+        fail(f"--out {out} is a folder; give the report's file name, e.g. {os.path.join(out, 'eval_syntax.json')}")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        fail(f"--out {out}: {parent} " + ("is a file, not a folder" if os.path.exists(parent) else "does not exist"))
 
 
 def timed_summary(results, seconds):
@@ -135,8 +148,10 @@ def main(argv=None):
         print(f"reference: {ref['n_files']} {cfg['reference_split']} tunes of {cfg['reference']} in "
               f"{ref['seconds']:.1f} s ({ref['tunes_per_s']:.1f} tunes/s)")
     if cfg["out"]:
-        os.makedirs(os.path.dirname(os.path.abspath(cfg["out"])), exist_ok=True)
-        write_json_atomic(report, cfg["out"], indent=1)
+        try:
+            write_json_atomic(report, cfg["out"], indent=1)
+        except OSError as e:  # e.g. a read-only folder: say so in one line, the table above is still printed
+            fail(f"cannot write --out {cfg['out']}: {e.strerror}")
         print(f"wrote {cfg['out']}")
     return report
 

@@ -23,6 +23,7 @@ import csv
 import json
 import math
 import os
+import sys
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def _number(value, what):
 def load_table(path):
     """Rows of a CSV with columns family,n_params,loss (+ optional columns) -> list of run dicts."""
     if not os.path.isfile(path):
-        raise InputError(f"table {path} not found")
+        raise InputError(f"table {path} " + ("is a folder, not a CSV file" if os.path.isdir(path) else "not found"))
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         columns = [c.strip() for c in (reader.fieldnames or [])]
@@ -98,7 +99,7 @@ def find_run_dirs(paths):
     run_dirs = []
     for p in paths:
         if not os.path.isdir(p):
-            raise InputError(f"run folder {p} not found")
+            raise InputError(f"run folder {p} " + ("is a file, not a folder" if os.path.exists(p) else "not found"))
         if os.path.isfile(os.path.join(p, "results.json")):
             run_dirs.append(p)
             continue
@@ -110,10 +111,48 @@ def find_run_dirs(paths):
     return run_dirs
 
 
-def test_loss_of(run_dir):
-    """Test-split loss written next to the run by `calc_perplexity.py RUN --out RUN/test_perplexity.json`."""
-    path = os.path.join(run_dir, "test_perplexity.json")
-    return read_json(path).get("loss") if os.path.isfile(path) else None
+def stale_perplexity(ppl, results):
+    """Why a calc_perplexity.py result does not measure the run's finished model (None when it does, or cannot be
+    told): another run_id means the run was trained again after it was measured, an earlier iter_num that it was
+    measured on a checkpoint before the end. Files from before run_ids were recorded (either side lacks one) are
+    taken as they are, as they always were: there is nothing to compare them with."""
+    measured, trained = ppl.get("run_id"), results.get("run_id")
+    if not measured or not trained:
+        return None
+    if measured != trained:
+        return "it was measured on an earlier training of the run (another run_id)"
+    if ppl.get("iter_num") is not None and results.get("iters") is not None and ppl["iter_num"] != results["iters"]:
+        return f"it was measured at iteration {ppl['iter_num']}, before the end of training ({results['iters']})"
+    return None
+
+
+def read_perplexity(run_dir, split="test", results=None):
+    """(calc_perplexity.py's JSON in run_dir/{split}_perplexity.json, or None; why it was left out, or None). A
+    stale file (stale_perplexity) counts as missing: a number of an older model must never pass for this one; so
+    does a damaged one. results: the run's results.json if the caller has read it already."""
+    path = os.path.join(run_dir, f"{split}_perplexity.json")
+    if not os.path.isfile(path):
+        return None, None
+    try:
+        ppl = read_json(path)
+        why = None if isinstance(ppl, dict) and "loss" in ppl else "it is not a calc_perplexity.py result"
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a damaged file is as good as none: measure again
+        why = f"it is not valid JSON ({e})"
+    if why is None:
+        if results is None:
+            results_path = os.path.join(run_dir, "results.json")
+            results = read_json(results_path) if os.path.isfile(results_path) else {}
+        why = stale_perplexity(ppl, results)
+    return (None, f"{path} is not used: {why}; run calc_perplexity.py on the run again") if why else (ppl, None)
+
+
+def test_loss_of(run_dir, results=None):
+    """Test-split loss written next to the run by `calc_perplexity.py RUN --out RUN/test_perplexity.json`, or None
+    when there is none, or it is stale or damaged (then a one-line warning naming the file goes to stderr)."""
+    ppl, why = read_perplexity(run_dir, "test", results)
+    if why:
+        print(f"warning: {why}", file=sys.stderr)
+    return ppl.get("loss") if ppl else None
 
 
 def load_runs(paths, loss="auto"):
@@ -134,11 +173,11 @@ def load_runs(paths, loss="auto"):
                      "tokens": _float_or_none(res.get("tokens_trained")),
                      "wall_time_s": _float_or_none(res.get("wall_time_s")),
                      "peak_mem_bytes": _float_or_none(res.get("peak_mem_bytes")),
-                     "val_loss": float(res["val_loss"]), "test_loss": _float_or_none(test_loss_of(d))})
+                     "val_loss": float(res["val_loss"]), "test_loss": _float_or_none(test_loss_of(d, res))})
     have_test = all(r["test_loss"] is not None for r in rows)
     if loss == "test" and not have_test:
         missing = [r["run"] for r in rows if r["test_loss"] is None]
-        raise InputError(f"--loss=test but no test_perplexity.json in {', '.join(missing)}")
+        raise InputError(f"--loss=test but no test_perplexity.json of the finished model in {', '.join(missing)}")
     loss_name = "test_loss" if loss == "test" or (loss == "auto" and have_test) else "val_loss"
     for r in rows:
         r["loss"] = r[loss_name]

@@ -12,6 +12,8 @@ stops at the next end-of-tune token or after --max_new_tokens. Each sample is wr
 (missing X:, M:, L:, K: headers are added and the record says which), with samples.jsonl holding one
 record per sample. --midi/--wav/--svg convert with abc2midi, fluidsynth and abcm2ps; those tools exit 0
 on garbage, so each conversion is judged by the file it writes, and a failed one is recorded, not dropped.
+A folder never mixes two calls' tunes: an --out holding an earlier call's samples is refused, and
+--overwrite=True first removes them (sample_NNN.* and samples.jsonl, nothing else).
 
 Tunes are decoded together, --batch_size at a time (default: all of them, as many as --batch_memory
 allows), each row of the batch with its own prompt, length and end of tune: a finished row takes the next
@@ -28,6 +30,7 @@ Settings are the knobs below (configurator.py: a config file, --key=value or --k
 """
 import json
 import os
+import re
 import sys
 import time
 
@@ -68,9 +71,14 @@ data_dir = ""       # dataset folder, if not the one the run recorded
 threads = 1
 no_cache = False    # recompute the full window every token (slow; tests and benchmarks)
 ignore_eot = False  # do not stop at the end of a tune (benchmarks)
+overwrite = False   # replace the samples an earlier call wrote into --out (only those files)
 # -----------------------------------------------------------------------------
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")  # Debian's
 
+
+# what one call writes into --out: sample_NNN.abc and its conversions (abcm2ps pages sample_NNN_pageK.svg, and its
+# own sample_NNNPPP.svg names if it was killed before the rename), plus samples.jsonl
+SAMPLE_FILE = re.compile(r"sample_\d+(_page\d+)?\.(abc|mid|wav|svg)")
 
 # ----------------------------------------------------------------------------- decoding
 
@@ -278,6 +286,21 @@ def check_config(cfg):
         fail("--tool_timeout must be positive")
 
 
+def earlier_samples(out_dir, overwrite):
+    """The files an earlier call of sample.py left in out_dir, which this call will remove (none if out_dir is new).
+    Refuses (one line) an out_dir that is a file, or one holding samples without overwrite: eval_syntax.py and the
+    study score every sample_*.abc of a folder, so tunes of two calls must never sit side by side."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        fail(f"--out {out_dir} is a file, not a folder")
+    if not os.path.isdir(out_dir):
+        return []
+    ours = sorted(f for f in os.listdir(out_dir) if f == "samples.jsonl" or SAMPLE_FILE.fullmatch(f))
+    if ours and not overwrite:
+        fail(f"--out {out_dir} already holds samples ({', '.join(ours[:2])}{', ...' if len(ours) > 2 else ''}): "
+             f"--overwrite=True replaces them, or choose another --out")
+    return [os.path.join(out_dir, f) for f in ours]
+
+
 def state_bytes(state):
     """Bytes of the tensors in a decoding state (nested dicts, lists and tuples)."""
     if isinstance(state, torch.Tensor):
@@ -331,6 +354,7 @@ def main(argv=None):
         torch.set_num_threads(cfg["threads"])
     prompt_text = read_prompt(cfg)
     sf2 = find_soundfont(cfg["soundfont"]) if cfg["wav"] else None
+    old_samples = earlier_samples(cfg["out"], cfg["overwrite"])  # before loading the model: refuse early
 
     model, ckpt, tokenizer, _ = load_run(cfg["run"], cfg["device"], cfg["data_dir"])
     # prepare.py renumbers every training tune to X:1, so a tune always opens with "X:1\n". A model trained
@@ -343,10 +367,17 @@ def main(argv=None):
     if not prompt_text.startswith("X:") and (prompt_text or not tune_order):
         prompt_text = abc_text.TUNE_OPENING + prompt_text
     prompt_ids = [tokenizer.eot_id] + tokenizer.encode(prompt_text)
-    os.makedirs(cfg["out"], exist_ok=True)
+    try:
+        os.makedirs(cfg["out"], exist_ok=True)
+    except OSError as e:  # a parent that is a file, no permission
+        fail(f"cannot create --out {cfg['out']}: {e.strerror}")
+    for path in old_samples:  # only now that the model loaded: a failed call leaves the old samples alone
+        os.remove(path)
     n = cfg["num_samples"]
     rows = min(cfg["batch_size"] or batch_rows(model, cfg["batch_memory"]), n)
-    settings = {"run": cfg["run"], "max_new_tokens": cfg["max_new_tokens"], "temperature": cfg["temperature"],
+    # run_id: which training of the run drew these tunes (one trained again has another), as calc_perplexity records
+    settings = {"run": cfg["run"], "run_id": ckpt.get("progress", {}).get("run_id"),
+                "max_new_tokens": cfg["max_new_tokens"], "temperature": cfg["temperature"],
                 "top_k": cfg["top_k"], "top_p": cfg["top_p"], "cache": not cfg["no_cache"], "device": cfg["device"],
                 "batch_size": rows}
     print(f"{ckpt['model_type']} with {model.num_params():,} parameters, {tokenizer.name} tokenizer, "

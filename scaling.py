@@ -13,6 +13,7 @@ two or more token counts D (the tokens column, or results.json's tokens_trained)
 L = E + A/N^alpha + B/D^beta and the compute-optimal N_opt(C), D_opt(C) (joint_fit.py): fit.json's `joint`,
 iso_loss.png and iso_flop.png.
 """
+import os
 import sys
 
 from configurator import configure, fail, lines_of
@@ -31,6 +32,21 @@ seed = 1337            # bootstrap RNG seed, so a re-run gives the same interval
 # -----------------------------------------------------------------------------
 
 
+def check_out(out):
+    """One line, before the fits, for an --out that cannot be the output folder: a file, or a path through a file;
+    and for a folder standing where fit.json or fit.md goes."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        fail(f"--out {out} is a file; give a folder for fit.json, fit.md and the plots")
+    parent = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(parent):  # the first existing folder on the way, which makedirs will create under
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        fail(f"--out {out} cannot be created: {parent} is a file")
+    for name in ("fit.json", "fit.md"):
+        if os.path.isdir(os.path.join(out, name)):
+            fail(f"{os.path.join(out, name)} is a folder, where scaling.py writes its {name}")
+
+
 def main(argv=None):
     cfg = configure(globals(), sys.argv[1:] if argv is None else argv, positional="runs")
     run_dirs = lines_of(cfg["runs"])
@@ -40,12 +56,16 @@ def main(argv=None):
         fail("give --out DIR, the folder for fit.json, fit.md and the plots")
     if cfg["loss"] not in ("auto", "test", "val"):
         fail(f"loss must be auto, test or val, got {cfg['loss']!r}")
+    check_out(cfg["out"])
     try:
         rows, loss_name = load_table(cfg["table"]) if cfg["table"] else load_runs(run_dirs, cfg["loss"])
         fits = fit_all(rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"], seed=cfg["seed"])
     except InputError as e:
         fail(str(e))
-    written = write_outputs(rows, fits, cfg["out"], loss_name)
+    try:
+        written = write_outputs(rows, fits, cfg["out"], loss_name)
+    except OSError as e:  # a plot's name taken by a folder, a read-only folder: one line naming the path
+        fail(f"cannot write {e.filename or cfg['out']}: {e.strerror or e}")
     print(fit_markdown(fits, loss_name))
     print("wrote " + ", ".join(sorted(written.values())))
 

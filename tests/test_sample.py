@@ -240,3 +240,44 @@ def test_cli_gives_the_same_tunes_whatever_the_batch_size(tmp_path, tmp_path_fac
     # any one sample regenerated alone from its recorded seed
     alone = sample.main([*common, "--out", str(tmp_path / "alone"), "--num_samples", "1", "--seed", "8"])
     assert open(alone[0]["file"]).read() == texts[0][3]
+
+
+def test_a_folder_never_mixes_two_calls_tunes(tmp_path, tmp_path_factory, run_script, char_dataset):
+    """--out holding samples is refused (nothing touched) unless --overwrite=True, which removes exactly the earlier
+    call's files (tunes, conversions, samples.jsonl), never anything else, and only once the model has loaded."""
+    run = tiny_run(run_script, tmp_path_factory, char_dataset, "lstm")
+    out = tmp_path / "samples"
+    common = ["--run", str(run), "--out", str(out), "--max_new_tokens", "8", "--device", "cpu"]
+    sample.main([*common, "--num_samples", "2"])
+    # what a longer, rendered call killed half-way leaves, and files of the user's that merely look alike
+    leftovers = ["sample_007.abc", "sample_007.mid", "sample_007.wav", "sample_007.svg", "sample_007_page2.svg"]
+    foreign = ["notes.txt", "sample_notes.txt", "my_sample_001.abc", "sample_001.abc.bak"]
+    for name in leftovers + foreign:
+        (out / name).write_text("x")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def refused(args):
+        with pytest.raises(SystemExit) as exit_info:
+            sample.main(args)
+        message = str(exit_info.value.code)
+        assert message.startswith("error:") and "\n" not in message
+        return message
+
+    assert "--overwrite=True" in refused([*common, "--num_samples", "1"])
+    # a call that fails (here: no checkpoint) removes nothing, even with --overwrite=True
+    refused(["--run", str(tmp_path / "no_run"), "--out", str(out), "--overwrite=True"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    records = sample.main([*common, "--num_samples", "1", "--overwrite=True"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(foreign + ["sample_001.abc", "samples.jsonl"])
+    assert [os.path.basename(r["file"]) for r in records] == ["sample_001.abc"]
+    assert records[0]["run_id"] == json.loads((run / "results.json").read_text())["run_id"]  # which model drew it
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 1
+
+    # only samples.jsonl left (its tunes deleted by hand) still counts as an earlier call's output
+    (out / "sample_001.abc").unlink()
+    refused([*common, "--num_samples", "1"])
+    # an --out that is a file, or inside one, is one line and the file stays as it was
+    assert "is a file" in refused(["--run", str(run), "--out", str(out / "notes.txt")])
+    refused(["--run", str(run), "--out", str(out / "notes.txt" / "sub")])
+    assert (out / "notes.txt").read_text() == "x"

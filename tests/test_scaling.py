@@ -199,3 +199,78 @@ def test_run_folders_at_several_token_counts_get_a_joint_fit(tmp_path):
     assert sorted(set(joint["tokens"])) == [1e5, 1e6, 1e7]
     assert joint["alpha"] == pytest.approx(0.3, abs=0.02) and joint["beta"] == pytest.approx(0.3, abs=0.02)
     assert (out / "iso_loss.png").is_file() and (out / "iso_flop.png").is_file()
+
+
+def three_sizes(root, run_id=None):
+    """Three finished gpt runs (test loss 1.x, val loss 0.02 higher), each measured by calc_perplexity.py: with
+    run_id, results.json and test_perplexity.json record the same run_id and the final iteration, as they do now."""
+    root.mkdir()
+    runs = [fake_run(root, f"gpt_{n}", "gpt", n, 1.0 + n ** -0.2) for n in (50_000, 400_000, 3_200_000)]
+    if run_id:
+        for d in runs:
+            for name, extra in (("results.json", {"iters": 100}), ("test_perplexity.json", {"iter_num": 100})):
+                data = json.loads((d / name).read_text())
+                (d / name).write_text(json.dumps({**data, **extra, "run_id": run_id}))
+    return runs
+
+
+def measured_again(run_dir, **changes):
+    path = run_dir / "test_perplexity.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("change, says", [({"run_id": "older"}, "earlier training"),
+                                          ({"iter_num": 60}, "iteration 60")])
+def test_a_stale_test_loss_is_never_used(tmp_path, capsys, change, says):
+    """A test_perplexity.json measured on an earlier training of the run (another run_id) or before its end is
+    treated as missing, with a warning naming the run: the fit falls back to the val loss of every run."""
+    runs = three_sizes(tmp_path / "runs", run_id="current")
+    rows, loss_name = power_law.load_runs([tmp_path / "runs"])
+    assert loss_name == "test_loss" and capsys.readouterr().err == ""
+    measured_again(runs[1], **change)
+    rows, loss_name = power_law.load_runs([tmp_path / "runs"])
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith("warning: ") and "gpt_400000" in warning and says in warning
+    assert len(warning.splitlines()) == 1
+    assert loss_name == "val_loss" and all(r["loss"] == r["val_loss"] for r in rows)
+    assert {r["run"]: r["test_loss"] for r in rows}["gpt_400000"] is None
+    with pytest.raises(power_law.InputError, match="gpt_400000"):
+        power_law.load_runs([tmp_path / "runs"], loss="test")
+
+
+def test_old_files_without_run_ids_are_used_as_before(tmp_path, capsys):
+    three_sizes(tmp_path / "runs")  # results.json and test_perplexity.json from before run_ids were recorded
+    rows, loss_name = power_law.load_runs([tmp_path / "runs"])
+    assert loss_name == "test_loss"
+    assert {r["run"]: r["loss"] for r in rows}["gpt_50000"] == pytest.approx(1.0 + 50_000 ** -0.2)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_damaged_test_loss_file_counts_as_missing(tmp_path):
+    runs = three_sizes(tmp_path / "runs", run_id="current")
+    (runs[0] / "test_perplexity.json").write_text('{"loss": 1.')  # cut short
+    r = run_cli(tmp_path / "runs", "--out", tmp_path / "fit", "--n_bootstrap", 20)
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("warning: ") and "gpt_50000" in r.stderr and "not valid JSON" in r.stderr
+    assert "Fits of the val loss" in r.stdout  # as when a run has no test loss
+    r = run_cli(tmp_path / "runs", "--out", tmp_path / "fit", "--loss", "test")
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_outputs_of_the_wrong_kind_are_one_line(tmp_path):
+    """--out a file or inside one, a folder where fit.json or a plot goes, a folder given as the table or a file as
+    a run folder: one line, non-zero, and the file in the way is left as it was."""
+    three_sizes(tmp_path / "runs")
+    (tmp_path / "a_file").write_text("mine")
+    (tmp_path / "fit_json_taken" / "fit.json").mkdir(parents=True)
+    (tmp_path / "plot_taken" / "scaling.png").mkdir(parents=True)
+    for args, says in (([tmp_path / "runs", "--out", tmp_path / "a_file"], "is a file"),
+                       ([tmp_path / "runs", "--out", tmp_path / "a_file" / "fit"], "is a file"),
+                       ([tmp_path / "runs", "--out", tmp_path / "fit_json_taken"], "fit.json is a folder"),
+                       ([tmp_path / "runs", "--out", tmp_path / "plot_taken"], "scaling.png"),
+                       (["--table", tmp_path / "runs", "--out", tmp_path / "fit"], "is a folder"),
+                       ([tmp_path / "a_file", "--out", tmp_path / "fit"], "is a file")):
+        r = run_cli(*args, "--n_bootstrap", 20)
+        assert r.returncode != 0 and r.stderr.startswith("error: ") and says in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert (tmp_path / "a_file").read_text() == "mine"
