@@ -76,7 +76,7 @@ def main(argv):
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.time()
             warmup_s = t0 - t_warmup  # compilation and the first steps: what a run pays once
-        train.accumulate_gradients(fast_model, scaler, ctx, micro_batches(it), accum)
+        train.accumulate_gradients(fast_model, scaler, ctx, micro_batches(it), accum, by_targets=c.data_order == "tunes")
         train.apply_gradients(model, optimizer, scaler, c.grad_clip)
     synchronize(device_type)
     elapsed = time.time() - t0

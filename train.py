@@ -62,7 +62,8 @@ wandb_project = 'music-scaling-laws'
 wandb_run_name = ''        # '' -> the name of out_dir
 # data and budget
 data_seed = 1337           # the window order; keep it fixed across a study
-data_order = 'stride'      # 'stride': windows at stride block_size; 'tunes': each window starts at a tune (dataset.py)
+data_order = 'tunes'       # 'tunes': each window starts at a tune; 'stride': windows at stride block_size (dataset.py;
+                           # README "Training order" has both measured: tunes gives the better samples)
 batch_size = 32            # sequences per micro-step (per DDP rank)
 block_size = 256
 gradient_accumulation_steps = 1   # micro-steps per optimizer step, summed over all DDP ranks
@@ -125,7 +126,8 @@ def read_config(argv, defaults):
             fail(f"init_from=resume but {path} does not exist")
         ckpt = read_checkpoint(path)
         # `--out_dir=X --init_from=resume` is enough; what the command line sets again must agree
-        saved = {k: v for k, v in ckpt["config"].items() if k in base}
+        # a checkpoint from before data_order existed was trained in stride order, whatever today's default
+        saved = {"data_order": "stride", **{k: v for k, v in ckpt["config"].items() if k in base}}
         cfg = configure({**base, **saved, "init_from": "resume"}, argv)
         changed = [f"{k}: {ckpt['config'][k]!r} -> {cfg[k]!r}" for k in RESUME_MUST_MATCH
                    if k in ckpt["config"] and ckpt["config"][k] != cfg[k]]
@@ -154,18 +156,28 @@ def lr_at(it, total_iters, learning_rate, min_lr, warmup_iters):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
-def accumulate_gradients(model, scaler, ctx, micro_batches, accum):
+def accumulate_gradients(model, scaler, ctx, micro_batches, accum, by_targets=False):
     """Forward and backward over accum (x, y) micro-batches, gradients summed as for one batch.
     Returns the mean loss as a 0-d tensor (no GPU sync). Under DDP the gradients are all-reduced
-    on the last micro-step only."""
+    on the last micro-step only. by_targets: micro-batches score different numbers of targets (tune-aligned
+    windows, unscored positions -1), so each is weighted by its share of the step's targets over all ranks,
+    which makes the step the mean over its targets, as one big batch would (equal shares: plain 1/accum)."""
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    if by_targets:
+        micro_batches = list(micro_batches)
+        counts = [(y >= 0).sum() for _, y in micro_batches]
+        total = torch.stack(counts).sum().float()
+        world = torch.distributed.get_world_size() if ddp else 1
+        if ddp:  # DDP averages the ranks' gradients: scale so that the average is the mean over all targets
+            torch.distributed.all_reduce(total)
+        shares = [n * world / total for n in counts]
     loss_sum = None
     for micro, (x, y) in enumerate(micro_batches):
         if ddp:
             model.require_backward_grad_sync = micro == accum - 1
         with ctx:
             _, loss = model(x, y)
-            loss = loss / accum
+            loss = loss * shares[micro] if by_targets else loss / accum
         scaler.scale(loss).backward()
         loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
     return loss_sum
@@ -427,8 +439,8 @@ def main(argv=None, **defaults):
             lr = lr_at(iter_num, total_iters, c.learning_rate, c.min_lr, c.warmup_iters)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = accumulate_gradients(train_model, scaler, ctx,
-                                        (batches.micro_batch(iter_num, m) for m in range(accum)), accum)
+            loss = accumulate_gradients(train_model, scaler, ctx, (batches.micro_batch(iter_num, m) for m in range(accum)),
+                                        accum, by_targets=c.data_order == "tunes")
             if ddp:
                 torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.AVG)
             bad = note_divergence(bad, loss, iter_num)

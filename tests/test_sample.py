@@ -281,3 +281,22 @@ def test_a_folder_never_mixes_two_calls_tunes(tmp_path, tmp_path_factory, run_sc
     assert "is a file" in refused(["--run", str(run), "--out", str(out / "notes.txt")])
     refused(["--run", str(run), "--out", str(out / "notes.txt" / "sub")])
     assert (out / "notes.txt").read_text() == "x"
+
+
+def test_unconditional_tunes_start_from_the_end_of_tune_alone_after_tune_aligned_training(
+        tmp_path, tmp_path_factory, run_script, char_dataset):
+    """A run trained in 'tunes' order (the default) saw every tune start after an EOT, so sample.py invents no
+    opening for it; a 'stride' run gets the X:1 line written for it, as before."""
+    run = tiny_run(run_script, tmp_path_factory, char_dataset, "lstm")
+    stride_run = tmp_path / "stride_run"
+    stride_run.mkdir()
+    ckpt = torch.load(run / "ckpt.pt", weights_only=True)
+    assert ckpt["config"]["data_order"] == "tunes"
+    ckpt["config"]["data_order"] = "stride"
+    torch.save(ckpt, stride_run / "ckpt.pt")
+    for folder, opening in [(run, ""), (stride_run, "X:1\n")]:
+        out = tmp_path / f"samples_{folder.name}"
+        run_script(["sample.py", "--run", folder, "--out", out, "--num_samples", "2", "--max_new_tokens", "16",
+                    "--device", "cpu"], env=ONE_THREAD)
+        records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        assert [r["tune_opening"] for r in records] == [opening, opening]

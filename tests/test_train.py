@@ -56,7 +56,8 @@ def exit_message(excinfo):
 def gpt_run(char_dataset, tmp_path_factory):
     """A finished 30-iteration GPT run, shared by the tests that only read it."""
     out = tmp_path_factory.mktemp("gpt_run")
-    return out, run(char_dataset, out, "--max_iters=30", "--dropout=0.1")
+    # stride order: every step scores the same number of tokens, which the throughput check below counts on
+    return out, run(char_dataset, out, "--max_iters=30", "--dropout=0.1", "--data_order=stride")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +206,7 @@ def test_exact_windows_score_each_target_once_and_spread_windows_are_full():
 
 def test_default_budget_is_exactly_one_epoch(char_dataset, tmp_path):
     # 64 x 32 tokens per step keeps the epoch to a few dozen steps
-    res = run(char_dataset, tmp_path, "--batch_size=64", "--eval_interval=0")
+    res = run(char_dataset, tmp_path, "--batch_size=64", "--eval_interval=0", "--data_order=stride")
     dtype = json.loads((char_dataset / "meta.json").read_text())["dtype"]
     n_tokens = len(np.memmap(char_dataset / "train.bin", dtype=dtype))
     n_windows = (n_tokens - 1) // 32
@@ -220,11 +221,11 @@ def test_default_budget_is_exactly_one_epoch(char_dataset, tmp_path):
 
 
 def test_max_tokens_sets_the_budget_and_more_than_one_epoch_is_recorded(char_dataset, tmp_path):
-    res = run(char_dataset, tmp_path / "a", "--max_tokens=2600", "--eval_interval=0")
+    res = run(char_dataset, tmp_path / "a", "--max_tokens=2600", "--eval_interval=0", "--data_order=stride")
     assert res["iters"] == 10 and res["tokens_trained"] == 2560
     n_windows = res["iters"] * 8 / res["epochs"]
     res = run(char_dataset, tmp_path / "b", f"--max_tokens={int(n_windows * 32 * 1.2)}", "--eval_interval=0",
-              "--batch_size=64")
+              "--batch_size=64", "--data_order=stride")
     assert 1.1 < res["epochs"] < 1.25
 
 
@@ -268,11 +269,11 @@ def test_run_writes_the_contract_files_and_learns(gpt_run, char_dataset, run_scr
 
 def test_same_seeds_give_identical_losses_and_a_new_seed_does_not(gpt_run, char_dataset, tmp_path):
     out, res = gpt_run
-    again = run(char_dataset, tmp_path / "again", "--max_iters=30", "--dropout=0.1")
+    again = run(char_dataset, tmp_path / "again", "--max_iters=30", "--dropout=0.1", "--data_order=stride")
     assert again["val_loss"] == res["val_loss"]
     losses = lambda log: [(e["iter"], e["train_loss"], e.get("val_loss")) for e in log]
     assert losses(read_log(tmp_path / "again")) == losses(read_log(out))
-    other = run(char_dataset, tmp_path / "other", "--max_iters=30", "--dropout=0.1", "--seed=7")
+    other = run(char_dataset, tmp_path / "other", "--max_iters=30", "--dropout=0.1", "--seed=7", "--data_order=stride")
     assert other["val_loss"] != res["val_loss"]
 
 
@@ -286,10 +287,13 @@ def test_train_rnn_trains_an_lstm_with_the_same_loop(run_script, char_dataset, t
     assert "lstm:" in proc.stdout
 
 
-def test_gradient_accumulation_matches_a_larger_batch(char_dataset, tmp_path):
-    big = run(char_dataset, tmp_path / "1x8", "--max_iters=8", "--eval_interval=0")
+@pytest.mark.parametrize("order", ["tunes", "stride"])
+def test_gradient_accumulation_matches_a_larger_batch(char_dataset, tmp_path, order):
+    """In tunes order micro-batches score different numbers of tokens: each is weighted by its share, so 4
+    micro-batches of 2 windows are still one batch of 8 (not a mean of 4 means)."""
+    big = run(char_dataset, tmp_path / "1x8", "--max_iters=8", "--eval_interval=0", f"--data_order={order}")
     small = run(char_dataset, tmp_path / "4x2", "--max_iters=8", "--eval_interval=0", "--batch_size=2",
-                "--gradient_accumulation_steps=4")
+                "--gradient_accumulation_steps=4", f"--data_order={order}")
     assert small["tokens_trained"] == big["tokens_trained"]
     assert small["val_loss"] == pytest.approx(big["val_loss"], rel=1e-4)
     assert [e["train_loss"] for e in read_log(tmp_path / "4x2")] == pytest.approx(
