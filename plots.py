@@ -4,7 +4,7 @@ write_outputs, which writes a fit's whole output folder (fit.json, fit.md and ev
 study.py alike.
 
 Every plot is a PNG with log axes labelled in plain numbers; a plot whose data no run has (no log.jsonl, no
-timings, no token counts, no joint L(N, D) fit) is skipped rather than drawn empty.
+timings, no token counts, no joint L(N, D) fit, no finished learning-rate sweep) is skipped rather than drawn empty.
 """
 import os
 
@@ -239,6 +239,38 @@ def plot_iso_flop(fits, path, loss_name="loss"):
         ax.set_ylim(min(shown) * 0.95, max(max(shown), L.max()) * 1.25)
         _finish_joint(ax, _loss_label(loss_name), f"{fam}: fitted loss at fixed compute C = 6·N·D")
     return _save(plt, fig, path)
+
+
+def plot_lr_sweeps(sweep, plot_dir):
+    """Final validation loss vs learning rate, one line per size and one PNG per family (lr_sweep_FAMILY.png), the
+    chosen rate starred; sweep: study_plan.choose_rates. Returns {lr_sweep_FAMILY: path}; {} without a sweep."""
+    written = {}
+    for fam in dict.fromkeys(s["family"] for s in sweep):
+        sizes = sorted((s for s in sweep if s["family"] == fam and s["best"] is not None), key=lambda s: s["n_params"])
+        if not sizes:
+            continue
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(7, 4.8), dpi=130)
+        cmap = plt.get_cmap("viridis")
+        for j, s in enumerate(sizes):
+            col = cmap(j / max(1, len(sizes) - 1) * 0.9)  # small to large: dark to light, as the training curves
+            ok = [p for p in s["points"] if not p["diverged"]]
+            gone = [p["rate"] for p in s["points"] if p["diverged"]]
+            label = f"{s['size']} ({human(s['n_params'])})" + (f", diverged at {', '.join(gone)}" if gone else "")
+            ax.plot([p["lr"] for p in ok], [p["val_loss"] for p in ok], color=col, marker="o", lw=1.5, label=label)
+            best = s["points"][s["best"]]
+            ax.scatter([best["lr"]], [best["val_loss"]], marker="*", s=200, color=col, edgecolor="black", zorder=4)
+        ax.scatter([], [], marker="*", s=200, color="white", edgecolor="black", label="chosen (lowest loss)")
+        _log_axes(ax, "learning rate", "final validation loss (nats/token)",
+                  f"{fam}: learning-rate sweep ({human(sizes[0]['tokens'])} tokens per run)")
+        # ticks at the swept rates only: log-axis minor labels between them would crowd each other
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+        ax.xaxis.set_major_locator(FixedLocator(sorted({p["lr"] for s in sizes for p in s["points"]})))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=8)
+        written[f"lr_sweep_{fam}"] = _save(plt, fig, os.path.join(plot_dir, f"lr_sweep_{fam}.png"))
+    return written
 
 
 def write_outputs(rows, fits, out_dir, loss_name="loss", plot_dir=None):

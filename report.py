@@ -197,9 +197,53 @@ def section_training(st, plots):
     return L
 
 
+def section_lr_sweep(st, sweep, plots):
+    """The learning-rate sweep (study_plan.choose_rates): validation loss of every size at every rate, the chosen
+    one in bold, a plot per family and a warning where the best rate is at an end of the grid."""
+    if not sweep:
+        return []
+    rates = [p["rate"] for p in sweep[0]["points"]]
+    multiples = rates[0].startswith("x")
+    fraction = st.cfg["lr_sweep_tokens"]
+    L = ["## Learning-rate sweep", "",
+         f"Every size trained at each rate of `lr_sweep = '{st.cfg['lr_sweep']}'`"
+         + (" (multiples of its config's learning rate; the rate itself in brackets)" if multiples else "")
+         + f" on {'the full budget' if fraction >= 1 else f'{fraction:g}× the budget'}, each run with its own "
+         f"schedule (min_lr scaled with the rate{'' if fraction >= 1 else ', warm-up by the same share'}). The "
+         f"rate with the lowest final validation loss (exact pass over the val split, nats/token) is chosen (**bold**)"
+         + (" and trained again on the full budget: those are the runs of the tables above and of the fits."
+            if fraction < 1 else "; those runs are the ones of the tables above and of the fits.")
+         + (" The smaller token budgets reuse the rate chosen at the largest." if st.cfg["token_budgets"] else ""), ""]
+    for fam in dict.fromkeys(s["family"] for s in sweep):
+        rows = []
+        for s in sorted((s for s in sweep if s["family"] == fam), key=lambda s: s["n_params"]):
+            cells = []
+            for i, p in enumerate(s["points"]):
+                cell = "diverged" if p["diverged"] else f"{p['val_loss']:.4f}"
+                cell = f"**{cell}**" if i == s["best"] else cell
+                cells.append(cell + (f" ({p['lr']:.3g})" if multiples else ""))
+            best = s["points"][s["best"]]
+            rows.append([s["size"], human(s["n_params"]), f"{s['tokens']:,}", *cells,
+                         f"{best['lr']:.3g}" + (f" ({best['rate']})" if multiples else "")])
+        L += [f"**{fam}**", "", md_table(["size", "parameters", "tokens per run", *rates, "chosen rate"], rows), ""]
+        if plots.get(f"lr_sweep_{fam}"):
+            L += [f"![learning-rate sweep, {fam}]({st.link(plots[f'lr_sweep_{fam}'])})", ""]
+    warns = [s["warning"] for s in sweep if s["warning"]]
+    if warns:
+        L += ["**Warnings:**"] + [f"- {w}" for w in warns] + [""]
+    return L + ["All sweep numbers: [`lr_sweep.json`](lr_sweep.json).", ""]
+
+
 def section_fits(st, fits, loss_name, plots):
-    L = ["## Scaling laws", "", fit_markdown(fits, loss_name), ""]
-    for key in ["scaling"] + [f"scaling_{fam}" for fam in fits] + ["scaling_non_embedding", "compute"]:
+    L = ["## Scaling laws", ""]
+    top = [r for r in st.plan if r.get("top_budget", True)]
+    if len(top) < len(st.plan):
+        L += [f"The fits of L(N) use the runs of the largest token budget only "
+              f"({st.results[top[0]['name']]['tokens_trained']:,} tokens), so that their exponent is not mixed with "
+              f"the data axis; the joint fit L(N, D) below uses every run.", ""]
+    L += [fit_markdown(fits, loss_name), ""]
+    for key in (["scaling"] + [f"scaling_{fam}" for fam in fits]
+                + ["scaling_non_embedding", "compute", "iso_loss", "iso_flop"]):
         if plots.get(key):
             L += [f"![{key.replace('_', ' ')}]({st.link(plots[key])})", ""]
     return L + ["All fit numbers: [`fit.json`](fit.json), [`fit.md`](fit.md).", ""]
@@ -303,16 +347,20 @@ def section_files(st):
             f"- `runs/<run>/`: `results.json`, `log.jsonl`, `ckpt.pt` and `{st.split}_perplexity.json` of every model",
             "- `samples/best/`, `samples/by_size/<run>/`: the tunes (`.abc`; `.mid`, `.wav`, `.svg` for the best "
             "model) and their `samples.jsonl`",
-            "- `eval_syntax.json`: every tune's checks and statistics; `fit.json`, `fit.md`: the fits; `plots/`; "
+            "- `eval_syntax.json`: every tune's checks and statistics; `fit.json`, `fit.md`: the fits; "
+            "`lr_sweep.json`: the learning-rate sweep, if the study ran one; `plots/`; "
             "`logs/`: the output of every script the study ran; `timings.json`; `study_config.json`", ""]
 
 
-def write_report(plan, best, jobs, cfg, data_path, step_seconds, fits, loss_name, plots, started, invocation_s):
+def write_report(plan, best, jobs, cfg, data_path, step_seconds, fits, loss_name, plots, started, invocation_s,
+                 sweep=None):
     """out_dir/report.md of a finished study; returns its path. step_seconds: {step: wall-clock seconds} of every
-    invocation; plots: {name: png path} (plots.write_outputs plus the dataset's length histogram)."""
+    invocation; plots: {name: png path} (plots.write_outputs plus the dataset's length histogram and the sweep's);
+    sweep: study_plan.choose_rates of the learning-rate sweep, if the study ran one."""
     st = Study(plan, best, jobs, cfg, data_path)
     lines = (section_header(st, step_seconds, started, invocation_s) + section_dataset(st, plots) + section_models(st)
-             + section_training(st, plots) + section_fits(st, fits, loss_name, plots) + section_best_samples(st)
+             + section_training(st, plots) + section_lr_sweep(st, sweep, plots)
+             + section_fits(st, fits, loss_name, plots) + section_best_samples(st)
              + section_sizes(st) + section_files(st))
     path = os.path.join(cfg["out_dir"], "report.md")
     with open(path, "w") as f:

@@ -126,8 +126,12 @@ def run_head(r, i, n_runs):
 
 
 def train_args(r):
+    """train.py's arguments for an unfinished run: resume from its checkpoint, or start it; a run of this study
+    stopped before its first checkpoint left only its log (nothing to resume), so it starts again over it."""
     resume = os.path.isfile(os.path.join(r["run_dir"], "ckpt.pt"))
-    return [r["script"], *r["argv"], *(["--init_from=resume"] if resume else [])], resume
+    started = os.path.isfile(os.path.join(r["run_dir"], "log.jsonl"))
+    extra = ["--init_from=resume"] if resume else ["--overwrite=True"] if started else []
+    return [r["script"], *r["argv"], *extra], resume
 
 
 def train_one_by_one(todo, n_runs, timings, logs, env):
@@ -202,26 +206,36 @@ def parallel_runs(cfg, runs):
     return max(1, min(MAX_AUTO_PARALLEL, len(runs), int(GPU_MEMORY_SHARE * free // need)))
 
 
+# settings that change what a run computes, not how fast: runs that differ only in these are timed once
+SPEED_NEUTRAL = ("learning_rate", "min_lr", "warmup_iters", "max_tokens", "max_iters", "out_dir", "wandb_run_name",
+                 "init_from")
+
+
 def estimate_plan(plan, cfg, have_data, logs, steps):
     """Time a few optimizer steps of every planned run on this device (bench.py: train.py's own step on the
     run's own batches) and project its training time: the warm-up (compilation) plus its tokens at the measured
-    tokens/s. Evaluations and checkpoints are not included (a few percent at the default intervals)."""
-    total, rows = 0.0, []
-    print(f"{'run':14s} {'tokens':>13s} {'tokens/s':>11s} {'warm-up':>8s} {'projected':>11s}")
+    tokens/s. Runs that differ only in SPEED_NEUTRAL settings (a learning-rate sweep, token budgets) share one
+    timing. Evaluations and checkpoints are not included (a few percent at the default intervals)."""
+    total, rows, timed = 0.0, [], {}
+    width = max([14] + [len(r["name"]) for r in plan])
+    print(f"{'run':{width}s} {'tokens':>13s} {'tokens/s':>11s} {'warm-up':>8s} {'projected':>11s}")
     for r in plan:
-        out = os.path.join(cfg["out_dir"], "estimate", f"{r['name']}.json")
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        shape = [f"--{k}={r['train_config'][k]}" for k in ("model_type", "n_layer", "n_head", "n_embd")]
-        args = ["bench.py", *r["argv"], *shape, "--bench_warmup=2", f"--bench_iters={steps}", f"--json_out={out}"]
-        if not have_data:  # the dataset is prepared by the study itself: time on random tokens meanwhile
-            args += ["--synthetic=True", "--vocab_size=128"]
-        run_script(args, os.path.join(logs, f"estimate_{r['name']}.log"), f"estimating {r['name']}", echo=False)
+        key = tuple(sorted((k, v) for k, v in r["train_config"].items() if k not in SPEED_NEUTRAL))
+        out = timed.get(key) or os.path.join(cfg["out_dir"], "estimate", f"{r['name']}.json")
+        if key not in timed:
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            shape = [f"--{k}={r['train_config'][k]}" for k in ("model_type", "n_layer", "n_head", "n_embd")]
+            args = ["bench.py", *r["argv"], *shape, "--bench_warmup=2", f"--bench_iters={steps}", f"--json_out={out}"]
+            if not have_data:  # the dataset is prepared by the study itself: time on random tokens meanwhile
+                args += ["--synthetic=True", "--vocab_size=128"]
+            run_script(args, os.path.join(logs, f"estimate_{r['name']}.log"), f"estimating {r['name']}", echo=False)
+            timed[key] = out
         bench = read_json(out)
         seconds = bench["warmup_s"] + r["tokens"] / bench["tokens_per_s"]
         total += seconds
         rows.append({"run": r["name"], "tokens": r["tokens"], "tokens_per_s": bench["tokens_per_s"],
                      "warmup_s": bench["warmup_s"], "projected_s": seconds, "device": bench["device_name"]})
-        print(f"{r['name']:14s} {r['tokens']:13,d} {bench['tokens_per_s']:11,.0f} {bench['warmup_s']:7.1f}s "
+        print(f"{r['name']:{width}s} {r['tokens']:13,d} {bench['tokens_per_s']:11,.0f} {bench['warmup_s']:7.1f}s "
               f"{fmt_duration(seconds):>11s}" + ("  (one epoch: unknown before prepare.py)" if not r["tokens"] else ""),
               flush=True)
     write_json_atomic({"runs": rows, "projected_total_s": total}, os.path.join(cfg["out_dir"], "estimate.json"))

@@ -19,6 +19,19 @@ The steps; the scripts run as subprocesses (their output is shown and kept in ou
   6. eval_syntax.py    validity and musical statistics of those tunes, next to the real test tunes
   7. out_dir/report.md every table and plot (report.py)
 Everything a study writes goes under out_dir: runs/, samples/, plots/, logs/, fit.json, fit.md, report.md.
+
+Two knobs add runs to every line of `runs` (study_plan.py names them and says how):
+  lr_sweep        each size is trained at every rate of the list ('x0.5,x1,x2': multiples of its config's rate;
+                  '3e-4,1e-3': absolute rates), on the fraction lr_sweep_tokens of its budget, each with its own
+                  schedule. The rate with the lowest final validation loss is chosen per size; when the sweep ran on
+                  a fraction, that rate is then trained on the full budget. Only the chosen runs go into the fits,
+                  the best model, the samples and the report's run tables; the sweep has its own table and plot.
+  token_budgets   each size is trained at every budget of the list ('5e5,1e6,2e6'), each its own run with its own
+                  schedule, and the fits add the joint L(N, D) = E + A/N^alpha + B/D^beta (power_law.fit_all); the
+                  L(N) fits use the largest budget's runs only, so their exponent is not mixed with D.
+  Both together: the sweep runs at the largest budget (times lr_sweep_tokens) and the chosen rate is reused for
+  the smaller budgets. The best rate drifts a little with D, but a sweep at every budget would multiply the cost
+  of the whole grid by the number of rates.
 """
 import datetime
 import os
@@ -29,9 +42,12 @@ import sys
 import time
 
 import power_law
+import study_plan
 from configurator import config_keys, configure, fail, lines_of
 from dataset import TrainOrder, iteration_plan, load_dataset, read_json, write_json_atomic
-from plots import write_outputs
+from fitting import SEED
+from joint_fit import fit_family_joint
+from plots import plot_lr_sweeps, write_outputs
 from report import fmt_duration, perplexity_path, sample_records, write_report
 from script_runs import Timings, estimate_plan, pass_stop_signals_on, run_script, train_all
 
@@ -49,6 +65,9 @@ gpt_tiny   config/gpt_tiny.py
 lstm_tiny  config/lstm_tiny.py
 """
 max_tokens = 0            # training tokens of every model (0 = one epoch): one budget, so size is the variable
+token_budgets = ''        # '' = max_tokens alone; '5e5,1e6,2e6': every size at every budget, for the L(N, D) fit
+lr_sweep = ''             # '' = off; 'x0.5,x1,x2' (multiples of each config's rate) or '3e-4,1e-3': rates per size
+lr_sweep_tokens = 1.0     # share of the (largest) budget a sweep run trains on; < 1: the chosen rate is retrained
 train_args = ''           # train.py --key=value options for every run, applied before each run's own overrides
 device = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 # evaluation and fit
@@ -168,10 +187,13 @@ def planned_tokens(tcfg, dataset):
 
 
 def print_plan(plan, vocab_known):
-    print(f"{'run':14s} {'family':6s} {'params':>12s} {'non-emb':>12s} {'tokens':>13s} {'train FLOPs':>11s}")
+    width = max([14] + [len(r["name"]) for r in plan])
+    print(f"{'run':{width}s} {'family':6s} {'params':>12s} {'non-emb':>12s} {'tokens':>13s} {'train FLOPs':>11s} "
+          f"{'learning rate':>13s}")
     for r in plan:
-        print(f"{r['name']:14s} {r['model_type']:6s} {r['n_params']:12,d} {r['n_params_non_embedding']:12,d} "
-              f"{r['tokens']:13,d} {r['flops_per_token'] * r['tokens']:11.2e}")
+        lr = "sweep's best" if r.get("pending") else f"{r['train_config']['learning_rate']:.4g}"
+        print(f"{r['name']:{width}s} {r['model_type']:6s} {r['n_params']:12,d} {r['n_params_non_embedding']:12,d} "
+              f"{r['tokens']:13,d} {r['flops_per_token'] * r['tokens']:11.2e} {lr:>13s}")
     total = sum(r["flops_per_token"] * r["tokens"] for r in plan)
     print(f"total training compute {total:.2e} FLOPs"
           + ("" if vocab_known else " (dataset not prepared yet: vocabulary of 128 assumed, one epoch unknown)"))
@@ -188,8 +210,8 @@ def perplexity_all(plan, cfg, timings, logs):
     """The exact loss of every run on perplexity_split (calc_perplexity.py), unless the run has it already."""
     for i, r in enumerate(plan, start=1):
         out = perplexity_path(r["run_dir"], cfg["perplexity_split"])
-        if os.path.isfile(out):
-            continue
+        if power_law.read_perplexity(r["run_dir"], cfg["perplexity_split"])[0] is not None:
+            continue  # measured on this very run; one measured before it was retrained is measured again
         print(f"[perplexity {i}/{len(plan)}] {r['name']} on the {cfg['perplexity_split']} split", flush=True)
         timings.add("perplexity", run_script(
             ["calc_perplexity.py", r["run_dir"], "--split", cfg["perplexity_split"], "--out", out, *device_flag(cfg)],
@@ -222,18 +244,21 @@ def sample_all(jobs, timings, logs):
         if os.path.isfile(os.path.join(folder, "samples.jsonl")):
             continue
         print(f"[samples {i}/{len(jobs)}] {name}", flush=True)
-        timings.add("sample", run_script(["sample.py", *args, "--out", folder],
+        # a folder without samples.jsonl holds at most a killed call's partial tunes: replaced, not mixed in
+        timings.add("sample", run_script(["sample.py", *args, "--out", folder, "--overwrite=True"],
                                          os.path.join(logs, f"sample_{name.replace('/', '_')}.log"),
                                          f"sampling {name}", echo=False))
 
 
 def eval_all(jobs, data_path, cfg, timings, logs):
     """One eval_syntax.py call over every sample folder, with the real test tunes as reference; skipped when
-    eval_syntax.json already scores every tune."""
+    eval_syntax.json already scores every tune and has what report.md shows (intervals: an eval_syntax.json of
+    an older version has none, and is redone)."""
     out = os.path.join(cfg["out_dir"], "eval_syntax.json")
     folders = [folder for _, folder, _ in jobs]
     wanted = {rec["path"] for f in folders for rec in sample_records(f)}
-    if os.path.isfile(out) and wanted <= {os.path.abspath(x["path"]) for x in read_json(out)["files"]}:
+    done = read_json(out) if os.path.isfile(out) else None
+    if done and "ci95" in done and wanted <= {os.path.abspath(x["path"]) for x in done["files"]}:
         return
     print(f"[eval_syntax] {len(wanted)} generated tunes and {cfg['reference_tunes']} real test tunes", flush=True)
     workers = cfg["eval_workers"] or os.cpu_count() or 1
@@ -242,18 +267,30 @@ def eval_all(jobs, data_path, cfg, timings, logs):
          "--workers", workers, "--out", out], os.path.join(logs, "eval_syntax.log"), "eval_syntax", echo=False))
 
 
-def fit_and_plot(plan, cfg, data_path, timings):
+def fit_and_plot(plan, cfg, data_path, timings, sweep=None):
     """Step 4, in this process: the fits of every family, fit.json, fit.md and the plots (out_dir/plots/, with the
-    dataset's length histogram). Returns (fits, name of the loss fitted, {plot name: path})."""
+    dataset's length histogram and the learning-rate sweep's). With several token budgets the L(N) fits (and the
+    plots of runs) take the largest budget's runs, the joint L(N, D) fit every run. Returns (fits, name of the loss
+    fitted, {plot name: path})."""
     t0 = time.time()
     try:
         rows, loss_name = power_law.load_runs([r["run_dir"] for r in plan],
                                               "test" if cfg["perplexity_split"] == "test" else "val")
-        fits = power_law.fit_all(rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"])
+        top = {r["name"] for r in plan if r.get("top_budget", True)}
+        top_rows = [row for row in rows if row["run"] in top]
+        fits = power_law.fit_all(top_rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"])
+        if len(top_rows) < len(rows):
+            for fam, f in fits.items():
+                joint = fit_family_joint([row for row in rows if row["family"] == fam], n_bootstrap=cfg["n_bootstrap"],
+                                         ci_level=cfg["ci_level"], seed=SEED)
+                f.pop("joint", None)
+                if joint is not None:
+                    f["joint"] = joint
     except power_law.InputError as e:
         fail(str(e))
     plot_dir = os.path.join(cfg["out_dir"], "plots")
-    plots = write_outputs(rows, fits, cfg["out_dir"], loss_name, plot_dir=plot_dir)
+    plots = write_outputs(top_rows, fits, cfg["out_dir"], loss_name, plot_dir=plot_dir)
+    plots.update(plot_lr_sweeps(sweep or [], plot_dir))
     hist = os.path.join(data_path, "length_histogram.png")
     if os.path.isfile(hist):
         plots["length_histogram"] = shutil.copy(hist, os.path.join(plot_dir, "length_histogram.png"))
@@ -261,6 +298,10 @@ def fit_and_plot(plan, cfg, data_path, timings):
     for fam, f in fits.items():
         print(f"[fit] {fam}: alpha = {power_law.with_ci(f, 'alpha')}, c = {f['c']:.3g}, "
               f"{len(f['warnings'])} warning(s)")
+        if "joint" in f:
+            j = f["joint"]
+            print(f"[fit] {fam} L(N, D): alpha = {power_law.with_ci(j, 'alpha')}, beta = {power_law.with_ci(j, 'beta')}"
+                  f", E = {j['E']:.3g}, {len(j['warnings'])} warning(s)")
     return fits, loss_name, plots
 
 
@@ -276,6 +317,7 @@ def check_config(cfg):
     for key in ("max_tokens", "samples_per_size", "parallel_runs", "train_threads"):
         if cfg[key] < 0:
             fail(f"{key} must not be negative, got {cfg[key]}")
+    study_plan.check_knobs(cfg)
     try:
         power_law.check_settings(cfg["n_bootstrap"], cfg["ci_level"])
     except power_law.InputError as e:
@@ -298,19 +340,26 @@ def main(argv=None):
     have_data = os.path.isfile(os.path.join(data_path, "meta.json")) and \
         os.path.isfile(os.path.join(data_path, "stats.json"))
 
-    def plan_runs():
-        if not have_data:  # a dry run before prepare.py: a vocabulary of 128 and an unknown epoch
-            return [resolve_run(s, cfg, data_path, 128, None) for s in specs]
-        ds = load_dataset(data_path)
-        return [resolve_run(s, cfg, data_path, ds.vocab_size, ds) for s in specs]
+    def resolver():
+        """resolve_run on this study's dataset; before prepare.py (a dry run), a vocabulary of 128 and an unknown
+        epoch."""
+        ds = load_dataset(data_path) if have_data else None
+        return lambda spec: resolve_run(spec, cfg, data_path, ds.vocab_size if ds else 128, ds)
 
-    if cfg["dry_run"]:
-        print_plan(plan_runs(), have_data)
-        return None
-    if cfg["estimate"]:
-        plan = plan_runs()
-        print_plan(plan, have_data)
-        estimate_plan(plan, cfg, have_data, logs, cfg["estimate_steps"])
+    def plan_study():
+        """(sweep sizes, their choice so far, runs for the fits, every run once) as the study stands now."""
+        resolve = resolver()
+        sizes = study_plan.sweep_plan(specs, cfg, resolve)
+        choice = study_plan.choose_rates(sizes, strict=False)
+        plan = study_plan.final_plan(specs, cfg, resolve, sizes, choice)
+        return sizes, choice, plan, study_plan.all_runs(sizes, plan)
+
+    if cfg["dry_run"] or cfg["estimate"]:
+        sizes, choice, plan, every = plan_study()
+        print_plan(every, have_data)
+        study_plan.print_choice(choice)
+        if cfg["estimate"]:
+            estimate_plan(every, cfg, have_data, logs, cfg["estimate_steps"])
         return None
     if cfg["dataset_input_required"] and not cfg["dataset_input"] and not have_data:
         fail(f"this study prepares its data from your collection: add --dataset_input=/path/to/it "
@@ -338,10 +387,16 @@ def main(argv=None):
         print(f"[prepare] {data_path} exists, used as it is (delete it to prepare again)")
     if cfg["stop_after"] == "prepare":
         return None
-    plan = plan_runs()
-    print_plan(plan, True)
+    sizes, choice, plan, every = plan_study()
+    print_plan(every, True)
 
-    # 2-3. train, test loss
+    # 2-3. train (the learning-rate sweep first: the other runs take its choice), test loss
+    if sizes:
+        study_plan.train_sweep(sizes, cfg, timings, logs, train_all)
+        choice = study_plan.choose_rates(sizes)
+        study_plan.write_choice(choice, os.path.join(out, "lr_sweep.json"))
+        study_plan.print_choice(choice)
+        plan = study_plan.final_plan(specs, cfg, resolver(), sizes, choice)
     train_all(plan, cfg, timings, logs)
     if cfg["stop_after"] == "train":
         print(f"trained every run of the plan in {fmt_duration(time.time() - t_start)}; stopped (stop_after=train)")
@@ -349,18 +404,18 @@ def main(argv=None):
     perplexity_all(plan, cfg, timings, logs)
 
     # 4. fits and plots
-    fits, loss_name, plots = fit_and_plot(plan, cfg, data_path, timings)
+    fits, loss_name, plots = fit_and_plot(plan, cfg, data_path, timings, choice)
 
-    # 5-6. samples and their evaluation
+    # 5-6. samples (from every size at the largest budget) and their evaluation
     losses = {r["name"]: read_json(perplexity_path(r["run_dir"], cfg["perplexity_split"]))["loss"] for r in plan}
     best = min(plan, key=lambda r: losses[r["name"]])
-    jobs = sample_jobs(plan, best, cfg)
+    jobs = sample_jobs([r for r in plan if r.get("top_budget", True)], best, cfg)
     sample_all(jobs, timings, logs)
     eval_all(jobs, data_path, cfg, timings, logs)
 
     # 7. report
     path = write_report(plan, best, jobs, cfg, data_path, timings.data, fits, loss_name, plots, started,
-                        time.time() - t_start)
+                        time.time() - t_start, sweep=choice)
     print(f"done in {fmt_duration(time.time() - t_start)}: {path}")
     return path
 

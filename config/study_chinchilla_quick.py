@@ -1,0 +1,28 @@
+# Chinchilla-style quick study: a small N x D grid -- the 4 GPT sizes of config/study_quick.py (37k to 838k
+# parameters) and one smaller (12k), each trained on 4 token budgets spanning a decade, every (size, budget) its
+# own run with its own schedule -- on the default dataset data/music21; then the joint fit
+# L(N, D) = E + A/N^alpha + B/D^beta with bootstrap intervals, the compute-optimal N(C) and D(C), iso-loss and
+# iso-FLOP plots, and report.md. The L(N) fits use the largest budget's runs.
+# Sized to finish inside 30 minutes on a 2-core CPU (projected by --estimate=True; see README).
+#   python study.py config/study_chinchilla_quick.py
+out_dir = 'out/study_chinchilla_quick'
+data_dir = 'data/music21'   # prepared by prepare.py's defaults (the music21 corpus) when missing
+
+runs = """
+gpt_16    config/gpt_tiny.py   --n_layer=2 --n_head=2 --n_embd=16
+gpt_32    config/gpt_tiny.py   --n_layer=2 --n_head=2 --n_embd=32
+gpt_64    config/gpt_tiny.py   --n_layer=2 --n_head=2 --n_embd=64
+gpt_96    config/gpt_tiny.py   --n_layer=3 --n_head=3 --n_embd=96
+gpt_128   config/gpt_tiny.py   --n_layer=4 --n_head=4 --n_embd=128
+"""
+token_budgets = '2e5,4e5,1e6,2e6'   # a decade of D (2M tokens is 0.7 epoch: no token is seen twice)
+# warm-up 10 steps (not 30): the 200k-token runs take 24 steps of 8192 tokens, and their cosine must have room
+train_args = '--eval_interval=50 --eval_iters=10 --compile=False --warmup_iters=10'
+device = 'cpu'
+
+n_bootstrap = 1000
+num_samples = 16          # the grid is the point here; a few tunes from the best model show it works
+samples_per_prompt = 3
+samples_per_size = 3
+max_new_tokens = 1024
+reference_tunes = 130       # every real test tune
