@@ -118,6 +118,20 @@ def check_out(cfg, out_dir, inputs):
         fail(f"--out {out} already holds a dataset: --overwrite=True replaces it")
 
 
+def lock_output(out_dir):
+    """Hold a lock on --out for as long as this process runs, so a second prepare.py writing the same dataset
+    stops with one line instead of racing this one to the rename. The lock is a hidden file beside --out (the
+    folder itself is replaced); the kernel lets go of it when the process ends, however it ends."""
+    import fcntl
+    path = os.path.join(os.path.dirname(out_dir), f".{os.path.basename(out_dir)}.prepare.lock")
+    lock = open(path, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fail(f"another prepare.py is writing {out_dir} (it holds {path}); wait for it or choose another --out")
+    return lock
+
+
 def replace_folder(new_dir, out_dir):
     """Rename the complete dataset new_dir to out_dir; an older dataset there (checked by check_out) goes only
     once the new one is in place, and only the files prepare.py writes are deleted."""

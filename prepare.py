@@ -50,7 +50,7 @@ from tqdm import tqdm
 import abc_text
 from configurator import configure, fail, lines_of
 from dataset import fingerprints, read_json, write_json_atomic
-from dataset_output import check_out, percentiles, plot_lengths, replace_folder, stats_markdown
+from dataset_output import check_out, lock_output, percentiles, plot_lengths, replace_folder, stats_markdown
 from external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
 from tokenizer import BPETokenizer, CharTokenizer
 
@@ -470,6 +470,7 @@ def main(argv=None):
     parent = os.path.dirname(out_dir)
     try:
         os.makedirs(parent, exist_ok=True)
+        lock = lock_output(out_dir)  # noqa: F841 (held until the process ends)
         tmp_dir = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".incomplete-", dir=parent)
     except OSError as e:
         fail(f"cannot write the output folder {cfg['out']}: {e.strerror}")

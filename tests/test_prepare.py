@@ -498,3 +498,20 @@ def test_overwrite_replaces_a_dataset_and_only_its_files(tmp_path, run_script, s
     (tmp_path / "empty").mkdir()
     run_script([*args, "--out", tmp_path / "empty"])
     assert (tmp_path / "empty" / "train.bin").read_bytes() == (out / "train.bin").read_bytes()
+
+
+def test_a_second_prepare_on_the_same_out_stops_with_one_line(tmp_path, run_script):
+    """Two prepare.py runs writing one dataset would race to its rename: the second stops before any work. The
+    lock belongs to a process, so one that was killed leaves nothing that blocks the next run."""
+    import fcntl
+    (tmp_path / "tunes.abc").write_text("\n".join(many_tunes(12)))
+    args = ["prepare.py", "--input", tmp_path / "tunes.abc", "--split", "0.6,0.2,0.2", "--cache_dir", "",
+            "--out", tmp_path / "data"]
+    with open(tmp_path / ".data.prepare.lock", "a+") as held:  # what a running prepare.py holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = run_script(args, check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error: another prepare.py is writing") and len(proc.stderr.splitlines()) == 1
+    assert not (tmp_path / "data").exists()
+    run_script(args)  # released: the next run goes ahead
+    assert (tmp_path / "data" / "train.bin").exists()
