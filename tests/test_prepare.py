@@ -493,7 +493,7 @@ def test_overwrite_replaces_a_dataset_and_only_its_files(tmp_path, run_script, s
     # the old dataset's BPE file went with it; nothing else is left beside the folder
     assert sorted(os.listdir(out)) == ["length_histogram.png", "meta.json", "stats.json", "stats.md", "test.bin",
                                        "train.bin", "val.bin"]
-    assert sorted(os.listdir(tmp_path)) == ["data", "tunes.abc"]
+    assert sorted(os.listdir(tmp_path)) == [".data.prepare.lock", "data", "tunes.abc"]  # the lock, README says
     # an empty folder is no dataset: it is filled without --overwrite
     (tmp_path / "empty").mkdir()
     run_script([*args, "--out", tmp_path / "empty"])

@@ -22,7 +22,8 @@ def test_smoke_study_report_has_every_table(smoke_study):
     for run in RUNS:
         assert report.count(f"| {run} |") >= 2, run
         results = json.loads((out / "runs" / run / "results.json").read_text())
-        assert results["tokens_trained"] == 16384
+        # the budget to within one step of 8 x 64 positions (tune-aligned windows score fewer than 64 each)
+        assert abs(results["tokens_trained"] - 16384) <= 8 * 64
         ppl = json.loads((out / "runs" / run / "test_perplexity.json").read_text())
         assert ppl["tokens"] == json.loads((out / "data" / "stats.json").read_text())["splits"]["test"]["tokens"]
     # fits of both families, with the plain-language warning three sizes deserve
@@ -81,7 +82,8 @@ def test_estimate_projects_every_run_without_training(smoke_study, run_script, t
                        "--estimate=True", "--estimate_steps=2"], timeout=600, env={"OMP_NUM_THREADS": "1"})
     projected = json.loads((est / "estimate.json").read_text())
     assert [r["run"] for r in projected["runs"]] == list(RUNS)
-    assert all(r["tokens"] == 16384 and r["tokens_per_s"] > 0 and r["projected_s"] > r["warmup_s"]
+    trained = {r: json.loads((out / "runs" / r / "results.json").read_text())["tokens_trained"] for r in RUNS}
+    assert all(r["tokens"] == trained[r["run"]] and r["tokens_per_s"] > 0 and r["projected_s"] > r["warmup_s"]
                for r in projected["runs"])
     total = proc.stdout.strip().splitlines()[-1]
     assert total == f"projected total: {projected['projected_total_s']:.0f} s"
@@ -101,10 +103,12 @@ def test_bad_study_config_is_one_line(tmp_path, run_script, override, message):
 def test_changed_settings_are_reported_not_silently_mixed(smoke_study, run_script):
     """A finished run whose config has changed since is kept (hours of training), but the user is told."""
     out, _ = smoke_study
+    results = out / "runs" / "gpt_16" / "results.json"
+    before = json.loads(results.read_text())["tokens_trained"]
     proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={out}", "--max_tokens=8192"], timeout=900,
                       env={"OMP_NUM_THREADS": "1"})
     assert "WARNING: trained with other settings" in proc.stdout and "max_tokens: 16384 -> 8192" in proc.stdout
-    assert json.loads((out / "runs" / "gpt_16" / "results.json").read_text())["tokens_trained"] == 16384
+    assert json.loads(results.read_text())["tokens_trained"] == before  # kept, not retrained
 
 
 @pytest.mark.parametrize("config, min_sizes, budget, sweep", [("config/study_quick.py", 4, 2_000_000, 1 / 8),
