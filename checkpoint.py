@@ -3,13 +3,13 @@ A run folder (out_dir of train.py): claimed by one writer at a time, its ckpt.pt
 everything an exact resume needs, read back with weights_only=True (never an arbitrary unpickle), together
 with the tokenizer of the dataset it was trained on.
 """
-import fcntl
 import os
 import uuid
 
 import torch
 
 from configurator import fail
+from dataset import hold_lock
 from hardware import rng_state, set_rng_state
 
 
@@ -82,11 +82,9 @@ def claim_out_dir(out_dir, init_from, overwrite):
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         fail(f"out_dir {out_dir} is a file, not a folder")
     os.makedirs(out_dir, exist_ok=True)
-    lock = open(os.path.join(out_dir, "train.lock"), "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fail(f"another train.py is writing {out_dir} (it holds {lock.name}); wait for it or use another out_dir")
+    path = os.path.join(out_dir, "train.lock")
+    lock = hold_lock(path, f"another train.py is writing {out_dir} (it holds {path}); wait for it or use another "
+                           f"out_dir")
     lock.seek(0)
     lock.truncate()
     lock.write(f"{os.getpid()}\n")

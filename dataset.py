@@ -48,6 +48,18 @@ def write_json_atomic(obj, path, indent=2):
     os.replace(tmp, path)
 
 
+def hold_lock(path, busy_message):
+    """The open file at path under an exclusive kernel lock, held while it stays open: a second writer gets
+    fail(busy_message); the kernel lets go when the process ends, however it ends, so no lock is left stuck."""
+    import fcntl
+    lock = open(path, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fail(busy_message)
+    return lock
+
+
 # ----------------------------------------------------------------------------- a dataset folder
 
 class Dataset:

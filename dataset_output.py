@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 from configurator import fail
+from dataset import hold_lock
 from tokenizer import BPE_FILE
 
 _LISTED_FAILURES = 20  # failed files named in stats.md
@@ -122,14 +123,9 @@ def lock_output(out_dir):
     """Hold a lock on --out for as long as this process runs, so a second prepare.py writing the same dataset
     stops with one line instead of racing this one to the rename. The lock is a hidden file beside --out (the
     folder itself is replaced); the kernel lets go of it when the process ends, however it ends."""
-    import fcntl
     path = os.path.join(os.path.dirname(out_dir), f".{os.path.basename(out_dir)}.prepare.lock")
-    lock = open(path, "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fail(f"another prepare.py is writing {out_dir} (it holds {path}); wait for it or choose another --out")
-    return lock
+    return hold_lock(path, f"another prepare.py is writing {out_dir} (it holds {path}); wait for it or choose "
+                           f"another --out")
 
 
 def replace_folder(new_dir, out_dir):
