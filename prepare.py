@@ -103,7 +103,8 @@ def evenly_spaced(items, n):
 
 
 def collect_inputs(patterns):
-    """[(path, kind)] of every input file in path order; {path: name}, the path relative to the folder it was
+    """[(path, kind)] of every input file, in the order of the patterns and in path order within each (so a
+    dataset does not depend on where on disk its inputs lie); {path: name}, the path relative to the folder it was
     searched from (the same on every machine, for the list of failed files); and every path the patterns
     name, which --out must not contain. A score (MusicXML, Humdrum) is read only when named, not from folders."""
     found, given = [], []
@@ -132,7 +133,7 @@ def collect_inputs(patterns):
     names = {path: os.path.relpath(path, top or ".") for path, top in found}
     if not names:
         fail(f"no .mid/.midi/.kar/.abc files found in {', '.join(patterns)}")
-    return [(path, kind_of(path)) for path in sorted(names)], names, given
+    return [(path, kind_of(path)) for path in names], names, given  # dicts keep order; a repeat counts once
 
 
 def default_corpus_inputs(max_scores):
@@ -172,7 +173,9 @@ def score_to_abc(score_path, limits, max_bytes, cpu):
         try:
             # in-process, so only a signal can stop music21 on a pathological score
             with time_limit(limits["music21"], cpu=True):
-                score = converter.parse(score_path)
+                # forceSource: music21 would otherwise load a pickle from a shared temp folder (never
+                # unpickle what another process could have written) and store one there
+                score = converter.parse(score_path, forceSource=True)
                 # music21 writes a note of length zero (a chord symbol, a grace note) as its note-off before its
                 # note-on at the same tick: it sounds to the end of the track and midi2abc gives up with
                 # "Error - note too short!". They carry no duration, so the MIDI loses nothing it could show.
