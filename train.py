@@ -129,8 +129,7 @@ def read_config(argv, defaults):
         # a checkpoint from before data_order existed was trained in stride order, whatever today's default
         saved = {"data_order": "stride", **{k: v for k, v in ckpt["config"].items() if k in base}}
         cfg = configure({**base, **saved, "init_from": "resume"}, argv)
-        changed = [f"{k}: {ckpt['config'][k]!r} -> {cfg[k]!r}" for k in RESUME_MUST_MATCH
-                   if k in ckpt["config"] and ckpt["config"][k] != cfg[k]]
+        changed = [f"{k}: {saved[k]!r} -> {cfg[k]!r}" for k in RESUME_MUST_MATCH if k in saved and saved[k] != cfg[k]]
         if changed:
             fail(f"resume must keep the run's settings, but these changed: {'; '.join(changed)}")
     if cfg["init_from"] not in ("scratch", "resume"):

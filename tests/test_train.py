@@ -360,6 +360,23 @@ def test_resume_refuses_changed_settings_and_a_different_vocabulary(gpt_run, cha
     assert "does not exist" in exit_message(excinfo)
 
 
+def test_a_checkpoint_from_before_data_order_resumes_in_stride_order(gpt_run, tmp_path):
+    """Checkpoints written before data_order existed were trained in stride order: resuming one must go on in
+    that order, not in today's default (tunes), or the rest of the epoch would visit other windows."""
+    out, _ = gpt_run
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert ckpt["config"]["data_order"] == "stride"
+    del ckpt["config"]["data_order"]
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save(ckpt, old / "ckpt.pt")
+    cfg, _ = train.read_config([f"--out_dir={old}", "--init_from=resume"], {})
+    assert cfg["data_order"] == "stride" and train.data_order == "tunes"
+    with pytest.raises(SystemExit) as excinfo:  # and asking for the other order is a changed setting
+        train.read_config([f"--out_dir={old}", "--init_from=resume", "--data_order=tunes"], {})
+    assert "data_order" in exit_message(excinfo)
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 
