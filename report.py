@@ -258,7 +258,7 @@ def section_best_samples(st):
          f"sample.py had to add to make a complete tune; *converts to MIDI*: abc2midi writes a MIDI file with notes "
          f"(what the seed projects count); *without errors*: and prints no error on the way.", ""]
     rows, results = [], []
-    for name, folder, _ in st.jobs:
+    for name, folder, _, _ in st.jobs:
         if not name.startswith("best/"):
             continue
         for rec, res in st.samples(folder):

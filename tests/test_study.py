@@ -44,10 +44,11 @@ def test_smoke_study_report_has_every_table(smoke_study):
 
 def test_a_finished_study_is_not_redone(smoke_study, run_script):
     out, _ = smoke_study
-    before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/ckpt.pt")}
+    kept = ["runs/*/ckpt.pt", "samples/*/*/samples.jsonl", "eval_syntax.json"]
+    before = {p: p.stat().st_mtime_ns for pattern in kept for p in out.glob(pattern)}
     proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={out}"], timeout=900,
                       env={"OMP_NUM_THREADS": "1"})
-    assert before and before == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/ckpt.pt")}
+    assert before and before == {p: p.stat().st_mtime_ns for pattern in kept for p in out.glob(pattern)}
     assert (out / "report.md").exists() and "done in" in proc.stdout
 
 
@@ -131,3 +132,19 @@ def test_study_plans_have_both_families_and_one_budget(run_script, config, min_s
     assert len(sweep_rows) == (4 * len(fit_rows) if sweep else 0)
     for r in sweep_rows:  # the share of the budget, to within the one step of 8,192 tokens it is rounded down to
         assert 0 <= sweep * tokens - int(r[4].replace(",", "")) <= 8192, r
+
+
+def test_samples_drawn_with_other_settings_are_drawn_again(smoke_study, run_script):
+    """Runs last in this file (it changes the study's samples). A study run again with another sampling setting
+    draws every sample set again and scores them again: report.md never states settings its tunes were not
+    drawn with, and eval_syntax.json never scores tunes that are no longer there."""
+    out, _ = smoke_study
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={out}", "--top_p=0.8"], timeout=900,
+                      env={"OMP_NUM_THREADS": "1"})
+    folders = sorted(out.glob("samples/*/*/samples.jsonl"))
+    assert len(folders) >= 3 and proc.stdout.count("[samples ") == len(folders)
+    for folder in folders:
+        records = [json.loads(line) for line in folder.read_text().splitlines()]
+        assert records and {r["top_p"] for r in records} == {0.8}, folder
+    assert (out / "eval_syntax.json").stat().st_mtime >= max(f.stat().st_mtime for f in folders)
+    assert "[eval_syntax]" in proc.stdout and "top_p 0.8" in (out / "report.md").read_text()
