@@ -301,9 +301,10 @@ def section_sizes(st):
     stat_keys = ["notes", "bars", "pitch_range", "pitch_class_entropy", "notes_per_bar", "bars_matching_meter"]
     rate_keys = ["parse_valid_rate", "midi_converts_rate", "midi_clean_rate", "degenerate_rate"]
     rows, caps, sized = [], {}, []
+    folders = {name: folder for name, folder, _, _ in st.jobs}  # this study's sample sets, not any left on disk
     for r in st.plan:
-        folder = os.path.join(st.out, "samples", "by_size", r["name"])
-        if not os.path.isfile(os.path.join(folder, "samples.jsonl")):
+        folder = folders.get(f"by_size/{r['name']}")
+        if folder is None or not os.path.isfile(os.path.join(folder, "samples.jsonl")):
             continue
         pairs = [(rec, res) for rec, res in st.samples(folder) if res is not None]
         if not pairs:

@@ -231,7 +231,7 @@ def sample_jobs(plan, best, cfg):
         expect = {"run_id": read_json(os.path.join(run["run_dir"], "results.json")).get("run_id"),
                   "prompt": prompt.replace("\\n", "\n"), "max_new_tokens": cfg["max_new_tokens"],
                   "temperature": cfg["temperature"], "top_k": cfg["top_k"], "top_p": cfg["top_p"],
-                  "seeds": [cfg["sample_seed"] + i for i in range(n)]}
+                  "seeds": [cfg["sample_seed"] + i for i in range(n)], "rendered": "--midi" in extra}
         return (name, os.path.join(root, *name.split("/")),
                 ["--run", run["run_dir"], "--num_samples", n, *prompt_args, *extra, *common], expect)
 
@@ -246,15 +246,15 @@ def sample_jobs(plan, best, cfg):
 
 def samples_hold(folder, expect):
     """Whether a sample folder holds what its job would write: the tunes of this very training of the run
-    (run_id), with these sampling settings, prompt and seeds. A folder written by a killed call (no
+    (run_id), with these sampling settings, prompt and seeds, rendered (MIDI, WAV, SVG) or not as asked. A folder written by a killed call (no
     samples.jsonl), by an earlier training or with other settings is stale."""
     try:
         records = sample_records(folder)
     except (OSError, ValueError):
         return False
-    keys = [k for k in expect if k != "seeds"]
+    keys = [k for k in expect if k not in ("seeds", "rendered")]
     return ([rec.get("seed") for rec in records] == expect["seeds"]
-            and all(rec.get(k) == expect[k] for rec in records for k in keys))
+            and all(rec.get(k) == expect[k] and ("midi" in rec) == expect["rendered"] for rec in records for k in keys))
 
 
 def sample_all(jobs, timings, logs):
