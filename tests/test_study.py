@@ -134,6 +134,27 @@ def test_study_plans_have_both_families_and_one_budget(run_script, config, min_s
         assert 0 <= sweep * tokens - int(r[4].replace(",", "")) <= 8192, r
 
 
+def test_a_sample_folder_holds_its_job_only_with_every_setting_equal(tmp_path):
+    """samples_hold: the tunes of this training of the run, with these settings, seeds and rendering, or redo."""
+    from study import samples_hold
+    expect = {"run_id": "abc", "prompt": "X:1\nM:6/8\n", "max_new_tokens": 64, "temperature": 1.0, "top_k": 0,
+              "top_p": 0.9, "seeds": [7, 8], "rendered": True}
+    assert not samples_hold(tmp_path / "missing", expect)
+    good = [{"file": f"sample_00{i}.abc", "seed": 7 + i, "midi": None, **{k: v for k, v in expect.items()
+                                                                          if k not in ("seeds", "rendered")}}
+            for i in range(2)]
+    for change, holds in [({}, True), ({"top_p": 1.0}, False), ({"run_id": "other"}, False),
+                          ({"prompt": "X:1\\nM:6/8\\n"}, False), ({"seed": 9}, False), ({"midi": "drop"}, False)]:
+        records = [dict(r, **change) for r in good]
+        for r in records:
+            if r.get("midi") == "drop":
+                del r["midi"]
+        (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        assert samples_hold(tmp_path, expect) == holds, change
+    (tmp_path / "samples.jsonl").write_text(json.dumps(good[0]) + "\n")  # a set cut short
+    assert not samples_hold(tmp_path, expect)
+
+
 def test_samples_drawn_with_other_settings_are_drawn_again(smoke_study, run_script):
     """Runs last in this file (it changes the study's samples). A study run again with another sampling setting
     draws every sample set again and scores them again: report.md never states settings its tunes were not
