@@ -32,6 +32,11 @@ def normalize_newlines(text):
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def prompt_from_command_line(text):
+    """A tune's opening as typed after --prompt (or in a study's prompts): a literal \\n is a line break."""
+    return text.replace("\\n", "\n")
+
+
 def strip_comment(line):
     """Drop a `%` comment (and `%%` directives); `\\%` is an escaped percent sign and stays."""
     match = re.search(r"(?<!\\)%", line)

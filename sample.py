@@ -263,7 +263,7 @@ def read_prompt(cfg):
     if cfg["prompt"] and cfg["prompt_file"]:
         fail("give --prompt or --prompt_file, not both")
     if not cfg["prompt_file"]:
-        return cfg["prompt"].replace("\\n", "\n")
+        return abc_text.prompt_from_command_line(cfg["prompt"])
     try:
         with open(cfg["prompt_file"]) as f:
             return f.read()

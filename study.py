@@ -41,6 +41,7 @@ import shutil
 import sys
 import time
 
+import abc_text
 import power_law
 import study_plan
 from configurator import config_keys, configure, fail, lines_of
@@ -229,7 +230,7 @@ def sample_jobs(plan, best, cfg):
     def job(name, run, n, prompt="", extra=()):
         prompt_args = ["--prompt", prompt] if prompt else []
         expect = {"run_id": read_json(os.path.join(run["run_dir"], "results.json")).get("run_id"),
-                  "prompt": prompt.replace("\\n", "\n"), "max_new_tokens": cfg["max_new_tokens"],
+                  "prompt": abc_text.prompt_from_command_line(prompt), "max_new_tokens": cfg["max_new_tokens"],
                   "temperature": cfg["temperature"], "top_k": cfg["top_k"], "top_p": cfg["top_p"],
                   "seeds": [cfg["sample_seed"] + i for i in range(n)], "rendered": "--midi" in extra}
         return (name, os.path.join(root, *name.split("/")),
@@ -246,15 +247,16 @@ def sample_jobs(plan, best, cfg):
 
 def samples_hold(folder, expect):
     """Whether a sample folder holds what its job would write: the tunes of this very training of the run
-    (run_id), with these sampling settings, prompt and seeds, rendered (MIDI, WAV, SVG) or not as asked. A folder written by a killed call (no
-    samples.jsonl), by an earlier training or with other settings is stale."""
+    (run_id), with these sampling settings, prompt and seeds, rendered (MIDI, WAV, SVG) or not as asked. A
+    folder written by a killed call (no samples.jsonl), by an earlier training or with other settings is stale."""
     try:
         records = sample_records(folder)
     except (OSError, ValueError):
         return False
-    keys = [k for k in expect if k not in ("seeds", "rendered")]
+    settings = {k: v for k, v in expect.items() if k not in ("seeds", "rendered")}
     return ([rec.get("seed") for rec in records] == expect["seeds"]
-            and all(rec.get(k) == expect[k] and ("midi" in rec) == expect["rendered"] for rec in records for k in keys))
+            and all(("midi" in rec) == expect["rendered"] and all(rec.get(k) == v for k, v in settings.items())
+                    for rec in records))
 
 
 def sample_all(jobs, timings, logs):
