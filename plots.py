@@ -68,11 +68,13 @@ def plot_scaling(fits, path, families=None, suffix="", loss_name="loss"):
     plt = _pyplot()
     families = list(fits) if families is None else families
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=130)
+    shown = []  # losses of the points and fitted curves: the axis spans these, and a wild band is cut at its edge
     for i, fam in enumerate(families):
         f, col = fits[fam], _color(fam, i)
         if "alpha" + suffix not in f:
             continue
         cur = f["curve" + suffix]
+        shown += list(f["loss"]) + list(cur["loss"]) + list(f["curve_pure" + suffix]["loss"])
         ax.scatter(f["n_params" + suffix], f["loss"], color=col, s=36, zorder=3, edgecolor="black", linewidth=0.5)
         ax.plot(cur["n"], cur["loss"], color=col, lw=2,
                 label=f"{fam}: α = {with_ci(f, 'alpha' + suffix)}, c = {f['c' + suffix]:.3g}")
@@ -85,6 +87,9 @@ def plot_scaling(fits, path, families=None, suffix="", loss_name="loss"):
     title = r"Scaling: $L = aN^{-\alpha} + c$" + (" (non-embedding N)" if suffix else "")
     _log_axes(ax, "non-embedding parameters N" if suffix else "parameters N", _loss_label(loss_name),
               title + (f" — {families[0]}" if len(families) == 1 else ""))
+    if shown:
+        ax.set_ylim(min(shown) / 1.15, max(shown) * 1.3)
+        _plain_log_ticks(ax)
     ax.legend(fontsize=8, loc="best")
     return _save(plt, fig, path)
 

@@ -321,6 +321,10 @@ def diagnose(N, L, sat, pure, ci_level=CI_LEVEL):
     if sizes < 4:
         warns.append(f"only {sizes} model sizes for a 3-parameter curve: the curve passes through every point, so "
                      f"it has no interval and its numbers describe these runs, not a law; train at least 4-5 sizes.")
+    elif sizes == 4:
+        warns.append("only 4 model sizes for a 3-parameter curve: one degree of freedom, so the interval says how "
+                     "well these 4 losses agree with one curve, not how far alpha would move if each run were trained "
+                     "again with another seed; a fifth size, or repeated seeds, make the interval mean that.")
     span = max(N) / min(N)
     if span < 10:
         warns.append(f"model sizes span only {span:.1f}x; an exponent needs at least one, better two decades of N.")

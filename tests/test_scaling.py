@@ -113,6 +113,13 @@ def test_ill_conditioned_table_warns(tmp_path):
     assert "Warnings for lstm" in (out / "fit.md").read_text()
 
 
+def test_four_sizes_warn_that_the_interval_has_one_degree_of_freedom():
+    """4 losses on one curve give a narrow interval by chance of agreement; the user is told it ignores seed noise."""
+    sizes = np.geomspace(4e4, 1e6, 4)
+    rows = [{"family": "lstm", "run": str(i), "n_params": n, "loss": 1.1 + 60 * n ** -0.6} for i, n in enumerate(sizes)]
+    assert any("one degree of freedom" in w for w in fit_all(rows)["lstm"]["warnings"])
+
+
 def test_well_conditioned_fit_has_no_warnings():
     sizes = np.geomspace(1e5, 1e8, 8)
     rows = [{"family": "gpt", "run": str(i), "n_params": n, "loss": l}
