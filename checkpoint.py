@@ -11,6 +11,7 @@ import torch
 from configurator import fail
 from dataset import hold_lock
 from hardware import rng_state, set_rng_state
+from model import build_model
 
 
 def save_atomic(obj, path):
@@ -39,11 +40,18 @@ def read_checkpoint(path, device="cpu"):
 
 def model_from_checkpoint(ckpt, device="cpu"):
     """The checkpoint's model, with its weights, on device and in eval mode."""
-    from model import build_model
     model = build_model(ckpt["model_type"], **ckpt["model_args"])
     # a state dict saved from a torch.compile'd module carries this prefix
     model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
     return model.to(device).eval()
+
+
+def load_checkpoint(path, device="cpu"):
+    """(model in eval mode, checkpoint dict) from a run folder or a ckpt.pt file."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "ckpt.pt")
+    ckpt = read_checkpoint(path, device)
+    return model_from_checkpoint(ckpt, device), ckpt
 
 
 def load_run(run, device, data_dir=""):

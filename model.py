@@ -11,11 +11,10 @@ Both share:
   num_params(non_embedding=False), flops_per_token(), config.block_size,
   init_state(batch_size, device) -> state, step(idx, state) -> (logits, state),   # incremental decoding,
   reset_rows(state, rows, idx), select_rows(state, rows) -> state                 # rows independent
-plus load_checkpoint(path) and configure_optimizer(model, ...) used by train.py, bench.py and sample.py.
+plus configure_optimizer(model, ...) used by train.py and bench.py (checkpoint.py reads a saved model back).
 """
 
 import math
-import os
 from dataclasses import dataclass, asdict
 
 import torch
@@ -361,11 +360,3 @@ def configure_optimizer(model, learning_rate, weight_decay, betas, device_type):
     extra = {"fused": True} if device_type == "cuda" else {}
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
-
-def load_checkpoint(path, device="cpu"):
-    """(model in eval mode, checkpoint dict) from a run folder or a ckpt.pt file."""
-    from checkpoint import model_from_checkpoint, read_checkpoint
-    if os.path.isdir(path):
-        path = os.path.join(path, "ckpt.pt")
-    ckpt = read_checkpoint(path, device)
-    return model_from_checkpoint(ckpt, device), ckpt

@@ -17,11 +17,10 @@ Both reserve one end-of-tune token (EOT). Decoding renders EOT as "\\n": a blank
 which is how ABC separates tunes, so a decoded split is itself a valid multi-tune ABC file.
 """
 import base64
+import json
 import os
 
 import numpy as np
-
-from dataset import read_json
 
 EOT_TEXT = "<|endoftune|>"
 EOT_DECODED = "\n"
@@ -153,7 +152,8 @@ def read_meta(data_dir):
     path = os.path.join(data_dir, "meta.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"no dataset at {data_dir} (missing meta.json): run prepare.py first")
-    return read_json(path)
+    with open(path) as f:  # json directly, not dataset.read_json: dataset.py imports this module
+        return json.load(f)
 
 
 def load_tokenizer(data_dir):

@@ -9,8 +9,9 @@ import torch
 from torch.nn import functional as F
 
 import train
+from checkpoint import load_checkpoint
 from configurator import config_keys, configure
-from model import GPT, LSTM, build_model, configure_optimizer, load_checkpoint, model_args_from_config
+from model import GPT, LSTM, build_model, configure_optimizer, model_args_from_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = 40

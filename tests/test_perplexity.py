@@ -15,7 +15,7 @@ from test_sample import ONE_THREAD, ROOT  # noqa: E402
 sys.path.insert(0, ROOT)
 import calc_perplexity  # noqa: E402
 from windows import Tokens, exact_windows, window_batches  # noqa: E402
-from model import load_checkpoint  # noqa: E402
+from checkpoint import load_checkpoint  # noqa: E402
 
 
 def hand_loss(model, tokens, eot_id, window, stride):

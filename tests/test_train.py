@@ -18,7 +18,7 @@ import train
 from dataset import TrainOrder, iteration_plan, tune_windows, window_starts
 from windows import Tokens, TrainBatches, exact_windows, spread_windows
 from configurator import configure
-from model import load_checkpoint
+from checkpoint import load_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
