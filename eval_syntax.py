@@ -2,9 +2,12 @@
 Is a folder of generated ABC tunes music? Every file is checked (tune_checks.py: does it parse, does it
 convert to MIDI with or without errors, is it degenerate, what does it look like musically, with muspy's
 metrics too) side by side with the same numbers on the dataset's real test tunes, so "80% valid" can be
-read against what real music scores. Every rate has a Wilson 95% interval, and with a reference every
-statistic's distribution is compared with the real tunes' (overlapping area and KL divergence of the two
-kernel density estimates, Yang & Lerch 2018; eval_metrics.py).
+read against what real music scores. Every rate has a Wilson 95% interval; the abc2midi messages behind
+"without errors" are counted by kind (abc2midi_messages, for the files and for the real tunes). With a
+reference, the tunes of each folder are compared with the real tunes the way Yang & Lerch 2018 do it (pairwise
+intra- and inter-set distances per feature, overlap area and KL divergence with bootstrap intervals, next to
+real tunes against real tunes at the same n; eval_metrics.yang_lerch), under the key yang_lerch: one folder
+is one set, e.g. one model's unconditional tunes.
 
     python eval_syntax.py samples --reference data/music21 --out report.json
     python eval_syntax.py 'out/*/samples/*.abc' other_dir/tune.abc
@@ -22,7 +25,8 @@ import numpy as np
 
 from configurator import configure, fail, lines_of
 from dataset import load_dataset, write_json_atomic
-from eval_metrics import compare_distributions, format_distributions, muspy_available, statistic_values
+from eval_metrics import (YANG_LERCH_MIN_TUNES, format_yang_lerch, muspy_available, statistic_values,
+                          yang_lerch)
 from tune_checks import DEFAULT_SETTINGS, STATISTICS, evaluate_all, format_table, summarize
 
 # -----------------------------------------------------------------------------
@@ -40,6 +44,9 @@ repeated_bar_share = DEFAULT_SETTINGS["repeated_bar_share"]
 repeated_bar_min_bars = DEFAULT_SETTINGS["repeated_bar_min_bars"]
 skip_beaming = DEFAULT_SETTINGS["skip_beaming"]
 hang_slack = DEFAULT_SETTINGS["hang_slack"]
+# Yang & Lerch's comparison of each folder's tunes with the reference
+yang_lerch_bootstrap = 200   # bootstrap resamples (and real-vs-real draws) behind each interval
+yang_lerch_min_tunes = YANG_LERCH_MIN_TUNES  # fewer tunes with a feature: that feature is not compared
 # -----------------------------------------------------------------------------
 
 
@@ -83,6 +90,8 @@ def check_config(cfg):
         fail("--midi_timeout and --repeated_bar_min_bars must be positive, --hang_slack >= 0")
     if not 0 < cfg["repeated_bar_share"] <= 1:
         fail("--repeated_bar_share must be in (0, 1]")
+    if cfg["yang_lerch_bootstrap"] < 1 or cfg["yang_lerch_min_tunes"] < 2:
+        fail("--yang_lerch_bootstrap must be at least 1 and --yang_lerch_min_tunes at least 2")
     if cfg["reference_split"] not in ("train", "val", "test"):
         fail(f"--reference_split must be train, val or test, got {cfg['reference_split']!r}")
     if not lines_of(cfg["inputs"]):
@@ -107,6 +116,20 @@ def timed_summary(results, seconds):
     return {**summarize(results), "seconds": seconds, "tunes_per_s": len(results) / seconds if seconds > 0 else None}
 
 
+def compare_sets(results, ref_results, cfg):
+    """Yang & Lerch's comparison (eval_metrics.yang_lerch) of every folder's tunes with the reference tunes: one
+    folder, one set (a study writes each model's unconditional and each prompt's tunes to folders of their own)."""
+    folders = {}
+    for r in results:
+        folders.setdefault(os.path.dirname(r["path"]), []).append(r)
+    cache = {}  # the real-vs-real baselines, shared by sets of the same size
+    return {"min_tunes": cfg["yang_lerch_min_tunes"], "n_bootstrap": cfg["yang_lerch_bootstrap"],
+            "ci_level": 0.95, "n_real": len(ref_results),
+            "sets": {folder: yang_lerch(rs, ref_results, cfg["yang_lerch_bootstrap"],
+                                        min_tunes=cfg["yang_lerch_min_tunes"], baseline_cache=cache)
+                     for folder, rs in folders.items()}}
+
+
 def main(argv=None):
     cfg = configure(globals(), sys.argv[1:] if argv is None else argv, positional="inputs")
     check_config(cfg)
@@ -128,7 +151,7 @@ def main(argv=None):
                                **timed_summary(ref_results, time.time() - t0),
                                "failed": [r for r in ref_results if not r["parse_ok"] or not r["midi_ok"]][:20],
                                "values": values}
-        report["distribution_vs_reference"] = compare_distributions(results, values, STATISTICS)
+        report["yang_lerch"] = compare_sets(results, ref_results, cfg)
     report["settings"] = {**{k: settings[k] for k in ("parse_timeout", "midi_timeout", "max_chars",
                                                       "repeated_bar_share", "skip_beaming")},
                           "workers": cfg["workers"], "muspy": muspy_available()}
@@ -137,8 +160,8 @@ def main(argv=None):
     print(format_table(report, report.get("reference")))
     if not report["settings"]["muspy"]:
         print("muspy is not installed: its statistics are left out (pip install -r requirements.txt)")
-    if report.get("distribution_vs_reference"):
-        print(format_distributions(report["distribution_vs_reference"]))
+    for folder, comparison in report.get("yang_lerch", {}).get("sets", {}).items():
+        print(f"{folder}:\n{format_yang_lerch(comparison)}")
     if report["failures"]:
         print("parse failures: " + ", ".join(f"{k} x{v}" for k, v in report["failures"].items()))
     print(f"{len(results)} files in {report['seconds']:.1f} s ({report['tunes_per_s']:.1f} tunes/s, "

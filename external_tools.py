@@ -9,10 +9,12 @@ Every call has a time limit: run_tool for subprocesses, time_limit for Python co
 seconds, so whether a file converts does not depend on how busy the machine is (prepare.py keeps a dataset
 byte-identical across machines and --workers).
 """
+import collections
 import contextlib
 import glob
 import math
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -119,6 +121,16 @@ def midi_note_count(midi_path):
         return 0
 
 
+def abc2midi_message_kind(line):
+    """The kind of an abc2midi message, without its place and its particulars, so that messages can be counted by
+    kind: 'Warning in line-char 5-12 : Track 0 Bar 1 has 1 time units while the time signature has 3' ->
+    'Warning: Track # Bar # has # time units while the time signature has #'; quoted text becomes "…"."""
+    level, _, text = line.strip().partition(" ")
+    text = re.sub(r"^in line-char [\d-]+ :\s*", "", text)
+    text = re.sub(r'"[^"]*"', '"…"', text)
+    return f"{level}: " + re.sub(r"-?\d+(\.\d+)?", "#", text).strip()
+
+
 def abc_to_midi(abc_path, midi_path, timeout):
     """abc2midi exits 0 even on garbage, so it is judged by what it does: midi_ok when the MIDI file it
     wrote holds >= 1 note (pretty_midi) and it printed no `Error` line. Converts the first tune only."""
@@ -130,7 +142,11 @@ def abc_to_midi(abc_path, midi_path, timeout):
     if proc is None:
         out["midi_errors"] = [f"abc2midi timed out after {timeout:g} s"]
         return out
-    out["midi_errors"] = [l.strip() for l in (proc.stdout + proc.stderr).splitlines() if l.startswith("Error")][:5]
+    lines = (proc.stdout + proc.stderr).splitlines()
+    out["midi_errors"] = [l.strip() for l in lines if l.startswith("Error")][:5]
+    out["midi_warnings"] = [l.strip() for l in lines if l.startswith("Warning")][:5]
+    out["midi_messages"] = dict(collections.Counter(abc2midi_message_kind(l) for l in lines
+                                                    if l.startswith(("Error", "Warning"))))
     out["midi_notes"] = midi_note_count(midi_path)
     out["midi_ok"] = out["midi_notes"] > 0 and not out["midi_errors"]
     return out

@@ -97,7 +97,8 @@ def run_abc2midi(tune, tmp_dir, timeout):
     with open(abc_path, "w") as f:
         f.write(tune)
     result = abc_to_midi(abc_path, midi_path, timeout)
-    result.update(muspy_statistics(midi_path) if result["midi_notes"] > 0 else dict.fromkeys(MUSPY_STATISTICS))
+    result.update(muspy_statistics(midi_path) if result["midi_notes"] > 0
+                  else {**dict.fromkeys(MUSPY_STATISTICS), "yang_lerch_features": None})
     return result
 
 
@@ -193,7 +194,8 @@ def evaluate_text(text, tmp_dir, settings):
 def failed_result(reason):
     """The record of a file that could not be evaluated (and the starting point of one that can)."""
     result = {"parse_ok": False, "midi_ok": False, "degenerate": True, "reason": reason, "parse_error": reason,
-              "headers_missing": [], "tunes_in_file": 0, "midi_notes": 0, "midi_errors": []}
+              "headers_missing": [], "tunes_in_file": 0, "midi_notes": 0, "midi_errors": [], "midi_warnings": [],
+              "midi_messages": {}, "yang_lerch_features": None}
     result.update({k: None for k in STATISTICS})
     return result
 
@@ -328,12 +330,25 @@ def summarize(results):
     summary["midi_rate"], summary["midi_with_errors_rate"] = summary["midi_clean_rate"], summary["midi_converts_rate"]
     summary["ci95"] = {key: wilson_interval(k, n) for key, k in counts.items()}
     summary["failures"] = dict(collections.Counter(_failure_kind(r) for r in results if not r["parse_ok"]).most_common())
-    summary["means"] = {}
+    summary["means"], summary["n_values"] = {}, {}
     # over the files where the statistic exists: tunes that parse (score), that convert to MIDI (muspy)
     for key in STATISTICS:
         values = [r[key] for r in results if r.get(key) is not None]
         summary["means"][key] = sum(values) / len(values) if values else None
+        summary["n_values"][key] = len(values)  # how many tunes each mean is over: the rest had no value
+    summary["abc2midi_messages"] = message_counts(results)
     return summary
+
+
+def message_counts(results):
+    """{kind of abc2midi message: {tunes: how many tunes it printed it for, count: how often}}, most tunes first:
+    what "without errors" counts against (external_tools.abc2midi_message_kind says what a kind is)."""
+    tunes, count = collections.Counter(), collections.Counter()
+    for r in results:
+        for kind, k in (r.get("midi_messages") or {}).items():
+            tunes[kind] += 1
+            count[kind] += k
+    return {kind: {"tunes": n, "count": count[kind]} for kind, n in sorted(tunes.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
 def _failure_kind(result):

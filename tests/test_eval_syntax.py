@@ -170,20 +170,93 @@ def test_overlap_area_and_kl():
         assert eval_metrics.overlap_and_kl(a, b)[1] >= 0
 
 
-def test_distributions_against_the_reference(report):
+def test_yang_lerch_in_the_report_says_why_a_small_set_is_not_compared(report):
     report, stdout = report
-    comparison = report["distribution_vs_reference"]
     reference = report["reference"]
     assert set(reference["values"]) == set(tune_checks.STATISTICS)
     assert len(reference["values"]["notes"]) >= 0.9 * reference["n_files"]  # one value per tune that parses
-    assert {"notes", "pitch_class_entropy", "groove_consistency"} <= set(comparison)
+    (folder, comparison), = report["yang_lerch"]["sets"].items()  # one folder of files, one set
+    assert folder.endswith("tunes") and set(comparison) == set(eval_metrics.YANG_LERCH_FEATURES)
+    # 12 files, of which only a few convert to MIDI: never compared, and said so, with the counts
     for c in comparison.values():
-        assert 0 <= c["overlap_area"] <= 1 + 1e-9 and c["kl"] >= 0 and c["n"] >= 2 and c["n_reference"] >= 2
-    # the reference against itself: the same distribution
-    same = eval_metrics.compare_distributions([{"notes": v} for v in reference["values"]["notes"]],
-                                              reference["values"], ["notes"])
-    assert same["notes"]["overlap_area"] == pytest.approx(1, abs=1e-6)
-    assert "overlap area" in stdout
+        assert not c["compared"] and "at least 10" in c["reason"] and c["n_real"] >= 25 and c["n_tunes"] == len(FILES)
+    assert "not compared" in stdout
+
+
+def synthetic_results(values, feature="pitch_range"):
+    """eval results holding only one Yang & Lerch feature's values (None: a tune without it)."""
+    return [{"yang_lerch_features": None if v is None else {feature: v}} for v in values]
+
+
+def test_yang_lerch_matches_a_hand_computation():
+    """Samples with pitch ranges 0, 4, 5 and real tunes with 1, 2, 4, 7 (and one real tune without notes): the
+    distances written out by hand, each set's density by scipy's gaussian_kde (its own Scott bandwidth), the
+    overlap and KL integrated by quad."""
+    from scipy.integrate import quad
+    from scipy.stats import gaussian_kde
+    samples, real = synthetic_results([0, 4, 5]), synthetic_results([1, 2, None, 4, 7])
+    intra_real = [1, 3, 6, 2, 5, 3]  # |1-2| |1-4| |1-7| |2-4| |2-7| |4-7|
+    inter = [1, 2, 4, 7, 3, 2, 0, 3, 4, 3, 1, 2]  # each sample against each real tune
+    d_rr = eval_metrics.distance_matrix([1, 2, 4, 7], [1, 2, 4, 7])
+    assert sorted(eval_metrics.intra_distances(d_rr, np.arange(4))) == sorted(intra_real)
+    assert sorted(eval_metrics.distance_matrix([0, 4, 5], [1, 2, 4, 7]).ravel()) == sorted(inter)
+    p, q = gaussian_kde(intra_real), gaussian_kde(inter)
+    overlap = quad(lambda x: min(p(x)[0], q(x)[0]), -15, 25, limit=200)[0]
+    kl = quad(lambda x: p(x)[0] * np.log(p(x)[0] / q(x)[0]), -15, 25, limit=200)[0]
+    result = eval_metrics.yang_lerch(samples, real, n_bootstrap=50, min_tunes=3)["pitch_range"]
+    assert result["compared"] and (result["n"], result["n_real"], result["n_tunes"]) == (3, 4, 3)
+    assert result["overlap"] == pytest.approx(overlap, abs=2e-3) and result["kl"] == pytest.approx(kl, rel=1e-2)
+    assert result["intra_mean"] == pytest.approx((4 + 5 + 1) / 3) and result["inter_mean"] == pytest.approx(32 / 12)
+    assert result["overlap_ci"][0] <= result["overlap_ci"][1] and result["kl_ci"][0] <= result["kl_ci"][1]
+    assert result["baseline"] is None  # 4 real tunes leave 1 to compare 3 with: no baseline
+    # vectors (pitch-class histograms) are compared by their Euclidean distance
+    assert eval_metrics.distance_matrix([[1, 0, 0]], [[0, 1, 0], [1, 0, 0]]).ravel().tolist() == [2 ** 0.5, 0]
+
+
+def test_yang_lerch_tells_real_like_tunes_from_others():
+    """Samples drawn from the real tunes' distribution score like real tunes against real tunes (inside the
+    baseline's interval); samples twice as spread out score far below it."""
+    rng = np.random.default_rng(3)
+    real = synthetic_results(rng.normal(20, 3, 100).tolist())
+    alike = eval_metrics.yang_lerch(synthetic_results(rng.normal(20, 3, 30).tolist()), real, n_bootstrap=100)
+    other = eval_metrics.yang_lerch(synthetic_results(rng.normal(20, 9, 30).tolist()), real, n_bootstrap=100)
+    a, o = alike["pitch_range"], other["pitch_range"]
+    base = a["baseline"]
+    assert base == o["baseline"] and base["n_real"] == 70  # the same n: the same baseline
+    assert base["overlap_ci"][0] <= a["overlap"] <= 1 and a["overlap_ci"][1] >= base["overlap_ci"][0]
+    assert o["overlap"] < base["overlap_ci"][0] and o["overlap_ci"][1] < a["overlap_ci"][0]
+    assert o["kl"] > base["kl_ci"][1] and o["intra_mean"] > 2 * a["intra_mean"]
+    few = eval_metrics.yang_lerch(synthetic_results([20] * 9 + [None] * 5), real)["pitch_range"]
+    assert not few["compared"] and few["reason"].startswith("9 of 14 tunes")
+
+
+def test_note_features_of_a_small_tune(tmp_path):
+    """Yang & Lerch's features of 'CDEF GABc|c4 G2 E2|', counted by hand (abc2midi plays it once)."""
+    pytest.importorskip("muspy")
+    tune = "X:1\nM:4/4\nL:1/8\nK:C\nCDEF GABc|c4 G2 E2|\n"
+    f = tune_checks.run_abc2midi(tune, str(tmp_path), timeout=10)["yang_lerch_features"]
+    pcs = [3, 0, 1, 0, 2, 1, 0, 2, 0, 1, 0, 1]  # C D E F G A B c c G E: C x3, E x2, G x2, the rest once
+    assert f["pitch_class_histogram"] == pytest.approx([c / 11 for c in pcs])
+    assert (f["note_count"], f["pitch_count"], f["pitch_range"]) == (11, 8, 12)
+    assert f["mean_interval"] == pytest.approx((2 + 2 + 1 + 2 + 2 + 2 + 1 + 0 + 5 + 3) / 10)
+    assert f["mean_ioi"] == pytest.approx((8 * 0.5 + 2 + 1) / 10)  # eighths, then a half and a quarter
+    lengths = dict(zip(eval_metrics.NOTE_LENGTHS, f["note_length_histogram"]))
+    assert lengths[0.5] == pytest.approx(8 / 11) and lengths[2] == pytest.approx(1 / 11)
+    assert lengths[1] == pytest.approx(2 / 11) and sum(f["note_length_histogram"]) == pytest.approx(1)
+
+
+def test_abc2midi_messages_are_counted_by_kind(tmp_path):
+    """A real tune's decorations that abc2midi does not know, and a short bar: each message's kind, without its
+    place, counted per tune and over tunes."""
+    deco = tune_checks.run_abc2midi('X:1\nM:6/8\nL:1/8\nK:D\n~(fed) "D.S."ABc|d3 e3|\n', str(tmp_path), 10)
+    short = tune_checks.run_abc2midi("X:1\nM:3/4\nL:1/8\nK:G\nAB|c2d2e2|f2|\n", str(tmp_path), 10)
+    assert deco["midi_messages"] == {"Error: Malformed note : expecting a-g or A-G": 1,
+                                     'Error: Unrecognized chord name "…"': 1}
+    assert short["midi_messages"] == {"Warning: Track # Bar # has # time units while the time signature has #": 1}
+    assert not deco["midi_ok"] and short["midi_ok"] and short["midi_warnings"]  # warnings are no errors
+    counts = tune_checks.summarize([{**tune_checks.failed_result(None), **r} for r in (deco, short, deco)])
+    assert counts["abc2midi_messages"]["Error: Malformed note : expecting a-g or A-G"] == {"tunes": 2, "count": 2}
+    assert list(counts["abc2midi_messages"])[0].startswith("Error: Malformed")  # most tunes first
 
 
 def test_reference_is_the_datasets_real_test_tunes(report, char_dataset):
@@ -240,6 +313,8 @@ def test_kernel_density_is_scipys():
     grid = np.linspace(-2, 15, 400)
     ours = eval_metrics.gaussian_kde(values, grid, eval_metrics.scott_bandwidth(values))
     assert ours == pytest.approx(gaussian_kde(values)(grid), rel=2e-3, abs=1e-6)  # scipy's sums to 1 on R
+    binned = eval_metrics.density_on_grid(values, grid, eval_metrics.scott_bandwidth(values))
+    assert binned == pytest.approx(ours, rel=1e-2, abs=1e-4)  # linear binning: the same curve
 
 
 def test_an_out_that_cannot_be_the_report_is_one_line_before_any_work(tmp_path, monkeypatch, run_script):
