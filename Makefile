@@ -10,8 +10,9 @@ DEMO_CONFIG ?= config/study_quick.py
 BASE_IMAGE ?=
 VENV := .venv
 PY := $(VENV)/bin/python
-# Debian/Ubuntu packages: midi2abc/abc2midi, sheet music, audio rendering with a General MIDI soundfont
-APT_PACKAGES := abcmidi abcm2ps fluidsynth fluid-soundfont-gm python3-venv
+# Debian/Ubuntu packages: midi2abc/abc2midi, sheet music, audio rendering with a General MIDI soundfont, and the
+# headless browser the test of report.html opens it in
+APT_PACKAGES := abcmidi abcm2ps fluidsynth fluid-soundfont-gm python3-venv chromium
 
 .PHONY: demo test prepare bench docker-test system-deps clean
 
@@ -40,6 +41,7 @@ system-deps:
 	command -v abcm2ps >/dev/null || missing="$$missing abcm2ps"; \
 	command -v fluidsynth >/dev/null || missing="$$missing fluidsynth"; \
 	[ -e /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || missing="$$missing fluid-soundfont-gm"; \
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then sudo=""; \

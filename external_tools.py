@@ -128,6 +128,9 @@ def abc2midi_message_kind(line):
     level, _, text = line.strip().partition(" ")
     text = re.sub(r"^in line-char [\d-]+ :\s*", "", text)
     text = re.sub(r'"[^"]*"', '"…"', text)
+    text = re.sub(r"'[^']*'", "'…'", text)
+    # the text, character or tune fragment abc2midi quotes after these is the particular, not the kind
+    text = re.sub(r"(Ignoring text:|Unrecognized character:|reserved character)\s*.*$", r"\1 …", text)
     return f"{level}: " + re.sub(r"-?\d+(\.\d+)?", "#", text).strip()
 
 

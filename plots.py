@@ -3,7 +3,8 @@ The plots of a scaling study, drawn from the fits of power_law.py and the run ro
 write_outputs, which writes a fit's whole output folder (fit.json, fit.md and every plot) for scaling.py and
 study.py alike.
 
-Every plot is a PNG with log axes labelled in plain numbers; a plot whose data no run has (no log.jsonl, no
+Every plot is a PNG (200 dpi) and the same figure as vector SVG and PDF beside it (report.html shows the SVG, a
+paper takes the PDF), with log axes labelled in plain numbers; a plot whose data no run has (no log.jsonl, no
 timings, no token counts, no joint L(N, D) fit, no finished learning-rate sweep) is skipped rather than drawn empty.
 """
 import os
@@ -16,6 +17,7 @@ from joint_fit import compute_optimal, predict
 from power_law import fit_markdown, fits_for_json
 
 COLORS = {"gpt": "tab:blue", "lstm": "tab:orange"}
+PNG_DPI = 200  # the PNG beside each SVG and PDF: sharp on a high-density screen
 
 
 def _pyplot():
@@ -31,13 +33,33 @@ def _color(fam, i):
 
 
 def _plain_log_ticks(ax, y=True):
-    """Label a log axis 0.7, 0.8, 1 instead of 7x10^-1; minor ticks get labels only when the range is < 1 decade."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    """Label a log axis 0.7, 0.8, 1 instead of 7x10^-1: every minor tick within one decade, the 2s and 5s within
+    three (a loss axis from 0.9 to 4 reads 1, 2, 3, 4 rather than a lone 1), none beyond."""
+    from matplotlib.ticker import FuncFormatter
     axis = ax.yaxis if y else ax.xaxis
     lo, hi = ax.get_ylim() if y else ax.get_xlim()
+    decades = np.log10(hi / lo) if lo > 0 and hi > lo else 0
     plain = FuncFormatter(lambda v, _: f"{v:g}")
+
+    def minor(v, _):
+        lead = round(v / 10 ** np.floor(np.log10(v) + 1e-9), 6) if v > 0 else 0
+        return f"{v:g}" if decades < 1 or (decades < 3 and lead in (2, 5)) else ""
     axis.set_major_formatter(plain)
-    axis.set_minor_formatter(plain if hi / lo < 10 else NullFormatter())
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
+def _count_ticks(ax, y=False):
+    """Parameter, token and FLOP counts written 30k, 1M, 2G: a reader compares them at a glance."""
+    from matplotlib.ticker import FuncFormatter
+    axis = ax.yaxis if y else ax.xaxis
+    lo, hi = ax.get_ylim() if y else ax.get_xlim()
+    decades = np.log10(hi / lo) if lo > 0 and hi > lo else 0
+
+    def minor(v, _):
+        lead = round(v / 10 ** np.floor(np.log10(v) + 1e-9), 6) if v > 0 else 0
+        return human(v) if decades < 1 or (decades < 3 and lead in (2, 5)) else ""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: human(v)))
+    axis.set_minor_formatter(FuncFormatter(minor))
 
 
 def _log_axes(ax, xlabel, ylabel, title):
@@ -52,8 +74,12 @@ def _log_axes(ax, xlabel, ylabel, title):
 
 
 def _save(plt, fig, path):
+    """path (a .png) and the same figure as .svg and .pdf beside it; returns path."""
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, dpi=PNG_DPI)
+    stem = os.path.splitext(path)[0]
+    for ext in (".svg", ".pdf"):
+        fig.savefig(stem + ext)
     plt.close(fig)
     return path
 
@@ -76,11 +102,16 @@ def plot_scaling(fits, path, families=None, suffix="", loss_name="loss"):
         cur = f["curve" + suffix]
         shown += list(f["loss"]) + list(cur["loss"]) + list(f["curve_pure" + suffix]["loss"])
         ax.scatter(f["n_params" + suffix], f["loss"], color=col, s=36, zorder=3, edgecolor="black", linewidth=0.5)
+        for name, n, loss in zip(f.get("runs") or [], f["n_params" + suffix], f["loss"]):
+            ax.annotate(name, (n, loss), xytext=(4, 5), textcoords="offset points", fontsize=7, color=col)
         ax.plot(cur["n"], cur["loss"], color=col, lw=2,
                 label=f"{fam}: α = {with_ci(f, 'alpha' + suffix)}, c = {f['c' + suffix]:.3g}")
         if cur["band_lo"] is not None:
-            ax.fill_between(cur["n"], cur["band_lo"], cur["band_hi"], color=col, alpha=0.18, lw=0,
-                            label=f"{fam}: {percent(f['ci_level'])} band")
+            # over the sizes trained only: beyond them the band is an extrapolation's, and it only gets wider
+            n, lo, hi = (np.asarray(cur[k], float) for k in ("n", "band_lo", "band_hi"))
+            inside = (n >= min(f["n_params" + suffix]) * 0.999) & (n <= max(f["n_params" + suffix]) * 1.001)
+            ax.fill_between(n[inside], lo[inside], hi[inside], color=col, alpha=0.18, lw=0,
+                            label=f"{fam}: {percent(f['ci_level'])} band (sizes trained)")
         pure = f["curve_pure" + suffix]
         ax.plot(pure["n"], pure["loss"], color=col, lw=1, ls="--",
                 label=f"{fam}: pure $aN^{{-\\alpha}}$, α = {with_ci(f, 'alpha_pure' + suffix)}")
@@ -90,12 +121,23 @@ def plot_scaling(fits, path, families=None, suffix="", loss_name="loss"):
     if shown:
         ax.set_ylim(min(shown) / 1.15, max(shown) * 1.3)
         _plain_log_ticks(ax)
+    _count_ticks(ax)
     ax.legend(fontsize=8, loc="best")
     return _save(plt, fig, path)
 
 
+def _smooth(values, span=5):
+    """Exponential moving average over about span points: the train loss of one batch is noisy."""
+    out, level, w = [], None, 2 / (span + 1)
+    for v in values:
+        level = v if level is None else w * v + (1 - w) * level
+        out.append(level)
+    return out
+
+
 def plot_training_curves(rows, path):
-    """Train (thin) and validation (thick, dots) loss vs tokens for every run with a log.jsonl."""
+    """Validation loss (thick, dots) and the smoothed train loss (thin, faint) vs tokens for every run with a
+    log.jsonl."""
     logs = {r["run"]: read_jsonl(os.path.join(r["run_dir"], "log.jsonl")) for r in rows
             if r.get("run_dir") and os.path.isfile(os.path.join(r["run_dir"], "log.jsonl"))}
     if not logs:
@@ -109,14 +151,18 @@ def plot_training_curves(rows, path):
         for j, r in enumerate(rs):
             col = cmap(j / max(1, len(rs) - 1) * 0.9)  # small to large: dark to light
             log = logs[r["run"]]
-            tr = [(e["tokens"], e["train_loss"]) for e in log if e.get("train_loss") is not None and e.get("tokens")]
+            # one point per logged step (an eval step logs its train loss a second time, with the val loss)
+            tr = sorted({e["tokens"]: e["train_loss"] for e in log
+                         if e.get("train_loss") is not None and e.get("tokens")}.items())
             va = [(e["tokens"], e["val_loss"]) for e in log if e.get("val_loss") is not None and e.get("tokens")]
             if tr:
-                ax.plot(*zip(*tr), color=col, lw=0.8, alpha=0.5)
+                ax.plot([t for t, _ in tr], _smooth([v for _, v in tr]), color=col, lw=0.8, alpha=0.35, zorder=1)
             if va:
-                ax.plot(*zip(*va), color=col, lw=2, marker="o", ms=3,
-                        label=f"{r['run']} ({r['n_params'] / 1e6:.3g}M)")
-        _log_axes(ax, "training tokens", "loss (nats/token)", f"{fam}: validation (thick) and train (thin) loss")
+                ax.plot(*zip(*va), color=col, lw=2.2, marker="o", ms=3.5, zorder=3,
+                        label=f"{r['run']} ({human(r['n_params'])})")
+        _log_axes(ax, "training tokens", "loss (nats/token)",
+                  f"{fam}: validation loss (thick) and smoothed train loss (faint)")
+        _count_ticks(ax)
         ax.legend(fontsize=8)
     return _save(plt, fig, path)
 
@@ -143,19 +189,58 @@ def plot_efficiency(rows, path):
     return _save(plt, fig, path)
 
 
+def compute_frontier(curves, grid_points=200):
+    """The compute frontier of loss curves [(compute, loss) arrays, compute increasing]: at each compute C (a log
+    grid over all of them), the lowest loss any run reached with at most C FLOPs (a run that has ended keeps the
+    loss it reached); (compute, loss) arrays."""
+    lo = min(c[0] for c, _ in curves)
+    hi = max(c[-1] for c, _ in curves)
+    # the log grid and every logged point: the frontier passes exactly through each run's losses
+    grid = np.unique(np.concatenate([np.geomspace(lo, hi, grid_points), *[c for c, _ in curves]]))
+    best = np.full(len(grid), np.inf)
+    for c, loss in curves:
+        inside = (grid >= c[0]) & (grid <= c[-1])
+        best[inside] = np.minimum(best[inside], np.exp(np.interp(np.log(grid[inside]), np.log(c), np.log(loss))))
+    best = np.minimum.accumulate(best)
+    keep = np.isfinite(best)
+    return grid[keep], best[keep]
+
+
 def plot_compute(rows, path, loss_name="loss"):
-    """Loss vs training compute C ≈ 6·N·D FLOPs (D = tokens trained), for runs that know their token count."""
+    """Validation loss vs training compute C ≈ 6·N·D FLOPs (D = tokens so far) along every run's training, one
+    panel per family, with the family's compute frontier (the lowest loss any size reached at each compute) and
+    each run's final loss (the loss of the fits) as a point; runs without a log.jsonl are points only."""
     rs = [r for r in rows if r.get("tokens")]
     if not rs:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=130)
-    for i, fam in enumerate(sorted({r["family"] for r in rs})):
-        fr = sorted((r for r in rs if r["family"] == fam), key=lambda r: 6 * r["n_params"] * r["tokens"])
-        ax.plot([6 * r["n_params"] * r["tokens"] for r in fr], [r["loss"] for r in fr], marker="o",
-                color=_color(fam, i), label=fam)
-    _log_axes(ax, "training compute ≈ 6·N·D (FLOPs)", _loss_label(loss_name), "Loss vs training compute")
-    ax.legend()
+    families = sorted({r["family"] for r in rs})
+    fig, axes = plt.subplots(1, len(families), figsize=(6.8 * len(families), 4.9), dpi=130, squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, fam in zip(axes[0], families):
+        fr = sorted((r for r in rs if r["family"] == fam), key=lambda r: r["n_params"])
+        curves = []
+        for j, r in enumerate(fr):
+            col = cmap(j / max(1, len(fr) - 1) * 0.9)  # small to large: dark to light, as the training curves
+            log_path = os.path.join(r["run_dir"], "log.jsonl") if r.get("run_dir") else None
+            va = [(6 * r["n_params"] * e["tokens"], e["val_loss"]) for e in
+                  (read_jsonl(log_path) if log_path and os.path.isfile(log_path) else [])
+                  if e.get("val_loss") is not None and e.get("tokens")]
+            if len(va) > 1:
+                c, loss = (np.array(v, float) for v in zip(*sorted(va)))
+                curves.append((c, loss))
+                ax.plot(c, loss, color=col, lw=1.6, label=f"{r['run']} ({human(r['n_params'])})")
+            ax.scatter([6 * r["n_params"] * r["tokens"]], [r["loss"]], color=col, s=40, edgecolor="black", zorder=4,
+                       label=None if len(va) > 1 else f"{r['run']} ({human(r['n_params'])})")
+        if curves:
+            fc, fl = compute_frontier(curves)
+            ax.plot(fc, fl, color="black", lw=6, alpha=0.18, zorder=1, solid_capstyle="round",
+                    label="compute frontier (lowest loss with at most C)")
+        ax.scatter([], [], color="white", s=40, edgecolor="black", label=f"final {loss_name.replace('_', ' ')}")
+        _log_axes(ax, "training compute C ≈ 6·N·D (FLOPs)", "validation loss (nats/token)" if curves
+                  else _loss_label(loss_name), f"{fam}: loss vs training compute")
+        _count_ticks(ax)
+        ax.legend(fontsize=7.5)
     return _save(plt, fig, path)
 
 
@@ -166,7 +251,7 @@ def _joint_panels(fits, height):
     if not fams:
         return None, None, []
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(fams), figsize=(7 * len(fams), height), dpi=130, squeeze=False)
+    fig, axes = plt.subplots(1, len(fams), figsize=(8.4 * len(fams), height), dpi=130, squeeze=False)
     joint = [fits[fam]["joint"] for fam in fams]
     return plt, fig, [(ax, fam, j, tuple(np.array(j[k]) for k in ("n_params", "tokens", "loss")))
                       for ax, fam, j in zip(axes[0], fams, joint)]
@@ -175,16 +260,17 @@ def _joint_panels(fits, height):
 def _finish_joint(ax, ylabel, title, counts_on_y=False):
     """Log axes with parameter (and token) counts written 100k, 1M, and the legend under the panel, where it hides
     no run."""
-    from matplotlib.ticker import FuncFormatter
     _log_axes(ax, "parameters N", ylabel, title)
-    for axis in (ax.xaxis, ax.yaxis) if counts_on_y else (ax.xaxis,):
-        axis.set_major_formatter(FuncFormatter(lambda x, _: human(x)))
+    _count_ticks(ax)
+    if counts_on_y:
+        _count_ticks(ax, y=True)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
 
 
 def plot_iso_loss(fits, path, loss_name="loss"):
-    """Contours of each family's fitted L(N, D) over parameters and tokens, its runs as points coloured on the same
-    scale by their measured loss, lines of equal compute C = 6·N·D, and the compute-optimal frontier."""
+    """Contours of each family's fitted L(N, D) over parameters and tokens; its runs as outlined points coloured on
+    a scale of their own by how far the measured loss lies from the fitted one (red above, blue below); lines of
+    equal compute C = 6·N·D, each labelled with its C; and the compute-optimal frontier."""
     plt, fig, panels = _joint_panels(fits, 6.4)
     if not panels:
         return None
@@ -198,19 +284,30 @@ def plot_iso_loss(fits, path, loss_name="loss"):
         filled = ax.contourf(NN, DD, Z, levels=levels, cmap="viridis", norm=norm, extend="max")
         ax.clabel(ax.contour(NN, DD, Z, levels=levels[::2], colors="white", linewidths=0.6), fmt="%.3g", fontsize=7)
         fig.colorbar(filled, ax=ax, label="fitted " + _loss_label(loss_name), format="%.3g")
-        ax.scatter(N, D, c=L, cmap="viridis", norm=norm, s=44, edgecolor="black", zorder=4,
-                   label="runs (fill: measured loss)")
+        from matplotlib.colors import TwoSlopeNorm
+        resid = L - predict(j, N, D)
+        span = max(float(np.abs(resid).max()), 1e-3)
+        dots = ax.scatter(N, D, c=resid, cmap="coolwarm", norm=TwoSlopeNorm(0, -span, span), s=70,
+                          edgecolor="black", linewidth=1.4, zorder=4, label="runs (fill: measured − fitted loss)")
+        fig.colorbar(dots, ax=ax, label="run: measured − fitted loss", format="%+.3f", pad=0.08)
         C_lo, C_hi = 6 * NN.min() * DD.min(), 6 * NN.max() * DD.max()
         for k, row in enumerate(r for r in j["frontier"] or [] if C_lo < r["C"] < C_hi):
-            ax.plot(NN[0], row["C"] / (6 * NN[0]), color="tab:orange", ls="--", lw=1,
+            d_line = row["C"] / (6 * NN[0])
+            ax.plot(NN[0], d_line, color="tab:orange", ls="--", lw=1,
                     label="equal compute C = 6·N·D" if k == 0 else None)
+            inside = np.flatnonzero((d_line > DD.min() * 1.5) & (d_line < DD.max() / 1.5))
+            if len(inside):  # the label on the line, a third of its way across the panel
+                at = inside[len(inside) // 3]
+                ax.annotate(f"C = {row['C']:.2g}", (NN[0][at], d_line[at]), fontsize=7, color="tab:orange",
+                            ha="center", va="center", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none",
+                                                                alpha=0.8))
         opt = compute_optimal(j, np.geomspace(C_lo, C_hi, 100))
         if opt is not None:
             ax.plot(*opt, color="red", lw=2, label=f"compute-optimal: N ∝ C^{j['a']:.2f}, D ∝ C^{j['b']:.2f}")
         ax.set_xlim(NN.min(), NN.max())
         ax.set_ylim(DD.min(), DD.max())
         _finish_joint(ax, "training tokens D", f"{fam}: " + r"$L = E + A/N^{\alpha} + B/D^{\beta}$"
-                      + f" (α = {j['alpha']:.2f}, β = {j['beta']:.2f})", counts_on_y=True)
+                      + f"\nα = {with_ci(j, 'alpha')}, β = {with_ci(j, 'beta')}", counts_on_y=True)
         ax.grid(False, which="both")  # the contour lines are the grid here
     return _save(plt, fig, path)
 
@@ -231,7 +328,10 @@ def plot_iso_flop(fits, path, loss_name="loss"):
         for k, C in enumerate(Cs):
             col = plt.get_cmap("plasma")(0.85 * k / max(1, len(Cs) - 1))
             curve = predict(j, n_grid, C / (6 * n_grid))
-            ax.plot(n_grid, curve, color=col, lw=2, label=f"C = {C:.2g}")
+            ax.plot(n_grid, curve, color=col, lw=2, label=f"C = {C:.2g} FLOPs")
+            at = int(np.argmin(curve))  # the label at the line's minimum, where the eye looks
+            ax.annotate(f"C = {C:.2g}", (n_grid[at], curve[at]), xytext=(0, -12), textcoords="offset points",
+                        fontsize=7, color=col, ha="center")
             near = (nearest == k) & (np.abs(np.log(C_runs / C)) <= np.log(2))
             ax.scatter(N[near], L[near], color=col, s=40, edgecolor="black", zorder=3)
             shown += [curve.min(), *L[near]]
@@ -242,7 +342,8 @@ def plot_iso_flop(fits, path, loss_name="loss"):
         if opt is not None:
             ax.scatter([], [], marker="*", s=180, color="white", edgecolor="black", label="compute-optimal N_opt(C)")
         ax.set_ylim(min(shown) * 0.95, max(max(shown), L.max()) * 1.25)
-        _finish_joint(ax, _loss_label(loss_name), f"{fam}: fitted loss at fixed compute C = 6·N·D")
+        _finish_joint(ax, _loss_label(loss_name), f"{fam}: fitted loss at fixed compute C = 6·N·D"
+                      f"\nα = {with_ci(j, 'alpha')}, β = {with_ci(j, 'beta')}")
     return _save(plt, fig, path)
 
 
@@ -265,6 +366,11 @@ def plot_lr_sweeps(sweep, plot_dir):
             ax.plot([p["lr"] for p in ok], [p["val_loss"] for p in ok], color=col, marker="o", lw=1.5, label=label)
             best = s["points"][s["best"]]
             ax.scatter([best["lr"]], [best["val_loss"]], marker="*", s=200, color=col, edgecolor="black", zorder=4)
+            if s["best"] in (0, len(s["points"]) - 1):  # the best may lie beyond the grid: say so on the plot
+                ax.scatter([best["lr"]], [best["val_loss"]], marker="o", s=420, facecolor="none", edgecolor="red",
+                           linewidth=1.5, zorder=5)
+                ax.annotate("edge of the grid", (best["lr"], best["val_loss"]), xytext=(0, 14),
+                            textcoords="offset points", ha="center", fontsize=7, color="red")
         ax.scatter([], [], marker="*", s=200, color="white", edgecolor="black", label="chosen (lowest loss)")
         _log_axes(ax, "learning rate", "final validation loss (nats/token)",
                   f"{fam}: learning-rate sweep ({human(sizes[0]['tokens'])} tokens per run)")

@@ -9,7 +9,8 @@ import shlex
 
 from dataset import read_json, read_jsonl
 from power_law import fit_markdown, human
-from eval_metrics import compare_distributions
+from eval_metrics import YANG_LERCH_FEATURES
+from report_html import write_html
 from tune_checks import STATISTICS, format_table, summarize
 
 
@@ -49,23 +50,83 @@ def pct_ci(block, key):
         f"{pct(block[key])} ({100 * ci[0]:.0f}–{100 * ci[1]:.0f}%)"
 
 
-def distribution_table(results, reference):
-    """Markdown lines comparing the results' statistics with the reference tunes' (overlapping area and KL
-    divergence of their kernel density estimates, eval_metrics.compare_distributions); [] without values."""
-    if not reference or "values" not in reference:
-        return []
-    comparison = compare_distributions(results, reference["values"], STATISTICS)
+def ci_cell(block, key, spec=".2f"):
+    """A number with its interval in brackets: '0.71 [0.62, 0.80]'; a dash without a number."""
+    if not block or block.get(key) is None:
+        return None
+    ci = block.get(key + "_ci")
+    return format(block[key], spec) + (f" [{format(ci[0], spec)}, {format(ci[1], spec)}]" if ci else "")
+
+
+YANG_LERCH_NAMES = {"pitch_class_histogram": "pitch classes (histogram)", "pitch_count": "distinct pitches",
+                    "pitch_range": "pitch range", "mean_interval": "mean interval", "note_count": "notes",
+                    "mean_ioi": "time between onsets", "note_length_histogram": "note lengths (histogram)",
+                    "bar_fill": "bars filling the meter"}
+
+
+def yang_lerch_table(comparison, label):
+    """Markdown lines of a Yang & Lerch comparison (eval_metrics.yang_lerch) of one set of tunes with the real
+    tunes, each number beside the real-vs-real baseline at the same n; [] without one."""
     if not comparison:
         return []
-    means = summarize(results)["means"]
-    rows = [[k.replace("_", " "), num(means.get(k), ".2f"), num(reference["means"].get(k), ".2f"),
-             num(c["overlap_area"], ".2f"), num(c["kl"], ".2f"), c["n"], c["n_reference"]]
-            for k, c in comparison.items()]
-    return ["Each statistic's distribution against the real tunes' (Yang & Lerch 2018): *overlap* is the area "
-            "shared by the two kernel density estimates (1 = the same distribution, 0 = none in common), *KL* the "
-            "divergence of the samples' from the real tunes' (0 = the same).", "",
-            md_table(["statistic", "mean (samples)", "mean (real)", "overlap", "KL", "samples", "real tunes"],
-                     rows), ""]
+    rows = []
+    for feature in YANG_LERCH_FEATURES:
+        c = comparison.get(feature)
+        if c is None:
+            continue
+        name = YANG_LERCH_NAMES.get(feature, feature.replace("_", " "))
+        if not c["compared"]:
+            rows.append([name, f"{c['n']} of {c['n_tunes']}", f"not compared: {c['reason']}", None, None, None, None])
+            continue
+        b = c.get("baseline")
+        rows.append([name, f"{c['n']} of {c['n_tunes']}", ci_cell(c, "overlap"), ci_cell(b, "overlap"),
+                     ci_cell(c, "kl"), ci_cell(b, "kl"),
+                     f"{c['intra_mean']:.3g} / {c['intra_real_mean']:.3g} / {c['inter_mean']:.3g}"])
+    n_real = next(iter(comparison.values()))["n_real"]
+    return [f"{label} against the real tunes the way Yang & Lerch (2018) compare them: per feature, the distances "
+            f"between every two tunes of the set and between every two real tunes (intra-set), and between each tune "
+            f"of the set and each real tune (inter-set); a density of each with its own bandwidth; and how far the "
+            f"inter-set distances agree with the real intra-set ones: *overlap* (1 = a tune of the set lies as far "
+            f"from the real tunes as they lie from each other, 0 = nothing in common) and *KL* (0 = the same). "
+            f"Brackets: 95% bootstrap intervals. *Real vs real* is the same comparison for as many real tunes, drawn "
+            f"at random, against the others: what real music scores at this n, so a set is real-like where its "
+            f"number lies inside that interval. Only the tunes that have a feature count for it (the pitch features "
+            f"need a MIDI file with notes, bar fill a tune that parses); fewer than 10 are not compared. "
+            f"{n_real} real tunes with notes at most.", "",
+            md_table(["feature", "tunes", "overlap", "real vs real", "KL", "real vs real",
+                      "mean distance: within set / within real / between"], rows), ""]
+
+
+def message_table(results_summary, reference):
+    """Markdown lines of the abc2midi messages by kind (tune_checks.message_counts) of a set of tunes and of the
+    real tunes: how many tunes print each; [] when neither printed any."""
+    ours, real = results_summary.get("abc2midi_messages") or {}, (reference or {}).get("abc2midi_messages") or {}
+    if not ours and not real:
+        return []
+    n, n_real = results_summary["n_files"], (reference or {}).get("n_files")
+
+    def cell(counts, kind, total):
+        c = counts.get(kind)
+        return "–" if not c else f"{c['tunes']} ({c['tunes'] / total:.0%})" + (
+            f", {c['count']} times" if c["count"] > c["tunes"] else "")
+    rows = [[f"`{kind}`", cell(ours, kind, n), cell(real, kind, n_real) if n_real else None]
+            for kind in dict.fromkeys([*ours, *real])]
+    return ["What abc2midi says about these tunes and about the real ones, by kind of message (an *Error* makes a "
+            "tune fail *without errors*; a *Warning* does not): real, hand-checked tunes get some too, for "
+            "decorations and directions abc2midi does not know, so part of that rate measures abc2midi's "
+            "strictness.", "",
+            md_table(["abc2midi message", f"tunes of {n}", f"real tunes of {n_real}" if n_real else "real tunes"],
+                     rows, ["---", "---:", "---:"]), ""]
+
+
+def means_coverage(summary, reference):
+    """One sentence: over how many tunes the means are (the others have no value: they do not parse, or have no
+    MIDI notes)."""
+    def part(block):
+        nv, n = block.get("n_values") or {}, block["n_files"]
+        return (f"score statistics over {nv.get('notes', '?')} of {n} tunes (those that parse), pitch and rhythm "
+                f"statistics over {nv.get('pitch_range', '?')} of {n} (those whose MIDI has notes)")
+    return [f"Means: {part(summary)}" + (f"; real tunes: {part(reference)}" if reference else "") + ".", ""]
 
 
 def machine_description():
@@ -116,6 +177,16 @@ class Study:
     def samples(self, folder):
         """(samples.jsonl record, eval_syntax result or None) of every tune of a sample folder."""
         return [(rec, self.by_path.get(rec["path"])) for rec in sample_records(folder)]
+
+    def folder(self, job_name):
+        """The folder of a sample job of this study ('best/unconditional', 'by_size/gpt_16'); None if it has none."""
+        return next((folder for name, folder, _, _ in self.jobs if name == job_name), None)
+
+    def yang_lerch(self, job_name):
+        """eval_syntax's Yang & Lerch comparison of a sample job's tunes with the real tunes; None without one."""
+        folder = self.folder(job_name)
+        sets = (self.eval.get("yang_lerch") or {}).get("sets", {})
+        return next((c for key, c in sets.items() if folder and os.path.abspath(key) == os.path.abspath(folder)), None)
 
     def size(self, name):
         """A run's parameter count as the report prints it: '1.23M'."""
@@ -279,10 +350,12 @@ def section_best_samples(st):
                     "without errors", "degenerate", "files"], rows, ["---:", "---", "---:"] + ["---"] * 7), ""]
     ref = st.eval.get("reference")
     results = [r for r in results if r is not None]
+    summary = summarize(results)
     L += [f"Validity and musical statistics of these {len(rows)} tunes (`files`) next to "
           f"{ref['n_files'] if ref else 0} real {st.split} tunes (`reference`), by `eval_syntax.py`:", "",
-          "```", format_table(summarize(results), ref), "```", ""]
-    return L + distribution_table(results, ref)
+          "```", format_table(summary, ref), "```", ""]
+    L += means_coverage(summary, ref) + message_table(summary, ref)
+    return L + yang_lerch_table(st.yang_lerch("best/unconditional"), f"The unconditional tunes of {st.best['name']}")
 
 
 CAPABILITIES = [
@@ -355,7 +428,8 @@ def section_files(st):
 
 def write_report(plan, best, jobs, cfg, data_path, step_seconds, fits, loss_name, plots, started, invocation_s,
                  sweep=None):
-    """out_dir/report.md of a finished study; returns its path. step_seconds: {step: wall-clock seconds} of every
+    """out_dir/report.md of a finished study, and report.html from the same lines (report_html.py); returns the
+    path of report.md. step_seconds: {step: wall-clock seconds} of every
     invocation; plots: {name: png path} (plots.write_outputs plus the dataset's length histogram and the sweep's);
     sweep: study_plan.choose_rates of the learning-rate sweep, if the study ran one."""
     st = Study(plan, best, jobs, cfg, data_path)
@@ -366,5 +440,6 @@ def write_report(plan, best, jobs, cfg, data_path, step_seconds, fits, loss_name
     path = os.path.join(cfg["out_dir"], "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))
+    write_html(st, lines, fits, os.path.join(cfg["out_dir"], "report.html"))  # the same lines, as a page
     return path
 

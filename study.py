@@ -14,11 +14,13 @@ The steps; the scripts run as subprocesses (their output is shown and kept in ou
   3. calc_perplexity   the exact test loss of every model
   4. the fits          power-law fits with intervals and warnings, and the plots: in this process, with
                        power_law.py and plots.py (what scaling.py does from the command line)
-  5. sample.py         unconditional and prompted tunes from the best model (MIDI, WAV, SVG), and a few
-                       tunes from every model
+  5. sample.py         unconditional and prompted tunes from the best model, and a few tunes from every
+                       model, the same seeds for each (MIDI, WAV, SVG)
   6. eval_syntax.py    validity and musical statistics of those tunes, next to the real test tunes
-  7. out_dir/report.md every table and plot (report.py)
-Everything a study writes goes under out_dir: runs/, samples/, plots/, logs/, fit.json, fit.md, report.md.
+  7. out_dir/report.md every table and plot (report.py), and report.html: the same with the plots inline, the
+                       sheet music and audio of every tune, and the same seeds across sizes side by side
+Everything a study writes goes under out_dir: runs/, samples/, plots/, logs/, fit.json, fit.md, report.md,
+report.html (docs/report.md says how to read it).
 
 Two knobs add runs to every line of `runs` (study_plan.py names them and says how):
   lr_sweep        each size is trained at every rate of the list ('x0.5,x1,x2': multiples of its config's rate;
@@ -89,7 +91,7 @@ top_k = 0
 top_p = 0.9               # nucleus sampling: on 448 tunes of the quick study's best model, 95% convert to MIDI
                           # without errors against 79% at 1.0 (README, "Sampling settings, measured")
 sample_seed = 1337
-render = True             # MIDI, WAV and SVG of the best model's tunes (needs abc2midi, fluidsynth, abcm2ps)
+render = True             # MIDI, WAV and SVG of every tune sampled (needs abc2midi, fluidsynth, abcm2ps)
 reference_tunes = 100     # real test tunes eval_syntax scores as the reference
 eval_workers = 0          # eval_syntax worker processes; 0 = one per CPU core
 capability_share = 0.5    # a capability "appears" at the first size where at least this share of tunes show it
@@ -241,7 +243,7 @@ def sample_jobs(plan, best, cfg):
         jobs.append(job(f"best/prompt_{j}", best, cfg["samples_per_prompt"], prompt, render))
     if cfg["samples_per_size"] > 0:
         for r in plan:
-            jobs.append(job(f"by_size/{r['name']}", r, cfg["samples_per_size"]))
+            jobs.append(job(f"by_size/{r['name']}", r, cfg["samples_per_size"], extra=render))  # report.html plays them
     return jobs
 
 
@@ -439,7 +441,7 @@ def main(argv=None):
     # 7. report
     path = write_report(plan, best, jobs, cfg, data_path, timings.data, fits, loss_name, plots, started,
                         time.time() - t_start, sweep=choice)
-    print(f"done in {fmt_duration(time.time() - t_start)}: {path}")
+    print(f"done in {fmt_duration(time.time() - t_start)}: {path}, {os.path.join(out, 'report.html')}")
     return path
 
 

@@ -1,6 +1,7 @@
 """study.py end to end: the smoke study (the real pipeline at tiny sizes) writes every table of the report,
 continues instead of redoing finished work, and refuses a bad study config with one line."""
 import json
+import os
 
 import pytest
 
@@ -40,6 +41,41 @@ def test_smoke_study_report_has_every_table(smoke_study):
     assert len([f for f in best if "/unconditional/" in f["path"]]) >= 10
     assert len([f for f in best if "/prompt_" in f["path"]]) >= 5
     assert "done in" in proc.stdout
+
+
+def test_report_html_shows_and_plays_every_tune_offline(smoke_study, tmp_path_factory):
+    """report.html in headless Chromium (tests/browser.py): no console error, every image decodes, every audio
+    player has a duration, every plot is there inline as SVG; every tune of every size is on the page with its
+    player, every link resolves inside the study folder and nothing points to the network. The screenshot of the
+    first screen is kept (its path is printed)."""
+    import re
+    from urllib.parse import unquote
+    from browser import check_page
+    out, _ = smoke_study
+    page = (out / "report.html").read_text()
+    assert not re.search(r'(?:src|href)="(?:https?:)?//', page), "a resource from the network"
+    refs = set(re.findall(r'(?:src|href)="([^"#][^"]*)"', page))
+    assert refs and all((out / unquote(ref)).exists() for ref in refs), [r for r in refs if not (out / r).exists()]
+    records = {folder.parent.name: [json.loads(line) for line in folder.read_text().splitlines()]
+               for folder in out.glob("samples/*/*/samples.jsonl")}
+    for run in RUNS:  # every size's tunes, rendered: heard and seen on the page
+        assert records[run] and all(f"samples/by_size/{run}/{os.path.basename(r['file'])}" in page for r in records[run])
+        assert any(r.get("wav") for r in records[run]) and all("svg" in r for r in records[run]), run
+    with_audio = sum(bool(r.get("wav")) for rs in records.values() for r in rs)
+    plots = sorted(p.name for p in (out / "plots").glob("*.svg"))
+    assert {"scaling.svg", "training_curves.svg", "compute.svg"} <= set(plots)
+    assert all((out / "plots" / p.replace(".svg", ".pdf")).is_file() for p in plots)  # vector for a paper too
+    assert "Yang &amp; Lerch" in page and "real vs real" in page and "abc2midi message" in page
+
+    shots = tmp_path_factory.mktemp("report_html")
+    found = check_page(out / "report.html", shots / "first_screen.png", shots / "profile")
+    print(f"screenshot of report.html: {shots / 'first_screen.png'}")
+    assert found["console_errors"] == []
+    assert found["images"] and all(i["ok"] for i in found["images"]), [i for i in found["images"] if not i["ok"]]
+    assert len(found["audio"]) == with_audio
+    assert all(a["duration"] > 0 and a["error"] is None for a in found["audio"]), found["audio"]
+    assert len(found["svgs"]) == len(plots) and all(s["width"] > 100 and s["height"] > 100 for s in found["svgs"])
+    assert (shots / "first_screen.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_finished_study_is_not_redone(smoke_study, run_script):
