@@ -203,11 +203,9 @@ def distance_matrix(a, b):
 
 
 def intra_distances(d, idx):
-    """The distances between every two of the tunes idx (indices into the square distance matrix d), a tune drawn
-    twice by a bootstrap excepted: its distance to itself is no distance between two tunes."""
+    """The distances between every two of the tunes idx (indices into the square distance matrix d)."""
     i, j = np.triu_indices(len(idx), k=1)
-    keep = idx[i] != idx[j]
-    return d[idx[i[keep]], idx[j[keep]]]
+    return d[idx[i], idx[j]]
 
 
 def yang_lerch_pair(d_sr, d_rr, s_idx, r_idx):
@@ -222,7 +220,7 @@ def yang_lerch(results, reference, n_bootstrap=200, ci_level=0.95, min_tunes=YAN
     feature of YANG_LERCH_FEATURES:
       intra-set distances within the samples and within the real tunes, inter-set between a sample and a real
       tune; overlap area and KL(real intra || inter) of their kernel density estimates (each its own bandwidth,
-      as mgeval, the paper's code, orders them), an interval from n_bootstrap resamples of both sets, and the
+      as mgeval, the paper's code, orders them), an interval from n_bootstrap resamples of the set, and the
       baseline: the same numbers for n real tunes drawn at random against the other real tunes, over
       n_bootstrap draws (median and interval), so a number can be read against what real music scores at this n.
     Only tunes that have a feature count for it (n); a feature with fewer than min_tunes tunes on either side is
@@ -244,7 +242,9 @@ def yang_lerch(results, reference, n_bootstrap=200, ci_level=0.95, min_tunes=YAN
         d_sr, d_rr, d_ss = distance_matrix(s, r), distance_matrix(r, r), distance_matrix(s, s)
         all_s, all_r = np.arange(len(s)), np.arange(len(r))
         overlap, kl = yang_lerch_pair(d_sr, d_rr, all_s, all_r)
-        boot = np.array([yang_lerch_pair(d_sr, d_rr, rng.integers(0, len(s), len(s)), rng.integers(0, len(r), len(r)))
+        # the set's tunes resampled, the real ones kept: resampling both lumps both densities with repeated tunes
+        # and pulls every interval below its own estimate; how much the real side varies is the baseline's to show
+        boot = np.array([yang_lerch_pair(d_sr, d_rr, rng.integers(0, len(s), len(s)), all_r)
                          for _ in range(n_bootstrap)])
         entry.update(compared=True, overlap=overlap, kl=kl,
                      overlap_ci=np.percentile(boot[:, 0], [lo_q, hi_q]).tolist(),

@@ -64,7 +64,7 @@ YANG_LERCH_NAMES = {"pitch_class_histogram": "pitch classes (histogram)", "pitch
                     "bar_fill": "bars filling the meter"}
 
 
-def yang_lerch_table(comparison, label):
+def yang_lerch_table(comparison, label, min_tunes=10):
     """Markdown lines of a Yang & Lerch comparison (eval_metrics.yang_lerch) of one set of tunes with the real
     tunes, each number beside the real-vs-real baseline at the same n; [] without one."""
     if not comparison:
@@ -75,8 +75,10 @@ def yang_lerch_table(comparison, label):
         if c is None:
             continue
         name = YANG_LERCH_NAMES.get(feature, feature.replace("_", " "))
-        if not c["compared"]:
-            rows.append([name, f"{c['n']} of {c['n_tunes']}", f"not compared: {c['reason']}", None, None, None, None])
+        if not c["compared"]:  # too few tunes of the set (or real ones) have the feature: said, not hidden
+            short = "tunes" if c["n"] < min_tunes else "real tunes"
+            rows.append([name, f"{c['n']} of {c['n_tunes']}", f"not compared: < {min_tunes} {short}", None, None,
+                         None, None])
             continue
         b = c.get("baseline")
         rows.append([name, f"{c['n']} of {c['n_tunes']}", ci_cell(c, "overlap"), ci_cell(b, "overlap"),
@@ -88,12 +90,12 @@ def yang_lerch_table(comparison, label):
             f"of the set and each real tune (inter-set); a density of each with its own bandwidth; and how far the "
             f"inter-set distances agree with the real intra-set ones: *overlap* (1 = a tune of the set lies as far "
             f"from the real tunes as they lie from each other, 0 = nothing in common) and *KL* (0 = the same). "
-            f"Brackets: 95% bootstrap intervals. *Real vs real* is the same comparison for as many real tunes, drawn "
+            f"Brackets: 95% intervals (bootstrap over the set's tunes). *Real vs real* is the same comparison for as many real tunes, drawn "
             f"at random, against the others: what real music scores at this n, so a set is real-like where its "
             f"number lies inside that interval. Only the tunes that have a feature count for it (the pitch features "
-            f"need a MIDI file with notes, bar fill a tune that parses); fewer than 10 are not compared. "
+            f"need a MIDI file with notes, bar fill a tune that parses); fewer than {min_tunes} are not compared. "
             f"{n_real} real tunes with notes at most.", "",
-            md_table(["feature", "tunes", "overlap", "real vs real", "KL", "real vs real",
+            md_table(["feature", "tunes", "overlap", "overlap, real vs real", "KL", "KL, real vs real",
                       "mean distance: within set / within real / between"], rows), ""]
 
 
@@ -355,7 +357,8 @@ def section_best_samples(st):
           f"{ref['n_files'] if ref else 0} real {st.split} tunes (`reference`), by `eval_syntax.py`:", "",
           "```", format_table(summary, ref), "```", ""]
     L += means_coverage(summary, ref) + message_table(summary, ref)
-    return L + yang_lerch_table(st.yang_lerch("best/unconditional"), f"The unconditional tunes of {st.best['name']}")
+    return L + yang_lerch_table(st.yang_lerch("best/unconditional"), f"The unconditional tunes of {st.best['name']}",
+                                (st.eval.get("yang_lerch") or {}).get("min_tunes", 10))
 
 
 CAPABILITIES = [

@@ -244,6 +244,7 @@ h1 { font-size: 1.8em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2e
 table { border-collapse: collapse; margin: .6em 0; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; vertical-align: top; }
 th { background: #f2f2f2; }
+td[style*="right"] { white-space: nowrap; }
 pre { background: #f6f6f6; padding: .6em; overflow-x: auto; font-size: 12px; }
 figure { margin: 1em 0; } figcaption { font-size: 13px; color: #555; }
 svg.plot { width: 100%; height: auto; max-width: 1100px; }
@@ -304,6 +305,7 @@ def write_html(st, md_lines, fits, path):
     """report.html of a study (Study st) from report.md's lines; returns its path."""
     import jinja2  # imported here: only the report needs it
     import markupsafe
+    md_lines = "\n".join(md_lines).split("\n")  # a section may hand over several lines as one string
     body = markdown_to_html(md_lines[1:] if md_lines and md_lines[0].startswith("# ") else md_lines,
                             plot_figure(st.out))
     title = md_lines[0][2:] if md_lines and md_lines[0].startswith("# ") else "Scaling study"

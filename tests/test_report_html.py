@@ -39,6 +39,22 @@ def test_report_markdown_becomes_the_same_html(tmp_path):
     assert inline("a * b * c") == "a * b * c"  # a lone star is no emphasis
 
 
+def test_a_section_of_several_lines_in_one_string_is_split(tmp_path, monkeypatch):
+    """report.py's sections may hand over a block (fit_markdown's table) as one string with line breaks."""
+    import report_html
+    seen = {}
+    monkeypatch.setattr(report_html, "markdown_to_html", lambda lines, figure: seen.setdefault("lines", lines) and "")
+    monkeypatch.setattr(report_html, "listening_grid", lambda st: [])
+    monkeypatch.setattr(report_html, "best_tunes", lambda st: [])
+    monkeypatch.setattr(report_html, "summary", lambda st, fits: [])
+
+    class St:
+        out, best = str(tmp_path), {"name": "gpt_16"}
+    report_html.write_html(St(), ["# Title", "| a |\n| --- |\n| 1 |", ""], {}, str(tmp_path / "r.html"))
+    assert seen["lines"] == ["| a |", "| --- |", "| 1 |", ""]
+    assert "<title>Title</title>" in (tmp_path / "r.html").read_text()
+
+
 def test_a_plot_without_svg_is_its_png(tmp_path):
     page = markdown_to_html(["![tune lengths](plots/length_histogram.png)"], plot_figure(str(tmp_path)))
     assert '<img src="plots/length_histogram.png" alt="tune lengths">' in page

@@ -65,7 +65,7 @@ def test_report_html_shows_and_plays_every_tune_offline(smoke_study, tmp_path_fa
     plots = sorted(p.name for p in (out / "plots").glob("*.svg"))
     assert {"scaling.svg", "training_curves.svg", "compute.svg"} <= set(plots)
     assert all((out / "plots" / p.replace(".svg", ".pdf")).is_file() for p in plots)  # vector for a paper too
-    assert "Yang &amp; Lerch" in page and "real vs real" in page and "abc2midi message" in page
+    assert "Yang &amp; Lerch" in page and "overlap, real vs real" in page and "abc2midi message" in page
 
     shots = tmp_path_factory.mktemp("report_html")
     found = check_page(out / "report.html", shots / "first_screen.png", shots / "profile")
