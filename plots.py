@@ -184,6 +184,7 @@ def plot_efficiency(rows, path):
                 ax.plot([r["n_params"] for r in rs], [r[key] * scale for r in rs], marker="o",
                         color=_color(fam, i), label=fam)
         _log_axes(ax, "parameters N", label, label.split(" (")[0] + " vs model size")
+        _count_ticks(ax)
         if subset:
             ax.legend()
     return _save(plt, fig, path)
@@ -366,7 +367,7 @@ def plot_lr_sweeps(sweep, plot_dir):
             ax.plot([p["lr"] for p in ok], [p["val_loss"] for p in ok], color=col, marker="o", lw=1.5, label=label)
             best = s["points"][s["best"]]
             ax.scatter([best["lr"]], [best["val_loss"]], marker="*", s=200, color=col, edgecolor="black", zorder=4)
-            if s["best"] in (0, len(s["points"]) - 1):  # the best may lie beyond the grid: say so on the plot
+            if s.get("warning"):  # study_plan: the best rate is at an end of the grid and may lie beyond it
                 ax.scatter([best["lr"]], [best["val_loss"]], marker="o", s=420, facecolor="none", edgecolor="red",
                            linewidth=1.5, zorder=5)
                 ax.annotate("edge of the grid", (best["lr"], best["val_loss"]), xytext=(0, 14),

@@ -422,10 +422,10 @@ def section_sizes(st):
 def section_files(st):
     return ["## Files", "",
             f"- `runs/<run>/`: `results.json`, `log.jsonl`, `ckpt.pt` and `{st.split}_perplexity.json` of every model",
-            "- `samples/best/`, `samples/by_size/<run>/`: the tunes (`.abc`; `.mid`, `.wav`, `.svg` for the best "
-            "model) and their `samples.jsonl`",
+            "- `samples/best/`, `samples/by_size/<run>/`: the tunes (`.abc`, `.mid`, `.wav`, `.svg`) and their "
+            "`samples.jsonl`; `report.html`: this report with the plots inline and every tune to listen to",
             "- `eval_syntax.json`: every tune's checks and statistics; `fit.json`, `fit.md`: the fits; "
-            "`lr_sweep.json`: the learning-rate sweep, if the study ran one; `plots/`; "
+            "`lr_sweep.json`: the learning-rate sweep, if the study ran one; `plots/` (each plot as PNG, SVG and PDF); "
             "`logs/`: the output of every script the study ran; `timings.json`; `study_config.json`", ""]
 
 

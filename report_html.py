@@ -149,8 +149,11 @@ def tune_view(st, folder, rec, res, title):
     pages = [st.link(os.path.join(folder, os.path.basename(p))) for p in rec.get("svg_pages") or []
              if os.path.isfile(os.path.join(folder, os.path.basename(p)))]
     svg = media(st, folder, rec, "svg")
-    with open(rec["path"], errors="replace") as f:
-        abc = f.read()
+    try:
+        with open(rec["path"], errors="replace") as f:
+            abc = f.read()
+    except OSError:  # deleted since: the page still shows what was rendered
+        abc = "(the .abc file is no longer there)"
     checks = []
     if res is not None:
         checks = [("parses", res["parse_ok"]), ("converts to MIDI", res["midi_notes"] > 0),
@@ -281,7 +284,7 @@ sampling settings: reading a row left to right is hearing what scale buys. Under
 converts to MIDI (without abc2midi errors) and is not degenerate (eval_syntax.py).</p>
 {% for fam in grid %}
 <h3>{{ fam.family }}</h3>
-<div class="table"><table class="grid"><thead><tr><th>seed</th>{% for s in fam.sizes %}<th>{{ s.name }}<br>{{ s.params }} parameters<br>test loss {{ '%.3f' % s.loss }}</th>{% endfor %}</tr></thead>
+<div class="table"><table class="grid"><thead><tr><th>seed</th>{% for s in fam.sizes %}<th>{{ s.name }}<br>{{ s.params }} parameters<br>{{ split }} loss {{ '%.3f' % s.loss }}</th>{% endfor %}</tr></thead>
 <tbody>{% for row in fam.rows %}<tr><td>{{ row.seed }}</td>{% for cell in row.cells %}<td>{% if cell %}{{ tune(cell) }}{% else %}–{% endif %}</td>{% endfor %}</tr>{% endfor %}</tbody></table></div>
 {% endfor %}
 {% endif %}
@@ -314,7 +317,7 @@ def write_html(st, md_lines, fits, path):
         ([{"id": "best-tunes", "text": "Best model's tunes"}] if best else []) + \
         [{"id": slug(m.group(1)), "text": m.group(1)} for line in md_lines if (m := re.match(r"^## (.*)$", line))]
     page = jinja2.Environment(autoescape=True).from_string(TEMPLATE).render(
-        title=title, summary=summary(st, fits), grid=grid, best=best, best_name=st.best["name"], nav=nav,
+        title=title, summary=summary(st, fits), grid=grid, split=st.split, best=best, best_name=st.best["name"], nav=nav,
         body=markupsafe.Markup(body))
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)

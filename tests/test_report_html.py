@@ -49,7 +49,7 @@ def test_a_section_of_several_lines_in_one_string_is_split(tmp_path, monkeypatch
     monkeypatch.setattr(report_html, "summary", lambda st, fits: [])
 
     class St:
-        out, best = str(tmp_path), {"name": "gpt_16"}
+        out, best, split = str(tmp_path), {"name": "gpt_16"}, "test"
     report_html.write_html(St(), ["# Title", "| a |\n| --- |\n| 1 |", ""], {}, str(tmp_path / "r.html"))
     assert seen["lines"] == ["| a |", "| --- |", "| 1 |", ""]
     assert "<title>Title</title>" in (tmp_path / "r.html").read_text()
