@@ -36,6 +36,11 @@ YANG_LERCH_FEATURES = ("pitch_class_histogram", "pitch_count", "pitch_range", "m
                        "mean_ioi", "note_length_histogram", "bar_fill")
 # the paper's 12 note-length classes in quarter notes: whole, half, quarter, 8th, 16th, their dotted forms, and
 # half-, quarter- and 8th-note triplets; a note counts for the class nearest its length (on a log scale)
+# the features as a reader names them (the report's tables)
+YANG_LERCH_NAMES = {"pitch_class_histogram": "pitch classes (histogram)", "pitch_count": "distinct pitches",
+                    "pitch_range": "pitch range", "mean_interval": "mean interval", "note_count": "notes",
+                    "mean_ioi": "time between onsets", "note_length_histogram": "note lengths (histogram)",
+                    "bar_fill": "bars filling the meter"}
 NOTE_LENGTHS = (4, 2, 1, 1 / 2, 1 / 4, 3, 3 / 2, 3 / 4, 3 / 8, 4 / 3, 2 / 3, 1 / 3)
 YANG_LERCH_MIN_TUNES = 10  # fewer tunes with a feature: not compared (45 distances make a poor density)
 

@@ -9,7 +9,7 @@ import shlex
 
 from dataset import read_json, read_jsonl
 from power_law import fit_markdown, human
-from eval_metrics import YANG_LERCH_FEATURES
+from eval_metrics import YANG_LERCH_FEATURES, YANG_LERCH_NAMES
 from report_html import write_html
 from tune_checks import STATISTICS, format_table, summarize
 
@@ -58,12 +58,6 @@ def ci_cell(block, key, spec=".2f"):
     return format(block[key], spec) + (f" [{format(ci[0], spec)}, {format(ci[1], spec)}]" if ci else "")
 
 
-YANG_LERCH_NAMES = {"pitch_class_histogram": "pitch classes (histogram)", "pitch_count": "distinct pitches",
-                    "pitch_range": "pitch range", "mean_interval": "mean interval", "note_count": "notes",
-                    "mean_ioi": "time between onsets", "note_length_histogram": "note lengths (histogram)",
-                    "bar_fill": "bars filling the meter"}
-
-
 def yang_lerch_table(comparison, label, min_tunes=10):
     """Markdown lines of a Yang & Lerch comparison (eval_metrics.yang_lerch) of one set of tunes with the real
     tunes, each number beside the real-vs-real baseline at the same n; [] without one."""
@@ -90,7 +84,8 @@ def yang_lerch_table(comparison, label, min_tunes=10):
             f"of the set and each real tune (inter-set); a density of each with its own bandwidth; and how far the "
             f"inter-set distances agree with the real intra-set ones: *overlap* (1 = a tune of the set lies as far "
             f"from the real tunes as they lie from each other, 0 = nothing in common) and *KL* (0 = the same). "
-            f"Brackets: 95% intervals (bootstrap over the set's tunes). *Real vs real* is the same comparison for as many real tunes, drawn "
+            f"Brackets: 95% intervals (bootstrap over the set's tunes). *Real vs real* is the same comparison for "
+            f"as many real tunes, drawn "
             f"at random, against the others: what real music scores at this n, so a set is real-like where its "
             f"number lies inside that interval. Only the tunes that have a feature count for it (the pitch features "
             f"need a MIDI file with notes, bar fill a tune that parses); fewer than {min_tunes} are not compared. "

@@ -13,6 +13,7 @@ import html
 import os
 import re
 
+from eval_metrics import YANG_LERCH_NAMES
 from fitting import with_ci
 
 # -----------------------------------------------------------------------------
@@ -162,7 +163,8 @@ def tune_view(st, folder, rec, res, title):
     if not media(st, folder, rec, "wav"):
         why = ("abc2midi wrote no notes" if rec.get("midi_notes") == 0 else
                "not rendered" if "midi" not in rec else "fluidsynth wrote no audio")
-    return {"title": title, "seed": rec.get("seed"), "prompt": rec.get("prompt", ""), "wav": media(st, folder, rec, "wav"),
+    return {"title": title, "seed": rec.get("seed"), "prompt": rec.get("prompt", ""),
+            "wav": media(st, folder, rec, "wav"),
             "no_audio": why, "pages": pages or ([svg] if svg else []), "abc": abc, "abc_link": st.link(rec["path"]),
             "midi": media(st, folder, rec, "midi"), "checks": checks, "ended": rec.get("ended_with_eot"),
             "tokens": rec.get("tokens")}
@@ -210,6 +212,14 @@ def summary(st, fits):
     best = st.best["name"]
     lines = [f"The best model is {best} ({st.size(best)} parameters): {st.split} loss "
              f"{st.ppl[best]['loss']:.4f} nats/token."]
+    yl = st.yang_lerch("best/unconditional") or {}
+    compared = {k: c for k, c in yl.items() if c["compared"] and c.get("baseline")}
+    if compared:
+        alike = [YANG_LERCH_NAMES.get(k, k) for k, c in compared.items()
+                 if c["overlap"] >= c["baseline"]["overlap_ci"][0]]
+        lines.append(f"Against real tunes (Yang & Lerch), its unconditional tunes are as close as real tunes are to "
+                     f"each other on {len(alike)} of {len(compared)} features"
+                     + (f" ({', '.join(alike)})" if alike else "") + "; the table under its samples has the numbers.")
     for fam, f in (fits or {}).items():
         if "alpha" not in f:
             continue
@@ -317,7 +327,8 @@ def write_html(st, md_lines, fits, path):
         ([{"id": "best-tunes", "text": "Best model's tunes"}] if best else []) + \
         [{"id": slug(m.group(1)), "text": m.group(1)} for line in md_lines if (m := re.match(r"^## (.*)$", line))]
     page = jinja2.Environment(autoescape=True).from_string(TEMPLATE).render(
-        title=title, summary=summary(st, fits), grid=grid, split=st.split, best=best, best_name=st.best["name"], nav=nav,
+        title=title, summary=summary(st, fits), grid=grid, split=st.split, best=best, best_name=st.best["name"],
+        nav=nav,
         body=markupsafe.Markup(body))
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)

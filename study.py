@@ -276,13 +276,13 @@ def sample_all(jobs, timings, logs):
 def eval_all(jobs, data_path, cfg, timings, logs):
     """One eval_syntax.py call over every sample folder, with the real test tunes as reference; skipped when
     eval_syntax.json already scores every tune, is newer than every sample set and has what report.md shows
-    (intervals: an eval_syntax.json of an older version has none, and is redone)."""
+    (intervals, Yang & Lerch's comparison: an eval_syntax.json of an older version has none, and is redone)."""
     out = os.path.join(cfg["out_dir"], "eval_syntax.json")
     folders = [folder for _, folder, _, _ in jobs]
     wanted = {rec["path"] for f in folders for rec in sample_records(f)}
     done = read_json(out) if os.path.isfile(out) else None
     newest_samples = max(os.path.getmtime(os.path.join(f, "samples.jsonl")) for f in folders)
-    if (done and "ci95" in done and wanted <= {os.path.abspath(x["path"]) for x in done["files"]}
+    if (done and "ci95" in done and "yang_lerch" in done and wanted <= {os.path.abspath(x["path"]) for x in done["files"]}
             and os.path.getmtime(out) >= newest_samples):
         return
     print(f"[eval_syntax] {len(wanted)} generated tunes and {cfg['reference_tunes']} real test tunes", flush=True)

@@ -348,7 +348,8 @@ def message_counts(results):
         for kind, k in (r.get("midi_messages") or {}).items():
             tunes[kind] += 1
             count[kind] += k
-    return {kind: {"tunes": n, "count": count[kind]} for kind, n in sorted(tunes.items(), key=lambda kv: (-kv[1], kv[0]))}
+    return {kind: {"tunes": n, "count": count[kind]}
+            for kind, n in sorted(tunes.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
 def _failure_kind(result):

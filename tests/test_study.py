@@ -59,7 +59,8 @@ def test_report_html_shows_and_plays_every_tune_offline(smoke_study, tmp_path_fa
     records = {folder.parent.name: [json.loads(line) for line in folder.read_text().splitlines()]
                for folder in out.glob("samples/*/*/samples.jsonl")}
     for run in RUNS:  # every size's tunes, rendered: heard and seen on the page
-        assert records[run] and all(f"samples/by_size/{run}/{os.path.basename(r['file'])}" in page for r in records[run])
+        names = [os.path.basename(r["file"]) for r in records[run]]
+        assert names and all(f"samples/by_size/{run}/{name}" in page for name in names), run
         assert any(r.get("wav") for r in records[run]) and all("svg" in r for r in records[run]), run
     with_audio = sum(bool(r.get("wav")) for rs in records.values() for r in rs)
     plots = sorted(p.name for p in (out / "plots").glob("*.svg"))
