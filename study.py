@@ -282,7 +282,8 @@ def eval_all(jobs, data_path, cfg, timings, logs):
     wanted = {rec["path"] for f in folders for rec in sample_records(f)}
     done = read_json(out) if os.path.isfile(out) else None
     newest_samples = max(os.path.getmtime(os.path.join(f, "samples.jsonl")) for f in folders)
-    if (done and "ci95" in done and "yang_lerch" in done and wanted <= {os.path.abspath(x["path"]) for x in done["files"]}
+    if (done and "ci95" in done and "yang_lerch" in done
+            and wanted <= {os.path.abspath(x["path"]) for x in done["files"]}
             and os.path.getmtime(out) >= newest_samples):
         return
     print(f"[eval_syntax] {len(wanted)} generated tunes and {cfg['reference_tunes']} real test tunes", flush=True)
