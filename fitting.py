@@ -43,15 +43,17 @@ def fit_batch(model, logL, counts, starts, lo, hi, max_iter=400):
     IRLS curvature, kept inside the box lo..hi). Vectorised because the bootstrap needs thousands of tiny fits; one
     scipy.optimize call per fit costs ~20 ms of Python overhead (L-BFGS on the joint fit: ~0.3 s), this ~0.1 ms.
 
-    model(theta (M, k)) -> predicted ln L (M, n) and its Jacobian (M, n, k); logL (n,); counts (M, n): how often each
+    model(theta (M, k)) -> predicted ln L (M, n) and its Jacobian (M, n, k); logL (n,), the losses every problem
+    fits, or (M, n), each problem's own (a parametric bootstrap's simulated losses); counts (M, n): how often each
     run enters problem m (1 for a plain fit, the multiplicities for a resample); starts (M, k).
     Returns theta (M, k) and the objective (M,)."""
     theta = np.clip(np.array(starts, float), lo, hi)
     k = theta.shape[1]
+    logL = np.asarray(logL, float)
 
-    def evaluate(th, c):
+    def evaluate(th, c, rows=slice(None)):
         pred, J = model(th)
-        loss, psi, curv = huber(pred - logL)
+        loss, psi, curv = huber(pred - (logL if logL.ndim == 1 else logL[rows]))
         return (c * loss).sum(1), psi, curv, J
 
     f, psi, curv, J = evaluate(theta, counts)
@@ -66,7 +68,7 @@ def fit_batch(model, logL, counts, starts, lo, hi, max_iter=400):
         H = np.einsum("mn,mnk,mnl->mkl", c * curv[act], J[act], J[act])
         H = H + (lam[act, None] * np.diagonal(H, axis1=1, axis2=2) + 1e-12)[:, :, None] * np.eye(k)
         new = np.clip(theta[act] - np.linalg.solve(H, g[..., None])[..., 0], lo, hi)
-        f_new, psi_new, curv_new, J_new = evaluate(new, c)
+        f_new, psi_new, curv_new, J_new = evaluate(new, c, act)
         better = f_new < f[act]
         b = act[better]
         progress = np.zeros(len(act), bool)
@@ -81,9 +83,12 @@ def fit_batch(model, logL, counts, starts, lo, hi, max_iter=400):
 def refit(model, logL, counts, starts, lo, hi):
     """Fit every row of counts (a resample of the runs) from each of a few starts and keep each resample's best:
     starting from the full-data optimum and a few grid points is enough to leave its basin when a resample wants
-    another optimum, and far cheaper than the full grid. Returns theta (len(counts), k)."""
+    another optimum, and far cheaper than the full grid. logL: (n,) or one row per resample (simulated losses).
+    Returns theta (len(counts), k)."""
     S = len(starts)
-    theta, f = fit_batch(model, logL, np.repeat(counts, S, axis=0), np.tile(starts, (len(counts), 1)), lo, hi)
+    logL = np.asarray(logL, float)
+    targets = logL if logL.ndim == 1 else np.repeat(logL, S, axis=0)
+    theta, f = fit_batch(model, targets, np.repeat(counts, S, axis=0), np.tile(starts, (len(counts), 1)), lo, hi)
     best = np.argmin(f.reshape(-1, S), axis=1)
     return theta.reshape(len(counts), S, -1)[np.arange(len(counts)), best]
 
@@ -105,6 +110,16 @@ def resample_runs(n, n_bootstrap, seed, usable):
     boot = rng.multinomial(n, np.full(n, 1 / n), size=n_bootstrap)
     loo = 1 - np.eye(n, dtype=int) if n <= LOO_MAX_POINTS else np.zeros((0, n), int)
     return boot[usable(boot)], loo[usable(loo)]
+
+
+def simulated_noise(n_bootstrap, n, sigma, df, seed):
+    """(n_bootstrap, n) log-loss noise for a parametric bootstrap: N(0, s^2) per run, where each replicate's s is drawn
+    from what sigma, estimated with df degrees of freedom, allows (s^2 = sigma^2 * df / chi^2_df, its scaled inverse
+    chi-square distribution). A sigma measured from a handful of residuals or repeats is itself uncertain, and this
+    widens the interval as Student's t widens a mean's: with df = 2 about 2.2x a known sigma's, with df = 20 ~1.05x."""
+    rng = np.random.default_rng(seed)
+    scale = sigma * np.sqrt(df / rng.chisquare(df, size=n_bootstrap))
+    return scale[:, None] * rng.standard_normal((n_bootstrap, n))
 
 
 def intervals(point, boot, loo, level):

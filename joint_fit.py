@@ -1,11 +1,19 @@
 """
 The joint scaling law L(N, D) = E + A/N^alpha + B/D^beta (Chinchilla's "approach 3") of one model family, fitted to
-runs that differ in parameters N and in training tokens D, and the compute-optimal allocation it implies under
-C ≈ 6·N·D. Minimising L(N, C/(6N)) over N gives
-    N_opt(C) = G·(C/6)^a,   D_opt(C) = (C/6)^b / G,
-    a = beta/(alpha+beta),  b = alpha/(alpha+beta),  G = (alpha·A / (beta·B))^(1/(alpha+beta)).
-power_law.fit_family adds fit_family_joint's result as `joint` when the runs carry at least two distinct token
-counts; power_law.fit_markdown prints joint_markdown; plots.py draws the surface and the frontier.
+runs that differ in parameters N and in training tokens D, and the compute-optimal allocation it implies.
+
+Compute is counted as the models compute it: C = k·N^p·D, with k and p fitted to the runs' own FLOPs per token
+(train.py's flops_per_token, results.json's train_flops, a table's flops column) as a function of the fitted N. For
+this suite's GPTs that is 2.0x 6N at gpt_16 and 1.27x at gpt_128 (attention and the untied position table); a
+size-dependent error in C bends the frontier's exponents (Porian et al. 2024, Pearce & Song 2024). Runs without FLOPs
+fall back to Kaplan's C = 6·N·D (k = 6, p = 1), and the output says so. Minimising L(N, C/(k·N^p)) over N gives
+    N_opt(C) = G·(C/k)^a,   D_opt(C) = (C/k) / N_opt^p,
+    a = beta/(alpha+p·beta),  b = alpha/(alpha+p·beta) (D_opt ∝ C^b),  G = (alpha·A / (p·beta·B))^(1/(alpha+p·beta)).
+The frontier is tabled and drawn only from the smallest run's compute to one decade beyond the largest's, and every
+budget whose N_opt or D_opt leaves the trained range, or whose D_opt exceeds the training set (more than one epoch,
+where Muennighoff et al. 2023 apply instead), is flagged in the table and warned about.
+power_law.fit_family adds fit_family_joint's result as `joint` when the runs span at least two token budgets;
+power_law.fit_markdown prints joint_markdown; plots.py draws the surface and the frontier.
 
 The recipe is the 1-D fit's (fitting.py: Huber loss on log-loss residuals, a grid of starts, bootstrap intervals over
 runs, widened by leave-one-out with few runs) in two dimensions. log N and log D are centred on their means, so
@@ -80,12 +88,35 @@ def _polish(theta, u, v, logL, lo, hi):
     return res.x if res.fun < objective(theta)[0] else theta
 
 
-def log_optimum(A, alpha, B, beta, C):
-    """ln N_opt and ln D_opt for budgets C = 6·N·D (arrays broadcast), from minimising L along N·D = C/6."""
-    s = alpha + beta
-    log_G = (np.log(alpha * A) - np.log(beta * B)) / s
-    x = np.log(np.asarray(C, float) / 6)
-    return log_G + beta / s * x, -log_G + alpha / s * x
+def log_optimum(A, alpha, B, beta, C, k=6.0, p=1.0):
+    """ln N_opt and ln D_opt for budgets C = k·N^p·D (arrays broadcast), from minimising L along k·N^p·D = C."""
+    s = alpha + p * beta
+    log_G = (np.log(alpha * A) - np.log(p * beta * B)) / s
+    x = np.log(np.asarray(C, float) / k)
+    log_n = log_G + beta / s * x
+    return log_n, x - p * log_n
+
+
+def compute_model(N, D, flops=None):
+    """How the runs' training compute depends on the fitted N: C = k·N^p·D, {k, p, source, max_error}. With every
+    run's FLOPs known, k and p are fitted to ln(FLOPs per token) = ln k + p ln N (max_error: the fit's largest
+    relative miss on a run); otherwise C = 6·N·D, source '6ND'."""
+    N, D = np.asarray(N, float), np.asarray(D, float)
+    if flops is None or any(f is None or not f > 0 for f in flops):
+        return {"k": 6.0, "p": 1.0, "source": "6ND", "max_error": None}
+    per_token = np.asarray(flops, float) / D
+    if len(np.unique(N)) > 1:
+        p, log_k = np.polyfit(np.log(N), np.log(per_token), 1)
+    else:
+        p, log_k = 1.0, float(np.mean(np.log(per_token / N)))
+    err = float(np.max(np.abs(np.exp(log_k + p * np.log(N)) / per_token - 1)))
+    return {"k": float(np.exp(log_k)), "p": float(p), "source": "flops", "max_error": err}
+
+
+def tokens_at(j, N, C):
+    """The token count D that spends compute C on a model of N parameters under the joint fit j's compute model."""
+    c = j.get("compute") or {"k": 6.0, "p": 1.0}
+    return np.asarray(C, float) / (c["k"] * np.asarray(N, float) ** c["p"])
 
 
 def predict(j, N, D):
@@ -97,26 +128,34 @@ def compute_optimal(j, C):
     """N_opt(C), D_opt(C) of a joint fit j for budgets C (None when an exponent is 0: no finite optimum)."""
     if min(j["alpha"], j["beta"]) <= ZERO:
         return None
-    log_n, log_d = log_optimum(j["A"], j["alpha"], j["B"], j["beta"], C)
+    c = j.get("compute") or {"k": 6.0, "p": 1.0}
+    log_n, log_d = log_optimum(j["A"], j["alpha"], j["B"], j["beta"], C, c["k"], c["p"])
     return np.exp(log_n), np.exp(log_d)
 
 
-def budgets(N, D):
-    """A few round compute budgets: powers of 10 over the runs' 6·N·D and one decade beyond (every other one when
-    that is more than six)."""
-    C = 6 * np.asarray(N) * np.asarray(D)
-    lo, hi = math.floor(math.log10(C.min())), math.ceil(math.log10(C.max())) + 1
-    return 10.0 ** np.arange(lo, hi + 1, 1 if hi - lo < 6 else 2)
+def budgets(C_runs):
+    """Round compute budgets from the runs' smallest compute to one decade beyond their largest, and nowhere else: the
+    powers of 10 there (every other one when that is more than six), or four budgets evenly spaced in log C when
+    fewer than two powers of 10 fall inside."""
+    lo, hi = float(np.min(C_runs)), 10 * float(np.max(C_runs))
+    powers = np.arange(math.ceil(math.log10(lo) - 1e-9), math.floor(math.log10(hi) + 1e-9) + 1)
+    if len(powers) < 2:
+        return np.geomspace(lo, hi, 4)
+    return 10.0 ** powers[::1 if len(powers) <= 6 else 2]
 
 
 # -----------------------------------------------------------------------------
 # the fit
 
-def fit_joint(N, D, L, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED):
+def fit_joint(N, D, L, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED, flops=None, dataset_tokens=None):
     """Fit L(N, D) = E + A/N^alpha + B/D^beta with bootstrap intervals (n_bootstrap resamples drawn with seed,
-    ci_level intervals) and the compute-optimal frontier. N, D, L: arrays, one entry per run. Returns a dict with
-    the NAMES, their intervals (None where the runs cannot give one), the frontier at a few budgets and warnings."""
+    ci_level intervals) and the compute-optimal frontier. N, D, L: arrays, one entry per run; flops: each run's
+    training FLOPs (None: C = 6·N·D); dataset_tokens: the training set's size in tokens (None: unknown), above which
+    a D_opt means several epochs. Returns a dict with the NAMES, their intervals (None where the runs cannot give
+    one), the compute model, the frontier at a few budgets and warnings."""
     N, D, L = (np.asarray(x, float) for x in (N, D, L))
+    compute = compute_model(N, D, flops)
+    p = compute["p"]
     n, logL = len(L), np.log(L)
     mean_logN, mean_logD = float(np.mean(np.log(N))), float(np.mean(np.log(D)))
     u, v = np.log(N) - mean_logN, np.log(D) - mean_logD  # centred: a unit of N or D shifts only a or b
@@ -143,10 +182,10 @@ def fit_joint(N, D, L, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED):
     def to_user(th):  # (e, a, alpha, b, beta) -> NAMES in the user's units
         th = np.atleast_2d(th)
         alpha, beta = th[:, 2], th[:, 4]
-        s = alpha + beta
-        share = np.divide(beta, s, out=np.full_like(s, 0.5), where=s > 0)  # both 0: nothing to allocate; say 1/2
+        s = alpha + p * beta
+        a = np.divide(beta, s, out=np.full_like(s, 0.5 / p), where=s > 0)  # both 0: nothing to allocate; say 1/2
         return np.stack([np.exp(th[:, 0]), np.exp(th[:, 1] + alpha * mean_logN), alpha,
-                         np.exp(th[:, 3] + beta * mean_logD), beta, share, 1 - share], axis=1)
+                         np.exp(th[:, 3] + beta * mean_logD), beta, a, 1 - p * a], axis=1)
 
     boot, loo = to_user(refit_all(boot_sets)), to_user(refit_all(loo_sets))
     point = to_user(theta)[0]
@@ -157,9 +196,15 @@ def fit_joint(N, D, L, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED):
         out[name + "_ci"] = [float(ci_lo[i]), float(ci_hi[i])] if identifiable else None
     pred = _model(theta[None], u, v)[0][0]
     out["residual_rms_log"] = float(np.sqrt(np.mean((pred - logL) ** 2)))
-    out["frontier"] = _frontier(out, budgets(N, D), boot, loo, identifiable, ci_level)
+    C_runs = np.asarray(flops, float) if compute["source"] == "flops" else 6 * N * D
+    compute["range"] = [float(C_runs.min()), float(C_runs.max())]
+    out["compute"] = compute
+    out["dataset_tokens"] = dataset_tokens
     out["n_params"], out["tokens"], out["loss"] = N.tolist(), D.tolist(), L.tolist()
-    out["warnings"] = diagnose_joint(N, D, out, ci_level)
+    out["frontier"] = _frontier(out, budgets(C_runs), boot, loo, identifiable, ci_level)
+    for row in out["frontier"] or []:
+        row["extrapolation"] = extrapolation(out, row)
+    out["warnings"] = diagnose_joint(N, D, out, ci_level) + extrapolation_warnings(out)
     out["ci_level"] = ci_level
     return out
 
@@ -171,9 +216,12 @@ def _frontier(j, C, boot, loo, identifiable, ci_level):
     if opt is None:
         return None
 
+    cm = j["compute"]
+
     def optima(fits):  # (N_opt, D_opt) per budget of every fit with a finite optimum
         fits = fits[(fits[:, 2] > ZERO) & (fits[:, 4] > ZERO)]
-        return np.exp(np.concatenate(log_optimum(*fits[:, 1:5, None].transpose(1, 0, 2), C[None]), axis=1))
+        return np.exp(np.concatenate(log_optimum(*fits[:, 1:5, None].transpose(1, 0, 2), C[None], cm["k"], cm["p"]),
+                                     axis=1))
 
     lo, hi = intervals(np.concatenate(opt), optima(boot), optima(loo), ci_level)
     k = len(C)
@@ -184,6 +232,50 @@ def _frontier(j, C, boot, loo, identifiable, ci_level):
                      "N_opt_ci": [float(lo[i]), float(hi[i])] if identifiable else None,
                      "D_opt_ci": [float(lo[k + i]), float(hi[k + i])] if identifiable else None})
     return rows
+
+
+def extrapolation(j, row):
+    """What makes a frontier row an extrapolation, in words ([] for none): its budget beyond the runs' compute, its
+    N_opt or D_opt outside the trained range, its D_opt above the training set."""
+    why = []
+    N, D = j["n_params"], j["tokens"]
+    if row["C"] > j["compute"]["range"][1] * 1.0001:
+        why.append("budget beyond the trained range")
+    if not min(N) <= row["N_opt"] <= max(N):
+        why.append("N_opt outside the trained range")
+    if not min(D) <= row["D_opt"] <= max(D):
+        why.append("D_opt outside the trained range")
+    if j.get("dataset_tokens") and row["D_opt"] > j["dataset_tokens"]:
+        why.append("D_opt above the training set (several epochs)")
+    return why
+
+
+def _flops_list(rows):
+    return ", ".join(f"{r['C']:.3g}" for r in rows)
+
+
+def extrapolation_warnings(j):
+    """Warnings for a frontier that leaves the runs: N_opt or D_opt outside the trained range, D_opt above the
+    training set (the multi-epoch regime)."""
+    warns = []
+    rows = j["frontier"] or []
+    for key, what, values in (("N_opt", "model sizes", j["n_params"]), ("D_opt", "token counts", j["tokens"])):
+        out = [r for r in rows if not min(values) <= r[key] <= max(values)]
+        if out:
+            warns.append(f"{key} is outside the trained range of {what} ({human(min(values))}–{human(max(values))}) "
+                         f"at C = {_flops_list(out)} FLOPs ({key} = "
+                         f"{', '.join(human(r[key]) for r in out)}): there the frontier extrapolates the fitted law "
+                         f"beyond any run, and is a hypothesis to test, not a measurement.")
+    over = [r for r in rows if j.get("dataset_tokens") and r["D_opt"] > j["dataset_tokens"]]
+    if over:
+        warns.append(f"D_opt exceeds the {human(j['dataset_tokens'])} tokens of the training set at C = "
+                     f"{_flops_list(over)} FLOPs (D_opt = "
+                     f"{', '.join(human(r['D_opt']) for r in over)}): that is "
+                     f"{over[0]['D_opt'] / j['dataset_tokens']:.2g}+ epochs, the multi-epoch regime, where repeated "
+                     f"tokens are worth less than fresh ones (Muennighoff et al. 2023, Scaling Data-Constrained "
+                     f"Language Models) and this law, fitted to runs of at most a few epochs, overstates what they "
+                     f"buy.")
+    return warns
 
 
 def diagnose_joint(N, D, j, ci_level=CI_LEVEL):
@@ -226,8 +318,10 @@ def fit_family_joint(rows, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED
     with_d = [r for r in rows if r.get("tokens") is not None and r["tokens"] > 0]
     if len({r["tokens"] for r in with_d}) < 2:
         return None
+    sizes = [r["dataset_tokens"] for r in with_d if r.get("dataset_tokens")]
     out = fit_joint([r["n_params"] for r in with_d], [r["tokens"] for r in with_d], [r["loss"] for r in with_d],
-                    n_bootstrap, ci_level, seed)
+                    n_bootstrap, ci_level, seed, flops=[r.get("flops") for r in with_d],
+                    dataset_tokens=min(sizes) if sizes else None)
     out["runs"] = [r["run"] for r in with_d]
     if len(with_d) < len(rows):
         out["warnings"].insert(0, f"{len(rows) - len(with_d)} run(s) without a token count are left out of the "
@@ -242,29 +336,46 @@ def _human_ci(x, ci):
     return f"{human(x)} " + ("(no interval)" if ci is None else f"[{human(ci[0])}, {human(ci[1])}]")
 
 
+def compute_text(j):
+    """How the joint fit counts compute, in words."""
+    c = j["compute"]
+    if c["source"] == "flops":
+        return (f"C = {c['k']:.3g}·N^{c['p']:.3g}·D, fitted to the runs' own FLOPs per token (largest miss on a run "
+                f"{100 * c['max_error']:.2g}%)")
+    return ("C = 6·N·D: the runs record no FLOPs (results.json's train_flops, or a flops column), so Kaplan's "
+            "approximation stands in for what the models compute; where their FLOPs per token differ from 6N by a "
+            "size-dependent factor, the frontier's exponents bend")
+
+
 def joint_markdown(fits):
     """The joint fits and their frontiers as markdown lines (none when no family has a joint fit)."""
     joint = {fam: f["joint"] for fam, f in fits.items() if "joint" in f}
     if not joint:
         return []
     lines = ["### Joint fit L(N, D) = E + A/N^α + B/D^β and the compute-optimal frontier", "",
-             "Fitted per family to the runs that know their training tokens D. For a budget C = 6·N·D the lowest "
-             "loss comes from N_opt = G·(C/6)^a parameters trained on D_opt = (C/6)^b / G tokens, a = β/(α+β), "
-             "b = α/(α+β), G = (αA/(βB))^(1/(α+β)). A, B and C are in the input's units of N and D "
-             "(parameters, tokens and FLOPs for run folders). In brackets: "
-             f"{percent(next(iter(joint.values()))['ci_level'])} bootstrap intervals over runs.", "",
+             "Fitted per family to every run that knows its training tokens D, at every budget. For a budget C = "
+             "k·N^p·D FLOPs the lowest loss comes from N_opt = G·(C/k)^a parameters trained on D_opt = (C/k)/N_opt^p "
+             "tokens, a = β/(α+pβ), b = α/(α+pβ) (D_opt ∝ C^b), G = (αA/(pβB))^(1/(α+pβ)); with C = 6·N·D, k = 6 "
+             "and p = 1. A, B and C are in the input's units of N and D (parameters, tokens and FLOPs for run "
+             "folders). In brackets: "
+             f"{percent(next(iter(joint.values()))['ci_level'])} bootstrap intervals over runs. The frontier is "
+             "tabled from the runs' smallest compute to one decade beyond their largest; a row beyond the trained "
+             "range is marked as an extrapolation.", "",
              "| family | runs | N range | D range | E | A | α | B | β | a (N_opt ∝ C^a) | b (D_opt ∝ C^b) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for fam, j in joint.items():
         lines.append(f"| {fam} | {j['n_points']} | {human(min(j['n_params']))}–{human(max(j['n_params']))} "
                      f"| {human(min(j['tokens']))}–{human(max(j['tokens']))} | "
                      + " | ".join(with_ci(j, name) for name in NAMES) + " |")
-    lines += ["", "| family | budget C | N_opt | D_opt | D_opt / N_opt | fitted loss |", "|---|---|---|---|---|---|"]
+    lines += [""] + [f"Compute of {fam}: {compute_text(j)}." for fam, j in joint.items()]
+    lines += ["", "| family | budget C | N_opt | D_opt | D_opt / N_opt | fitted loss | extrapolation |",
+              "|---|---|---|---|---|---|---|"]
     for fam, j in joint.items():
         for row in j["frontier"] or []:
+            why = row["extrapolation"]
             lines.append(f"| {fam} | {row['C']:.3g} | {_human_ci(row['N_opt'], row['N_opt_ci'])} "
                          f"| {_human_ci(row['D_opt'], row['D_opt_ci'])} | {fmt(row['D_opt'] / row['N_opt'])} "
-                         f"| {fmt(row['loss'])} |")
+                         f"| {fmt(row['loss'])} | {'; '.join(why) if why else 'no: within the runs'} |")
     lines.append("")
     for fam, j in joint.items():
         if j["warnings"]:

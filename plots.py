@@ -1,7 +1,7 @@
 """
 The plots of a scaling study, drawn from the fits of power_law.py and the run rows they were fitted to, and
-write_outputs, which writes a fit's whole output folder (fit.json, fit.md and every plot) for scaling.py and
-study.py alike.
+write_outputs, which draws every plot of a fit's output folder for scaling.py and study.py alike (fit.json and fit.md
+are power_law.write_fit's: this file only draws).
 
 Every plot is a PNG (200 dpi) and the same figure as vector SVG and PDF beside it (report.html shows the SVG, a
 paper takes the PDF), with log axes labelled in plain numbers; a plot whose data no run has (no log.jsonl, no
@@ -11,10 +11,10 @@ import os
 
 import numpy as np
 
-from dataset import read_jsonl, write_json_atomic
+from dataset import read_jsonl
 from fitting import human, percent, with_ci
-from joint_fit import compute_optimal, predict
-from power_law import fit_markdown, fits_for_json
+from joint_fit import compute_optimal, predict, tokens_at
+from power_law import N_WORDS
 
 COLORS = {"gpt": "tab:blue", "lstm": "tab:orange"}
 PNG_DPI = 200  # the PNG beside each SVG and PDF: sharp on a high-density screen
@@ -116,7 +116,10 @@ def plot_scaling(fits, path, families=None, suffix="", loss_name="loss"):
         ax.plot(pure["n"], pure["loss"], color=col, lw=1, ls="--",
                 label=f"{fam}: pure $aN^{{-\\alpha}}$, α = {with_ci(f, 'alpha_pure' + suffix)}")
     title = r"Scaling: $L = aN^{-\alpha} + c$" + (" (non-embedding N)" if suffix else "")
-    _log_axes(ax, "non-embedding parameters N" if suffix else "parameters N", _loss_label(loss_name),
+    fitted_on = {fits[fam].get("n_fitted", "all") for fam in families}  # which N the main fits use (fit_params)
+    xlabel = "non-embedding parameters N" if suffix or fitted_on == {"non_embedding"} else \
+        " or ".join(N_WORDS[k] for k in sorted(fitted_on)) + " N" if len(fitted_on) > 1 else "parameters N"
+    _log_axes(ax, xlabel, _loss_label(loss_name),
               title + (f" — {families[0]}" if len(families) == 1 else ""))
     if shown:
         ax.set_ylim(min(shown) / 1.15, max(shown) * 1.3)
@@ -207,10 +210,17 @@ def compute_frontier(curves, grid_points=200):
     return grid[keep], best[keep]
 
 
+def flops_per_token(r):
+    """A run's training FLOPs per token as its model computes them (results.json's train_flops, a table's flops
+    column, over its tokens), else 6·N."""
+    return r["flops"] / r["tokens"] if r.get("flops") and r.get("tokens") else 6 * r["n_params"]
+
+
 def plot_compute(rows, path, loss_name="loss"):
-    """Validation loss vs training compute C ≈ 6·N·D FLOPs (D = tokens so far) along every run's training, one
-    panel per family, with the family's compute frontier (the lowest loss any size reached at each compute) and
-    each run's final loss (the loss of the fits) as a point; runs without a log.jsonl are points only."""
+    """Validation loss vs training compute C (the runs' own FLOPs per token times the tokens so far; 6·N·D where a
+    run records none) along every run's training, one panel per family, with the family's compute frontier (the
+    lowest loss any size reached at each compute) and each run's final loss (the loss of the fits) as a point; runs
+    without a log.jsonl are points only."""
     rs = [r for r in rows if r.get("tokens")]
     if not rs:
         return None
@@ -224,21 +234,24 @@ def plot_compute(rows, path, loss_name="loss"):
         for j, r in enumerate(fr):
             col = cmap(j / max(1, len(fr) - 1) * 0.9)  # small to large: dark to light, as the training curves
             log_path = os.path.join(r["run_dir"], "log.jsonl") if r.get("run_dir") else None
-            va = [(6 * r["n_params"] * e["tokens"], e["val_loss"]) for e in
+            va = [(flops_per_token(r) * e["tokens"], e["val_loss"]) for e in
                   (read_jsonl(log_path) if log_path and os.path.isfile(log_path) else [])
                   if e.get("val_loss") is not None and e.get("tokens")]
             if len(va) > 1:
                 c, loss = (np.array(v, float) for v in zip(*sorted(va)))
                 curves.append((c, loss))
                 ax.plot(c, loss, color=col, lw=1.6, label=f"{r['run']} ({human(r['n_params'])})")
-            ax.scatter([6 * r["n_params"] * r["tokens"]], [r["loss"]], color=col, s=40, edgecolor="black", zorder=4,
+            ax.scatter([flops_per_token(r) * r["tokens"]], [r["loss"]], color=col, s=40, edgecolor="black", zorder=4,
                        label=None if len(va) > 1 else f"{r['run']} ({human(r['n_params'])})")
         if curves:
             fc, fl = compute_frontier(curves)
             ax.plot(fc, fl, color="black", lw=6, alpha=0.18, zorder=1, solid_capstyle="round",
                     label="compute frontier (lowest loss with at most C)")
         ax.scatter([], [], color="white", s=40, edgecolor="black", label=f"final {loss_name.replace('_', ' ')}")
-        _log_axes(ax, "training compute C ≈ 6·N·D (FLOPs)", "validation loss (nats/token)" if curves
+        measured = all(r.get("flops") for r in fr)
+        _log_axes(ax, "training compute C (FLOPs" + (", as the models compute them)" if measured else
+                                                     " ≈ 6·N·D where unrecorded)"),
+                  "validation loss (nats/token)" if curves
                   else _loss_label(loss_name), f"{fam}: loss vs training compute")
         _count_ticks(ax)
         ax.legend(fontsize=7.5)
@@ -271,7 +284,9 @@ def _finish_joint(ax, ylabel, title, counts_on_y=False):
 def plot_iso_loss(fits, path, loss_name="loss"):
     """Contours of each family's fitted L(N, D) over parameters and tokens; its runs as outlined points coloured on
     a scale of their own by how far the measured loss lies from the fitted one (red above, blue below); lines of
-    equal compute C = 6·N·D, each labelled with its C; and the compute-optimal frontier."""
+    equal compute C = k·N^p·D (joint_fit's compute model), each labelled with its C; and the compute-optimal
+    frontier from the runs' smallest compute to one decade beyond their largest, dotted where it extrapolates
+    beyond the runs."""
     plt, fig, panels = _joint_panels(fits, 6.4)
     if not panels:
         return None
@@ -291,20 +306,25 @@ def plot_iso_loss(fits, path, loss_name="loss"):
         dots = ax.scatter(N, D, c=resid, cmap="coolwarm", norm=TwoSlopeNorm(0, -span, span), s=70,
                           edgecolor="black", linewidth=1.4, zorder=4, label="runs (fill: measured − fitted loss)")
         fig.colorbar(dots, ax=ax, label="run: measured − fitted loss", format="%+.3f", pad=0.08)
-        C_lo, C_hi = 6 * NN.min() * DD.min(), 6 * NN.max() * DD.max()
-        for k, row in enumerate(r for r in j["frontier"] or [] if C_lo < r["C"] < C_hi):
-            d_line = row["C"] / (6 * NN[0])
+        cm = j["compute"]
+        C_name = "6·N·D" if cm["source"] == "6ND" else f"{cm['k']:.3g}·N^{cm['p']:.3g}·D"
+        for k, row in enumerate(j["frontier"] or []):
+            d_line = tokens_at(j, NN[0], row["C"])
             ax.plot(NN[0], d_line, color="tab:orange", ls="--", lw=1,
-                    label="equal compute C = 6·N·D" if k == 0 else None)
+                    label=f"equal compute C = {C_name}" if k == 0 else None)
             inside = np.flatnonzero((d_line > DD.min() * 1.5) & (d_line < DD.max() / 1.5))
             if len(inside):  # the label on the line, a third of its way across the panel
                 at = inside[len(inside) // 3]
                 ax.annotate(f"C = {row['C']:.2g}", (NN[0][at], d_line[at]), fontsize=7, color="tab:orange",
                             ha="center", va="center", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none",
                                                                 alpha=0.8))
-        opt = compute_optimal(j, np.geomspace(C_lo, C_hi, 100))
-        if opt is not None:
-            ax.plot(*opt, color="red", lw=2, label=f"compute-optimal: N ∝ C^{j['a']:.2f}, D ∝ C^{j['b']:.2f}")
+        C_lo, C_hi = cm["range"]
+        for Cs, style, label in ((np.geomspace(C_lo, C_hi, 50), "-",
+                                  f"compute-optimal: N ∝ C^{j['a']:.2f}, D ∝ C^{j['b']:.2f}"),
+                                 (np.geomspace(C_hi, 10 * C_hi, 30), ":", "extrapolation beyond the trained range")):
+            opt = compute_optimal(j, Cs)
+            if opt is not None:
+                ax.plot(*opt, color="red", lw=2, ls=style, label=label)
         ax.set_xlim(NN.min(), NN.max())
         ax.set_ylim(DD.min(), DD.max())
         _finish_joint(ax, "training tokens D", f"{fam}: " + r"$L = E + A/N^{\alpha} + B/D^{\beta}$"
@@ -314,13 +334,14 @@ def plot_iso_loss(fits, path, loss_name="loss"):
 
 
 def plot_iso_flop(fits, path, loss_name="loss"):
-    """Loss along lines of fixed compute C = 6·N·D from each family's fitted surface, its minimum N_opt(C) starred,
-    with the runs whose 6·N·D is nearest each C (within 2x) as points."""
+    """Loss along lines of fixed compute C (joint_fit's compute model) from each family's fitted surface, its minimum
+    N_opt(C) starred (hollow where it lies outside the trained range of N), with the runs whose compute is nearest
+    each C (within 2x) as points."""
     plt, fig, panels = _joint_panels(fits, 5.8)
     if not panels:
         return None
     for ax, fam, j, (N, D, L) in panels:
-        C_runs = 6 * N * D
+        C_runs = D / tokens_at(j, N, 1.0)  # k·N^p·D
         Cs = np.geomspace(C_runs.min(), C_runs.max(), 4 if C_runs.max() > 1.5 * C_runs.min() else 1)
         nearest = np.argmin(np.abs(np.log(C_runs[:, None] / Cs[None])), axis=1)
         n_grid = np.geomspace(N.min() / 10, N.max() * 10, 200)
@@ -328,7 +349,7 @@ def plot_iso_flop(fits, path, loss_name="loss"):
         shown = []
         for k, C in enumerate(Cs):
             col = plt.get_cmap("plasma")(0.85 * k / max(1, len(Cs) - 1))
-            curve = predict(j, n_grid, C / (6 * n_grid))
+            curve = predict(j, n_grid, tokens_at(j, n_grid, C))
             ax.plot(n_grid, curve, color=col, lw=2, label=f"C = {C:.2g} FLOPs")
             at = int(np.argmin(curve))  # the label at the line's minimum, where the eye looks
             ax.annotate(f"C = {C:.2g}", (n_grid[at], curve[at]), xytext=(0, -12), textcoords="offset points",
@@ -337,13 +358,17 @@ def plot_iso_flop(fits, path, loss_name="loss"):
             ax.scatter(N[near], L[near], color=col, s=40, edgecolor="black", zorder=3)
             shown += [curve.min(), *L[near]]
             if opt is not None:
-                ax.scatter(opt[0][k], predict(j, opt[0][k], opt[1][k]), marker="*", s=180, color=col,
-                           edgecolor="black", zorder=4)
+                inside = N.min() <= opt[0][k] <= N.max()
+                ax.scatter(opt[0][k], predict(j, opt[0][k], opt[1][k]), marker="*", s=180,
+                           color=col if inside else "none", edgecolor="black" if inside else col, zorder=4)
         ax.scatter([], [], color="white", s=40, edgecolor="black", label="runs within 2x of that C")
         if opt is not None:
             ax.scatter([], [], marker="*", s=180, color="white", edgecolor="black", label="compute-optimal N_opt(C)")
+            if not all(N.min() <= n <= N.max() for n in opt[0]):
+                ax.scatter([], [], marker="*", s=180, color="none", edgecolor="black",
+                           label="N_opt outside the trained range (extrapolation)")
         ax.set_ylim(min(shown) * 0.95, max(max(shown), L.max()) * 1.25)
-        _finish_joint(ax, _loss_label(loss_name), f"{fam}: fitted loss at fixed compute C = 6·N·D"
+        _finish_joint(ax, _loss_label(loss_name), f"{fam}: fitted loss at fixed compute C"
                       f"\nα = {with_ci(j, 'alpha')}, β = {with_ci(j, 'beta')}")
     return _save(plt, fig, path)
 
@@ -385,15 +410,10 @@ def plot_lr_sweeps(sweep, plot_dir):
     return written
 
 
-def write_outputs(rows, fits, out_dir, loss_name="loss", plot_dir=None):
-    """fit.json and fit.md into out_dir, every plot into plot_dir (default out_dir); returns {name: path}."""
-    plot_dir = plot_dir or out_dir
-    os.makedirs(out_dir, exist_ok=True)
+def write_outputs(rows, fits, plot_dir, loss_name="loss"):
+    """Every plot of the fits and their runs into plot_dir; returns {name: path}."""
     os.makedirs(plot_dir, exist_ok=True)
-    written = {"fit.json": os.path.join(out_dir, "fit.json"), "fit.md": os.path.join(out_dir, "fit.md")}
-    write_json_atomic(fits_for_json(fits), written["fit.json"])
-    with open(written["fit.md"], "w") as f:
-        f.write(f"# Scaling-law fits\n\n{fit_markdown(fits, loss_name)}\n")
+    written = {}
     png = lambda name: os.path.join(plot_dir, name + ".png")  # noqa: E731
     written["scaling"] = plot_scaling(fits, png("scaling"), loss_name=loss_name)
     for fam in fits:

@@ -303,13 +303,9 @@ def section_lr_sweep(st, sweep, plots):
 
 
 def section_fits(st, fits, loss_name, plots):
-    L = ["## Scaling laws", ""]
-    top = [r for r in st.plan if r.get("top_budget", True)]
-    if len(top) < len(st.plan):
-        L += [f"The fits of L(N) use the runs of the largest token budget only "
-              f"({st.results[top[0]['name']]['tokens_trained']:,} tokens), so that their exponent is not mixed with "
-              f"the data axis; the joint fit L(N, D) below uses every run.", ""]
-    L += [fit_markdown(fits, loss_name), ""]
+    # fit_markdown says per family which runs (token budget), which N and which noise each fit rests on, alpha
+    # without the largest model where that is not the best, and every warning
+    L = ["## Scaling laws", "", fit_markdown(fits, loss_name), ""]
     for key in (["scaling"] + [f"scaling_{fam}" for fam in fits]
                 + ["scaling_non_embedding", "compute", "iso_loss", "iso_flop"]):
         if plots.get(key):

@@ -4,21 +4,26 @@ Fit scaling laws L(N) to finished training runs (or to a published table) and pl
     python scaling.py out/study_quick/runs/* --out out/study_quick/fit
     python scaling.py --table runs.csv --out fit_published
     python scaling.py out/study_quick/runs --out fits/ --loss=val --n_bootstrap=2000
+    python scaling.py out/study_quick/runs --out fits_ne/ --fit_params=non_embedding
 
 Plain arguments are run folders (with results.json) or folders holding run folders; --table is a CSV with columns
-family,n_params,loss[,n_params_non_embedding,tokens,wall_time_s,peak_mem_bytes,run]. For every model family it
-fits L = a*N^(-alpha) + c and the pure L = a*N^(-alpha), on all and on non-embedding parameters (power_law.py says
-how and why), and writes OUT/fit.json, OUT/fit.md and the PNG plots (plots.py). Where a family's runs were trained on
-two or more token counts D (the tokens column, or results.json's tokens_trained), it also fits
-L = E + A/N^alpha + B/D^beta and the compute-optimal N_opt(C), D_opt(C) (joint_fit.py): fit.json's `joint`,
-iso_loss.png and iso_flop.png.
+family,n_params,loss[,n_params_non_embedding,tokens,flops,dataset_tokens,seed,wall_time_s,peak_mem_bytes,run]
+(flops: a run's total training FLOPs; dataset_tokens: the size of its training set; seed: its initialisation seed).
+The fit policy is study.py's (power_law.select_runs): for every model family it fits L = a*N^(-alpha) + c and the
+pure L = a*N^(-alpha) on the family's largest token budget, on all or non-embedding parameters (fit_params), with
+intervals scaled by the run-to-run noise that repeats (rows of one size and budget with different seeds) measure,
+and writes OUT/fit.json, OUT/fit.md and the PNG plots (plots.py). Where a family's runs were trained on two or more
+token budgets D (the tokens column, or results.json's tokens_trained), it also fits L = E + A/N^alpha + B/D^beta and
+the compute-optimal N_opt(C), D_opt(C) with compute as the models compute it (the flops column or results.json's
+train_flops; without them 6*N*D, and fit.md says so) (joint_fit.py): fit.json's `joint`, iso_loss.png and
+iso_flop.png. docs/fits.md explains the intervals and what a simulation measured of them.
 """
 import os
 import sys
 
 from configurator import configure, fail, lines_of
 from plots import write_outputs
-from power_law import InputError, fit_all, fit_markdown, load_runs, load_table
+from power_law import InputError, fit_all, fit_markdown, load_runs, load_table, write_fit
 
 # -----------------------------------------------------------------------------
 # knobs; a config file or --key=value overrides them, plain arguments are run folders
@@ -29,6 +34,7 @@ loss = 'auto'          # loss of run folders: 'test' (test_perplexity.json), 'va
 n_bootstrap = 1000     # bootstrap resamples of the runs for the confidence intervals
 ci_level = 0.95        # two-sided confidence level of every interval
 seed = 1337            # bootstrap RNG seed, so a re-run gives the same intervals
+fit_params = 'all'     # N of the fits: 'all' parameters or 'non_embedding' ones (Kaplan et al.'s choice)
 # -----------------------------------------------------------------------------
 
 
@@ -59,11 +65,13 @@ def main(argv=None):
     check_out(cfg["out"])
     try:
         rows, loss_name = load_table(cfg["table"]) if cfg["table"] else load_runs(run_dirs, cfg["loss"])
-        fits = fit_all(rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"], seed=cfg["seed"])
+        fits = fit_all(rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"], seed=cfg["seed"],
+                       fit_params=cfg["fit_params"])
     except InputError as e:
         fail(str(e))
     try:
-        written = write_outputs(rows, fits, cfg["out"], loss_name)
+        written = write_fit(fits, cfg["out"], loss_name)
+        written.update(write_outputs(rows, fits, cfg["out"], loss_name))
     except OSError as e:  # a plot's name taken by a folder, a read-only folder: one line naming the path
         fail(f"cannot write {e.filename or cfg['out']}: {e.strerror or e}")
     print(fit_markdown(fits, loss_name))

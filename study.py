@@ -44,12 +44,11 @@ import sys
 import time
 
 import abc_text
+import joint_fit
 import power_law
 import study_plan
 from configurator import config_keys, configure, fail, lines_of
 from dataset import TrainOrder, iteration_plan, load_dataset, read_json, write_json_atomic
-from fitting import SEED
-from joint_fit import fit_family_joint
 from plots import plot_lr_sweeps, write_outputs
 from report import fmt_duration, perplexity_path, sample_records, write_report
 from script_runs import Timings, estimate_plan, pass_stop_signals_on, run_script, train_all
@@ -77,6 +76,7 @@ device = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 perplexity_split = 'test'
 n_bootstrap = 1000        # bootstrap resamples of the fits' intervals
 ci_level = 0.95           # confidence level of every interval
+fit_params = 'all'        # N of the fits: 'all' parameters or 'non_embedding' ones (Kaplan et al.'s choice)
 # samples
 num_samples = 10          # unconditional tunes from the best model, with MIDI/WAV/SVG
 prompts = r"""
@@ -295,40 +295,48 @@ def eval_all(jobs, data_path, cfg, timings, logs):
 
 def fit_and_plot(plan, cfg, data_path, timings, sweep=None):
     """Step 4, in this process: the fits of every family, fit.json, fit.md and the plots (out_dir/plots/, with the
-    dataset's length histogram and the learning-rate sweep's). With several token budgets the L(N) fits (and the
-    plots of runs) take the largest budget's runs, the joint L(N, D) fit every run. Returns (fits, name of the loss
-    fitted, {plot name: path})."""
+    dataset's length histogram and the learning-rate sweep's). The fit policy is power_law's, the same as
+    scaling.py's on these runs: L(N) on each family's largest token budget (the plots of runs show those runs), the
+    joint L(N, D) on every run. Returns (fits, name of the loss fitted, {plot name: path})."""
     t0 = time.time()
     try:
         rows, loss_name = power_law.load_runs([r["run_dir"] for r in plan],
                                               "test" if cfg["perplexity_split"] == "test" else "val")
-        top = {r["name"] for r in plan if r.get("top_budget", True)}
-        top_rows = [row for row in rows if row["run"] in top]
-        fits = power_law.fit_all(top_rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"])
-        if len(top_rows) < len(rows):
-            for fam, f in fits.items():
-                joint = fit_family_joint([row for row in rows if row["family"] == fam], n_bootstrap=cfg["n_bootstrap"],
-                                         ci_level=cfg["ci_level"], seed=SEED)
-                f.pop("joint", None)
-                if joint is not None:
-                    f["joint"] = joint
+        fits = power_law.fit_all(rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"],
+                                 fit_params=cfg.get("fit_params", "all"))
     except power_law.InputError as e:
         fail(str(e))
+    fitted = {run for f in fits.values() for run in f["runs"]}
     plot_dir = os.path.join(cfg["out_dir"], "plots")
-    plots = write_outputs(top_rows, fits, cfg["out_dir"], loss_name, plot_dir=plot_dir)
+    power_law.write_fit(fits, cfg["out_dir"], loss_name)
+    plots = write_outputs([row for row in rows if row["run"] in fitted], fits, plot_dir, loss_name)
     plots.update(plot_lr_sweeps(sweep or [], plot_dir))
     hist = os.path.join(data_path, "length_histogram.png")
     if os.path.isfile(hist):
         plots["length_histogram"] = shutil.copy(hist, os.path.join(plot_dir, "length_histogram.png"))
     timings.add("fit", time.time() - t0)
     for fam, f in fits.items():
-        print(f"[fit] {fam}: alpha = {power_law.with_ci(f, 'alpha')}, c = {f['c']:.3g}, "
-              f"{len(f['warnings'])} warning(s)")
-        if "joint" in f:
-            j = f["joint"]
-            print(f"[fit] {fam} L(N, D): alpha = {power_law.with_ci(j, 'alpha')}, beta = {power_law.with_ci(j, 'beta')}"
-                  f", E = {j['E']:.3g}, {len(j['warnings'])} warning(s)")
+        print(fit_summary(fam, f))
     return fits, loss_name, plots
+
+
+def fit_summary(fam, f):
+    """The [fit] lines of a family: alpha with its interval, the N fitted, the noise behind the interval, alpha
+    without the largest model where that is not the best, and every warning in words."""
+    budget = f", {power_law.human(f['budget_tokens'])}-token budget" if f.get("budget_tokens") else ""
+    lines = [f"[fit] {fam}: alpha = {power_law.with_ci(f, 'alpha')}, c = {f['c']:.3g} "
+             f"(N = {power_law.N_WORDS[f['n_fitted']]}, {f['n_points']} runs{budget})",
+             f"[fit] {fam}: {power_law.noise_text(f)}"]
+    if f.get("alpha_without_largest") is not None:
+        lines.append(f"[fit] {fam}: the largest model is not the best; without it alpha = "
+                     f"{power_law.with_ci(f, 'alpha_without_largest')}")
+    lines += [f"[fit] {fam} warning: {w}" for w in f["warnings"]]
+    if "joint" in f:
+        j = f["joint"]
+        lines.append(f"[fit] {fam} L(N, D): alpha = {power_law.with_ci(j, 'alpha')}, beta = "
+                     f"{power_law.with_ci(j, 'beta')}, E = {j['E']:.3g}; {joint_fit.compute_text(j)}")
+        lines += [f"[fit] {fam} L(N, D) warning: {w}" for w in j["warnings"]]
+    return "\n".join(lines)
 
 
 # -----------------------------------------------------------------------------
@@ -345,7 +353,7 @@ def check_config(cfg):
             fail(f"{key} must not be negative, got {cfg[key]}")
     study_plan.check_knobs(cfg)
     try:
-        power_law.check_settings(cfg["n_bootstrap"], cfg["ci_level"])
+        power_law.check_settings(cfg["n_bootstrap"], cfg["ci_level"], cfg["fit_params"])
     except power_law.InputError as e:
         fail(str(e))
 

@@ -65,7 +65,8 @@ def test_noise_free_law_is_recovered_exactly():
     f = fit_joint(GRID_N, GRID_D, law(GRID_N, GRID_D))
     for name, true in TRUE.items():
         assert f[name] == pytest.approx(true, rel=1e-3), name
-    assert f["warnings"] == []
+    # the only warning: the frontier's extra decade of compute takes D_opt beyond the largest D trained
+    assert [w for w in f["warnings"] if "outside the trained range" not in w] == []
 
 
 def test_units_of_n_and_d_change_only_a_and_b():
