@@ -80,7 +80,7 @@ def fit_batch(model, logL, counts, starts, lo, hi, max_iter=400):
     return theta, f
 
 
-def refit(model, logL, counts, starts, lo, hi):
+def refit(model, logL, counts, starts, lo, hi, max_iter=400):
     """Fit every row of counts (a resample of the runs) from each of a few starts and keep each resample's best:
     starting from the full-data optimum and a few grid points is enough to leave its basin when a resample wants
     another optimum, and far cheaper than the full grid. logL: (n,) or one row per resample (simulated losses).
@@ -88,7 +88,8 @@ def refit(model, logL, counts, starts, lo, hi):
     S = len(starts)
     logL = np.asarray(logL, float)
     targets = logL if logL.ndim == 1 else np.repeat(logL, S, axis=0)
-    theta, f = fit_batch(model, targets, np.repeat(counts, S, axis=0), np.tile(starts, (len(counts), 1)), lo, hi)
+    theta, f = fit_batch(model, targets, np.repeat(counts, S, axis=0), np.tile(starts, (len(counts), 1)), lo, hi,
+                         max_iter)
     best = np.argmin(f.reshape(-1, S), axis=1)
     return theta.reshape(len(counts), S, -1)[np.arange(len(counts)), best]
 
