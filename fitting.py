@@ -1,13 +1,15 @@
 """
 The machinery every scaling-law fit here shares: power_law.py's L(N) fits and joint_fit.py's L(N, D) fit use the same
-robust loss on log-loss residuals, the same vectorised solver, the same resampling of runs behind every interval,
-the same interval settings and the same way of writing a fitted number with its interval.
+robust loss on log-loss residuals, the same vectorised solver, the same interval settings and the same way of writing
+a fitted number with its interval; the joint fit's intervals resample runs (resample_runs), L(N)'s simulate new
+losses around the fitted curve (simulated_noise, power_law.fit_power_law).
 
 Why these choices (the Chinchilla "approach 3" recipe, adapted to 4-16 runs):
   - residuals are taken in log-loss space (relative errors, so large and small losses weigh alike),
   - a Huber loss keeps one diverged or badly tuned run from dragging an exponent around,
   - the solver starts from a grid of points and the caller keeps the best,
-  - intervals come from a bootstrap over runs, widened by leave-one-out fits when there are few runs.
+  - intervals come from refitting many resamples with the same solver: a bootstrap over runs widened by
+    leave-one-out fits (the joint fit), or a parametric bootstrap with the measured noise (L(N); docs/fits.md).
 """
 import numpy as np
 

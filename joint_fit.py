@@ -355,8 +355,8 @@ def joint_markdown(fits):
     lines = ["### Joint fit L(N, D) = E + A/N^α + B/D^β and the compute-optimal frontier", "",
              "Fitted per family to every run that knows its training tokens D, at every budget. For a budget C = "
              "k·N^p·D FLOPs the lowest loss comes from N_opt = G·(C/k)^a parameters trained on D_opt = (C/k)/N_opt^p "
-             "tokens, a = β/(α+pβ), b = α/(α+pβ) (D_opt ∝ C^b), G = (αA/(pβB))^(1/(α+pβ)); with C = 6·N·D, k = 6 "
-             "and p = 1. A, B and C are in the input's units of N and D (parameters, tokens and FLOPs for run "
+             "tokens, a = β/(α+pβ), b = α/(α+pβ) (D_opt ∝ C^b), G = (αA/(pβB))^(1/(α+pβ)) (C = 6·N·D is k = 6, "
+             "p = 1). A, B and C are in the input's units of N and D (parameters, tokens and FLOPs for run "
              "folders). In brackets: "
              f"{percent(next(iter(joint.values()))['ci_level'])} bootstrap intervals over runs. The frontier is "
              "tabled from the runs' smallest compute to one decade beyond their largest; a row beyond the trained "
