@@ -15,6 +15,7 @@ import re
 
 from eval_metrics import YANG_LERCH_NAMES
 from fitting import with_ci
+from power_law import N_WORDS, noise_text
 
 # -----------------------------------------------------------------------------
 # Markdown to HTML: the subset report.py writes (headings, paragraphs, pipe tables, fenced code, bullet lists,
@@ -223,15 +224,21 @@ def summary(st, fits):
     for fam, f in (fits or {}).items():
         if "alpha" not in f:
             continue
-        runs = [r for r in st.plan if r["model_type"] == fam and r.get("top_budget", True)]
-        sentence = (f"{fam.upper()}: over {len(runs)} sizes the loss follows L = a·N^−α + c with α = "
-                    f"{with_ci(f, 'alpha')} and a floor c = {f['c']:.3g}")
+        # the sizes, N and noise of the fit itself (power_law's fit policy): repeats of a size are not more sizes
+        sentence = (f"{fam.upper()}: over {len(set(f['n_params']))} sizes the loss follows L = a·N^−α + c "
+                    f"(N = {N_WORDS[f.get('n_fitted', 'all')]}) with α = {with_ci(f, 'alpha')} and a floor "
+                    f"c = {f['c']:.3g}")
+        if f.get("alpha_without_largest") is not None:
+            sentence += f"; without its largest model, which is not its best, α = {with_ci(f, 'alpha_without_largest')}"
         if "joint" in f:
             j = f["joint"]
             sentence += (f"; over model size and data together, L = E + A/N^α + B/D^β with α = {with_ci(j, 'alpha')}"
                          f" and β = {with_ci(j, 'beta')}")
         lines.append(sentence + ".")
+        if "sigma_source" in f:
+            lines.append(f"{fam.upper()}: {noise_text(f)}.")
         lines += [f"Warning ({fam}): {w}" for w in f.get("warnings", [])]
+        lines += [f"Warning ({fam}, L(N, D)): {w}" for w in f.get("joint", {}).get("warnings", [])]
     return lines
 
 
