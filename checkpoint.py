@@ -83,6 +83,17 @@ def load_run(run, device, data_dir=""):
 RUN_FILES = ("ckpt.pt", "log.jsonl", "results.json")  # what makes a folder one of train.py's runs
 
 
+def branch_checkpoint_path(trunk_dir, budget):
+    """Where a wsd trunk (train.py --branch_budgets) keeps its state at the start of a token budget's cooldown,
+    for the branch that trains that cooldown (--init_from=branch); the one place that names these files."""
+    return os.path.join(trunk_dir, f"branch_{int(budget)}.pt")
+
+
+def is_run_file(name):
+    """A file train.py writes into its out_dir: RUN_FILES and a trunk's branch checkpoints."""
+    return name in RUN_FILES or (name.startswith("branch_") and name.endswith(".pt"))
+
+
 def claim_out_dir(out_dir, init_from, overwrite):
     """Create or check out_dir and lock it for this process. Refuses (one line) a file, a folder of other
     things, a second writer, and a run that scratch training would overwrite unless asked to; with overwrite,
@@ -98,8 +109,8 @@ def claim_out_dir(out_dir, init_from, overwrite):
     lock.write(f"{os.getpid()}\n")
     lock.flush()
     if init_from == "scratch":
-        ours = [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
-        others = [f for f in os.listdir(out_dir) if f not in RUN_FILES and f != "train.lock" and
+        ours = sorted(f for f in os.listdir(out_dir) if is_run_file(f))
+        others = [f for f in os.listdir(out_dir) if not is_run_file(f) and f != "train.lock" and
                   not f.endswith("_perplexity.json") and not f.endswith(".tmp")]
         if ours and not overwrite:
             fail(f"{out_dir} already holds a run ({', '.join(ours)}): --init_from=resume continues it, "
@@ -109,7 +120,7 @@ def claim_out_dir(out_dir, init_from, overwrite):
                  f"choose an empty or new out_dir")
         if overwrite:  # only what an earlier run of train.py wrote, and the test losses computed from it
             for f in os.listdir(out_dir):
-                if f in RUN_FILES or f.endswith("_perplexity.json"):
+                if is_run_file(f) or f.endswith("_perplexity.json"):
                     os.remove(os.path.join(out_dir, f))
     return lock
 
@@ -139,7 +150,7 @@ def restore_progress(ckpt, optimizer, scaler, total_iters, rank, world_size, dev
     optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    if ckpt["total_iters"] != total_iters:
+    if total_iters is not None and ckpt["total_iters"] != total_iters:  # None: a branch continues its trunk
         fail(f"the run was planned for {ckpt['total_iters']} iterations but the dataset now gives "
              f"{total_iters}; resume with the same dataset")
     if len(ckpt["rng"]) == world_size:

@@ -188,6 +188,8 @@ def load_runs(paths, loss="auto"):
             res = read_json(os.path.join(d, "results.json"))
         except json.JSONDecodeError as e:
             raise InputError(f"{d}/results.json is not valid JSON ({e})")
+        if res.get("branch_budgets"):  # a wsd trunk (train.py): stopped before any cooldown, its branches are the runs
+            continue
         for key in ("model_type", "n_params", "val_loss"):
             if res.get(key) is None:
                 raise InputError(f"{d}/results.json lacks {key}")

@@ -6,6 +6,15 @@ Train one GPT or LSTM language model on a prepared dataset, for exactly the toke
     python train_rnn.py config/lstm_small.py                  # same loop, LSTM defaults
     torchrun --standalone --nproc_per_node=8 train.py config/gpt_xl.py   # DDP (NCCL; gloo on CPU)
     python train.py --out_dir=out/gpt_small --init_from=resume   # continue a killed run exactly
+    python train.py config/gpt_small.py --lr_schedule=wsd --branch_budgets=5e5,1e6,2e6 --out_dir=out/trunk
+    python train.py --init_from=branch --branch_from=out/trunk --max_tokens=1e6 --out_dir=out/gpt_small.d1M
+
+Schedules: 'cosine' (warm-up, cosine decay to min_lr at the last step) or 'wsd' (warm-up, the constant rate, a
+1-sqrt decay over the last cooldown_frac of the steps). A wsd trunk (--branch_budgets) trains the constant rate up
+to the largest budget's cooldown and writes branch_<tokens>.pt where each budget's cooldown starts; a branch
+(--init_from=branch) trains one budget's cooldown from there into its own out_dir and is that budget's run, bit for
+bit the run that budget would be alone (its results.json counts the whole budget and records its trunk). The trunk's
+results.json is no budget's run (it records branch_budgets; scaling fits skip it). docs/wsd.md has the measurements.
 
 Writes out_dir/log.jsonl (one JSON per logged iteration), out_dir/ckpt.pt (atomically: every
 ckpt_interval_s seconds, every ckpt_interval iterations if set, and at the end) and out_dir/results.json.
@@ -38,7 +47,7 @@ from types import SimpleNamespace
 import torch
 from tqdm import tqdm
 
-from checkpoint import claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
+from checkpoint import branch_checkpoint_path, claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
 from configurator import config_keys, configure, fail
 from dataset import TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
 from hardware import device_name, lookup_peak_flops, peak_memory_bytes, setup_device, synchronize
@@ -50,7 +59,8 @@ from windows import Tokens, TrainBatches, exact_loss, spread_windows, windows_lo
 # I/O
 out_dir = 'out'
 data_dir = 'data/music21'
-init_from = 'scratch'      # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+init_from = 'scratch'      # 'scratch', 'resume' (from out_dir/ckpt.pt) or 'branch' (a wsd cooldown from branch_from)
+branch_from = ''           # init_from='branch': the trunk's out_dir; the branch trains the cooldown of its max_tokens
 overwrite = False          # from scratch into out_dir that holds a run: replace it (else a one-line refusal)
 log_interval = 10          # iterations between log.jsonl lines (the host reads the loss only then)
 eval_interval = 50         # iterations between validation estimates (0: only the final exact pass)
@@ -77,10 +87,15 @@ n_embd = 128
 dropout = 0.0              # one epoch rarely overfits; 0 is the scaling-law convention
 bias = True                # GPT only: biases in Linear and LayerNorm as in GPT-2
 grad_checkpoint = False    # GPT only: activation checkpointing, trades compute for memory
-# AdamW and schedule: linear warmup, then cosine decay to min_lr at the last iteration
+# AdamW and schedule: linear warmup, then cosine decay to min_lr at the last iteration ('cosine'), or
+# warmup-stable-decay ('wsd', Hagele et al. 2024): the constant rate, then a decay over the last cooldown_frac
 learning_rate = 1e-3
 min_lr = 1e-4
 warmup_iters = 30
+lr_schedule = 'cosine'     # 'cosine' or 'wsd'
+cooldown_frac = 0.2        # wsd: the share of the run's iterations spent decaying to min_lr
+branch_budgets = ''        # wsd trunk: token budgets, e.g. '5e5,1e6,2e6'; trains the constant rate up to the largest
+                           # budget's cooldown and writes branch_<tokens>.pt where each budget's cooldown starts
 weight_decay = 0.1         # on matrices only
 beta1 = 0.9
 beta2 = 0.95
@@ -98,7 +113,9 @@ peak_flops = 0.0           # the device's peak FLOP/s for MFU; 0 = look the GPU 
 RESUME_MUST_MATCH = ("model_type", "n_layer", "n_head", "n_embd", "dropout", "bias", "data_seed", "data_order",
                      "batch_size", "block_size", "gradient_accumulation_steps", "max_tokens", "max_iters",
                      "learning_rate", "min_lr", "warmup_iters", "weight_decay", "beta1", "beta2",
-                     "grad_clip", "seed")
+                     "grad_clip", "seed", "lr_schedule", "cooldown_frac", "branch_budgets")
+# a branch keeps its trunk's RESUME_MUST_MATCH settings except these, which set its own budget
+BRANCH_MAY_CHANGE = ("max_tokens", "max_iters", "branch_budgets")
 # (knob, smallest allowed value); checked where the configuration is read
 AT_LEAST = (("batch_size", 1), ("block_size", 1), ("gradient_accumulation_steps", 1), ("n_layer", 1),
             ("n_head", 1), ("n_embd", 1), ("log_interval", 1), ("eval_iters", 1), ("eval_interval", 0),
@@ -129,11 +146,43 @@ def read_config(argv, defaults):
         # a checkpoint from before data_order existed was trained in stride order, whatever today's default
         saved = {"data_order": "stride", **{k: v for k, v in ckpt["config"].items() if k in base}}
         cfg = configure({**base, **saved, "init_from": "resume"}, argv)
-        changed = [f"{k}: {saved[k]!r} -> {cfg[k]!r}" for k in RESUME_MUST_MATCH if k in saved and saved[k] != cfg[k]]
+        changed = changed_settings(saved, cfg, ())
         if changed:
             fail(f"resume must keep the run's settings, but these changed: {'; '.join(changed)}")
-    if cfg["init_from"] not in ("scratch", "resume"):
-        fail(f"init_from must be 'scratch' or 'resume', got {cfg['init_from']!r}")
+    elif cfg["init_from"] == "branch":
+        # the trunk's settings are the defaults of a branch: --branch_from, --max_tokens and --out_dir are enough
+        trunk = cfg["branch_from"]
+        if not trunk or not os.path.isdir(trunk):
+            fail(f"init_from=branch needs --branch_from=TRUNK_OUT_DIR (a run trained with --branch_budgets), got "
+                 f"{trunk!r}")
+        path = branch_checkpoint_path(trunk, cfg["max_tokens"])
+        if not os.path.isfile(path):
+            have = sorted(f for f in os.listdir(trunk) if f.startswith("branch_") and f.endswith(".pt"))
+            fail(f"{path} not found: --max_tokens must be one of the budgets the trunk has reached "
+                 f"({', '.join(have) or 'none yet'})")
+        ckpt = read_checkpoint(path)
+        saved = {k: v for k, v in ckpt["config"].items() if k in base and k not in ("out_dir", *BRANCH_MAY_CHANGE)}
+        cfg = configure({**base, **saved, "init_from": "branch", "branch_from": trunk}, argv)
+        changed = changed_settings(ckpt["config"], cfg, BRANCH_MAY_CHANGE)
+        if changed:
+            fail(f"a branch must keep its trunk's settings, but these changed: {'; '.join(changed)}")
+        if cfg["branch_budgets"] or cfg["max_iters"]:
+            fail("a branch trains one budget: set --max_tokens (one of the trunk's branch_budgets), not "
+                 "branch_budgets or max_iters")
+        if os.path.abspath(cfg["out_dir"]) == os.path.abspath(trunk):
+            fail(f"a branch writes into its own out_dir, not into its trunk {trunk}")
+    if cfg["init_from"] not in ("scratch", "resume", "branch"):
+        fail(f"init_from must be 'scratch', 'resume' or 'branch', got {cfg['init_from']!r}")
+    if cfg["lr_schedule"] not in ("cosine", "wsd"):
+        fail(f"lr_schedule must be 'cosine' or 'wsd', got {cfg['lr_schedule']!r}")
+    if not 0 < cfg["cooldown_frac"] <= 1:
+        fail(f"cooldown_frac must be in (0, 1], got {cfg['cooldown_frac']}")
+    if cfg["branch_budgets"]:
+        budgets = parse_budgets(cfg["branch_budgets"])
+        if cfg["lr_schedule"] != "wsd" or cfg["max_tokens"] or cfg["max_iters"]:
+            fail("branch_budgets trains a wsd trunk whose length the budgets set: use --lr_schedule=wsd and leave "
+                 "max_tokens and max_iters at 0")
+        cfg["branch_budgets"] = ",".join(str(b) for b in budgets)  # one spelling, so that a resume compares equal
     if cfg["model_type"] not in MODEL_CLASSES:
         fail(f"model_type must be one of {sorted(MODEL_CLASSES)}, got {cfg['model_type']!r}")
     for key, least in AT_LEAST:
@@ -146,10 +195,47 @@ def read_config(argv, defaults):
     return cfg, ckpt
 
 
-def lr_at(it, total_iters, learning_rate, min_lr, warmup_iters):
-    """Linear warmup over warmup_iters, then cosine decay reaching min_lr at the last iteration."""
+def changed_settings(saved, cfg, may_change):
+    """'key: old -> new' for each setting that shapes the result and differs (cooldown_frac only under wsd)."""
+    keys = [k for k in RESUME_MUST_MATCH if k not in may_change and k in saved and saved[k] != cfg[k]]
+    if "cooldown_frac" in keys and saved.get("lr_schedule", "cosine") == cfg["lr_schedule"] == "cosine":
+        keys.remove("cooldown_frac")
+    return [f"{k}: {saved[k]!r} -> {cfg[k]!r}" for k in keys]
+
+
+def parse_budgets(text):
+    """'5e5,1e6,2e6' -> [500000, 1000000, 2000000] (sorted, whole tokens), or a one-line error."""
+    try:
+        budgets = sorted({int(float(b)) for b in str(text).split(",") if b.strip()})
+    except ValueError:
+        budgets = []
+    if not budgets or budgets[0] <= 0:
+        fail(f"branch_budgets must be positive token counts separated by commas, e.g. '5e5,1e6,2e6', got {text!r}")
+    return budgets
+
+
+def wsd_decay_start(total_iters, warmup_iters, cooldown_frac):
+    """The first iteration of a wsd run's decay: the last cooldown_frac of its iterations (at least the last one),
+    not inside the warm-up unless the run is that short. Everything before it is the same for every budget, which
+    is what makes branching exact."""
+    return min(total_iters - 1, max(warmup_iters, total_iters - max(1, round(cooldown_frac * total_iters))))
+
+
+def lr_at(it, total_iters, learning_rate, min_lr, warmup_iters, schedule="cosine", cooldown_frac=0.2):
+    """Linear warmup over warmup_iters, then (cosine) cosine decay reaching min_lr at the last iteration, or (wsd)
+    the constant learning_rate up to wsd_decay_start and a 1-sqrt decay reaching min_lr at the last iteration.
+    Why 1-sqrt and not linear: Hagele et al. 2024 (Fig. 4, 5) measured it to beat a linear cooldown of the same
+    length and to match or beat cosine at 20% cooldown; their 1-sqrt shape decays to 0, ours to min_lr like the
+    cosine schedule, so that the two schedules differ only in their shape. The warm-up depends on warmup_iters
+    alone, never on total_iters, so a trunk and every budget trained alone share it."""
     if it < warmup_iters:
         return learning_rate * (it + 1) / (warmup_iters + 1)
+    if schedule == "wsd":
+        start = wsd_decay_start(total_iters, warmup_iters, cooldown_frac)
+        if it < start:
+            return learning_rate
+        ratio = min(1.0, (it - start) / max(1, total_iters - 1 - start))
+        return min_lr + (1.0 - math.sqrt(ratio)) * (learning_rate - min_lr)
     decay_iters = max(1, total_iters - 1 - warmup_iters)
     ratio = min(1.0, (it - warmup_iters) / decay_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
@@ -226,15 +312,17 @@ class StepClock:
         return seconds
 
 
-def open_log(path, resume_iter):
+def open_log(path, resume_iter, source=None, log_interval=1):
     """Start log.jsonl; a resumed run keeps what the killed run logged before its checkpoint (the evaluation at
-    the checkpoint's own iteration runs again, so it is dropped)."""
+    the checkpoint's own iteration runs again, so it is dropped), a branch what its trunk (source) logged before
+    its cooldown (not the trunk's last line, logged because the trunk ended there, unless it is a log_interval's)."""
     kept = []
-    if resume_iter is not None and os.path.exists(path):
-        with open(path) as f:
+    if resume_iter is not None and os.path.exists(source or path):
+        with open(source or path) as f:
             entries = [json.loads(line) for line in f if line.strip()]
+        at_start = source is None or resume_iter % log_interval == 0
         kept = [json.dumps(e) + "\n" for e in entries
-                if e["iter"] < resume_iter or (e["iter"] == resume_iter and "val_loss" not in e)]
+                if e["iter"] < resume_iter or (e["iter"] == resume_iter and "val_loss" not in e and at_start)]
     with open(path, "w") as f:
         f.writelines(kept)
 
@@ -293,6 +381,9 @@ def run_results(c, raw_model, data, plan, progress, losses, device_type, dtype_n
         "epochs": plan["epochs"], "flops_per_token": flops_per_token, "train_flops": flops_per_token * plan["tokens"],
         "train_loss": train_loss, "train_bpc": bits_per_char(train_loss, data.split_stats("train")),
         "val_loss": val_loss, "val_bpc": bits_per_char(val_loss, data.split_stats("val")), "val_targets": val_targets,
+        # a wsd trunk is no budget's run (scaling fits skip it); trunk: the run a wsd branch continues
+        "lr_schedule": c.lr_schedule, "branch_budgets": parse_budgets(c.branch_budgets) if c.branch_budgets else None,
+        "trunk": progress.get("trunk"),
         "wall_time_s": wall_time_s, "train_time_s": progress["train_time_s"],
         "compile_time_s": progress["compile_time_s"], "tokens_per_s": tokens_per_s,
         "mfu": flops_per_token * tokens_per_s / (peak * world_size) if peak and tokens_per_s else None,
@@ -328,15 +419,36 @@ def main(argv=None, **defaults):
                  f"({len(data.split(split))} tokens)")
     try:
         order = TrainOrder(data.split("train"), c.block_size, c.data_seed, c.data_order, data.eot_id)
-        plan = iteration_plan(c.batch_size, c.gradient_accumulation_steps, c.max_tokens, c.max_iters, order)
+        plan = None
+        branch_at = {}  # trunk: iteration -> the budgets whose cooldown starts there
+        if c.branch_budgets:
+            for budget in parse_budgets(c.branch_budgets):
+                budget_iters = iteration_plan(c.batch_size, c.gradient_accumulation_steps, budget, 0,
+                                              order)["total_iters"]
+                branch_at.setdefault(wsd_decay_start(budget_iters, c.warmup_iters, c.cooldown_frac), []).append(budget)
+            if max(branch_at) == 0:
+                fail("every budget's cooldown starts at iteration 0: the trunk has nothing to train (lower "
+                     "cooldown_frac or raise warmup_iters)")
+            # the trunk follows the largest budget's schedule (the constant rate) and stops where its decay starts
+            plan = iteration_plan(c.batch_size, c.gradient_accumulation_steps, 0, max(branch_at), order)
+        else:
+            plan = iteration_plan(c.batch_size, c.gradient_accumulation_steps, c.max_tokens, c.max_iters, order)
+            budget_iters = plan["total_iters"]
     except ValueError as e:
         fail(f"{c.data_dir}: {e}")
     total_iters, tokens_per_iter = plan["total_iters"], plan["tokens_per_iter"]
+    schedule_iters = budget_iters  # the length lr_at plans the decay for (a trunk stops before its decay)
+    branching = c.init_from == "branch"
+    if branching and ckpt["iter_num"] != wsd_decay_start(total_iters, c.warmup_iters, c.cooldown_frac):
+        fail(f"the trunk's checkpoint for {c.max_tokens:.0f} tokens is at iteration {ckpt['iter_num']}, but this "
+             f"run's cooldown starts at {wsd_decay_start(total_iters, c.warmup_iters, c.cooldown_frac)}: the "
+             f"trunk was trained with other settings")
     prints = data.fingerprints()
     if ckpt and ckpt["dataset"].get("fingerprint", prints["fingerprint"]) != prints["fingerprint"]:
         fail(f"{c.data_dir} is not the dataset this run was trained on (its fingerprint differs); resume with "
              f"the same data")
-    lock = claim_out_dir(c.out_dir, c.init_from, c.overwrite) if master else None  # held until the run ends
+    # a branch starts a new run in its out_dir, as scratch does: a finished run there is replaced only with overwrite
+    lock = claim_out_dir(c.out_dir, "scratch" if branching else c.init_from, c.overwrite) if master else None
 
     # model and optimizer, from scratch or from the checkpoint
     model_args = ckpt["model_args"] if ckpt else model_args_from_config(cfg, data.vocab_size)
@@ -353,9 +465,15 @@ def main(argv=None, **defaults):
     progress = {"iter_num": 0, "train_time_s": 0.0, "compile_time_s": 0.0, "steady_time_s": 0.0,
                 "steady_tokens": 0, "wall_time_s": 0.0, "run_id": uuid.uuid4().hex}  # run_id: kept on resume
     if ckpt:
-        progress = restore_progress(ckpt, optimizer, scaler, total_iters, rank, world_size, device_type)
+        progress = restore_progress(ckpt, optimizer, scaler, None if branching else total_iters, rank, world_size,
+                                    device_type)
     else:
         torch.manual_seed(c.seed + rank)  # dropout differs across ranks, reproducibly
+    if branching:  # a new run from the trunk's state: its own id, and where it came from (kept on resume)
+        progress["trunk"] = {"out_dir": os.path.abspath(c.branch_from), "run_id": progress["run_id"],
+                             "iter": progress["iter_num"], "tokens": progress["tokens_seen"],
+                             "wall_time_s": progress["wall_time_s"]}
+        progress["run_id"] = uuid.uuid4().hex
     ckpt = None  # free the checkpoint's copy of the weights
     fast_model = raw_model
     if c.compile and device_type == "cuda":
@@ -389,17 +507,19 @@ def main(argv=None, **defaults):
         if plan["epochs"] > 1:
             print(f"note: the budget is more than one epoch ({plan['epochs']:.3f}); later epochs reuse the windows "
                   f"in new orders")
-        open_log(log_path, progress["iter_num"] if c.init_from == "resume" else None)
+        open_log(log_path, progress["iter_num"] if c.init_from != "scratch" else None,
+                 os.path.join(c.branch_from, "log.jsonl") if branching else None, c.log_interval)
         if c.wandb_log:
             import wandb  # optional dependency, imported only when asked for
             wandb.init(project=c.wandb_project, config=cfg, dir=c.out_dir,
                        name=c.wandb_run_name or os.path.basename(os.path.abspath(c.out_dir)))
     log = (lambda entry: append_log(log_path, entry, wandb)) if master else (lambda entry: None)
 
-    def checkpoint():
-        progress.update(iter_num=iter_num, tokens_seen=tokens_at(iter_num),
-                        wall_time_s=wall_before + time.time() - t_start)
-        save_checkpoint(ckpt_path, raw_model, optimizer, scaler, cfg, model_args, plan, progress,
+    def checkpoint(path=ckpt_path):
+        progress.update(iter_num=iter_num, tokens_seen=tokens_at(iter_num),  # train_loss: the last step's, for a
+                        wall_time_s=wall_before + time.time() - t_start,   # resume's first log line
+                        train_loss=progress.get("train_loss") if loss is None else loss.item())
+        save_checkpoint(path, raw_model, optimizer, scaler, cfg, model_args, plan, progress,
                         {**data.meta, **prints}, device_type, ddp)
 
     # the training loop
@@ -416,12 +536,15 @@ def main(argv=None, **defaults):
             at_ckpt = iter_num > start_iter and (ckpt_due or stop_now or
                                                  (c.ckpt_interval and iter_num % c.ckpt_interval == 0))
             at_eval = c.eval_interval > 0 and iter_num % c.eval_interval == 0
-            if at_ckpt or at_eval:
+            at_branch = iter_num in branch_at
+            if at_ckpt or at_eval or at_branch:
                 clock.stop()  # evaluations and checkpoints are not training time
                 check_divergence(bad, ckpt_path)
                 if at_ckpt:
                     checkpoint()
                     last_ckpt, ckpt_due = time.time(), False
+                for budget in branch_at.get(iter_num, ()):
+                    checkpoint(branch_checkpoint_path(c.out_dir, budget))
                 if stop_now:
                     fail(f"stopped by {stop.received or 'a signal to another rank'} at iteration {iter_num}: "
                          f"{ckpt_path} holds the run; continue it with --out_dir={c.out_dir} --init_from=resume")
@@ -430,12 +553,14 @@ def main(argv=None, **defaults):
                     if master:
                         pbar.write(f"iter {iter_num}: val loss {val_loss:.4f}")
                     log({"iter": iter_num, "tokens": tokens_at(iter_num),
-                         "lr": lr_at(iter_num, total_iters, c.learning_rate, c.min_lr, c.warmup_iters),
-                         "train_loss": None if loss is None else loss.item(), "val_loss": val_loss,
-                         "tokens_per_s": None, "mfu": None, "peak_mem_bytes": peak_memory_bytes(device_type)})
+                         "lr": lr_at(iter_num, schedule_iters, c.learning_rate, c.min_lr, c.warmup_iters,
+                                     c.lr_schedule, c.cooldown_frac),
+                         "train_loss": progress.get("train_loss") if loss is None else loss.item(),
+                         "val_loss": val_loss, "tokens_per_s": None, "mfu": None, "peak_mem_bytes": peak_memory_bytes(device_type)})
                 clock.start()
 
-            lr = lr_at(iter_num, total_iters, c.learning_rate, c.min_lr, c.warmup_iters)
+            lr = lr_at(iter_num, schedule_iters, c.learning_rate, c.min_lr, c.warmup_iters, c.lr_schedule,
+                       c.cooldown_frac)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss = accumulate_gradients(train_model, scaler, ctx, (batches.micro_batch(iter_num, m) for m in range(accum)),
@@ -485,6 +610,8 @@ def main(argv=None, **defaults):
     check_divergence(bad, ckpt_path)
     progress["train_time_s"] = progress["compile_time_s"] + progress["steady_time_s"]
     checkpoint()
+    for budget in branch_at.get(total_iters, ()):  # the largest budget branches where the trunk ends
+        checkpoint(branch_checkpoint_path(c.out_dir, budget))
     val_loss, val_targets = exact_loss(raw_model, data.split("val"), data.eot_id, c.block_size, c.batch_size, dev, ctx,
                                        rank=rank, world_size=world_size)
     train_loss = estimate(train_tokens, spread_windows(train_tokens.n, c.block_size, c.eval_iters * c.batch_size))

@@ -253,6 +253,16 @@ def test_old_files_without_run_ids_are_used_as_before(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_wsd_trunk_is_left_out_of_the_fits(tmp_path):
+    """A wsd trunk (train.py --branch_budgets) stopped before any cooldown: its branches are the budgets' runs."""
+    three_sizes(tmp_path / "runs")
+    trunk = fake_run(tmp_path / "runs", "gpt_50000.trunk", "gpt", 50_000, 1.5)
+    results = json.loads((trunk / "results.json").read_text())
+    (trunk / "results.json").write_text(json.dumps({**results, "branch_budgets": [100_000, 200_000]}))
+    rows, _ = power_law.load_runs([tmp_path / "runs"])
+    assert sorted(r["run"] for r in rows) == ["gpt_3200000", "gpt_400000", "gpt_50000"]
+
+
 def test_a_damaged_test_loss_file_counts_as_missing(tmp_path):
     runs = three_sizes(tmp_path / "runs", run_id="current")
     (runs[0] / "test_perplexity.json").write_text('{"loss": 1.')  # cut short
