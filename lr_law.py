@@ -141,6 +141,16 @@ def _profile_ci(idx, n_c, x, y, m, a_c, b_hat, rss, dof, ci_level, warnings):
     return ends
 
 
+def describe(law):
+    """One line: the law, its interval and what a 2x mis-set rate costs."""
+    ci = law["b_ci"]
+    ci = "no interval" if ci is None else f"[{'-inf' if ci[0] is None else f'{ci[0]:.3f}'}, " \
+         f"{'inf' if ci[1] is None else f'{ci[1]:.3f}'}]"
+    return (f"lr*(N) = {math.exp(law['a']):.3g} * N^{law['b']:.3f}, b {ci} ({law['ci_level']:.0%} profile), "
+            f"k = {law['k']:.3g}: a rate 2x off costs {law['cost_2x']:.4f} nats ({law['n_sizes']} sizes, "
+            f"{law['n_points']} points)")
+
+
 def rate(a, b, n_params):
     """lr*(N) = exp(a + b ln N)."""
     return math.exp(a + b * math.log(n_params))

@@ -271,7 +271,10 @@ def plot_lr_sweeps(sweep, plot_dir):
             ax.scatter([best["lr"]], [best["val_loss"]], marker="*", s=200, zorder=4, edgecolor="black",
                        color="white" if s["warning"] else col)
             if law and s["size"] in law["rates"]:
-                lrs = np.exp(np.linspace(np.log(min(p["lr"] for p in ok)), np.log(max(p["lr"] for p in ok)), 60))
+                # drawn over the rates the fit used (within its window of the best) and out to the law's rate
+                near = [p["lr"] for p in ok if abs(np.log(p["lr"] / best["lr"])) <= np.log(law["window"]) + 1e-9]
+                ends = near + [law["rates"][s["size"]]]
+                lrs = np.exp(np.linspace(np.log(min(ends)), np.log(max(ends)), 60))
                 ax.plot(lrs, lr_law.loss_curve(law, s["size"], lrs), color=col, ls="--", lw=1.2)
                 ax.scatter([law["rates"][s["size"]]], [law["L_star"][s["size"]]], marker="D", s=40, color=col,
                            edgecolor="black", zorder=5)

@@ -353,12 +353,10 @@ def final_plan(specs, cfg, resolve, sizes, choice):
                     rate, info["pending"] = PENDING, True
                 else:
                     extra = extra + _rate(base, c["lr"])
-                    if c["lr"] == base["train_config"]["learning_rate"]:
-                        rate = None  # the config's own rate keeps the plain name
-                    elif c["by"] == "law":
-                        rate = f"{c['lr']:g}"
-                    else:
-                        rate = next(r["rate_name"] for r in sweep[spec["name"]]["runs"] if r["lr"] == c["lr"])
+                    # the config's own rate keeps the plain name, a swept one its sweep's (so a sweep on the full
+                    # budget is its own final run), a law's rate between them its value
+                    rate = None if c["lr"] == base["train_config"]["learning_rate"] else next(
+                        (r["rate_name"] for r in sweep[spec["name"]]["runs"] if r["lr"] == c["lr"]), f"{c['lr']:g}")
                     info.update(lr=c["lr"], rate="law" if c["by"] == "law" else c["points"][c["best"]]["rate"])
             run = resolve(_variant(spec, run_name(spec["name"], label, rate), extra, **info))
             plan.append(run)
@@ -421,16 +419,6 @@ def train_sweep(replan, cfg, timings, logs, train_all):
                   f"sweep (loss = inf); the sweep goes on", flush=True)
 
 
-def law_text(fam, law):
-    """One line: the law, its interval and what a 2x mis-set rate costs."""
-    ci = law["b_ci"]
-    ci = "no interval" if ci is None else f"[{'-inf' if ci[0] is None else f'{ci[0]:.3f}'}, " \
-         f"{'inf' if ci[1] is None else f'{ci[1]:.3f}'}]"
-    return (f"{fam}: lr*(N) = {math.exp(law['a']):.3g} * N^{law['b']:.3f}, b {ci} ({law['ci_level']:.0%} profile), "
-            f"k = {law['k']:.3g}: a rate 2x off costs {law['cost_2x']:.4f} nats ({law['n_sizes']} sizes, "
-            f"{law['n_points']} points)")
-
-
 def print_choice(choice):
     """One line per size: the best rate of its sweep and the rate it is trained at, or what is still to run; the
     law per family; then the warnings."""
@@ -445,7 +433,7 @@ def print_choice(choice):
                   + (f"; trained at the law's {c['lr']:.3g}" if c["by"] == "law" else ""))
     for fam, law in choice["laws"].items():
         if "error" not in law:
-            print(f"[lr law] {law_text(fam, law)}")
+            print(f"[lr law] {fam}: {lr_law.describe(law)}")
             for w in law["warnings"]:
                 print(f"[lr law] WARNING: {fam}: {w}")
     for w in [c["warning"] for c in choice["sizes"] if c["warning"]] + choice["warnings"]:
