@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+import lr_law
 from dataset import read_jsonl
 from fitting import human, percent, with_ci
 from joint_fit import compute_optimal, predict, tokens_at
@@ -374,38 +375,67 @@ def plot_iso_flop(fits, path, loss_name="loss"):
 
 
 def plot_lr_sweeps(sweep, plot_dir):
-    """Final validation loss vs learning rate, one line per size and one PNG per family (lr_sweep_FAMILY.png), the
-    chosen rate starred; sweep: study_plan.choose_rates. Returns {lr_sweep_FAMILY: path}; {} without a sweep."""
+    """Per family (lr_sweep_FAMILY.png), sweep: study_plan.choose_rates. Left: final validation loss vs learning
+    rate, one colour per size, its best rate starred (hollow where it is still the edge of its grid), the fitted
+    parabola of the learning-rate law dashed and its rate lr*(N) a diamond. Right: the best rate of each sweep and
+    the law's line lr*(N) vs N. Returns {lr_sweep_FAMILY: path}; {} without a sweep."""
     written = {}
-    for fam in dict.fromkeys(s["family"] for s in sweep):
-        sizes = sorted((s for s in sweep if s["family"] == fam and s["best"] is not None), key=lambda s: s["n_params"])
-        if not sizes:
-            continue
+    done = [s for s in (sweep or {"sizes": []})["sizes"] if s["best"] is not None]
+    for fam in dict.fromkeys(s["family"] for s in done):
+        sizes = sorted((s for s in done if s["family"] == fam), key=lambda s: s["n_params"])
+        law = sweep["laws"].get(fam)
+        law = law if law and "error" not in law else None
         plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(7, 4.8), dpi=130)
+        fig, (ax, ax_n) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=130, gridspec_kw={"width_ratios": [3, 2]})
         cmap = plt.get_cmap("viridis")
         for j, s in enumerate(sizes):
             col = cmap(j / max(1, len(sizes) - 1) * 0.9)  # small to large: dark to light, as the training curves
             ok = [p for p in s["points"] if not p["diverged"]]
             gone = [p["rate"] for p in s["points"] if p["diverged"]]
             label = f"{s['size']} ({human(s['n_params'])})" + (f", diverged at {', '.join(gone)}" if gone else "")
-            ax.plot([p["lr"] for p in ok], [p["val_loss"] for p in ok], color=col, marker="o", lw=1.5, label=label)
+            ax.plot([p["lr"] for p in ok], [p["val_loss"] for p in ok], color=col, marker="o", lw=1, label=label)
             best = s["points"][s["best"]]
-            ax.scatter([best["lr"]], [best["val_loss"]], marker="*", s=200, color=col, edgecolor="black", zorder=4)
-            if s.get("warning"):  # study_plan: the best rate is at an end of the grid and may lie beyond it
+            ax.scatter([best["lr"]], [best["val_loss"]], marker="*", s=200, zorder=4, edgecolor="black",
+                       color="white" if s["warning"] else col)
+            if s["warning"]:  # study_plan: the best rate is at an end of the grid and may lie beyond it
                 ax.scatter([best["lr"]], [best["val_loss"]], marker="o", s=420, facecolor="none", edgecolor="red",
                            linewidth=1.5, zorder=5)
                 ax.annotate("edge of the grid", (best["lr"], best["val_loss"]), xytext=(0, 14),
                             textcoords="offset points", ha="center", fontsize=7, color="red")
-        ax.scatter([], [], marker="*", s=200, color="white", edgecolor="black", label="chosen (lowest loss)")
+            if law and s["size"] in law["rates"]:
+                # drawn over the rates the fit used (within its window of the best) and out to the law's rate
+                near = [p["lr"] for p in ok if abs(np.log(p["lr"] / best["lr"])) <= np.log(law["window"]) + 1e-9]
+                ends = near + [law["rates"][s["size"]]]
+                lrs = np.exp(np.linspace(np.log(min(ends)), np.log(max(ends)), 60))
+                ax.plot(lrs, lr_law.loss_curve(law, s["size"], lrs), color=col, ls="--", lw=1.2)
+                ax.scatter([law["rates"][s["size"]]], [law["L_star"][s["size"]]], marker="D", s=40, color=col,
+                           edgecolor="black", zorder=5)
+            ax_n.scatter([s["n_params"]], [best["lr"]], marker="*", s=160, edgecolor="black", zorder=4,
+                         color="white" if s["warning"] else col)
+        ax.scatter([], [], marker="*", s=200, color="grey", edgecolor="black", label="best of the sweep")
+        if any(s["warning"] for s in sizes):
+            ax.scatter([], [], marker="*", s=200, color="white", edgecolor="black", label="best, at the grid's edge")
+        if law:
+            ax.plot([], [], color="grey", ls="--", label="learning-rate law (fit of all sizes)")
+            ax.scatter([], [], marker="D", s=40, color="grey", edgecolor="black", label="law's rate lr*(N)")
+            n = np.exp(np.linspace(np.log(sizes[0]["n_params"] / 1.5), np.log(sizes[-1]["n_params"] * 1.5), 20))
+            ax_n.plot(n, np.exp(law["a"]) * n ** law["b"], color="black", lw=1.5,
+                      label=f"lr*(N) = {np.exp(law['a']):.3g}·N^{law['b']:.3f}")
+            on_law = [s for s in sizes if s["size"] in law["rates"]]
+            ax_n.scatter([s["n_params"] for s in on_law], [law["rates"][s["size"]] for s in on_law], marker="D",
+                         s=30, color="black", zorder=5, label="law's rate (trained)")
+            ax_n.legend(fontsize=8)
         _log_axes(ax, "learning rate", "final validation loss (nats/token)",
                   f"{fam}: learning-rate sweep ({human(sizes[0]['tokens'])} tokens per run)")
+        _log_axes(ax_n, "parameters N", "learning rate", f"{fam}: best rate vs size")
         # ticks at the swept rates only: log-axis minor labels between them would crowd each other
         from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
-        ax.xaxis.set_major_locator(FixedLocator(sorted({p["lr"] for s in sizes for p in s["points"]})))
+        rates = sorted({p["lr"] for s in sizes for p in s["points"]})
+        ax.xaxis.set_major_locator(FixedLocator(rates if len(rates) <= 8 else rates[::2]))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.legend(fontsize=8)
+        ax_n.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=7)
         written[f"lr_sweep_{fam}"] = _save(plt, fig, os.path.join(plot_dir, f"lr_sweep_{fam}.png"))
     return written
 

@@ -619,7 +619,7 @@ def family_lines(fam, f):
     lines = [f"**{fam}:** L(N) fitted on N = {N_WORDS[f['n_fitted']]}, {f['n_points']} runs{budget}; "
              f"{noise_text(f)}."]
     if "alpha_without_largest" in f:
-        lines.append(f"- α without the largest model (it is not the best): "
+        lines.append("- α without the largest model (it is not the best): "
                      + ("too few sizes remain to fit." if f["alpha_without_largest"] is None
                         else with_ci(f, "alpha_without_largest") + "."))
     lines.extend(f"- {n}" for n in f.get("notes", []))

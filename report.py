@@ -3,6 +3,7 @@ report.md of a scaling study: one function per section, each returning markdown 
 joins them. The Study class reads once what the pipeline's steps wrote (results.json and the perplexity of every
 run, samples.jsonl of every sample folder, eval_syntax.json); study.py runs the steps and then calls write_report.
 """
+import math
 import os
 import platform
 import shlex
@@ -11,7 +12,7 @@ from dataset import read_json, read_jsonl
 from power_law import fit_markdown, human
 from eval_metrics import YANG_LERCH_FEATURES, YANG_LERCH_NAMES
 from report_html import write_html
-from tune_checks import STATISTICS, format_table, summarize
+from tune_checks import format_table, summarize
 
 
 # -----------------------------------------------------------------------------
@@ -266,37 +267,62 @@ def section_training(st, plots):
 
 
 def section_lr_sweep(st, sweep, plots):
-    """The learning-rate sweep (study_plan.choose_rates): validation loss of every size at every rate, the chosen
-    one in bold, a plot per family and a warning where the best rate is at an end of the grid."""
-    if not sweep:
+    """The learning-rate sweep (study_plan.choose_rates): validation loss of every size at every rate it was swept
+    at, its best in bold; per family the learning-rate law (lr_law.py) with its interval, the cost of a mis-set
+    rate and the rate each size is trained at; a plot per family; the warnings."""
+    if not sweep or not sweep["sizes"]:
         return []
-    rates = [p["rate"] for p in sweep[0]["points"]]
-    multiples = rates[0].startswith("x")
     fraction = st.cfg["lr_sweep_tokens"]
+    by_law = any(s["by"] == "law" for s in sweep["sizes"])
     L = ["## Learning-rate sweep", "",
-         f"Every size trained at each rate of `lr_sweep = '{st.cfg['lr_sweep']}'`"
-         + (" (multiples of its config's learning rate; the rate itself in brackets)" if multiples else "")
-         + f" on {'the full budget' if fraction >= 1 else f'{fraction:g}× the budget'}, each run with its own "
-         f"schedule (min_lr scaled with the rate{'' if fraction >= 1 else ', warm-up by the same share'}). The "
-         f"rate with the lowest final validation loss (exact pass over the val split, nats/token) is chosen (**bold**)"
-         + (" and trained again on the full budget: those are the runs of the tables above and of the fits."
-            if fraction < 1 else "; those runs are the ones of the tables above and of the fits.")
+         f"Every size trained at the rates of `lr_sweep = '{st.cfg['lr_sweep']}'` on "
+         f"{'the full budget' if fraction >= 1 else f'{fraction:g}× the budget'}, each run with its own schedule "
+         f"(min_lr scaled with the rate{'' if fraction >= 1 else ', warm-up by the same share'}), sizes in order "
+         f"of N: from the third size on, the grid is shifted by whole steps to centre on the rate the smaller sizes' "
+         f"law predicts, and a grid whose best rate is its lowest or highest grows by a step on that side "
+         f"(study_plan.py). Final validation loss (exact pass over the val split, nats/token); each size's lowest "
+         f"in **bold**. "
+         + ("Every size is then trained on the full budget at the rate of the learning-rate law below, fitted to "
+            "the sweeps of all sizes at once, not at its own argmin: those are the runs of the tables above and "
+            "of the fits." if by_law else
+            "Each size is then trained at its own best rate (argmin)"
+            + (" on the full budget" if fraction < 1 else "") + ": those are the runs of the tables above and of "
+            "the fits.")
          + (" The smaller token budgets reuse the rate chosen at the largest." if st.cfg["token_budgets"] else ""), ""]
-    for fam in dict.fromkeys(s["family"] for s in sweep):
+    for fam in dict.fromkeys(s["family"] for s in sweep["sizes"]):
+        sizes = sorted((s for s in sweep["sizes"] if s["family"] == fam), key=lambda s: s["n_params"])
+        multiples = sizes[0]["points"][0]["rate"].startswith("x")
+        rates = sorted({p["rate"]: float(p["rate"].lstrip("x")) for s in sizes for p in s["points"]}.items(),
+                       key=lambda kv: kv[1])
         rows = []
-        for s in sorted((s for s in sweep if s["family"] == fam), key=lambda s: s["n_params"]):
-            cells = []
+        for s in sizes:
+            cells = {}
             for i, p in enumerate(s["points"]):
                 cell = "diverged" if p["diverged"] else f"{p['val_loss']:.4f}"
                 cell = f"**{cell}**" if i == s["best"] else cell
-                cells.append(cell + (f" ({p['lr']:.3g})" if multiples else ""))
+                cells[p["rate"]] = cell + (f" ({p['lr']:.3g})" if multiples else "")
             best = s["points"][s["best"]]
-            rows.append([s["size"], human(s["n_params"]), f"{s['tokens']:,}", *cells,
-                         f"{best['lr']:.3g}" + (f" ({best['rate']})" if multiples else "")])
-        L += [f"**{fam}**", "", md_table(["size", "parameters", "tokens per run", *rates, "chosen rate"], rows), ""]
+            rows.append([s["size"], human(s["n_params"]), f"{s['tokens']:,}", *[cells.get(r) for r, _ in rates],
+                         f"{best['lr']:.3g}" + (f" ({best['rate']})" if multiples else "")
+                         + (f", +{s['extended']} step(s)" if s["extended"] else ""),
+                         num(s["lr_law"], ".3g"), f"**{s['lr']:.3g}** ({s['by']})"])
+        L += [f"**{fam}**", "", md_table(["size", "parameters", "tokens per run", *[r for r, _ in rates],
+                                          "best of sweep", "law's rate", "trained at"], rows), ""]
+        law = sweep["laws"].get(fam)
+        if law and "error" not in law:
+            ci = law["b_ci"]
+            ci_text = "no interval (see the warnings)" if ci is None else \
+                f"[{'−∞' if ci[0] is None else f'{ci[0]:.3f}'}, {'∞' if ci[1] is None else f'{ci[1]:.3f}'}]"
+            L += [f"Learning-rate law ({law['n_sizes']} sizes, {law['n_points']} points within "
+                  f"{law['window']:g}× of each size's best rate): loss ≈ L\\*(N) + k·(ln lr − ln lr\\*(N))², "
+                  f"**lr\\*(N) = {math.exp(law['a']):.3g} · N^{law['b']:.3f}**, exponent b {ci_text} "
+                  f"({law['ci_level']:.0%} profile-likelihood interval, F-test on the sweeps' residual with "
+                  f"{law['dof']} degrees of freedom); k = {law['k']:.3g}, so a rate 2× off its best costs "
+                  f"**{law['cost_2x']:.4f} nats** (k·(ln 2)²).", ""]
+            L += [f"- {w}" for w in law["warnings"]] + ([""] if law["warnings"] else [])
         if plots.get(f"lr_sweep_{fam}"):
             L += [f"![learning-rate sweep, {fam}]({st.link(plots[f'lr_sweep_{fam}'])})", ""]
-    warns = [s["warning"] for s in sweep if s["warning"]]
+    warns = [s["warning"] for s in sweep["sizes"] if s["warning"]] + sweep["warnings"]
     if warns:
         L += ["**Warnings:**"] + [f"- {w}" for w in warns] + [""]
     return L + ["All sweep numbers: [`lr_sweep.json`](lr_sweep.json).", ""]

@@ -25,15 +25,24 @@ report.html (docs/report.md says how to read it).
 Two knobs add runs to every line of `runs` (study_plan.py names them and says how):
   lr_sweep        each size is trained at every rate of the list ('x0.5,x1,x2': multiples of its config's rate;
                   '3e-4,1e-3': absolute rates), on the fraction lr_sweep_tokens of its budget, each with its own
-                  schedule. The rate with the lowest final validation loss is chosen per size; when the sweep ran on
-                  a fraction, that rate is then trained on the full budget. Only the chosen runs go into the fits,
-                  the best model, the samples and the report's run tables; the sweep has its own table and plot.
+                  schedule; sizes in order of N, each later grid centred on the rates the smaller sizes found,
+                  and a grid whose best rate is at its edge extended by a step (study_plan.py). Per family the
+                  sweeps are fitted together as a learning-rate law, ln lr*(N) = a + b ln N (lr_law.py), and every
+                  size is trained on the full budget at the law's rate (lr_choice = 'argmin': at its own sweep's
+                  best). Only those runs go into the fits, the best model, the samples and the report's run tables;
+                  the sweep has its own table, law and plot (lr_sweep.json).
   token_budgets   each size is trained at every budget of the list ('5e5,1e6,2e6'), each its own run with its own
                   schedule, and the fits add the joint L(N, D) = E + A/N^alpha + B/D^beta (power_law.fit_all); the
                   L(N) fits use the largest budget's runs only, so their exponent is not mixed with D.
   Both together: the sweep runs at the largest budget (times lr_sweep_tokens) and the chosen rate is reused for
   the smaller budgets. The best rate drifts a little with D, but a sweep at every budget would multiply the cost
   of the whole grid by the number of rates.
+One knob repeats runs, to measure the run-to-run noise the fits' intervals need:
+  seeds           every run for the fits trained this many times (2: twice), each repeat differing only in
+                  train.py's seed (initialisation; the data order is data_seed's), in its own folder SIZE.seed2, ...
+                  seed_sizes limits the repeats to some sizes: 'gpt_64,lstm_96' (each `seeds` times) or
+                  'gpt_64:3,lstm_96:2' (its own count). The repeats enter the fits and the run tables; the best
+                  model and the samples come from the first seed's runs.
 """
 import datetime
 import os
@@ -70,6 +79,10 @@ max_tokens = 0            # training tokens of every model (0 = one epoch): one 
 token_budgets = ''        # '' = max_tokens alone; '5e5,1e6,2e6': every size at every budget, for the L(N, D) fit
 lr_sweep = ''             # '' = off; 'x0.5,x1,x2' (multiples of each config's rate) or '3e-4,1e-3': rates per size
 lr_sweep_tokens = 1.0     # share of the (largest) budget a sweep run trains on; < 1: the chosen rate is retrained
+lr_choice = 'law'         # 'law': every size at the learning-rate law's rate (3+ swept sizes per family, else the
+                          # argmin with a warning); 'argmin': each size at its own sweep's best rate
+seeds = 1                 # runs of every size for the fits: 2 = each trained twice (seeds differ, data order not)
+seed_sizes = ''           # '' = every size `seeds` times; 'gpt_64:3,lstm_96' = only these (count, or `seeds`)
 train_args = ''           # train.py --key=value options for every run, applied before each run's own overrides
 device = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 # evaluation and fit
@@ -195,7 +208,8 @@ def print_plan(plan, vocab_known):
     print(f"{'run':{width}s} {'family':6s} {'params':>12s} {'non-emb':>12s} {'tokens':>13s} {'train FLOPs':>11s} "
           f"{'learning rate':>13s}")
     for r in plan:
-        lr = "sweep's best" if r.get("pending") else f"{r['train_config']['learning_rate']:.4g}"
+        lr = "sweep's best" if r.get("pending") else "centred later" if r.get("waiting") else \
+            f"{r['train_config']['learning_rate']:.4g}"
         print(f"{r['name']:{width}s} {r['model_type']:6s} {r['n_params']:12,d} {r['n_params_non_embedding']:12,d} "
               f"{r['tokens']:13,d} {r['flops_per_token'] * r['tokens']:11.2e} {lr:>13s}")
     total = sum(r["flops_per_token"] * r["tokens"] for r in plan)
@@ -310,7 +324,7 @@ def fit_and_plot(plan, cfg, data_path, timings, sweep=None):
     plot_dir = os.path.join(cfg["out_dir"], "plots")
     power_law.write_fit(fits, cfg["out_dir"], loss_name)
     plots = write_outputs([row for row in rows if row["run"] in fitted], fits, plot_dir, loss_name)
-    plots.update(plot_lr_sweeps(sweep or [], plot_dir))
+    plots.update(plot_lr_sweeps(sweep, plot_dir))
     hist = os.path.join(data_path, "length_histogram.png")
     if os.path.isfile(hist):
         plots["length_histogram"] = shutil.copy(hist, os.path.join(plot_dir, "length_histogram.png"))
@@ -384,7 +398,7 @@ def main(argv=None):
         """(sweep sizes, their choice so far, runs for the fits, every run once) as the study stands now."""
         resolve = resolver()
         sizes = study_plan.sweep_plan(specs, cfg, resolve)
-        choice = study_plan.choose_rates(sizes, strict=False)
+        choice = study_plan.choose_rates(sizes, cfg, strict=False)
         plan = study_plan.final_plan(specs, cfg, resolve, sizes, choice)
         return sizes, choice, plan, study_plan.all_runs(sizes, plan)
 
@@ -426,8 +440,9 @@ def main(argv=None):
 
     # 2-3. train (the learning-rate sweep first: the other runs take its choice), test loss
     if sizes:
-        study_plan.train_sweep(sizes, cfg, timings, logs, train_all)
-        choice = study_plan.choose_rates(sizes)
+        sizes = study_plan.train_sweep(lambda: study_plan.sweep_plan(specs, cfg, resolver()), cfg, timings, logs,
+                                       train_all)
+        choice = study_plan.choose_rates(sizes, cfg)
         study_plan.write_choice(choice, os.path.join(out, "lr_sweep.json"))
         study_plan.print_choice(choice)
         plan = study_plan.final_plan(specs, cfg, resolver(), sizes, choice)
@@ -442,8 +457,8 @@ def main(argv=None):
 
     # 5-6. samples (from every size at the largest budget) and their evaluation
     losses = {r["name"]: read_json(perplexity_path(r["run_dir"], cfg["perplexity_split"]))["loss"] for r in plan}
-    best = min(plan, key=lambda r: losses[r["name"]])
-    jobs = sample_jobs([r for r in plan if r.get("top_budget", True)], best, cfg)
+    best = min((r for r in plan if not r.get("repeat")), key=lambda r: losses[r["name"]])  # seed 1's runs
+    jobs = sample_jobs([r for r in plan if r.get("top_budget", True) and not r.get("repeat")], best, cfg)
     sample_all(jobs, timings, logs)
     eval_all(jobs, data_path, cfg, timings, logs)
 

@@ -1,6 +1,16 @@
 """
 The runs of a study beyond one per line of `runs`: a learning-rate sweep per size (study.py's knobs lr_sweep and
-lr_sweep_tokens), a data axis (token_budgets), and the choice of each size's rate from its sweep.
+lr_sweep_tokens), a data axis (token_budgets), repeats with other initialisation seeds (seeds, seed_sizes), and the
+choice of each size's rate from its sweep: the learning-rate law of lr_law.py (lr_choice = 'law') or each size's
+own argmin ('argmin').
+
+The sweep runs family by family in order of N. The first MIN_CENTRE_SIZES sizes take the configured grid; every
+later size's grid is the configured one shifted by whole grid steps so that its centre lies nearest the law's
+prediction from the sizes swept before it (so rates stay on the configured lattice: 'x0.25,x0.5,x1,x2' may become
+'x0.0625,x0.125,x0.25,x0.5' for a large model). When a size's best rate is the lowest or highest of its grid, the
+grid grows by one step on that side (one more sweep run) and again, at most MAX_EXTEND times per size; only then
+is the edge a warning. Every step reads the finished runs on disk, so a study killed mid-sweep and started again
+plans the same runs and reuses the finished ones.
 
 A run's folder name (out_dir/runs/NAME) says everything that sets it apart from the other runs of its size:
     SIZE[.dBUDGET][.lrRATE][.sweepFRACTION]
@@ -8,7 +18,10 @@ A run's folder name (out_dir/runs/NAME) says everything that sets it apart from 
                                 trains, so such a run from an earlier study is reused as it is)
     gpt_64.lr0.5x, gpt_64.lr0.0003   another rate: a multiple of the config's, or an absolute rate
     gpt_64.lr2x.sweep0.25       a sweep run on a quarter of the budget, with its own (shorter) schedule
-    gpt_64.d500k.lr2x           one of token_budgets, at the rate the sweep chose
+    gpt_64.d500k.lr2x           one of token_budgets, at the rate the sweep chose (its argmin)
+    gpt_64.lr0.00213            the rate the learning-rate law gives this size, absolute, 3 significant digits
+    gpt_64.lr0.00213.seed2      a repeat: the same run with train.py's seed + 1 (initialisation only; the data
+                                order is data_seed's, unchanged); .seed3 is seed + 2, and so on
 So a finished run is reused only where it is the same run, and a new choice of rate trains a new run instead of
 overwriting one. A rate other than the config's scales the whole schedule: min_lr keeps its ratio to learning_rate.
 A sweep run on a fraction of the budget is the full run's schedule compressed: its warm-up shrinks by the same
@@ -17,11 +30,13 @@ fraction. The runs of token_budgets keep the config's warm-up (in steps), as Chi
 import math
 import os
 
+import lr_law
 from configurator import fail
 from dataset import read_json, write_json_atomic
 
 DIVERGED = "diverged.json"  # written into a sweep run whose loss became NaN/inf: a result of the sweep, not a failure
 PENDING = "-best"           # the rate part of a run whose rate the unfinished sweep has yet to choose (plans only)
+MAX_EXTEND = 3              # sweep runs added beyond the grid's edge per size before the edge is only a warning
 
 
 # -----------------------------------------------------------------------------
@@ -42,16 +57,45 @@ def parse_rates(text):
         if not (math.isfinite(value) and value > 0):
             fail(f"lr_sweep entry {word!r}: a {'multiplier' if kind == 'x' else 'learning rate'} must be a positive "
                  f"number")
-        text_ = f"x{value:g}" if kind == "x" else f"{value:g}"
-        if any(r["text"] == text_ for r in rates):
-            fail(f"lr_sweep lists {text_} twice")
-        rates.append({"text": text_, "name": f"{value:g}x" if kind == "x" else f"{value:g}", "kind": kind,
-                      "value": value})
+        rate = make_rate(kind, value)
+        if any(r["text"] == rate["text"] for r in rates):
+            fail(f"lr_sweep lists {rate['text']} twice")
+        rates.append(rate)
     if len({r["kind"] for r in rates}) > 1:
         fail(f"lr_sweep mixes multipliers (x0.5) and learning rates (3e-4): {text!r}; use one kind")
     if len(rates) == 1:
         fail(f"lr_sweep needs at least two rates to compare, got {text!r}")
     return rates
+
+
+def make_rate(kind, value):
+    """A grid rate: kind 'x' (a multiple of the config's rate) or 'abs'; text as lr_sweep writes it, name as a run
+    folder does (value rounded to 6 digits, so the name says exactly the rate trained)."""
+    value = float(f"{value:.6g}")
+    return {"text": f"x{value:g}" if kind == "x" else f"{value:g}", "name": f"{value:g}x" if kind == "x" else
+            f"{value:g}", "kind": kind, "value": value}
+
+
+def parse_seeds(cfg, names=None):
+    """{size: runs of it} from seeds (every size, 1 = no repeat) and seed_sizes ('gpt_64:3,lstm_96': only those
+    sizes repeated, a size without a count `seeds` times); names: the sizes of `runs`, to check seed_sizes against."""
+    if cfg["seeds"] < 1:
+        fail(f"seeds must be at least 1 (1 = every run trained once), got {cfg['seeds']}")
+    counts = {}
+    for word in (w.strip() for w in cfg["seed_sizes"].split(",")):
+        if not word:
+            continue
+        name, _, count = word.partition(":")
+        if not count:
+            count = str(cfg["seeds"])
+        if not count.isdigit() or int(count) < 1:
+            fail(f"seed_sizes entry {word!r}: write a size of runs, optionally with a count, like gpt_64:3")
+        if names is not None and name not in names:
+            fail(f"seed_sizes names {name!r}, which is not a line of runs")
+        counts[name] = int(count)
+    if names is None:
+        return counts
+    return {n: counts.get(n, 1) for n in names} if counts else {n: cfg["seeds"] for n in names}
 
 
 def tokens_label(n):
@@ -84,6 +128,10 @@ def check_knobs(cfg):
     """The sweep's and the data axis's settings, checked before anything runs."""
     parse_rates(cfg["lr_sweep"])
     parse_budgets(cfg["token_budgets"])
+    parse_seeds(cfg)
+    if cfg["lr_choice"] not in ("law", "argmin"):
+        fail(f"lr_choice must be 'law' (every size at the learning-rate law's rate) or 'argmin' (each size at its "
+             f"sweep's best), got {cfg['lr_choice']!r}")
     if not 0 < cfg["lr_sweep_tokens"] <= 1:
         fail(f"lr_sweep_tokens is the share of the budget a sweep run trains on, in (0, 1]; got "
              f"{cfg['lr_sweep_tokens']}")
@@ -116,8 +164,11 @@ def _rate(base, lr):
 
 
 def sweep_plan(specs, cfg, resolve):
-    """[{size, base, runs}] per line of `runs` (none without lr_sweep): base is the size at its config's rate on the
-    full (largest) budget, runs its sweep runs, lowest rate first."""
+    """[{size, family, n_params, base, runs, waiting, centred_on, extended}] per line of `runs` (none without
+    lr_sweep): base is the size at its config's rate on the full (largest) budget, runs its sweep runs as the
+    finished ones on disk make them (grid centred on the law of the smaller sizes, extended at an edge), lowest
+    rate first. waiting: a smaller size of the family is still being swept, so this grid is the configured one
+    for now (shown by a dry run, not trained)."""
     rates = parse_rates(cfg["lr_sweep"])
     if not rates:
         return []
@@ -127,22 +178,97 @@ def sweep_plan(specs, cfg, resolve):
     sizes = []
     for spec in specs:
         base = resolve(_variant(spec, run_name(spec["name"], top[0]), _budget(top[1]) if top[1] else []))
-        extra = _budget(top[1]) if top[1] else []
-        if fraction and base["tokens"]:  # (0 tokens: one epoch of a dataset not prepared yet, in a dry run)
-            extra = _budget(max(1, int(fraction * base["tokens"])))
-            # the warm-up shrinks with the budget, so a sweep run's schedule has the full run's shape: a fixed
-            # 30-step warm-up would be half of a quarter-budget run of the quick study
-            warmup = base["train_config"]["warmup_iters"]
-            if round(warmup * fraction) != warmup:
-                extra.append(f"--warmup_iters={round(warmup * fraction)}")
-        lr0, runs = base["train_config"]["learning_rate"], []
-        for rate in rates:
-            lr = rate["value"] * lr0 if rate["kind"] == "x" else rate["value"]
-            name = run_name(spec["name"], top[0], None if lr == lr0 else rate["name"], fraction)
-            runs.append(resolve(_variant(spec, name, extra + _rate(base, lr), lr=lr, rate=rate["text"],
-                                         rate_name=rate["name"])))
-        sizes.append({"size": spec["name"], "base": base, "runs": sorted(runs, key=lambda r: r["lr"])})
+        sizes.append({"size": spec["name"], "family": base["model_type"], "n_params": base["n_params"],
+                      "spec": spec, "base": base, "extra": _sweep_extra(base, top, fraction), "runs": [],
+                      "waiting": False, "centred_on": None, "extended": 0})
+
+    def sweep_run(s, rate):
+        lr0 = s["base"]["train_config"]["learning_rate"]
+        lr = _lr_of(rate, lr0)
+        name = run_name(s["size"], top[0], None if lr == lr0 else rate["name"], fraction)
+        return resolve(_variant(s["spec"], name, s["extra"] + _rate(s["base"], lr), lr=lr, rate=rate["text"],
+                                rate_name=rate["name"], grid_rate=rate, waiting=s["waiting"]))
+
+    for fam in dict.fromkeys(s["family"] for s in sizes):
+        swept, blocked = [], False
+        for j, s in enumerate(sorted((s for s in sizes if s["family"] == fam), key=lambda s: s["n_params"])):
+            # the first sizes take the configured grid at once; a later one waits for every smaller size
+            grid, s["waiting"] = rates, blocked and j >= lr_law.MIN_CENTRE_SIZES
+            if not blocked and j >= lr_law.MIN_CENTRE_SIZES:
+                law = lr_law.fit_law(swept, cfg["ci_level"])
+                if "error" not in law:
+                    s["centred_on"] = lr_law.rate(law["a"], law["b"], s["n_params"])
+                    grid = centre_grid(rates, s["base"]["train_config"]["learning_rate"], s["centred_on"])
+            s["runs"] = sorted((sweep_run(s, r) for r in grid), key=lambda r: r["lr"])
+            while not s["waiting"]:
+                points = sweep_points(s["runs"])
+                if not all(p["finished"] for p in points):
+                    blocked = True  # the larger sizes wait for this one
+                    break
+                side = edge(points, best_point(points, s["size"]))
+                if not side or s["extended"] >= MAX_EXTEND:
+                    swept.append({"size": s["size"], "n_params": s["n_params"], "points": points})
+                    break
+                s["runs"] = sorted(s["runs"] + [sweep_run(s, extend_grid([r["grid_rate"] for r in s["runs"]], side))],
+                                   key=lambda r: r["lr"])
+                s["extended"] += 1
     return sizes
+
+
+def _sweep_extra(base, top, fraction):
+    """The budget (and warm-up) overrides of a size's sweep runs."""
+    extra = _budget(top[1]) if top[1] else []
+    if fraction and base["tokens"]:  # (0 tokens: one epoch of a dataset not prepared yet, in a dry run)
+        extra = _budget(max(1, int(fraction * base["tokens"])))
+        # the warm-up shrinks with the budget, so a sweep run's schedule has the full run's shape: a fixed
+        # 30-step warm-up would be half of a quarter-budget run of the quick study
+        warmup = base["train_config"]["warmup_iters"]
+        if round(warmup * fraction) != warmup:
+            extra.append(f"--warmup_iters={round(warmup * fraction)}")
+    return extra
+
+
+def _lr_of(rate, lr0):
+    return rate["value"] * lr0 if rate["kind"] == "x" else rate["value"]
+
+
+def centre_grid(rates, lr0, target):
+    """The grid shifted by the whole number of its (mean) steps that puts its geometric centre nearest target."""
+    lrs = sorted(_lr_of(r, lr0) for r in rates)
+    step = (lrs[-1] / lrs[0]) ** (1 / (len(lrs) - 1))
+    centre = math.exp(sum(math.log(x) for x in lrs) / len(lrs))
+    shift = math.floor(math.log(target / centre) / math.log(step) + 0.5)
+    return rates if shift == 0 else [make_rate(r["kind"], r["value"] * step ** shift) for r in rates]
+
+
+def extend_grid(rates, side):
+    """One more rate beyond the lowest (side -1) or highest (+1) of a grid, a step as wide as its outermost."""
+    v = sorted(r["value"] for r in rates)
+    return make_rate(rates[0]["kind"], v[0] ** 2 / v[1] if side < 0 else v[-1] ** 2 / v[-2])
+
+
+def sweep_points(runs):
+    """[{run, rate, lr, val_loss, diverged, finished}] of a size's sweep runs (lowest rate first)."""
+    points = []
+    for r in runs:
+        outcome = run_outcome(r["run_dir"])
+        points.append({"run": r["name"], "rate": r["rate"], "lr": r["lr"],
+                       "val_loss": None if outcome is None or outcome[1] else outcome[0],
+                       "diverged": bool(outcome and outcome[1]), "finished": outcome is not None})
+    return points
+
+
+def best_point(points, size):
+    """The index of the finished point with the lowest loss; every rate diverged is an error."""
+    finite = [i for i, p in enumerate(points) if not p["diverged"]]
+    if not finite:
+        fail(f"every learning rate of the sweep of {size} diverged; lower the rates of lr_sweep")
+    return min(finite, key=lambda i: points[i]["val_loss"])
+
+
+def edge(points, best):
+    """-1 / +1 when the best rate is the lowest / highest of the grid (the optimum may lie beyond), else 0."""
+    return -1 if best == 0 else 1 if best == len(points) - 1 else 0
 
 
 def run_outcome(run_dir):
@@ -154,46 +280,67 @@ def run_outcome(run_dir):
     return None
 
 
-def choose_rates(sizes, strict=True):
-    """Per size: {size, family, n_params, tokens, points: [{run, rate, lr, val_loss, diverged}], best, warning}.
-    best is the index of the point with the lowest final validation loss; while a sweep run is unfinished it is None,
-    or with strict an error. A size whose every rate diverged is always an error. warning: the best rate is at an
-    end of the grid, so the optimum may lie beyond it."""
+def choose_rates(sizes, cfg, strict=True):
+    """{lr_choice, sizes, laws, warnings}. sizes, per size: {size, family, n_params, tokens, points: [{run, rate,
+    lr, val_loss, diverged}], best, warning, extended, centred_on, lr_argmin, lr_law, lr, by}: best is the index of
+    the point with the lowest final validation loss (None while a sweep run is unfinished, or with strict an
+    error); lr the rate the size is trained at, by 'law' or 'argmin'. laws: lr_law.fit_law per family, once every
+    size of the family is swept. warning: the best rate is still at an end of the grid after MAX_EXTEND steps."""
     out = []
     for s in sizes:
-        points = []
-        for r in s["runs"]:
-            outcome = run_outcome(r["run_dir"])
-            points.append({"run": r["name"], "rate": r["rate"], "lr": r["lr"],
-                           "val_loss": None if outcome is None or outcome[1] else outcome[0],
-                           "diverged": bool(outcome and outcome[1]), "finished": outcome is not None})
+        points = sweep_points(s["runs"])
         best, warning = None, None
-        if all(p["finished"] for p in points):
-            finite = [i for i, p in enumerate(points) if not p["diverged"]]
-            if not finite:
-                fail(f"every learning rate of the sweep of {s['size']} diverged; lower the rates of lr_sweep")
-            best = min(finite, key=lambda i: points[i]["val_loss"])
-            if best in (0, len(points) - 1):
-                end, way = ("lowest", "lower") if best == 0 else ("highest", "higher")
+        if all(p["finished"] for p in points) and not s["waiting"]:
+            best = best_point(points, s["size"])
+            side = edge(points, best)
+            if side:
+                end, way = ("lowest", "lower") if side < 0 else ("highest", "higher")
                 p = points[best]
                 warning = (f"{s['size']}: the best learning rate, {p['lr']:.3g} ({p['rate']}), is the {end} of the "
-                           f"sweep, so the optimum may lie beyond it; add a {way} rate to lr_sweep.")
+                           f"sweep even after {s['extended']} more step(s) {way}, so the optimum may lie beyond it; "
+                           f"add a {way} rate to lr_sweep.")
         elif strict:
             fail(f"the sweep of {s['size']} is not finished")
         for p in points:
             del p["finished"]
         first = s["runs"][0]
         out.append({"size": s["size"], "family": first["model_type"], "n_params": first["n_params"],
-                    "tokens": first["tokens"], "points": points, "best": best, "warning": warning})
-    return out
+                    "tokens": first["tokens"], "points": points, "best": best, "warning": warning,
+                    "extended": s["extended"], "centred_on": s["centred_on"],
+                    "lr_argmin": None if best is None else points[best]["lr"], "lr_law": None,
+                    "lr": None, "by": "argmin"})
+    laws, warnings = {}, []
+    for fam in dict.fromkeys(c["family"] for c in out):
+        family = [c for c in out if c["family"] == fam]
+        if any(c["best"] is None for c in family):
+            continue  # (the law takes every size: no rate of the family is chosen before)
+        for c in family:
+            c["lr"] = c["lr_argmin"]
+        law = laws[fam] = lr_law.fit_law(family, cfg["ci_level"])
+        for c in family if "error" not in law else []:
+            c["lr_law"] = float(f"{law['rates'][c['size']]:.3g}")  # the rate trained, as its run name says it
+        if cfg["lr_choice"] != "law":
+            continue
+        if len(family) < lr_law.MIN_LAW_SIZES:
+            warnings.append(f"{fam}: {len(family)} swept size(s), fewer than the {lr_law.MIN_LAW_SIZES} a "
+                            f"learning-rate law needs; each size is trained at its sweep's best rate (argmin)")
+        elif "error" in law:
+            warnings.append(f"{fam}: no learning-rate law ({law['error']}); each size is trained at its sweep's "
+                            f"best rate (argmin)")
+        else:
+            for c in family:
+                c["lr"], c["by"] = c["lr_law"], "law"
+    return {"lr_choice": cfg["lr_choice"], "sizes": out, "laws": laws, "warnings": warnings}
 
 
 def final_plan(specs, cfg, resolve, sizes, choice):
     """The runs the fits, the best model, the samples and the report use: every size at every budget (the largest
-    marked top_budget), at the rate its sweep chose (a placeholder named PENDING while the sweep is unfinished)."""
+    marked top_budget), at the rate the sweep chose (a placeholder named PENDING while the sweep is unfinished),
+    and its repeats with other seeds (seeds, seed_sizes; marked repeat = 2, 3, ...)."""
     budgets = parse_budgets(cfg["token_budgets"]) or [(None, None)]
+    repeats = parse_seeds(cfg, [spec["name"] for spec in specs])
     sweep = {s["size"]: s for s in sizes}
-    chosen = {c["size"]: c for c in choice}
+    chosen = {c["size"]: c for c in (choice or {"sizes": []})["sizes"]}
     plan = []
     for spec in specs:
         for k, (label, tokens) in enumerate(budgets):
@@ -202,15 +349,21 @@ def final_plan(specs, cfg, resolve, sizes, choice):
             rate = None
             if spec["name"] in sweep:
                 base, c = sweep[spec["name"]]["base"], chosen[spec["name"]]
-                if c["best"] is None:
+                if c["lr"] is None:
                     rate, info["pending"] = PENDING, True
                 else:
-                    p = c["points"][c["best"]]
-                    extra = extra + _rate(base, p["lr"])
-                    rate = None if p["lr"] == base["train_config"]["learning_rate"] else \
-                        next(r["rate_name"] for r in sweep[spec["name"]]["runs"] if r["name"] == p["run"])
-                    info.update(lr=p["lr"], rate=p["rate"])
-            plan.append(resolve(_variant(spec, run_name(spec["name"], label, rate), extra, **info)))
+                    extra = extra + _rate(base, c["lr"])
+                    # the config's own rate keeps the plain name, a swept one its sweep's (so a sweep on the full
+                    # budget is its own final run), a law's rate between them its value
+                    rate = None if c["lr"] == base["train_config"]["learning_rate"] else next(
+                        (r["rate_name"] for r in sweep[spec["name"]]["runs"] if r["lr"] == c["lr"]), f"{c['lr']:g}")
+                    info.update(lr=c["lr"], rate="law" if c["by"] == "law" else c["points"][c["best"]]["rate"])
+            run = resolve(_variant(spec, run_name(spec["name"], label, rate), extra, **info))
+            plan.append(run)
+            for seed in range(2, repeats[spec["name"]] + 1):
+                # only the initialisation seed differs: data_seed (the data order) is left as it is
+                plan.append(resolve(_variant(spec, run["name"] + f".seed{seed}", extra + [
+                    f"--seed={run['train_config']['seed'] + seed - 1}"], **info, repeat=seed)))
     check_names(sizes, plan)
     return plan
 
@@ -236,15 +389,25 @@ def all_runs(sizes, plan):
 # -----------------------------------------------------------------------------
 # training and reporting the sweep
 
-def train_sweep(sizes, cfg, timings, logs, train_all):
-    """Train every sweep run (script_runs.train_all: finished ones skipped, interrupted ones resumed). A run whose
-    loss becomes NaN or inf is a result of the sweep (its rate is too high), marked DIVERGED and not run again;
-    any other failure stops the study as usual."""
-    runs = [r for s in sizes for r in s["runs"]]
+def train_sweep(replan, cfg, timings, logs, train_all):
+    """Train the sweep round by round (script_runs.train_all: finished runs skipped, interrupted ones resumed):
+    replan() is sweep_plan on the runs finished so far, so each round trains what the last one made known (a
+    larger size's centred grid, a step beyond an edge) until nothing is left; returns the final sweep_plan. A run
+    whose loss becomes NaN or inf is a result of the sweep (its rate is too high), marked DIVERGED and not run
+    again; any other failure stops the study as usual."""
+    first = True
     while True:
-        todo = [r for r in runs if not os.path.isfile(os.path.join(r["run_dir"], DIVERGED))]
+        sizes = replan()
+        todo = [r for s in sizes if not s["waiting"] for r in s["runs"]
+                if not os.path.isfile(os.path.join(r["run_dir"], DIVERGED))
+                and (first or run_outcome(r["run_dir"]) is None)]  # the finished ones are said once, not each round
+        if all(run_outcome(r["run_dir"]) is not None for r in todo):
+            if first and todo:
+                train_all(todo, cfg, timings, logs)  # nothing to train: says so for each finished run
+            return sizes
+        first = False
         try:
-            return train_all(todo, cfg, timings, logs)
+            train_all(todo, cfg, timings, logs)
         except SystemExit as e:
             message = str(e.code)
             hit = next((r for r in todo if f"training {r['name']} failed" in message), None)
@@ -257,19 +420,25 @@ def train_sweep(sizes, cfg, timings, logs, train_all):
 
 
 def print_choice(choice):
-    """One line per size: the chosen rate, or what is still to run; then the edge-of-grid warnings."""
-    for c in choice:
+    """One line per size: the best rate of its sweep and the rate it is trained at, or what is still to run; the
+    law per family; then the warnings."""
+    for c in choice["sizes"]:
         losses = ", ".join(f"{p['rate']}: " + ("diverged" if p["diverged"] else "–" if p["val_loss"] is None
                                                else f"{p['val_loss']:.4f}") for p in c["points"])
         if c["best"] is None:
             print(f"[lr sweep] {c['size']}: not finished ({losses}); its runs for the fits wait for the choice")
         else:
             p = c["points"][c["best"]]
-            print(f"[lr sweep] {c['size']}: best {p['rate']} = learning rate {p['lr']:.3g} ({losses})")
-    for c in choice:
-        if c["warning"]:
-            print(f"[lr sweep] WARNING: {c['warning']}")
+            print(f"[lr sweep] {c['size']}: best {p['rate']} = learning rate {p['lr']:.3g} ({losses})"
+                  + (f"; trained at the law's {c['lr']:.3g}" if c["by"] == "law" else ""))
+    for fam, law in choice["laws"].items():
+        if "error" not in law:
+            print(f"[lr law] {fam}: {lr_law.describe(law)}")
+            for w in law["warnings"]:
+                print(f"[lr law] WARNING: {fam}: {w}")
+    for w in [c["warning"] for c in choice["sizes"] if c["warning"]] + choice["warnings"]:
+        print(f"[lr sweep] WARNING: {w}")
 
 
 def write_choice(choice, path):
-    write_json_atomic({"sizes": choice}, path, indent=1)
+    write_json_atomic(choice, path, indent=1)

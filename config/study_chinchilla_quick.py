@@ -16,6 +16,14 @@ gpt_96    config/gpt_tiny.py   --n_layer=3 --n_head=3 --n_embd=96
 gpt_128   config/gpt_tiny.py   --n_layer=4 --n_head=4 --n_embd=128
 """
 token_budgets = '2e5,4e5,1e6,2e6'   # a decade of D (2M tokens is 0.7 epoch: no token is seen twice)
+# learning rate per size from a learning-rate law (lr_law.py), not gpt_tiny's 6e-3 for all: each size swept at
+# 0.25x-2x on an eighth of the largest budget (250k tokens, the length of the shortest runs; larger sizes' grids
+# centred on the law of the smaller ones, grown a step at an edge), the law's rate reused for every budget.
+# Measured (2026-11-29, docs/lr_law.md): lr* = 1.28 N^-0.505, 0.0111 for gpt_16 down to 0.0013 for gpt_128; the
+# losses now fall with N at every budget, but the 30-step sweep favours low rates, and at 2M tokens gpt_64-128
+# end 0.05-0.10 nats above their runs at 6e-3
+lr_sweep = 'x0.25,x0.5,x1,x2'
+lr_sweep_tokens = 0.125
 # warm-up 10 steps (not 30): the 200k-token runs take 24 steps of 8192 tokens, and their cosine must have room
 train_args = '--eval_interval=50 --eval_iters=10 --compile=False --warmup_iters=10'
 device = 'cpu'

@@ -19,8 +19,10 @@ lstm_208  config/lstm_tiny.py  --n_layer=3 --n_embd=208
 """
 max_tokens = 2_000_000
 # learning rate tuned per size: each size at 0.25x, 0.5x, 1x and 2x its config's rate on an eighth of the budget
-# (250k tokens), then the best rate by validation loss on the full 2M tokens; only those runs enter the fits
-# (study.py, study_plan.py). 0.25x because a first sweep found the GPTs best at 0.5x, the low edge of x0.5-x2.
+# (250k tokens; from the third size of a family on, the grid centred on the smaller sizes' best rates, and grown a
+# step where the best is at its edge), then every size on the full 2M tokens at the rate of the learning-rate law
+# fitted to the sweeps of its family; only those runs enter the fits (study.py, study_plan.py, lr_law.py).
+# 0.25x because a first sweep found the GPTs best at 0.5x, the low edge of x0.5-x2.
 # An eighth, not a quarter: with a quarter, --estimate projected 16-21 min of training alone (2026-11-23)
 lr_sweep = 'x0.25,x0.5,x1,x2'
 lr_sweep_tokens = 0.125

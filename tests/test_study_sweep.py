@@ -1,7 +1,8 @@
-"""study.py's learning-rate sweep (lr_sweep, lr_sweep_tokens) and data axis (token_budgets): the plan holds every
-(size, rate, budget) run with its learning rate and tokens, the rate with the lowest validation loss is the one
-the study goes on with, a rate at the end of the grid is flagged, finished sweep runs are not trained again, bad
-values are one-line errors, and several budgets give the joint L(N, D) fit."""
+"""study.py's learning-rate sweep (lr_sweep, lr_sweep_tokens), data axis (token_budgets) and repeats (seeds): the
+plan holds every (size, rate, budget, seed) run with its learning rate and tokens, a larger size's grid is centred
+on the law of the smaller ones and a grid whose best rate is at its edge grows by a step, every size is trained at
+the learning-rate law's rate (or its argmin), finished sweep runs are not trained again, a repeat differs from its
+run only in the seed, bad values are one-line errors, and several budgets give the joint L(N, D) fit."""
 import json
 import math
 import os
@@ -27,13 +28,14 @@ TINY = ("--batch_size=8 --block_size=64 --warmup_iters=4 --eval_interval=0 --log
 
 
 def plan_rows(stdout):
-    """{run: (family, parameters, tokens, learning rate or None while the sweep has to choose)} of a printed plan."""
+    """{run: (family, parameters, tokens, learning rate or None while the sweep has to choose it or the grid is
+    still to be centred)} of a printed plan."""
     rows = {}
     for line in stdout.splitlines():
         w = line.split()
         if len(w) >= 7 and w[1] in ("gpt", "lstm"):
             rows[w[0]] = (w[1], int(w[2].replace(",", "")), int(w[4].replace(",", "")),
-                          None if w[6] == "sweep's" else float(w[6]))
+                          None if w[6] in ("sweep's", "centred") else float(w[6]))
     return rows
 
 
@@ -43,10 +45,12 @@ def test_plan_has_every_size_rate_and_budget(run_script, tmp_path):
     rows = plan_rows(proc.stdout)
     configured = {"gpt": 6e-3, "lstm": 1e-2}  # config/gpt_tiny.py, config/lstm_tiny.py
     for size in ("gpt_16", "gpt_32", "gpt_48", "lstm_16", "lstm_40", "lstm_64"):
-        # the sweep: every rate, at half of the largest budget
+        # the sweep: every rate, at half of the largest budget; the third size's grid is centred on the law of
+        # the first two once they are swept, so for now it is the configured one, its rates still open
         for part, factor in ((".lr0.5x", 0.5), ("", 1), (".lr2x", 2)):
             family, _, tokens, lr = rows.pop(f"{size}.d16384{part}.sweep0.5")
-            assert tokens == 8192 and lr == pytest.approx(factor * configured[family]), size
+            assert tokens == 8192, size
+            assert lr is None if size in ("gpt_48", "lstm_64") else lr == pytest.approx(factor * configured[family])
         # the runs for the fits: every budget, at the rate the sweep will choose
         assert rows.pop(f"{size}.d4096.lr-best")[2:] == (4096, None)
         assert rows.pop(f"{size}.d16384.lr-best")[2:] == (16384, None)
@@ -60,78 +64,174 @@ def fake_finished(run_dir, val_loss):
 
 
 SIZES = "\n".join(f"{name} config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd={w}"
-                  for name, w in (("mid", 16), ("top", 32), ("gone", 48)))
+                  for name, w in (("mid", 16), ("top", 32), ("big", 48)))
+LR0 = 6e-3  # config/gpt_tiny.py
 
 
-def test_the_lowest_validation_loss_chooses_the_rate_and_an_edge_is_flagged(run_script, tmp_path):
+def parabola(lr, best):
+    """The sweep losses of the fake runs below: exactly the law's form, k = 0.1 around the size's best rate."""
+    return 2.0 + 0.1 * math.log(lr / best) ** 2
+
+
+def multiple_name(m):
+    """The run-name part of a rate m x the config's (study_plan.run_name): '' for the config's own."""
+    return "" if m == 1 else f".lr{m:g}x"
+
+
+def test_grids_are_centred_on_the_law_extended_at_an_edge_and_every_size_trained_at_the_laws_rate(run_script,
+                                                                                                   tmp_path):
     out = tmp_path / "s"
-    losses = {"mid": {"x0.5": 2.0, "x1": 1.5, "x2": 1.8},     # best in the middle of the grid
-              "top": {"x0.5": 2.0, "x1": 1.9, "x2": 1.7},     # best at the highest rate: flagged
-              "gone": {"x0.5": 1.6, "x1": 1.5, "x2": None}}   # x2 diverged; x1 still the best, no flag
-    for size, by_rate in losses.items():
-        for rate, loss in by_rate.items():
-            part = {"x0.5": ".lr0.5x", "x1": "", "x2": ".lr2x"}[rate]
-            run_dir = out / "runs" / f"{size}{part}.sweep0.25"
-            if loss is None:
-                os.makedirs(run_dir)
-                (run_dir / study_plan.DIVERGED).write_text("{}")
-            else:
-                fake_finished(run_dir, loss)
-    proc = run_script(["study.py", SMOKE, f"--out_dir={out}", f"--runs={SIZES}", "--lr_sweep=x0.5,x1,x2",
-                       "--lr_sweep_tokens=0.25", "--dry_run=True"])
+    args = ["study.py", SMOKE, f"--out_dir={out}", f"--runs={SIZES}", "--lr_sweep=x0.5,x1,x2",
+            "--lr_sweep_tokens=0.25", "--dry_run=True"]
+
+    def sweep(size, multiples, best):
+        for m in multiples:
+            fake_finished(out / "runs" / f"{size}{multiple_name(m)}.sweep0.25", parabola(m * LR0, best))
+
+    # mid's best rate is the config's, top's 4x it: beyond top's grid, which grows a step at a time
+    sweep("mid", (0.5, 1, 2), LR0)
+    sweep("top", (0.5, 1, 2), 4 * LR0)
+    proc = run_script(args)
     rows = plan_rows(proc.stdout)
-    # the runs for the fits, on the full budget, at the chosen rate (the config's own rate keeps the plain name)
-    assert rows["mid"][2:] == (16384, 6e-3)
-    assert rows["top.lr2x"][2:] == (16384, 1.2e-2)
-    assert rows["gone"][2:] == (16384, 6e-3)
+    assert rows["top.lr4x.sweep0.25"][3] == pytest.approx(4 * LR0)  # the next step above x2
+    assert rows["big.sweep0.25"][3] is None and "big: not finished" in proc.stdout  # big waits for top
+    sweep("top", (4,), 4 * LR0)
+    rows = plan_rows(run_script(args).stdout)
+    assert rows["top.lr8x.sweep0.25"][3] == pytest.approx(8 * LR0)  # x4 best: still the edge
+    sweep("top", (8,), 4 * LR0)
+
+    # top's x4 is inside its grid now: big's grid is the configured one moved by whole steps (x2) so that its
+    # centre (x1) lies nearest the law's rate for big, a line in log-log through mid's and top's best rates
+    rows = plan_rows(run_script(args).stdout)
+    n = {size: rows[f"{size}.lr-best"][1] for size in ("mid", "top", "big")}
+    b = math.log(4) / math.log(n["top"] / n["mid"])
+    law_big = 4 * LR0 * (n["big"] / n["top"]) ** b
+    shift = round(math.log2(law_big / LR0))
+    assert shift >= 1  # (a check of the test: the grid does move)
+    centred = [2.0 ** (shift + k) for k in (-1, 0, 1)]
+    assert {name for name in rows if name.startswith("big.")} == \
+        {f"big{multiple_name(m)}.sweep0.25" for m in centred} | {"big.lr-best"}
+    for m in centred:
+        assert rows[f"big{multiple_name(m)}.sweep0.25"][3] == pytest.approx(m * LR0)
+
+    # every size swept: each is trained on the full budget at the law's rate (3 significant digits), which for
+    # these exact parabolas is each size's own best rate, wherever it fell between the grid's points; named by its
+    # value, or by the grid's name for it where the law's rate is one of the grid's
+    sweep("big", centred, law_big)
+    proc = run_script(args)
+    rows = plan_rows(proc.stdout)
+    for name, lr in (("mid", LR0), ("top.lr4x", 4 * LR0), (f"big.lr{float(f'{law_big:.3g}'):g}", law_big)):
+        assert rows[name][2:] == (16384, pytest.approx(lr, rel=5e-3)), name
+    law_line = next(line for line in proc.stdout.splitlines() if line.startswith("[lr law] gpt:"))
+    assert f"N^{b:.3f}" in law_line and "a rate 2x off costs 0.0480 nats" in law_line  # 0.1 * ln(2)^2
+    assert "WARNING" not in proc.stdout
+
+    # lr_choice='argmin': each size at its own sweep's best grid rate instead
+    rows = plan_rows(run_script(args + ["--lr_choice=argmin"]).stdout)
+    assert rows["mid"][3] == pytest.approx(LR0) and rows["top.lr4x"][3] == pytest.approx(4 * LR0)
+    best_big = min(centred, key=lambda m: abs(math.log(m * LR0 / law_big)))
+    assert rows[f"big{multiple_name(best_big)}"][3] == pytest.approx(best_big * LR0)
+
+
+def test_fewer_than_three_sizes_take_their_argmin_and_a_diverged_rate_is_a_result(run_script, tmp_path):
+    out = tmp_path / "s"
+    args = ["study.py", SMOKE, f"--out_dir={out}", "--runs=solo config/gpt_tiny.py --n_layer=1 --n_head=2 "
+            "--n_embd=16", "--lr_sweep=x0.5,x1,x2", "--lr_sweep_tokens=0.25", "--dry_run=True"]
+    fake_finished(out / "runs" / "solo.lr0.5x.sweep0.25", 1.6)
+    fake_finished(out / "runs" / "solo.sweep0.25", 1.5)
+    os.makedirs(out / "runs" / "solo.lr2x.sweep0.25")
+    (out / "runs" / "solo.lr2x.sweep0.25" / study_plan.DIVERGED).write_text("{}")
+    proc = run_script(args)
+    rows = plan_rows(proc.stdout)
+    assert rows["solo"][2:] == (16384, LR0)  # x1 is best; x2 diverged, so x1 is no edge and nothing is added
+    assert set(rows) == {"solo", "solo.lr0.5x.sweep0.25", "solo.sweep0.25", "solo.lr2x.sweep0.25"}
+    assert "x2: diverged" in proc.stdout
     warnings = [line for line in proc.stdout.splitlines() if "WARNING" in line]
-    assert len(warnings) == 1 and "top:" in warnings[0] and "highest" in warnings[0], warnings
-    assert "gone: best x1" in proc.stdout and "x2: diverged" in proc.stdout
+    assert len(warnings) == 1 and "fewer than the 3 a learning-rate law needs" in warnings[0], warnings
 
     # every rate diverged: nothing to choose, one line
-    for rate in ("x0.5", "x1"):
-        run_dir = out / "runs" / f"gone{'.lr0.5x' if rate == 'x0.5' else ''}.sweep0.25"
-        (run_dir / "results.json").unlink()
-        (run_dir / study_plan.DIVERGED).write_text("{}")
-    proc = run_script(["study.py", SMOKE, f"--out_dir={out}", f"--runs={SIZES}", "--lr_sweep=x0.5,x1,x2",
-                       "--lr_sweep_tokens=0.25", "--dry_run=True"], check=False)
+    for name in ("solo.lr0.5x.sweep0.25", "solo.sweep0.25"):
+        (out / "runs" / name / "results.json").unlink()
+        (out / "runs" / name / study_plan.DIVERGED).write_text("{}")
+    proc = run_script(args, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "every learning rate of the sweep of gone diverged" in proc.stderr.strip().splitlines()[-1]
+    assert "every learning rate of the sweep of solo diverged" in proc.stderr.strip().splitlines()[-1]
 
 
-def test_a_sweep_trains_each_rate_then_the_best_on_the_full_budget_and_reuses_finished_runs(
+def test_seeds_repeat_the_runs_for_the_fits_in_their_own_folders(run_script, tmp_path):
+    proc = run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 's'}", "--seeds=2", "--seed_sizes=gpt_16:3,lstm_40",
+                       "--token_budgets=4096,16384", "--dry_run=True"])
+    rows = plan_rows(proc.stdout)
+    repeats = {name for name in rows if ".seed" in name}
+    assert repeats == {"gpt_16.d4096.seed2", "gpt_16.d4096.seed3", "gpt_16.d16384.seed2", "gpt_16.d16384.seed3",
+                       "lstm_40.d4096.seed2", "lstm_40.d16384.seed2"}
+    for name in repeats:
+        assert rows[name] == rows[name.rsplit(".", 1)[0]]  # the same model, tokens and rate
+    proc = run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 's'}", "--seeds=3", "--dry_run=True"])
+    assert sum(".seed" in name for name in plan_rows(proc.stdout)) == 12  # 6 sizes x 2 repeats
+
+
+def test_a_repeat_differs_from_its_run_only_in_the_initialisation_seed(run_script, char_dataset, tmp_path):
+    out = tmp_path / "s"
+    run_script(["study.py", SMOKE, f"--out_dir={out}", f"--data_dir={char_dataset}", "--max_tokens=2048",
+                f"--train_args={TINY}", "--runs=g config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16",
+                "--seeds=2", "--stop_after=train"], timeout=600, env=ONE_THREAD)
+    first, second = (json.loads((out / "runs" / name / "results.json").read_text()) for name in ("g", "g.seed2"))
+    c1, c2 = first["config"], second["config"]
+    assert c2["seed"] == c1["seed"] + 1 and c2["data_seed"] == c1["data_seed"]
+    assert {k for k in c1 if c1[k] != c2.get(k)} == {"seed", "out_dir"}
+    assert first["tokens_trained"] == second["tokens_trained"] == 2048
+    assert first["val_loss"] != second["val_loss"]  # other initial weights
+
+
+def test_a_sweep_trains_each_rate_extends_its_edge_then_the_best_on_the_full_budget_and_reuses_finished_runs(
         run_script, char_dataset, tmp_path):
     out = tmp_path / "s"
     args = ["study.py", SMOKE, f"--out_dir={out}", f"--data_dir={char_dataset}", "--max_tokens=4096",
             f"--train_args={TINY}", "--runs=g config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16",
             "--lr_sweep=x0.5,x2", "--lr_sweep_tokens=0.5", "--stop_after=train"]
-    run_script(args, timeout=600, env=ONE_THREAD)
-    results = {d.name: json.loads((d / "results.json").read_text()) for d in (out / "runs").iterdir()}
-    sweep = {"g.lr0.5x.sweep0.5": 3e-3, "g.lr2x.sweep0.5": 1.2e-2}
-    for name, lr in sweep.items():
-        c = results[name]["config"]
-        assert results[name]["tokens_trained"] == 2048
-        assert (c["learning_rate"], c["min_lr"], c["warmup_iters"]) == pytest.approx((lr, lr / 10, 2)), name
-    best = min(sweep, key=lambda name: results[name]["val_loss"])
+    run_script(args, timeout=900, env=ONE_THREAD)
+    results = {d.name: json.loads((d / "results.json").read_text()) for d in (out / "runs").iterdir()
+               if (d / "results.json").exists()}
+    sweep = sorted((d.name for d in (out / "runs").iterdir() if d.name.endswith(".sweep0.5")),
+                   key=lambda name: float(name.split(".lr")[1].split("x")[0]))
+    for name in sweep:
+        if name in results:  # (a rate far beyond the grid may diverge: a result, without results.json)
+            lr = float(name.split(".lr")[1].split("x")[0]) * LR0
+            c = results[name]["config"]
+            assert results[name]["tokens_trained"] == 2048
+            assert (c["learning_rate"], c["min_lr"], c["warmup_iters"]) == pytest.approx((lr, lr / 10, 2)), name
+    # a grid of two always has its best at an edge: it grows by steps as wide as its own (4x) on that side,
+    # until the best is inside it or MAX_EXTEND steps were added
+    chosen = json.loads((out / "lr_sweep.json").read_text())
+    size = chosen["sizes"][0]
+    assert 1 <= size["extended"] == len(sweep) - 2 <= study_plan.MAX_EXTEND
+    assert set(sweep) - {"g.lr0.5x.sweep0.5", "g.lr2x.sweep0.5"} in (
+        {f"g.lr{4 ** -k / 2:g}x.sweep0.5" for k in range(1, size["extended"] + 1)},
+        {f"g.lr{2 * 4 ** k:g}x.sweep0.5" for k in range(1, size["extended"] + 1)})
+    best = size["points"][size["best"]]["run"]
+    assert best == min((n for n in sweep if n in results), key=lambda n: results[n]["val_loss"])
+    assert bool(size["warning"]) == (size["best"] in (0, len(sweep) - 1))
+    assert size["extended"] == study_plan.MAX_EXTEND or not size["warning"]
+    # one size: no law, so the full run takes the sweep's best rate, with a warning saying why
+    assert size["by"] == "argmin" and "fewer than the 3" in chosen["warnings"][0]
     final = best.removesuffix(".sweep0.5")
-    assert set(results) == set(sweep) | {final}
+    assert set(results) == {n for n in sweep if n in results} | {final}
     c = results[final]["config"]
     assert results[final]["tokens_trained"] == 4096 and c["warmup_iters"] == 4
-    assert c["learning_rate"] == pytest.approx(sweep[best])
-    chosen = json.loads((out / "lr_sweep.json").read_text())["sizes"][0]
-    assert chosen["points"][chosen["best"]]["run"] == best
-    assert chosen["warning"] and "the best learning rate" in chosen["warning"]  # a grid of two: always an edge
+    assert c["learning_rate"] == pytest.approx(results[best]["config"]["learning_rate"])
 
     before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/ckpt.pt")}
     proc = run_script(args, timeout=600, env=ONE_THREAD)
-    assert len(before) == 3 and before == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/ckpt.pt")}
-    assert proc.stdout.count("finished earlier, skipped") == 3
+    assert len(before) == len(results) and before == {p: p.stat().st_mtime_ns for p in out.glob("runs/*/ckpt.pt")}
+    assert proc.stdout.count("finished earlier, skipped") == len(results)
 
 
 def test_a_diverged_sweep_run_is_a_result_not_a_failure(tmp_path):
     """train.py stops a run whose loss became NaN with one line; in a sweep that run is marked and the rest goes
     on, while any other failure still stops the study."""
     runs = [{"name": n, "run_dir": str(tmp_path / n), "lr": lr} for n, lr in (("a.lr2x", 2.0), ("a", 1.0))]
+    sizes = [{"size": "a", "runs": runs, "waiting": False}]
     calls = []
 
     def train_all(todo, cfg, timings, logs):
@@ -141,7 +241,7 @@ def test_a_diverged_sweep_run_is_a_result_not_a_failure(tmp_path):
                      "full output in x.log")
         fake_finished(tmp_path / "a", 1.5)
 
-    study_plan.train_sweep([{"size": "a", "runs": runs}], {}, None, None, train_all)
+    assert study_plan.train_sweep(lambda: sizes, {}, None, None, train_all) == sizes
     assert calls == [["a.lr2x", "a"], ["a"]]
     assert study_plan.run_outcome(str(tmp_path / "a.lr2x")) == (math.inf, True)
 
@@ -149,7 +249,7 @@ def test_a_diverged_sweep_run_is_a_result_not_a_failure(tmp_path):
         sys.exit("error: training a failed (exit 1): error: out of memory")
     (tmp_path / "a" / "results.json").unlink()
     with pytest.raises(SystemExit, match="out of memory"):
-        study_plan.train_sweep([{"size": "a", "runs": runs}], {}, None, None, broken)
+        study_plan.train_sweep(lambda: sizes, {}, None, None, broken)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -161,8 +261,12 @@ def test_a_diverged_sweep_run_is_a_result_not_a_failure(tmp_path):
     ("--lr_sweep_tokens=1.5", "lr_sweep_tokens"),
     ("--token_budgets=1e6,0", "token_budgets entry '0'"),
     ("--token_budgets=1e6,lots", "token_budgets entry 'lots'"),
+    ("--seeds=0", "seeds must be at least 1"),
+    ("--seed_sizes=nope:2", "seed_sizes names 'nope'"),
+    ("--seed_sizes=gpt_16:two", "seed_sizes entry 'gpt_16:two'"),
+    ("--lr_choice=best", "lr_choice must be 'law'"),
 ])
-def test_bad_sweep_and_budget_values_are_one_line(run_script, tmp_path, override, message):
+def test_bad_sweep_seed_and_budget_values_are_one_line(run_script, tmp_path, override, message):
     proc = run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 's'}", override, "--dry_run=True"], check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert message in proc.stderr.strip().splitlines()[-1]
@@ -206,20 +310,38 @@ def test_token_budgets_give_the_joint_fit_and_the_largest_budget_alone_the_fit_o
     assert "Joint fit L(N, D)" in text and "largest token budget only" in text
 
 
-def test_report_shows_the_sweep_with_the_chosen_rate_and_the_edge_warning(tmp_path):
-    def size(name, n, losses, best, warning=None):
-        return {"size": name, "family": "gpt", "n_params": n, "tokens": 500_000, "best": best, "warning": warning,
-                "points": [{"run": f"{name}.{r}", "rate": r, "lr": lr, "val_loss": loss, "diverged": loss is None}
-                           for (r, lr), loss in zip((("x0.5", 3e-3), ("x1", 6e-3), ("x2", 1.2e-2)), losses)]}
-    sweep = [size("gpt_64", 122_304, [1.95, 1.88, None], 1),
-             size("gpt_32", 36_576, [2.2, 2.1, 2.05], 2, "gpt_32: the best learning rate ... is the highest")]
-    plots = plot_lr_sweeps(sweep, str(tmp_path))
+def test_report_shows_the_sweep_the_law_and_the_rate_each_size_is_trained_at(tmp_path):
+    def size(name, n, multiples, best_multiple, extended=0, diverged=()):
+        runs = []
+        for m in multiples:
+            run_dir = tmp_path / "runs" / f"{name}{multiple_name(m)}.sweep0.25"
+            if m in diverged:
+                os.makedirs(run_dir)
+                (run_dir / study_plan.DIVERGED).write_text("{}")
+            else:
+                fake_finished(run_dir, parabola(m, best_multiple) - 0.1 * math.log(n))
+            runs.append({"name": run_dir.name, "run_dir": str(run_dir), "rate": f"x{m:g}", "lr": m * LR0,
+                         "model_type": "gpt", "n_params": n, "tokens": 500_000})
+        return {"size": name, "runs": runs, "waiting": False, "extended": extended, "centred_on": None}
+    # best rates 2x, 1x, 0.5x the config's as N grows 3x, 3x: lr* ~ N^-0.63; gpt_32's grid grew a step up
+    sizes = [size("gpt_64", 109_728, (0.5, 1, 2), 1, diverged=(2,)), size("gpt_32", 36_576, (0.5, 1, 2, 4), 2, 1),
+             size("gpt_96", 329_184, (0.25, 0.5, 1), 0.5)]
+    choice = study_plan.choose_rates(sizes, {"ci_level": 0.95, "lr_choice": "law"})
+    plots = plot_lr_sweeps(choice, str(tmp_path))
     assert Path(plots["lr_sweep_gpt"]).read_bytes()[:4] == b"\x89PNG"
     st = SimpleNamespace(cfg={"lr_sweep": "x0.5,x1,x2", "lr_sweep_tokens": 0.25, "token_budgets": ""},
                          link=lambda p: os.path.relpath(p, tmp_path))
-    text = "\n".join(report.section_lr_sweep(st, sweep, plots))
+    text = "\n".join(report.section_lr_sweep(st, choice, plots))
+    header = next(line for line in text.splitlines() if line.startswith("| size"))
+    assert [c.strip() for c in header.split("|")[4:9]] == ["x0.25", "x0.5", "x1", "x2", "x4"]  # every rate swept
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| gpt_")}
-    assert list(rows) == ["gpt_32", "gpt_64"]  # by size
-    assert "**1.8800** (0.006)" in rows["gpt_64"] and "diverged" in rows["gpt_64"]
-    assert "**2.0500** (0.012)" in rows["gpt_32"]
-    assert "lr_sweep_gpt.png" in text and "- gpt_32: the best learning rate" in text
+    assert list(rows) == ["gpt_32", "gpt_64", "gpt_96"]  # by size
+    assert "**2.0000** (0.006)" not in rows["gpt_64"] and "diverged" in rows["gpt_64"]
+    assert "| – |" in rows["gpt_64"]  # gpt_64 never ran x0.25 or x4
+    assert "0.012 (x2), +1 step(s)" in rows["gpt_32"]
+    law = choice["laws"]["gpt"]
+    assert law["b"] == pytest.approx(math.log(0.25) / math.log(9), abs=1e-6)
+    assert f"N^{law['b']:.3f}" in text and "costs **0.0480 nats**" in text
+    for s in choice["sizes"]:
+        assert s["by"] == "law" and f"**{s['lr']:.3g}** (law)" in rows[s["size"]]
+    assert "lr_sweep_gpt.png" in text
