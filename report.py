@@ -241,7 +241,29 @@ def section_models(st):
                      f"`{r['config']}` {' '.join(r['overrides'])}".strip()])
     return ["## Models", "",
             md_table(["run", "family", "layers", "width", "heads", "parameters", "non-embedding", "context",
-                      "tokens/step", "learning rate", "config"], rows, ["---", "---"] + ["---:"] * 8 + ["---"]), ""]
+                      "tokens/step", "learning rate", "config"], rows, ["---", "---"] + ["---:"] * 8 + ["---"]), "",
+            schedule_text(st), ""]
+
+
+def schedule_text(st):
+    """The learning-rate schedule(s) the runs were trained with, in one sentence each (train.py's lr_schedule)."""
+    trained = [st.results[r["name"]].get("config") or r["train_config"] for r in st.plan]
+    words = []
+    for schedule in dict.fromkeys(t.get("lr_schedule", "cosine") for t in trained):
+        runs = [t for t in trained if t.get("lr_schedule", "cosine") == schedule]
+        warmup = "/".join(map(str, sorted({t["warmup_iters"] for t in runs})))
+        if schedule == "wsd":
+            share = "/".join(f"{t:.0%}" for t in sorted({t["cooldown_frac"] for t in runs}))
+            branched = sum(bool(t.get("branch_from")) for t in runs)
+            words.append(f"Learning-rate schedule: **wsd** (warmup-stable-decay, Hägele et al. 2024): a linear "
+                         f"warm-up over {warmup} steps, the constant rate, then a 1-sqrt decay to min_lr over the "
+                         f"last {share} of the steps" + (f"; {branched} run(s) are branches: the cooldown of their budget trained "
+                                            f"from their size's trunk (`*.trunk`), the same run as that budget trained "
+                                            f"alone" if branched else "") + ".")
+        else:
+            words.append(f"Learning-rate schedule: **cosine**: a linear warm-up over {warmup} steps, then a cosine "
+                         f"decay to min_lr at the last step.")
+    return " ".join(words)
 
 
 def section_training(st, plots):

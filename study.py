@@ -34,6 +34,11 @@ Two knobs add runs to every line of `runs` (study_plan.py names them and says ho
   token_budgets   each size is trained at every budget of the list ('5e5,1e6,2e6'), each its own run with its own
                   schedule, and the fits add the joint L(N, D) = E + A/N^alpha + B/D^beta (power_law.fit_all); the
                   L(N) fits use the largest budget's runs only, so their exponent is not mixed with D.
+                  With the warmup-stable-decay schedule (train_args '--lr_schedule=wsd', wsd_branches = True) a
+                  size's budgets cost about one run plus the cooldowns: one trunk per size, rate and seed
+                  (SIZE[.lrRATE][.seedK].trunk) trains the constant rate up to the largest budget's cooldown, and
+                  each budget's run trains its cooldown from the trunk's checkpoint -- bit for bit the run that
+                  budget would be alone (train.py --init_from=branch; measured in docs/wsd.md).
   Both together: the sweep runs at the largest budget (times lr_sweep_tokens) and the chosen rate is reused for
   the smaller budgets. The best rate drifts a little with D, but a sweep at every budget would multiply the cost
   of the whole grid by the number of rates.
@@ -77,6 +82,7 @@ lstm_tiny  config/lstm_tiny.py
 """
 max_tokens = 0            # training tokens of every model (0 = one epoch): one budget, so size is the variable
 token_budgets = ''        # '' = max_tokens alone; '5e5,1e6,2e6': every size at every budget, for the L(N, D) fit
+wsd_branches = True       # runs with --lr_schedule=wsd and several token_budgets: one trunk per size, budgets branch
 lr_sweep = ''             # '' = off; 'x0.5,x1,x2' (multiples of each config's rate) or '3e-4,1e-3': rates per size
 lr_sweep_tokens = 1.0     # share of the (largest) budget a sweep run trains on; < 1: the chosen rate is retrained
 lr_choice = 'law'         # 'law': every size at the learning-rate law's rate (3+ swept sizes per family, else the
@@ -193,12 +199,16 @@ def planned_tokens(tcfg, dataset):
     step accepts, in stride order; one epoch is unknown and shown as 0."""
     windows_per_iter = tcfg["batch_size"] * tcfg["gradient_accumulation_steps"]
     if dataset is None:
-        if tcfg["max_iters"] <= 0 and tcfg["max_tokens"] <= 0:
+        if tcfg["max_iters"] <= 0 and tcfg["max_tokens"] <= 0 and not tcfg["branch_budgets"]:
             return 0
         order = TrainOrder(None, tcfg["block_size"], tcfg["data_seed"], n_windows=windows_per_iter)
     else:
         order = TrainOrder(dataset.split("train"), tcfg["block_size"], tcfg["data_seed"], tcfg["data_order"],
                            dataset.eot_id)
+    if tcfg["branch_budgets"]:  # a wsd trunk: up to its largest budget's cooldown (train.py's own rule)
+        import train
+        return iteration_plan(tcfg["batch_size"], tcfg["gradient_accumulation_steps"], 0,
+                              max(train.branch_points(tcfg, order)[0]), order)["tokens"]
     return iteration_plan(tcfg["batch_size"], tcfg["gradient_accumulation_steps"], tcfg["max_tokens"],
                           tcfg["max_iters"], order)["tokens"]
 
@@ -446,6 +456,7 @@ def main(argv=None):
         study_plan.write_choice(choice, os.path.join(out, "lr_sweep.json"))
         study_plan.print_choice(choice)
         plan = study_plan.final_plan(specs, cfg, resolver(), sizes, choice)
+    train_all(study_plan.trunks(plan), cfg, timings, logs)  # wsd trunks first: their branches start from them
     train_all(plan, cfg, timings, logs)
     if cfg["stop_after"] == "train":
         print(f"trained every run of the plan in {fmt_duration(time.time() - t_start)}; stopped (stop_after=train)")

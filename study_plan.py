@@ -364,8 +364,41 @@ def final_plan(specs, cfg, resolve, sizes, choice):
                 # only the initialisation seed differs: data_seed (the data order) is left as it is
                 plan.append(resolve(_variant(spec, run["name"] + f".seed{seed}", extra + [
                     f"--seed={run['train_config']['seed'] + seed - 1}"], **info, repeat=seed)))
+    plan = wsd_branches(plan, cfg, resolve)
     check_names(sizes, plan)
     return plan
+
+
+def wsd_branches(plan, cfg, resolve):
+    """With a wsd schedule (train.py's lr_schedule='wsd') and several token_budgets, the runs of one size, rate and
+    seed that differ only in their budget become branches of one trunk (study.py's knob wsd_branches): the trunk
+    SIZE[.lrRATE][.seedK].trunk trains the constant rate up to the largest budget's cooldown, each budget's run
+    trains its cooldown from the trunk's checkpoint (train.py --init_from=branch), and is still that budget's run,
+    bit for bit. The trunk rides along in each branch as trunk_run; trunks(plan) lists them."""
+    budgets = parse_budgets(cfg["token_budgets"])
+    if not cfg["wsd_branches"] or len(budgets) < 2:
+        return plan
+    out, trunk_of = [], {}
+    trunk_args = ["--max_tokens=0", "--max_iters=0", f"--branch_budgets={','.join(str(t) for _, t in budgets)}"]
+    for r in plan:
+        if r["train_config"]["lr_schedule"] != "wsd":
+            out.append(r)
+            continue
+        budget = f".d{tokens_label(int(r['train_config']['max_tokens']))}"
+        rest = r["name"][len(r["size"]):]
+        key = r["size"] + rest.replace(budget, "", 1) + ".trunk"  # gpt_64.d500k.lr2x.seed2 -> gpt_64.lr2x.seed2.trunk
+        if key not in trunk_of:
+            trunk_of[key] = resolve({"name": key, "config": r["config"], "size": r["size"], "trunk": True,
+                                     "overrides": r["overrides"] + trunk_args})
+        trunk = trunk_of[key]
+        out.append(resolve({**r, "trunk_run": trunk,
+                            "overrides": r["overrides"] + ["--init_from=branch", f"--branch_from={trunk['run_dir']}"]}))
+    return out
+
+
+def trunks(runs):
+    """The wsd trunks the branches among runs start from, each once, in order (train them before the branches)."""
+    return list({r["trunk_run"]["name"]: r["trunk_run"] for r in runs if r.get("trunk_run")}.values())
 
 
 def check_names(sizes, plan):
@@ -382,6 +415,7 @@ def all_runs(sizes, plan):
     out = []
     for size in dict.fromkeys(r["size"] for r in plan):
         out += [r for s in sizes if s["size"] == size for r in s["runs"]]
+        out += trunks(r for r in plan if r["size"] == size)
         out += [r for r in plan if r["size"] == size and r["name"] not in swept]
     return out
 

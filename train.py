@@ -221,6 +221,22 @@ def wsd_decay_start(total_iters, warmup_iters, cooldown_frac):
     return min(total_iters - 1, max(warmup_iters, total_iters - max(1, round(cooldown_frac * total_iters))))
 
 
+def branch_points(cfg, order):
+    """A wsd trunk's ({iteration: [budgets whose cooldown starts there]}, the largest budget's iterations) in the
+    window order of dataset.TrainOrder. Nothing of the order or the warm-up depends on the budget (step i reads
+    windows [i*W, (i+1)*W) of an order seeded by data_seed alone), so nothing had to change there for branching."""
+    branch_at, budget_iters = {}, 0
+    for budget in parse_budgets(cfg["branch_budgets"]):
+        budget_iters = iteration_plan(cfg["batch_size"], cfg["gradient_accumulation_steps"], budget, 0,
+                                      order)["total_iters"]
+        start = wsd_decay_start(budget_iters, cfg["warmup_iters"], cfg["cooldown_frac"])
+        branch_at.setdefault(start, []).append(budget)
+    if max(branch_at) == 0:
+        fail("every budget's cooldown starts at iteration 0: the trunk has nothing to train (lower cooldown_frac or "
+             "raise warmup_iters)")
+    return branch_at, budget_iters
+
+
 def lr_at(it, total_iters, learning_rate, min_lr, warmup_iters, schedule="cosine", cooldown_frac=0.2):
     """Linear warmup over warmup_iters, then (cosine) cosine decay reaching min_lr at the last iteration, or (wsd)
     the constant learning_rate up to wsd_decay_start and a 1-sqrt decay reaching min_lr at the last iteration.
@@ -419,16 +435,9 @@ def main(argv=None, **defaults):
                  f"({len(data.split(split))} tokens)")
     try:
         order = TrainOrder(data.split("train"), c.block_size, c.data_seed, c.data_order, data.eot_id)
-        plan = None
         branch_at = {}  # trunk: iteration -> the budgets whose cooldown starts there
         if c.branch_budgets:
-            for budget in parse_budgets(c.branch_budgets):
-                budget_iters = iteration_plan(c.batch_size, c.gradient_accumulation_steps, budget, 0,
-                                              order)["total_iters"]
-                branch_at.setdefault(wsd_decay_start(budget_iters, c.warmup_iters, c.cooldown_frac), []).append(budget)
-            if max(branch_at) == 0:
-                fail("every budget's cooldown starts at iteration 0: the trunk has nothing to train (lower "
-                     "cooldown_frac or raise warmup_iters)")
+            branch_at, budget_iters = branch_points(cfg, order)
             # the trunk follows the largest budget's schedule (the constant rate) and stops where its decay starts
             plan = iteration_plan(c.batch_size, c.gradient_accumulation_steps, 0, max(branch_at), order)
         else:
@@ -556,7 +565,8 @@ def main(argv=None, **defaults):
                          "lr": lr_at(iter_num, schedule_iters, c.learning_rate, c.min_lr, c.warmup_iters,
                                      c.lr_schedule, c.cooldown_frac),
                          "train_loss": progress.get("train_loss") if loss is None else loss.item(),
-                         "val_loss": val_loss, "tokens_per_s": None, "mfu": None, "peak_mem_bytes": peak_memory_bytes(device_type)})
+                         "val_loss": val_loss, "tokens_per_s": None, "mfu": None,
+                         "peak_mem_bytes": peak_memory_bytes(device_type)})
                 clock.start()
 
             lr = lr_at(iter_num, schedule_iters, c.learning_rate, c.min_lr, c.warmup_iters, c.lr_schedule,

@@ -345,3 +345,39 @@ def test_report_shows_the_sweep_the_law_and_the_rate_each_size_is_trained_at(tmp
     for s in choice["sizes"]:
         assert s["by"] == "law" and f"**{s['lr']:.3g}** (law)" in rows[s["size"]]
     assert "lr_sweep_gpt.png" in text
+
+
+def test_wsd_budgets_branch_from_one_trunk_per_size_and_seed(run_script, char_dataset, tmp_path):
+    """With lr_schedule='wsd' and token_budgets, each size and seed trains one trunk up to its largest budget's
+    cooldown, and every budget's run is a branch of it: the whole budget's tokens, its trunk recorded; the plan
+    shows the trunk (8 + 24 of 32 steps: 16 steps of 512 tokens, 8,192 tokens) and the fits never see it."""
+    out = tmp_path / "s"
+    args = ["study.py", SMOKE, f"--out_dir={out}", f"--data_dir={char_dataset}", "--token_budgets=4096,16384",
+            f"--train_args={TINY} --lr_schedule=wsd --cooldown_frac=0.5", "--seeds=2",
+            "--runs=g config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16"]
+    rows = plan_rows(run_script([*args, "--dry_run=True"]).stdout)
+    assert {name: row[2] for name, row in rows.items()} == {
+        "g.trunk": 8192, "g.d4096": 4096, "g.d16384": 16384,
+        "g.seed2.trunk": 8192, "g.d4096.seed2": 4096, "g.d16384.seed2": 16384}
+    run_script([*args, "--stop_after=train"], timeout=600, env=ONE_THREAD)
+    for seed in ("", ".seed2"):
+        trunk = out / "runs" / f"g{seed}.trunk"
+        assert sorted(p.name for p in trunk.glob("branch_*.pt")) == ["branch_16384.pt", "branch_4096.pt"]
+        assert json.loads((trunk / "results.json").read_text())["branch_budgets"] == [4096, 16384]
+        for budget, start in ((4096, 4), (16384, 16)):
+            res = json.loads((out / "runs" / f"g.d{budget}{seed}" / "results.json").read_text())
+            assert res["tokens_trained"] == budget and res["lr_schedule"] == "wsd"
+            assert res["trunk"]["out_dir"] == str(trunk.resolve()) and res["trunk"]["iter"] == start
+    assert json.loads((out / "runs" / "g.trunk" / "results.json").read_text())["config"]["seed"] + 1 == \
+        json.loads((out / "runs" / "g.seed2.trunk" / "results.json").read_text())["config"]["seed"]
+
+
+def test_report_names_the_schedule():
+    cosine = {"lr_schedule": "cosine", "warmup_iters": 30, "cooldown_frac": 0.2}
+    wsd = {**cosine, "lr_schedule": "wsd"}
+    plan = [{"name": n, "train_config": {}} for n in ("a", "b.d1M", "b.d2M")]
+    results = {"a": {"config": {k: v for k, v in cosine.items() if k != "lr_schedule"}},  # a run from before wsd
+               "b.d1M": {"config": {**wsd, "branch_from": "runs/b.trunk"}}, "b.d2M": {"config": wsd}}
+    text = report.schedule_text(SimpleNamespace(plan=plan, results=results))
+    assert "**cosine**: a linear warm-up over 30 steps" in text
+    assert "**wsd** (warmup-stable-decay" in text and "over the last 20% of the steps; 1 run(s) are branches" in text
