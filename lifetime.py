@@ -7,7 +7,8 @@ Why: a pool worker waiting for its next task outlives a killed parent forever. p
 dataset lock (every rerun was refused) and study.py's output pipe open (the study never exited); `docker stop`,
 SLURM pre-emption and Ctrl-C all send these signals. Every pool of the suite (prepare.py, eval_syntax.py through
 tune_checks.py, bench_data.py) starts its workers with worker_init, and the external tools they run
-(midi2abc, abc2midi, ...) get the same parent-death signal (external_tools.run_tool):
+(midi2abc, abc2midi, ...) get the same parent-death signal (external_tools.run_tool), and the scripts study.py
+runs get SIGHUP when it dies (script_runs.run_script: a killed study's train.py checkpoints and stops):
   - on Linux the kernel sends the worker SIGKILL the moment its parent dies (prctl PR_SET_PDEATHSIG);
   - elsewhere, or where prctl is refused, a thread in the worker polls its parent twice a second;
   - the locks the parent holds (dataset.hold_lock) are closed in the worker: a forked child shares the parent's
@@ -23,8 +24,11 @@ import time
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _POLL_S = 0.5          # the fallback's check of the parent, in seconds
-# loaded once here: the parent-death signal is also set between fork and exec, where nothing should be loaded
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+# looked up once here: the parent-death signal is also set between fork and exec, where nothing should be loaded
+try:
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _PRCTL = None
 
 
 class Stopped(KeyboardInterrupt):
@@ -55,11 +59,11 @@ def signal_name(stop):
 def set_parent_death_signal(sig=signal.SIGKILL):
     """Ask the kernel to send sig to this process when its parent dies (Linux prctl); False where it cannot.
     Safe between fork and exec (subprocess's preexec_fn): it only calls into the already loaded C library."""
-    if _LIBC is None:
+    if _PRCTL is None:
         return False
     try:
-        return _LIBC.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-    except (AttributeError, OSError):
+        return _PRCTL(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except OSError:
         return False
 
 

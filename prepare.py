@@ -30,7 +30,9 @@ Same input and seed give byte-identical outputs on any machine, whatever its loa
 limits count CPU seconds (not wall-clock), are fixed before conversion, and a cached result is used only
 where this run's limits would give the same. Corrupt inputs are skipped, counted and listed with a reason.
 --out is written only when it is missing, empty, or (with --overwrite=True) holds a prepare.py dataset and
-nothing else: prepare.py never deletes files it did not write.
+nothing else: prepare.py never deletes files it did not write. Stopped (Ctrl-C, SIGTERM) it ends its workers,
+removes its temporary folder and says so in one line; killed (SIGKILL) its workers and midi2abc calls die with it
+(lifetime.py) and the next run removes the temporary folder it left. Either way --out is as it was.
 """
 import glob
 import gzip

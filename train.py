@@ -16,8 +16,8 @@ ranks or a resume in between.
 Safety: train.py writes only into a folder that is new, empty or one of its own runs; a finished or started
 run is replaced only with --overwrite=True (its old evaluations go with it). A lock file stops a second
 train.py on the same out_dir (released by the kernel when a process dies, so a killed run never leaves it
-stuck). SIGTERM or SIGINT (docker stop, pre-emption, Ctrl-C) ends the run at the next step with a checkpoint
-and a one-line message; --init_from=resume continues exactly.
+stuck). SIGTERM, SIGINT or SIGHUP (docker stop, pre-emption, Ctrl-C, a closed terminal) ends the run at the next
+step with a checkpoint and a one-line message; --init_from=resume continues exactly.
 
 Speed: the training split lives on the device and a batch is one gather there (windows.py); the host
 waits for the device only where it must read a number (log lines, evaluations, checkpoints), so a step
@@ -251,13 +251,20 @@ def append_log(path, entry, wandb):
 
 class StopSignals:
     """SIGTERM and SIGINT ask the run to stop at the next step boundary (with a checkpoint) instead of dying
-    mid-step; a second signal acts as usual. The previous handlers come back on restore()."""
+    mid-step; a second signal acts as usual. SIGHUP (the terminal closed, or the study.py that ran this died: its
+    parent-death signal) does the same, with the output sent to /dev/null first: whoever read it is gone, and a
+    write to the broken pipe would end the run before its checkpoint. The previous handlers come back on restore()."""
 
     def __init__(self):
         self.received = None
-        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     def handle(self, signum, frame):
+        if signum == signal.SIGHUP:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                os.dup2(devnull, fd)
+            os.close(devnull)
         self.received = signal.Signals(signum).name
         signal.signal(signum, self.previous[signum])
 
