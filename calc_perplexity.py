@@ -92,8 +92,11 @@ def main(argv=None):
     }
     print(json.dumps(result, indent=1))
     if cfg["out"]:
-        os.makedirs(os.path.dirname(os.path.abspath(cfg["out"])), exist_ok=True)
-        write_json_atomic(result, cfg["out"], indent=1)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(cfg["out"])), exist_ok=True)
+            write_json_atomic(result, cfg["out"], indent=1)
+        except OSError as e:  # a read-only folder, a file on the way: the result above is printed all the same
+            fail(f"cannot write --out {cfg['out']}: {e.strerror}")
     return result
 
 

@@ -67,9 +67,17 @@ def pass_stop_signals_on():
 
 
 def stopped(what):
-    """The study's one line after a stop signal."""
-    fail(f"stopped by {_stop_signals[0]}{' during ' + what if what else ''}; the same command continues the study "
-         f"(finished runs are kept, an interrupted one resumes from its checkpoint)")
+    """The study's one line after a stop signal, and its exit: at once from the main thread (everything is saved
+    by then, and the interpreter's teardown of torch took 1.6-3 s on a loaded 2-core machine, a good part of the
+    seconds a stop may take); from a training's thread (parallel runs) as the failure of that training."""
+    message = (f"error: stopped by {_stop_signals[0]}{' during ' + what if what else ''}; the same command continues "
+               f"the study (finished runs are kept, an interrupted one resumes from its checkpoint)")
+    if threading.current_thread() is not threading.main_thread():
+        sys.exit(message)
+    sys.stdout.flush()
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def end_session(proc):

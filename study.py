@@ -411,11 +411,14 @@ def main(argv=None):
         fail(f"dataset_input {cfg['dataset_input']} does not exist")
     if os.path.exists(out) and not os.path.isdir(out):
         fail(f"out_dir {out} is a file, not a folder")
-    os.makedirs(out, exist_ok=True)
+    try:  # a folder that cannot be written (read-only, full) is one line before any work
+        os.makedirs(out, exist_ok=True)
+        write_json_atomic({k: v for k, v in cfg.items() if not k.startswith("_")},
+                          os.path.join(out, "study_config.json"), indent=1)
+    except OSError as e:
+        fail(f"cannot write out_dir {out}: {e.strerror}")
     pass_stop_signals_on()
     timings = Timings(os.path.join(out, "timings.json"))
-    write_json_atomic({k: v for k, v in cfg.items() if not k.startswith("_")}, os.path.join(out, "study_config.json"),
-                      indent=1)
 
     # 1. data
     if not have_data:

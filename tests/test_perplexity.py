@@ -103,3 +103,11 @@ def test_a_window_longer_than_the_split_is_one_window_of_the_split(tmp_path_fact
     whole = calc_perplexity.main([str(run), "--split", "val", "--block_size", str(n), "--batch_size", "1"])
     assert huge["block_size"] == n and huge["windows"] == 1 and huge["tokens"] == n
     assert huge["loss"] == whole["loss"]
+
+
+def test_an_out_that_cannot_be_written_is_one_line(tmp_path, tmp_path_factory, run_script, char_dataset):
+    run = tiny_run(run_script, tmp_path_factory, char_dataset, "gpt")
+    (tmp_path / "file").write_text("")  # a file on the way stands for a read-only folder (root writes anywhere)
+    with pytest.raises(SystemExit) as e:
+        calc_perplexity.main([str(run), "--split", "val", "--out", str(tmp_path / "file" / "ppl.json")])
+    assert str(e.value.code).startswith("error: cannot write --out")

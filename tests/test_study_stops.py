@@ -137,3 +137,10 @@ def test_every_study_knob_is_checked_before_any_work(tmp_path, run_script, overr
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert message in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "s").exists()  # before any work: nothing prepared, nothing written
+
+
+def test_an_out_dir_that_cannot_be_written_is_one_line(tmp_path, run_script):
+    (tmp_path / "file").write_text("")  # a file on the way stands for a read-only folder (the tests may run as root)
+    proc = run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 'file' / 's'}"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot write out_dir")
