@@ -30,12 +30,15 @@ Same input and seed give byte-identical outputs on any machine, whatever its loa
 limits count CPU seconds (not wall-clock), are fixed before conversion, and a cached result is used only
 where this run's limits would give the same. Corrupt inputs are skipped, counted and listed with a reason.
 --out is written only when it is missing, empty, or (with --overwrite=True) holds a prepare.py dataset and
-nothing else: prepare.py never deletes files it did not write.
+nothing else: prepare.py never deletes files it did not write. Stopped (Ctrl-C, SIGTERM) it ends its workers,
+removes its temporary folder and says so in one line; killed (SIGKILL) its workers and midi2abc calls die with it
+(lifetime.py) and the next run removes the temporary folder it left. Either way --out is as it was.
 """
 import glob
 import gzip
 import hashlib
 import os
+import re
 import resource
 import shutil
 import sys
@@ -52,6 +55,7 @@ from configurator import configure, fail, lines_of
 from dataset import fingerprints, read_json, write_json_atomic
 from dataset_output import check_out, lock_output, percentiles, plot_lengths, replace_folder, stats_markdown
 from external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
+from lifetime import end_pool, sigterm_stops, signal_name, worker_init
 from tokenizer import BPETokenizer, CharTokenizer
 
 # ----------------------------------------------------------------------------------------------------
@@ -245,8 +249,11 @@ def convert_to_abc(path, kind, settings):
         if (result["reason"] or "").endswith("_timeout"):  # a slow machine gets a second, longer chance
             result = convert_once(path, kind, longest, settings["max_abc_bytes"])
         if cache_file:
-            os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-            write_json_atomic(result, cache_file, indent=None)  # atomic: workers and runs share the cache
+            try:
+                os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+                write_json_atomic(result, cache_file, indent=None)  # atomic: workers and runs share the cache
+            except OSError:  # full or read-only since main checked it: the conversion stands, uncached
+                pass
     if result["abc"] is None:
         raise ConversionFailed(result["reason"])
     return result["abc"]
@@ -279,13 +286,20 @@ def process_file(item, settings):
 
 
 def convert_all(items, settings, workers):
-    """process_file over every item in a process pool; results in the order of items (determinism)."""
+    """process_file over every item in a process pool; results in the order of items (determinism). The workers
+    die with this process however it ends and do not hold its lock (lifetime.worker_init); a stop (Ctrl-C,
+    SIGTERM) or an error kills them at once instead of waiting for their conversions."""
     results = [None] * len(items)
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+    pool = ProcessPoolExecutor(max_workers=max(1, workers), initializer=worker_init, initargs=(os.getpid(),))
+    try:
         futures = {pool.submit(process_file, item, settings): i for i, item in enumerate(items)}
         for future in tqdm(as_completed(futures), total=len(items), desc="converting", unit="file",
                            disable=None):
             results[futures[future]] = future.result()
+    except BaseException:
+        end_pool(pool)
+        raise
+    pool.shutdown()
     return results
 
 
@@ -441,7 +455,8 @@ def check_settings(cfg):
         fractions = [float(x) for x in cfg["split"].split(",")]
     except ValueError:
         fail(f"--split must be three numbers like 0.98,0.01,0.01, got {cfg['split']!r}")
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+    # written so that nan fails every comparison (nan,0.5,0.5 used to pass the sum check)
+    if len(fractions) != 3 or not all(0 <= f <= 1 for f in fractions) or not abs(sum(fractions) - 1) <= 1e-6:
         fail(f"--split must be three non-negative fractions summing to 1, got {cfg['split']!r}")
     if cfg["tokenizer"] == "bpe" and cfg["vocab_size"] < 258:
         fail(f"--vocab_size must be at least 258 for BPE, got {cfg['vocab_size']}")
@@ -454,6 +469,34 @@ def check_settings(cfg):
     if shutil.which("midi2abc") is None:
         fail("midi2abc not found: install Debian/Ubuntu's abcmidi package (sudo apt-get install abcmidi)")
     return fractions
+
+
+def check_cache_dir(cache_dir):
+    """One line for a --cache_dir that cannot be written; otherwise every conversion would fail to store its result
+    and the run would end blaming the input ("only 0 tune(s) left after cleaning")."""
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as e:
+        fail(f"--cache_dir {cache_dir} cannot be written ({e.strerror}): give a writable folder, or --cache_dir '' "
+             f"to convert without a cache")
+
+
+def remove_stale_incomplete(out_dir):
+    """The <out>.incomplete-* folders of earlier prepare.py runs on this --out that were killed (SIGKILL leaves
+    no chance to clean up). Called under the lock, so no running prepare.py owns one."""
+    pattern = glob.escape(out_dir) + ".incomplete-*"
+    for folder in glob.glob(pattern):
+        if os.path.isdir(folder) and not os.path.islink(folder) and re.fullmatch(r".*\.incomplete-[\w]{8}", folder):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def user_mode(path):
+    """Give a folder made by mkdtemp (always 0700) the mode the user's umask gives a new folder."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o777 & ~mask)
 
 
 def main(argv=None):
@@ -470,17 +513,25 @@ def main(argv=None):
 
     out_dir = os.path.abspath(cfg["out"])
     check_out(cfg, out_dir, inputs)
+    if cfg["cache_dir"]:
+        check_cache_dir(cfg["cache_dir"])
     parent = os.path.dirname(out_dir)
     try:
         os.makedirs(parent, exist_ok=True)
         lock = lock_output(out_dir)  # noqa: F841 (held until the process ends)
+        remove_stale_incomplete(out_dir)
         tmp_dir = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".incomplete-", dir=parent)
+        user_mode(tmp_dir)  # it becomes --out
     except OSError as e:
         fail(f"cannot write the output folder {cfg['out']}: {e.strerror}")
     try:
-        stats = build_dataset(cfg, items, names, source, fractions, tmp_dir)
-        check_out(cfg, out_dir, inputs)  # again: someone may have put files there during the conversion
-        replace_folder(tmp_dir, out_dir)
+        with sigterm_stops():  # SIGTERM, like Ctrl-C, ends the workers; the finally removes the temporary folder
+            stats = build_dataset(cfg, items, names, source, fractions, tmp_dir)
+            check_out(cfg, out_dir, inputs)  # again: someone may have put files there during the conversion
+            replace_folder(tmp_dir, out_dir)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (docker stop, pre-emption)
+        fail(f"stopped by {signal_name(stop)}: {cfg['out']} is unchanged; run the same command again to prepare it"
+             + (" (files converted so far come from the cache)" if cfg["cache_dir"] else ""))
     finally:
         if os.path.exists(tmp_dir):  # ours: made by mkdtemp above
             shutil.rmtree(tmp_dir, ignore_errors=True)

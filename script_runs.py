@@ -6,18 +6,26 @@ Several trainings on one GPU: small models are launch-bound (a step of gpt_tiny.
 an H100 whatever the size), so while one process waits on the CPU another's kernels run; 4 gpt_small
 processes together reached 2.4x one alone (issue #9, measured 2026-11-22). Each run is its own process with
 its own seed, data order and checkpoints, so it is exactly the run it would be alone; on CPU its float sums
-also depend on its thread count, which `train_threads` fixes.
+also depend on its thread count, which is the same for every run whatever parallel_runs (training_threads).
+
+Stops: SIGTERM or SIGINT to the study is passed on to the script running (pass_stop_signals_on); the study then
+exits with one line saying that the same command continues. Each script runs in a session of its own, and
+whatever it leaves running there when it ends is killed (a process that outlived it would hold the study's
+output pipe open, and the study would wait for it forever).
 """
+import functools
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from configurator import fail
-from dataset import read_json, write_json_atomic
+from dataset import load_dataset, read_json, write_json_atomic
+from lifetime import set_parent_death_signal
 from report import fmt_duration
 
 MAX_AUTO_PARALLEL = 4   # more processes than this gained nothing further in the measurements above
@@ -43,21 +51,51 @@ _stop_signals = []  # the names of the stop signals the study received
 
 
 def pass_stop_signals_on():
-    """SIGTERM or SIGINT to the study (docker stop, pre-emption, Ctrl-C) is passed on to every script it runs,
-    once: train.py then writes a checkpoint and exits, and the study stops with one line; run again, it resumes.
-    The scripts run in their own session, so a terminal's Ctrl-C reaches them only through here."""
+    """SIGTERM or SIGINT to the study (docker stop, pre-emption, Ctrl-C) is passed on to every script it runs:
+    train.py then writes a checkpoint and exits, the others stop their workers and exit, and the study stops with
+    one line; run again, it resumes. A second signal is passed on too (train.py then ends at once). Between
+    scripts the study itself stops at once. The scripts run in their own session, so a terminal's Ctrl-C reaches
+    them only through here."""
     def forward(signum, frame):
         _stop_signals.append(signal.Signals(signum).name)
+        if not _running:  # the study's own work (planning, fits, report): nothing to wait for
+            stopped("")
         for proc in list(_running):
             proc.send_signal(signum)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
 
 
+def stopped(what):
+    """The study's one line after a stop signal, and its exit: at once from the main thread (everything is saved
+    by then, and the interpreter's teardown of torch took 1.6-3 s on a loaded 2-core machine, a good part of the
+    seconds a stop may take); from a training's thread (parallel runs) as the failure of that training."""
+    message = (f"error: stopped by {_stop_signals[0]}{' during ' + what if what else ''}; the same command continues "
+               f"the study (finished runs are kept, an interrupted one resumes from its checkpoint)")
+    if threading.current_thread() is not threading.main_thread():
+        sys.exit(message)
+    sys.stdout.flush()
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def end_session(proc):
+    """Wait for a script, then kill whatever it left running in its session (pool workers or tools that did not
+    die with it): they would keep its output pipe open and run_script would wait for them forever."""
+    proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # nothing left: the usual case
+        pass
+
+
 def run_script(args, log_path, what, echo=True, env=None):
     """Run a repository script with this interpreter; its output is shown live and kept in log_path (progress
     bars reduced to their last state); returns the seconds it took. A failure stops the study with one line
     naming the log."""
+    if _stop_signals:  # a stop came while this run was being set up (parallel trainings)
+        stopped(what)
     t0 = time.time()
     repo = os.path.dirname(os.path.abspath(__file__))
     cmd = [sys.executable, os.path.join(repo, args[0]), *map(str, args[1:])]
@@ -65,9 +103,15 @@ def run_script(args, log_path, what, echo=True, env=None):
     with open(log_path, "a") as log:
         log.write(f"$ {shlex.join(cmd)}\n")
         log.flush()
+        # a study killed outright (SIGKILL) still stops its script: SIGHUP, on which train.py checkpoints first
+        # (and stops writing to the pipe nobody reads any more); the others end at once, their workers with them
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+                                preexec_fn=lambda: set_parent_death_signal(signal.SIGHUP))
         _running.add(proc)
+        if _stop_signals:  # the signal came between the check above and now: pass it on here
+            proc.send_signal(signal.SIGTERM)
+        threading.Thread(target=end_session, args=(proc,), daemon=True).start()
         pending = ""
         last_lines = []
         for chunk in iter(lambda: proc.stdout.read1(65536), b""):
@@ -87,9 +131,8 @@ def run_script(args, log_path, what, echo=True, env=None):
         if pending.strip():
             log.write(pending.rsplit("\r", 1)[-1] + "\n")
             last_lines.append(pending.strip())
-    if proc.returncode != 0 and _stop_signals:
-        fail(f"stopped by {_stop_signals[0]} during {what}; the same command continues the study (finished runs "
-             f"are kept, an interrupted one resumes from its checkpoint)")
+    if _stop_signals:  # also when the script finished just as the signal came: the study stops here
+        stopped(what)
     if proc.returncode != 0:
         reason = next((l for l in reversed(last_lines) if l.startswith("error")), last_lines[-1] if last_lines else "")
         fail(f"{what} failed (exit {proc.returncode}): {reason} -- full output in {log_path}")
@@ -98,10 +141,16 @@ def run_script(args, log_path, what, echo=True, env=None):
 
 def train_all(plan, cfg, timings, logs):
     """Train every run not finished yet (an interrupted one resumes from its ckpt.pt): one at a time with live
-    output and a study ETA, or parallel_runs at once with their output in the logs."""
+    output and a study ETA, or parallel_runs at once with their output in the logs. A run trained on other data
+    than its data_dir holds now is refused (refuse_other_data), or with overwrite trained again from scratch."""
     todo = []
+    again = refuse_other_data(plan, cfg)
     for i, r in enumerate(plan, start=1):
-        if os.path.isfile(os.path.join(r["run_dir"], "results.json")):
+        if r["name"] in again:
+            print(f"{run_head(r, i, len(plan))}: trained on other data ({again[r['name']]}); trained again "
+                  f"(overwrite=True)")
+            todo.append((i, {**r, "fresh": True}))
+        elif os.path.isfile(os.path.join(r["run_dir"], "results.json")):
             changed = changed_settings(r)
             print(f"{run_head(r, i, len(plan))}: finished earlier, skipped"
                   + (f" -- WARNING: trained with other settings than the config now gives ({changed}); delete "
@@ -111,14 +160,90 @@ def train_all(plan, cfg, timings, logs):
     if not todo:
         return
     n = parallel_runs(cfg, [r for _, r in todo])
-    env = {}
-    threads = cfg["train_threads"] or ((os.cpu_count() or 1) // n if n > 1 else 0)
-    if threads:  # torch reads it at start; on CPU the thread count also decides the order of float sums
-        env = {"OMP_NUM_THREADS": str(max(1, threads))}
+    threads = training_threads(cfg, n)
+    # torch reads it at start; on CPU the thread count also decides the order of float sums
+    env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
     if n == 1:
         train_one_by_one(todo, len(plan), timings, logs, env)
     else:
         train_in_parallel(todo, len(plan), n, timings, logs, env)
+
+
+def on_cpu(device):
+    """Whether trainings on this study's device setting compute on the CPU."""
+    if device == "auto":
+        import torch
+        return not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    return device == "cpu"
+
+
+def training_threads(cfg, n):
+    """CPU threads of every training (OMP_NUM_THREADS; 0: leave it alone). train_threads when set. Otherwise on
+    the CPU the number torch takes by default in this environment (OMP_NUM_THREADS if set, else one per core),
+    for every run whatever parallel_runs: the thread count decides the order of the float sums, so a run's numbers
+    would otherwise depend on how many ran beside it (with parallel_runs > 1 the runs then share the cores, which
+    is slower than train_threads = cores / parallel_runs, but gives each run its numbers of a run alone). On a
+    GPU, where the sums run on the device, the cores are shared among the parallel runs."""
+    if cfg["train_threads"]:
+        return cfg["train_threads"]
+    if on_cpu(cfg["device"]):
+        import torch
+        return torch.get_num_threads()
+    return max(1, (os.cpu_count() or 1) // n) if n > 1 else 0
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(data_dir):
+    """The dataset at data_dir (its fingerprint, hashed from the files once, is kept with it)."""
+    return load_dataset(data_dir)
+
+
+def trained_data(run_dir):
+    """{fingerprint, tokenizer, vocab_size} of the data a run was trained on, from results.json (finished) or
+    ckpt.pt (interrupted); None when the folder holds neither."""
+    results, ckpt = os.path.join(run_dir, "results.json"), os.path.join(run_dir, "ckpt.pt")
+    if os.path.isfile(results):
+        r = read_json(results)
+        return {"fingerprint": r.get("data_fingerprint"), "tokenizer": r.get("tokenizer"),
+                "vocab_size": r.get("vocab_size")}
+    if os.path.isfile(ckpt):
+        import torch
+        try:  # mmap: the weights are not read, only the small dict that names the data
+            data = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("dataset") or {}
+        except Exception:  # a damaged checkpoint: train.py says so in one line when it resumes
+            return None
+        return {k: data.get(k) for k in ("fingerprint", "tokenizer", "vocab_size")}
+    return None
+
+
+def other_data(run):
+    """Why a run's folder holds a training on other data than its data_dir holds now ('' when it does not)."""
+    trained = trained_data(run["run_dir"])
+    if trained is None:
+        return ""
+    data = _dataset(run["train_config"]["data_dir"])
+    if trained["fingerprint"] == data.fingerprints()["fingerprint"]:
+        return ""
+    if trained["fingerprint"] is None:
+        return "it records no data fingerprint"
+    if (trained["tokenizer"], trained["vocab_size"]) != (data.meta.get("tokenizer"), data.vocab_size):
+        return (f"a {trained['tokenizer']} tokenizer of {trained['vocab_size']} tokens, the data's is "
+                f"{data.meta.get('tokenizer')} of {data.vocab_size}")
+    return "the same tokenizer, other tokens"
+
+
+def refuse_other_data(runs, cfg):
+    """{name: why} of the runs (finished or interrupted) trained on other data than their data_dir holds now,
+    the study's overwrite being set; without it a one-line refusal naming them, so that a study over another
+    dataset never reuses them and report.md never mixes two datasets."""
+    other = {r["name"]: why for r in runs if (why := other_data(r))}
+    if other and not cfg["overwrite"]:
+        names = list(other)
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        fail(f"{len(names)} run(s) in {cfg['out_dir']} were trained on other data than "
+             f"{runs[0]['train_config']['data_dir']} ({shown}; {names[0]}: {other[names[0]]}): --overwrite=True "
+             f"trains them again on it, or choose another out_dir")
+    return other
 
 
 def run_head(r, i, n_runs):
@@ -128,6 +253,8 @@ def run_head(r, i, n_runs):
 def train_args(r):
     """train.py's arguments for an unfinished run: resume from its checkpoint, or start it; a run of this study
     stopped before its first checkpoint left only its log (nothing to resume), so it starts again over it."""
+    if r.get("fresh"):  # trained on other data (refuse_other_data): replaced, from scratch
+        return [r["script"], *r["argv"], "--overwrite=True"], False
     resume = os.path.isfile(os.path.join(r["run_dir"], "ckpt.pt"))
     started = os.path.isfile(os.path.join(r["run_dir"], "log.jsonl"))
     extra = ["--init_from=resume"] if resume else ["--overwrite=True"] if started else []

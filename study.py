@@ -21,6 +21,10 @@ The steps; the scripts run as subprocesses (their output is shown and kept in ou
                        sheet music and audio of every tune, and the same seeds across sizes side by side
 Everything a study writes goes under out_dir: runs/, samples/, plots/, logs/, fit.json, fit.md, report.md,
 report.html (docs/report.md says how to read it).
+SIGTERM or Ctrl-C (docker stop, pre-emption) is passed on to the step running; the study exits within seconds
+with one line, and the same command continues (script_runs.py). Runs found in out_dir that were trained on other
+data than data_dir holds now (another dataset, another tokenizer, a changed train.bin) are refused in one line
+naming them, or with overwrite=True trained again: report.md never mixes two datasets.
 
 Two knobs add runs to every line of `runs` (study_plan.py names them and says how):
   lr_sweep        each size is trained at every rate of the list ('x0.5,x1,x2': multiples of its config's rate;
@@ -60,7 +64,7 @@ from configurator import config_keys, configure, fail, lines_of
 from dataset import TrainOrder, iteration_plan, load_dataset, read_json, write_json_atomic
 from plots import plot_lr_sweeps, write_outputs
 from report import fmt_duration, perplexity_path, sample_records, write_report
-from script_runs import Timings, estimate_plan, pass_stop_signals_on, run_script, train_all
+from script_runs import Timings, estimate_plan, pass_stop_signals_on, refuse_other_data, run_script, train_all
 
 # -----------------------------------------------------------------------------
 # default study; config/study_*.py files and --key=value override these
@@ -114,7 +118,11 @@ estimate = False          # time a few steps of every planned run on this device
 estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 warm-up steps)
 # several trainings at once on one device; each is the same run it would be alone (see script_runs.py)
 parallel_runs = 0         # 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free memory holds (at most 4)
-train_threads = 0         # CPU threads per training; 0 = torch's default, or the cores shared among parallel runs
+train_threads = 0         # CPU threads per training; 0 = on CPU torch's default here (OMP_NUM_THREADS, else one per
+                          # core) for every run whatever parallel_runs, so the numbers do not depend on it; on a GPU
+                          # the cores shared among parallel runs (script_runs.training_threads)
+overwrite = False         # True: runs trained on other data than data_dir holds now are trained again on it (else
+                          # the study refuses them in one line: report.md never mixes two datasets)
 # -----------------------------------------------------------------------------
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -362,9 +370,17 @@ def check_config(cfg):
             fail(f"{key} must be at least 1, got {cfg[key]}")
     if cfg["stop_after"] not in ("", "prepare", "train"):
         fail(f"stop_after must be '', 'prepare' or 'train', got {cfg['stop_after']!r}")
-    for key in ("max_tokens", "samples_per_size", "parallel_runs", "train_threads"):
-        if cfg[key] < 0:
+    for key in ("max_tokens", "samples_per_size", "parallel_runs", "train_threads", "eval_workers", "top_k",
+                "temperature"):
+        if not cfg[key] >= 0:  # also catches nan
             fail(f"{key} must not be negative, got {cfg[key]}")
+    for key in ("top_p", "capability_share"):
+        if not 0 < cfg[key] <= 1:
+            fail(f"{key} must be in (0, 1], got {cfg[key]}")
+    if cfg["perplexity_split"] not in ("train", "val", "test"):
+        fail(f"perplexity_split must be train, val or test, got {cfg['perplexity_split']!r}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg["device"]):
+        fail(f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg['device']!r}")
     study_plan.check_knobs(cfg)
     try:
         power_law.check_settings(cfg["n_bootstrap"], cfg["ci_level"], cfg["fit_params"])
@@ -417,11 +433,14 @@ def main(argv=None):
         fail(f"dataset_input {cfg['dataset_input']} does not exist")
     if os.path.exists(out) and not os.path.isdir(out):
         fail(f"out_dir {out} is a file, not a folder")
-    os.makedirs(out, exist_ok=True)
+    try:  # a folder that cannot be written (read-only, full) is one line before any work
+        os.makedirs(out, exist_ok=True)
+        write_json_atomic({k: v for k, v in cfg.items() if not k.startswith("_")},
+                          os.path.join(out, "study_config.json"), indent=1)
+    except OSError as e:
+        fail(f"cannot write out_dir {out}: {e.strerror}")
     pass_stop_signals_on()
     timings = Timings(os.path.join(out, "timings.json"))
-    write_json_atomic({k: v for k, v in cfg.items() if not k.startswith("_")}, os.path.join(out, "study_config.json"),
-                      indent=1)
 
     # 1. data
     if not have_data:
@@ -437,6 +456,7 @@ def main(argv=None):
         return None
     sizes, choice, plan, every = plan_study()
     print_plan(every, True)
+    refuse_other_data(every, cfg)  # before any training (train_all checks again the runs the sweep's choice adds)
 
     # 2-3. train (the learning-rate sweep first: the other runs take its choice), test loss
     if sizes:

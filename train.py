@@ -16,8 +16,8 @@ ranks or a resume in between.
 Safety: train.py writes only into a folder that is new, empty or one of its own runs; a finished or started
 run is replaced only with --overwrite=True (its old evaluations go with it). A lock file stops a second
 train.py on the same out_dir (released by the kernel when a process dies, so a killed run never leaves it
-stuck). SIGTERM or SIGINT (docker stop, pre-emption, Ctrl-C) ends the run at the next step with a checkpoint
-and a one-line message; --init_from=resume continues exactly.
+stuck). SIGTERM, SIGINT or SIGHUP (docker stop, pre-emption, Ctrl-C, a closed terminal) ends the run at the next
+step with a checkpoint and a one-line message; --init_from=resume continues exactly.
 
 Speed: the training split lives on the device and a batch is one gather there (windows.py); the host
 waits for the device only where it must read a number (log lines, evaluations, checkpoints), so a step
@@ -99,6 +99,7 @@ RESUME_MUST_MATCH = ("model_type", "n_layer", "n_head", "n_embd", "dropout", "bi
                      "batch_size", "block_size", "gradient_accumulation_steps", "max_tokens", "max_iters",
                      "learning_rate", "min_lr", "warmup_iters", "weight_decay", "beta1", "beta2",
                      "grad_clip", "seed")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 # (knob, smallest allowed value); checked where the configuration is read
 AT_LEAST = (("batch_size", 1), ("block_size", 1), ("gradient_accumulation_steps", 1), ("n_layer", 1),
             ("n_head", 1), ("n_embd", 1), ("log_interval", 1), ("eval_iters", 1), ("eval_interval", 0),
@@ -141,6 +142,8 @@ def read_config(argv, defaults):
             fail(f"{key} must be at least {least}, got {cfg[key]}")
     if not 0 <= cfg["dropout"] < 1:
         fail(f"dropout must be in [0, 1), got {cfg['dropout']}")
+    if cfg["compile_mode"] not in COMPILE_MODES:  # checked on every device, not only where compile is used
+        fail(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {cfg['compile_mode']!r}")
     if cfg["model_type"] == "gpt" and cfg["n_embd"] % cfg["n_head"]:
         fail(f"n_embd={cfg['n_embd']} must be a multiple of n_head={cfg['n_head']}")
     return cfg, ckpt
@@ -248,13 +251,20 @@ def append_log(path, entry, wandb):
 
 class StopSignals:
     """SIGTERM and SIGINT ask the run to stop at the next step boundary (with a checkpoint) instead of dying
-    mid-step; a second signal acts as usual. The previous handlers come back on restore()."""
+    mid-step; a second signal acts as usual. SIGHUP (the terminal closed, or the study.py that ran this died: its
+    parent-death signal) does the same, with the output sent to /dev/null first: whoever read it is gone, and a
+    write to the broken pipe would end the run before its checkpoint. The previous handlers come back on restore()."""
 
     def __init__(self):
         self.received = None
-        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     def handle(self, signum, frame):
+        if signum == signal.SIGHUP:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                os.dup2(devnull, fd)
+            os.close(devnull)
         self.received = signal.Signals(signum).name
         signal.signal(signum, self.previous[signum])
 
@@ -493,7 +503,9 @@ def main(argv=None, **defaults):
         results = run_results(c, raw_model, data, plan, progress, (train_loss, val_loss, val_targets), device_type,
                               dtype_name, world_size, peak, wall_before + time.time() - t_start)
         tokens_trained, val_bpc = results["tokens_trained"], results["val_bpc"]
-        log({"iter": total_iters, "tokens": tokens_trained, "lr": None, "train_loss": loss.item(), "val_loss": val_loss,
+        # loss is None when a resume starts at the last checkpoint (killed before results.json): no step ran
+        log({"iter": total_iters, "tokens": tokens_trained, "lr": None,
+             "train_loss": None if loss is None else loss.item(), "val_loss": val_loss,
              "tokens_per_s": None, "mfu": None, "peak_mem_bytes": results["peak_mem_bytes"], "final": True})
         write_json_atomic(results, os.path.join(c.out_dir, "results.json"))
         print(f"done: val loss {val_loss:.4f} ({val_bpc:.4f} bpc), train loss {train_loss:.4f}, "

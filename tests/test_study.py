@@ -94,11 +94,12 @@ RUNS = ("gpt_16", "gpt_32", "gpt_48", "lstm_16", "lstm_40", "lstm_64")
 
 def test_two_trainings_at_once_are_each_the_run_they_are_alone(smoke_study, run_script, tmp_path):
     """parallel_runs=2 trains two models at a time; each ends with exactly the losses of the study that trained
-    them one by one (same data, same threads per run)."""
+    them one by one: same data, and by default the same threads per run whatever parallel_runs (the environment
+    of the smoke study, whose OMP_NUM_THREADS the default takes; it used to be cores / parallel_runs)."""
     out, _ = smoke_study
     par = tmp_path / "parallel"
     proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={par}", f"--data_dir={out / 'data'}",
-                       "--parallel_runs=2", "--train_threads=1", "--stop_after=train"], timeout=900)
+                       "--parallel_runs=2", "--stop_after=train"], timeout=900, env={"OMP_NUM_THREADS": "1"})
     lines = proc.stdout.splitlines()
     started = [i for i, line in enumerate(lines) if line.endswith(": started")]
     finished = [i for i, line in enumerate(lines) if ": done in " in line]

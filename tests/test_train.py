@@ -529,3 +529,29 @@ def test_runs_record_the_fingerprint_of_their_data_and_resume_refuses_other_data
     with pytest.raises(SystemExit) as excinfo:
         train.main([f"--out_dir={copy}", "--init_from=resume", f"--data_dir={other}"])
     assert "not the dataset this run was trained on" in exit_message(excinfo)
+
+
+def test_a_run_killed_after_its_last_checkpoint_resumes_and_writes_its_results(char_dataset, tmp_path):
+    """A kill between the final checkpoint and results.json leaves a checkpoint at the last iteration: the resume
+    runs no step, writes results.json with the losses of the uninterrupted run and ends normally."""
+    out = tmp_path / "run"
+    whole = run(char_dataset, out, "--max_iters=10")
+    (out / "results.json").unlink()
+    resumed = train.main([f"--out_dir={out}", "--init_from=resume"])
+    assert json.loads((out / "results.json").read_text())["val_loss"] == resumed["val_loss"] == whole["val_loss"]
+    assert resumed["iters"] == 10 and resumed["tokens_trained"] == whole["tokens_trained"]
+    assert read_log(out)[-1]["final"] and read_log(out)[-1]["iter"] == 10
+
+
+@pytest.mark.parametrize("bad, message", [("--compile_mode=bogus", "compile_mode must be one of"),
+                                          ("--max_iters=1", "cannot create out_dir")])
+def test_a_bogus_compile_mode_and_an_out_dir_that_cannot_be_made_are_one_line(char_dataset, tmp_path, bad, message):
+    """compile_mode is checked on the CPU too, where compile is not used; an out_dir whose parent cannot hold it
+    (read-only for a user, or a file, as here: the tests may run as root, who writes anywhere) is one line."""
+    out = tmp_path / "run"
+    if bad == "--max_iters=1":
+        (tmp_path / "file").write_text("")
+        out = tmp_path / "file" / "run"
+    with pytest.raises(SystemExit) as excinfo:
+        run(char_dataset, out, bad)
+    assert message in exit_message(excinfo)
