@@ -4,7 +4,8 @@ Train one GPT or LSTM language model on a prepared dataset, for exactly the toke
 
     python train.py config/gpt_small.py --max_tokens=2e6 --device=cpu
     python train_rnn.py config/lstm_small.py                  # same loop, LSTM defaults
-    torchrun --standalone --nproc_per_node=8 train.py config/gpt_xl.py   # DDP (NCCL; gloo on CPU)
+    torchrun --standalone --nproc_per_node=8 train.py config/gpt_xl.py   # DDP (NCCL; gloo on CPU): any number
+                                                                         # of ranks that divides the step's windows
     python train.py --out_dir=out/gpt_small --init_from=resume   # continue a killed run exactly
 
 Writes out_dir/log.jsonl (one JSON per logged iteration), out_dir/ckpt.pt (atomically: every
@@ -64,9 +65,10 @@ wandb_run_name = ''        # '' -> the name of out_dir
 data_seed = 1337           # the window order; keep it fixed across a study
 data_order = 'tunes'       # 'tunes': each window starts at a tune; 'stride': windows at stride block_size (dataset.py;
                            # README "Training order" has both measured: tunes gives the better samples)
-batch_size = 32            # sequences per micro-step (per DDP rank)
+batch_size = 32            # sequences per micro-step; under DDP at most this many per rank (rank_split)
 block_size = 256
-gradient_accumulation_steps = 1   # micro-steps per optimizer step, summed over all DDP ranks
+gradient_accumulation_steps = 1   # micro-steps per optimizer step: batch_size x this = windows per step, on any
+                                  # number of DDP ranks that divides it
 max_tokens = 0             # training tokens; 0 = one epoch of train.bin
 max_iters = 0              # > 0: exactly this many optimizer steps instead of max_tokens
 # model
@@ -153,6 +155,22 @@ def lr_at(it, total_iters, learning_rate, min_lr, warmup_iters):
     decay_iters = max(1, total_iters - 1 - warmup_iters)
     ratio = min(1.0, (it - warmup_iters) / decay_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def rank_split(batch_size, gradient_accumulation_steps, world_size):
+    """(micro-batch, micro-steps per rank) that spread one optimizer step of batch_size x
+    gradient_accumulation_steps windows over world_size DDP ranks: the accumulation is split across the ranks
+    where it divides, else the micro-batch too (the configs accumulate 1 step: on 8 ranks each takes 4 of the
+    32 windows). The step reads the same windows and the same number of tokens on any number of ranks, and no
+    micro-batch is larger than the config's (its memory). Raises ValueError when the ranks cannot share the
+    step's windows evenly."""
+    windows = batch_size * gradient_accumulation_steps
+    if windows % world_size:
+        raise ValueError(f"batch_size x gradient_accumulation_steps = {windows} windows per optimizer step cannot "
+                         f"be shared evenly by {world_size} DDP ranks; use a number of ranks that divides {windows}")
+    per_rank = windows // world_size
+    steps = next(s for s in range(1, per_rank + 1) if per_rank % s == 0 and per_rank // s <= batch_size)
+    return per_rank // steps, steps
 
 
 def accumulate_gradients(model, scaler, ctx, micro_batches, accum, by_targets=False):
@@ -315,10 +333,10 @@ def main(argv=None, **defaults):
     ddp, rank, local_rank, world_size, device_arg = setup_distributed(c.device)
     master = rank == 0
     dev, device_type, dtype_name, ctx = setup_device(device_arg, c.dtype)
-    if c.gradient_accumulation_steps % world_size:
-        fail(f"gradient_accumulation_steps={c.gradient_accumulation_steps} must be a multiple of the "
-             f"{world_size} DDP ranks (it counts micro-steps over all ranks)")
-    accum = c.gradient_accumulation_steps // world_size  # micro-steps on this rank
+    try:  # the step's windows shared by the ranks: micro_batch windows in each of accum micro-steps per rank
+        micro_batch, accum = rank_split(c.batch_size, c.gradient_accumulation_steps, world_size)
+    except ValueError as e:
+        fail(str(e))
 
     # data and budget
     data = load_dataset(c.data_dir)
@@ -367,7 +385,7 @@ def main(argv=None, **defaults):
 
     # the splits on the device, the window order, the fixed validation windows
     train_tokens, val_tokens = Tokens(data.split("train"), dev), Tokens(data.split("val"), dev)
-    batches = TrainBatches(train_tokens, order, c.batch_size, plan["windows_per_iter"], rank, world_size)
+    batches = TrainBatches(train_tokens, order, micro_batch, plan["windows_per_iter"], rank, world_size)
     tokens_at = lambda it: order.targets_before(it * plan["windows_per_iter"])  # noqa: E731 (targets trained)
     estimate_windows = spread_windows(val_tokens.n, c.block_size, c.eval_iters * c.batch_size)
 
@@ -383,7 +401,8 @@ def main(argv=None, **defaults):
     if master:
         print(f"{c.model_type}: {raw_model.num_params():,} parameters "
               f"({raw_model.num_params(non_embedding=True):,} non-embedding), vocab {data.vocab_size}, "
-              f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, {world_size} rank(s)")
+              f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, {world_size} rank(s) x {accum} "
+              f"micro-step(s) of {micro_batch}")
         print(f"{total_iters} iterations x {plan['windows_per_iter']} windows of {c.block_size} ({c.data_order} order) "
               f"= {plan['tokens']:,} training tokens, {plan['epochs']:.4f} epochs of {order.targets_per_epoch:,}")
         if plan["epochs"] > 1:

@@ -417,19 +417,40 @@ def test_an_infinite_learning_rate_is_caught_as_divergence(char_dataset, tmp_pat
 # ---------------------------------------------------------------------------------------------
 # DDP (gloo on CPU)
 
-def test_ddp_ranks_split_the_same_batches(char_dataset, tmp_path):
-    args = ["--max_iters=6", "--eval_interval=0", "--batch_size=4", "--gradient_accumulation_steps=2"]
+def test_rank_split_keeps_the_step_and_bounds_the_micro_batch():
+    # accumulation split across ranks where it divides (as before), else the micro-batch
+    assert train.rank_split(32, 1, 1) == (32, 1)
+    assert train.rank_split(4, 2, 2) == (4, 1)
+    assert train.rank_split(32, 1, 8) == (4, 1)
+    assert train.rank_split(32, 3, 2) == (24, 2)
+    for batch, accum, world in [(32, 1, 8), (8, 6, 4), (5, 3, 15), (32, 3, 2), (7, 4, 2)]:
+        micro, steps = train.rank_split(batch, accum, world)
+        assert micro * steps * world == batch * accum and micro <= batch
+    with pytest.raises(ValueError, match="32 windows per optimizer step cannot be shared evenly by 3 DDP ranks"):
+        train.rank_split(32, 1, 3)
+
+
+@pytest.mark.parametrize("ranks, args", [
+    (2, ["--batch_size=4", "--gradient_accumulation_steps=2"]),  # the accumulation split over the ranks
+    (4, ["--batch_size=8", "--gradient_accumulation_steps=1"]),  # the configs' own: the micro-batch split
+])
+def test_torchrun_on_k_ranks_trains_exactly_like_one_process(char_dataset, tmp_path, ranks, args):
+    """`torchrun --standalone --nproc_per_node=K train.py ...` (gloo on CPU) trains the same windows per step as
+    one process, so its losses are the same up to float rounding."""
+    args = ["--max_iters=6", "--eval_interval=0", "--log_interval=2", *args]
     single = run(char_dataset, tmp_path / "single", *args)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
                            "train.py", *tiny_args(char_dataset, tmp_path / "ddp"), *args],
                           cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
-    assert ddp["world_size"] == 2 and ddp["tokens_trained"] == single["tokens_trained"]
+    assert ddp["world_size"] == ranks and ddp["tokens_trained"] == single["tokens_trained"]
     assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
+    assert [e["train_loss"] for e in read_log(tmp_path / "ddp")] == pytest.approx(
+        [e["train_loss"] for e in read_log(tmp_path / "single")], rel=1e-4)
     ckpt = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)
-    assert len(ckpt["rng"]) == 2  # each rank's RNG state, for an exact resume
+    assert len(ckpt["rng"]) == ranks  # each rank's RNG state, for an exact resume
 
 
 # ---------------------------------------------------------------------------------------------
