@@ -102,6 +102,42 @@ def test_configurator_reads_today_s_command_lines_too(tmp_path):
     assert "unexpected argument" in exit_message(excinfo)
 
 
+def test_configurator_expands_home_and_variables_in_path_knobs_only(tmp_path, monkeypatch):
+    """What the shell leaves alone (`--out_dir=~/runs`: no `~` expansion after `=`) and what a config file holds
+    is expanded in path knobs, line by line; other strings stay as typed; an unset variable is one line."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LAKH", "/data/lmd_full")
+    cfg_file = tmp_path / "cfg.py"
+    cfg_file.write_text("data_dir = '~/data/lakh'\n")
+    defaults = {"out_dir": "out", "data_dir": "data", "dataset_input": "", "input": "", "prompt_file": "",
+                "prompt": "", "wandb_run_name": ""}
+    monkeypatch.setenv("LAKH_RUN", "r1")
+    cfg = configure(defaults, [str(cfg_file), "--out_dir=~/runs/$LAKH_RUN", "--dataset_input=${LAKH}/*.mid",
+                               "--input", "~/a.abc", "--input", "$LAKH", "--prompt_file=~/p.abc",
+                               "--prompt=X:1 ~$HOME", "--wandb_run_name=~me"], repeatable=("input",))
+    home = str(tmp_path / "home")
+    assert cfg["data_dir"] == f"{home}/data/lakh" and cfg["out_dir"] == f"{home}/runs/r1"
+    assert cfg["dataset_input"] == "/data/lmd_full/*.mid" and cfg["input"] == f"{home}/a.abc\n/data/lmd_full"
+    assert cfg["prompt_file"] == f"{home}/p.abc"
+    assert cfg["prompt"] == "X:1 ~$HOME" and cfg["wandb_run_name"] == "~me"  # not paths: as typed
+    monkeypatch.delenv("LAKH_RUN")
+    with pytest.raises(SystemExit) as excinfo:
+        configure(defaults, ["--out_dir=~/runs/$LAKH_RUN"])
+    assert "out_dir=~/runs/$LAKH_RUN: the environment variable LAKH_RUN is not set" in exit_message(excinfo)
+
+
+def test_study_finds_a_dataset_input_typed_with_a_tilde(run_script, tmp_path):
+    """The issue's failing command: `study.py ... --dataset_input=~/corpus` said '~/corpus does not exist'."""
+    from conftest import corpus_file
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(corpus_file("airdsAirs/book1.abc"), home / "book1.abc")
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={tmp_path / 'study'}",
+                       "--dataset_input=~/book1.abc", "--stop_after=prepare"], env={"HOME": str(home)})
+    assert f"from {home / 'book1.abc'}" in proc.stdout
+    assert (tmp_path / "study" / "data" / "meta.json").exists()
+
+
 def test_configurator_rejects_unknown_keys_in_config_files(tmp_path):
     cfg_file = tmp_path / "typo.py"
     cfg_file.write_text("n_layers = 4\n")
