@@ -59,6 +59,8 @@ def coerce(key, value, default):
     if want is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool) and default == "auto":  # a knob of 'auto', True or False (train.py's compile)
+            return str(value)
     elif want is bool:
         if isinstance(value, bool):
             return value

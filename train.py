@@ -42,7 +42,8 @@ from tqdm import tqdm
 from checkpoint import claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
 from configurator import config_keys, configure, fail
 from dataset import TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
-from hardware import device_name, lookup_peak_flops, peak_memory_bytes, setup_device, synchronize
+from hardware import (check_compile, compile_model, device_name, lookup_peak_flops, peak_memory_bytes, setup_device,
+                      synchronize)
 from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_from_config
 from windows import Tokens, TrainBatches, exact_loss, spread_windows, windows_loss
 
@@ -90,7 +91,8 @@ grad_clip = 1.0            # 0: no clipping
 # system
 device = 'auto'            # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'             # 'auto' (bfloat16 on CUDA if supported, else float16; float32 elsewhere)
-compile = True             # torch.compile; used on CUDA only, where it pays for its compile time
+compile = 'auto'           # torch.compile: 'auto' on CUDA only, where it pays for its compile time; True also on
+                           # CPU (needs a C/C++ compiler); False never (hardware.compile_model)
 compile_mode = 'default'   # torch.compile mode: 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
 seed = 1337                # initialisation and dropout
 peak_flops = 0.0           # the device's peak FLOP/s for MFU; 0 = look the GPU up in hardware.PEAK_FLOPS
@@ -130,6 +132,8 @@ def read_config(argv, defaults):
         # `--out_dir=X --init_from=resume` is enough; what the command line sets again must agree
         # a checkpoint from before data_order existed was trained in stride order, whatever today's default
         saved = {"data_order": "stride", **{k: v for k, v in ckpt["config"].items() if k in base}}
+        if isinstance(saved.get("compile"), bool):  # from before compile='auto', when True meant on CUDA only
+            saved["compile"] = "auto" if saved["compile"] else "False"
         cfg = configure({**base, **saved, "init_from": "resume"}, argv)
         changed = [f"{k}: {saved[k]!r} -> {cfg[k]!r}" for k in RESUME_MUST_MATCH if k in saved and saved[k] != cfg[k]]
         if changed:
@@ -141,6 +145,7 @@ def read_config(argv, defaults):
     for key, least in AT_LEAST:
         if not cfg[key] >= least:  # also catches nan
             fail(f"{key} must be at least {least}, got {cfg[key]}")
+    check_compile(cfg["compile"])
     if not 0 <= cfg["dropout"] < 1:
         fail(f"dropout must be in [0, 1), got {cfg['dropout']}")
     if cfg["model_type"] == "gpt" and cfg["n_embd"] % cfg["n_head"]:
@@ -375,9 +380,7 @@ def main(argv=None, **defaults):
     else:
         torch.manual_seed(c.seed + rank)  # dropout differs across ranks, reproducibly
     ckpt = None  # free the checkpoint's copy of the weights
-    fast_model = raw_model
-    if c.compile and device_type == "cuda":
-        fast_model = torch.compile(raw_model, mode=None if c.compile_mode == "default" else c.compile_mode)
+    fast_model = compile_model(raw_model, c.compile, c.compile_mode, device_type)
     train_model = fast_model
     if ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP

@@ -336,6 +336,28 @@ def test_gradient_accumulation_matches_a_larger_batch(char_dataset, tmp_path, or
         [e["train_loss"] for e in read_log(tmp_path / "1x8")], rel=1e-4)
 
 
+def test_compile_is_auto_on_cuda_only_and_true_compiles_on_cpu(char_dataset, tmp_path):
+    """--compile=True compiles on CPU too (inductor's C++ backend: what the Docker smoke test checks the image's
+    compiler with); the default 'auto' does not compile on CPU. The compiled run learns what the eager one does."""
+    model = torch.nn.Linear(2, 2)
+    from hardware import compile_model
+    assert compile_model(model, "auto", "default", "cpu") is model
+    assert compile_model(model, "False", "default", "cuda") is model
+    args = [*tiny_args(char_dataset, tmp_path / "compiled", "--max_iters=3", "--eval_interval=0", "--eval_iters=2",
+                       "--n_layer=1", "--batch_size=4"), "--compile=True"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cpu float32 compiled" in proc.stdout
+    assert list((tmp_path / "inductor").rglob("*.so")), "inductor built no C++ kernel"
+    compiled = json.loads((tmp_path / "compiled" / "results.json").read_text())
+    eager = run(char_dataset, tmp_path / "eager", "--max_iters=3", "--eval_interval=0", "--eval_iters=2",
+                "--n_layer=1", "--batch_size=4", "--compile=auto")
+    assert compiled["config"]["compile"] == "True" and eager["config"]["compile"] == "auto"
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # resume
 
