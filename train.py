@@ -25,6 +25,9 @@ waits for the device only where it must read a number (log lines, evaluations, c
 queues its work and returns. Evaluations run the uncompiled model, which costs no second compilation.
 Throughput figures leave the first step of a process (compilation, warm-up) out and report it as
 compile_time_s.
+
+Progress: a tqdm bar on a terminal; into a log (nohup, SLURM, a pipe) a plain line every PROGRESS_INTERVAL_S
+seconds (default 30) with the iteration, tokens, loss and tokens/s (progress.py).
 """
 
 import json
@@ -37,7 +40,6 @@ import uuid
 from types import SimpleNamespace
 
 import torch
-from tqdm import tqdm
 
 from checkpoint import claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
 from configurator import config_keys, configure, fail
@@ -45,6 +47,7 @@ from dataset import TrainOrder, bits_per_char, iteration_plan, load_dataset, wri
 from hardware import (check_compile, compile_model, device_name, lookup_peak_flops, peak_memory_bytes, setup_device,
                       synchronize)
 from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_from_config
+from progress import progress_bar
 from windows import Tokens, TrainBatches, exact_loss, spread_windows, windows_loss
 
 # -----------------------------------------------------------------------------
@@ -404,8 +407,8 @@ def main(argv=None, **defaults):
     if master:
         print(f"{c.model_type}: {raw_model.num_params():,} parameters "
               f"({raw_model.num_params(non_embedding=True):,} non-embedding), vocab {data.vocab_size}, "
-              f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, {world_size} rank(s) x {accum} "
-              f"micro-step(s) of {micro_batch}")
+              f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, "
+              f"{world_size} rank(s) x {accum} micro-step(s) of {micro_batch}")
         print(f"{total_iters} iterations x {plan['windows_per_iter']} windows of {c.block_size} ({c.data_order} order) "
               f"= {plan['tokens']:,} training tokens, {plan['epochs']:.4f} epochs of {order.targets_per_epoch:,}")
         if plan["epochs"] > 1:
@@ -431,7 +434,8 @@ def main(argv=None, **defaults):
     loss, interval_tokens, last_ckpt, ckpt_due = None, 0, time.time(), False
     clock = StepClock(device_type)
     stop, stop_now = StopSignals(), False
-    pbar = tqdm(total=total_iters, initial=iter_num, disable=not master, desc="train", unit="it", dynamic_ncols=True)
+    pbar = progress_bar(total=total_iters, initial=iter_num, disable=not master, desc="train", unit="it",
+                        dynamic_ncols=True)
     try:
         while iter_num < total_iters:
             stop_now = stop_now or (not ddp and stop.received is not None)  # under DDP: agreed at log lines
@@ -484,7 +488,8 @@ def main(argv=None, **defaults):
                 tokens_per_s = interval_tokens / seconds if interval_tokens and seconds > 0 else None
                 mfu = flops_per_token * tokens_per_s / (peak * world_size) if peak and tokens_per_s else None
                 if master:
-                    pbar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s or 0:,.0f}")
+                    pbar.set_postfix(loss=f"{last_loss:.4f}", tokens=f"{tokens_at(iter_num):,}",
+                                     tok_s=f"{tokens_per_s or 0:,.0f}")
                 log({"iter": iter_num, "tokens": tokens_at(iter_num), "lr": lr, "train_loss": last_loss,
                      "tokens_per_s": tokens_per_s, "mfu": mfu, "peak_mem_bytes": peak_memory_bytes(device_type)})
                 interval_tokens = 0
