@@ -32,6 +32,10 @@ Two knobs add runs to every line of `runs` (study_plan.py names them and says ho
   Both together: the sweep runs at the largest budget (times lr_sweep_tokens) and the chosen rate is reused for
   the smaller budgets. The best rate drifts a little with D, but a sweep at every budget would multiply the cost
   of the whole grid by the number of rates.
+
+--wandb_log=True puts every run into one wandb group and logs the study's test losses, fits, plots, sample audio
+and report (tracking.py). Where stdout is a log, every step prints a plain progress line every
+PROGRESS_INTERVAL_S seconds (progress.py).
 """
 import datetime
 import os
@@ -44,6 +48,7 @@ import time
 import abc_text
 import power_law
 import study_plan
+import tracking
 from configurator import config_keys, configure, fail, lines_of
 from dataset import TrainOrder, iteration_plan, load_dataset, read_json, write_json_atomic
 from fitting import SEED
@@ -100,6 +105,11 @@ estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 
 # several trainings at once on one device; each is the same run it would be alone (see script_runs.py)
 parallel_runs = 0         # 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free memory holds (at most 4)
 train_threads = 0         # CPU threads per training; 0 = torch's default, or the cores shared among parallel runs
+# Weights & Biases (tracking.py): every run in one group, and the study's test losses, fits, plots, sample audio
+# and report in a run of its own; needs `wandb login` or WANDB_MODE=offline, else one line and no wandb
+wandb_log = False
+wandb_project = 'music-scaling-laws'
+wandb_group = ''          # '' = the name of out_dir
 # -----------------------------------------------------------------------------
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -147,7 +157,7 @@ def resolve_run(spec, cfg, data_path, vocab_size, dataset):
     from model import build_model, model_args_from_config
     run_dir = os.path.join(cfg["out_dir"], "runs", spec["name"])
     argv = ([spec["config"], f"--max_tokens={cfg['max_tokens']}", f"--device={cfg['device']}"]
-            + shlex.split(cfg["train_args"]) + spec["overrides"]
+            + shlex.split(cfg["train_args"]) + spec["overrides"] + tracking.training_args(cfg, spec["name"])
             + [f"--data_dir={data_path}", f"--out_dir={run_dir}"])  # last: the study owns the layout
     base = config_keys(vars(train))
     try:
@@ -439,6 +449,7 @@ def main(argv=None):
     # 7. report
     path = write_report(plan, best, jobs, cfg, data_path, timings.data, fits, loss_name, plots, started,
                         time.time() - t_start, sweep=choice)
+    tracking.log_study(cfg, plan, losses, fits, plots, [(name, folder) for name, folder, *_ in jobs], path)
     print(f"done in {fmt_duration(time.time() - t_start)}: {path}")
     return path
 

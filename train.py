@@ -48,6 +48,7 @@ from hardware import (check_compile, compile_model, device_name, lookup_peak_flo
                       synchronize)
 from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_from_config
 from progress import progress_bar
+from tracking import log_training, start_training_run
 from windows import Tokens, TrainBatches, exact_loss, spread_windows, windows_loss
 
 # -----------------------------------------------------------------------------
@@ -62,9 +63,10 @@ eval_interval = 50         # iterations between validation estimates (0: only th
 eval_iters = 10            # batches per validation estimate: a fixed set, the same every time
 ckpt_interval_s = 300.0    # seconds between checkpoints, decided at log lines (0: only at the end)
 ckpt_interval = 0          # also checkpoint every this many iterations (0: off)
-wandb_log = False          # needs `wandb login`, or WANDB_MODE=offline
+wandb_log = False          # needs `wandb login`, or WANDB_MODE=offline (tracking.py); without it: one line, no wandb
 wandb_project = 'music-scaling-laws'
 wandb_run_name = ''        # '' -> the name of out_dir
+wandb_group = ''           # runs of one study share a group (study.py sets it)
 # data and budget
 data_seed = 1337           # the window order; keep it fixed across a study
 data_order = 'tunes'       # 'tunes': each window starts at a tune; 'stride': windows at stride block_size (dataset.py;
@@ -265,11 +267,11 @@ def open_log(path, resume_iter):
         f.writelines(kept)
 
 
-def append_log(path, entry, wandb):
+def append_log(path, entry, wandb, flops_per_token):
     with open(path, "a") as f:
         f.write(json.dumps(entry) + "\n")
     if wandb is not None:
-        wandb.log({k: v for k, v in entry.items() if v is not None}, step=entry["iter"])
+        log_training(wandb, entry, flops_per_token)
 
 
 class StopSignals:
@@ -415,11 +417,9 @@ def main(argv=None, **defaults):
             print(f"note: the budget is more than one epoch ({plan['epochs']:.3f}); later epochs reuse the windows "
                   f"in new orders")
         open_log(log_path, progress["iter_num"] if c.init_from == "resume" else None)
-        if c.wandb_log:
-            import wandb  # optional dependency, imported only when asked for
-            wandb.init(project=c.wandb_project, config=cfg, dir=c.out_dir,
-                       name=c.wandb_run_name or os.path.basename(os.path.abspath(c.out_dir)))
-    log = (lambda entry: append_log(log_path, entry, wandb)) if master else (lambda entry: None)
+        if c.wandb_log:  # the same wandb run as the run's: a resume continues it
+            wandb = start_training_run(cfg, progress["run_id"], c.out_dir)
+    log = (lambda entry: append_log(log_path, entry, wandb, flops_per_token)) if master else (lambda entry: None)
 
     def checkpoint():
         progress.update(iter_num=iter_num, tokens_seen=tokens_at(iter_num),
