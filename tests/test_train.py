@@ -511,6 +511,25 @@ def test_torchrun_on_k_ranks_trains_exactly_like_one_process(char_dataset, tmp_p
     assert len(ckpt["rng"]) == ranks  # each rank's RNG state, for an exact resume
 
 
+def test_torchrun_trains_a_config_as_written_on_4_ranks(char_dataset, tmp_path):
+    """The documented `torchrun --standalone --nproc_per_node=K train.py config/X.py` with a config's own batch and
+    accumulation (32 windows, accumulation 1: each of 4 ranks takes 8), on gloo; a budget of 2 steps."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["train.py", "config/gpt_tiny.py", f"--data_dir={char_dataset}", "--max_iters=2", "--eval_interval=0",
+            "--eval_iters=1"]
+    results = {}
+    for ranks in (1, 4):
+        launch = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+                                     if ranks > 1 else [])
+        proc = subprocess.run([*launch, *args, f"--out_dir={tmp_path / str(ranks)}"], cwd=REPO, capture_output=True,
+                              text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[ranks] = json.loads((tmp_path / str(ranks) / "results.json").read_text())
+    assert "4 rank(s) x 1 micro-step(s) of 8" in proc.stdout
+    assert results[4]["world_size"] == 4 and results[4]["tokens_trained"] == results[1]["tokens_trained"]
+    assert results[4]["val_loss"] == pytest.approx(results[1]["val_loss"], rel=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # output folders, a second writer, damaged files, values out of range, fingerprints
 
