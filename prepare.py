@@ -48,7 +48,6 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
-from tqdm import tqdm
 
 import abc_text
 from configurator import configure, fail, lines_of
@@ -56,6 +55,7 @@ from dataset import fingerprints, read_json, write_json_atomic
 from dataset_output import check_out, lock_output, percentiles, plot_lengths, replace_folder, stats_markdown
 from external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
 from lifetime import end_pool, sigterm_stops, signal_name, worker_init
+from progress import progress_bar
 from tokenizer import BPETokenizer, CharTokenizer
 
 # ----------------------------------------------------------------------------------------------------
@@ -293,8 +293,7 @@ def convert_all(items, settings, workers):
     pool = ProcessPoolExecutor(max_workers=max(1, workers), initializer=worker_init, initargs=(os.getpid(),))
     try:
         futures = {pool.submit(process_file, item, settings): i for i, item in enumerate(items)}
-        for future in tqdm(as_completed(futures), total=len(items), desc="converting", unit="file",
-                           disable=None):
+        for future in progress_bar(as_completed(futures), total=len(items), desc="converting", unit="file"):
             results[futures[future]] = future.result()
     except BaseException:
         end_pool(pool)
@@ -367,8 +366,7 @@ def write_splits(tok, splits, max_train_tokens, out):
     dtype = np.uint16 if tok.vocab_size <= 2 ** 16 else np.uint32
     split_stats, lengths, before_cut = {}, {}, None
     for name, tunes in splits.items():
-        ids, lengths[name] = encode_split(tok, tqdm(tunes, desc=f"encoding {name}", unit="tune",
-                                                    disable=None, leave=False))
+        ids, lengths[name] = encode_split(tok, progress_bar(tunes, desc=f"encoding {name}", unit="tune", leave=False))
         n_tunes = len(tunes)
         cut = name == "train" and max_train_tokens
         if cut:

@@ -26,6 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from configurator import fail
 from dataset import load_dataset, read_json, write_json_atomic
 from lifetime import set_parent_death_signal
+from progress import progress_bar
 from report import fmt_duration
 
 MAX_AUTO_PARALLEL = 4   # more processes than this gained nothing further in the measurements above
@@ -287,6 +288,8 @@ def train_in_parallel(todo, n_runs, n, timings, logs, env):
     running finish (their checkpoints stay usable), then the study stops with the first failure's line."""
     t0, failure = time.time(), None
     print(f"[train] {len(todo)} run(s), {n} at a time; their output goes to {logs}/train_<run>.log", flush=True)
+    # where stdout is a log, a plain line of runs done every PROGRESS_INTERVAL_S (their output is in their logs)
+    bar = progress_bar(total=len(todo), desc="[train] runs", unit="run", disable=sys.stdout.isatty())
     with ThreadPoolExecutor(n) as pool:
         running, queue = {}, list(todo)
         while running or (queue and failure is None):
@@ -296,14 +299,18 @@ def train_in_parallel(todo, n_runs, n, timings, logs, env):
                 print(f"{run_head(r, i, n_runs)}: {'resuming' if resume else 'started'}", flush=True)
                 running[pool.submit(run_script, args, os.path.join(logs, f"train_{r['name']}.log"),
                                     f"training {r['name']}", False, env)] = (i, r)
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            finished, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+            bar.set_postfix(running=", ".join(r["name"] for _, r in running.values()))
+            bar.refresh()
             for future in finished:
                 i, r = running.pop(future)
+                bar.update()
                 try:
                     print(f"[run {i}/{n_runs}] {r['name']}: done in {fmt_duration(future.result())}", flush=True)
                 except SystemExit as e:  # run_script's one-line failure, raised in the worker thread
                     failure = failure or str(e.code).removeprefix("error: ")
                     print(f"[run {i}/{n_runs}] {r['name']}: FAILED", flush=True)
+    bar.close()
     timings.add("train", time.time() - t0)  # wall-clock, not the sum of the runs' times
     if failure:
         fail(failure)

@@ -47,6 +47,10 @@ One knob repeats runs, to measure the run-to-run noise the fits' intervals need:
                   seed_sizes limits the repeats to some sizes: 'gpt_64,lstm_96' (each `seeds` times) or
                   'gpt_64:3,lstm_96:2' (its own count). The repeats enter the fits and the run tables; the best
                   model and the samples come from the first seed's runs.
+
+--wandb_log=True puts every run into one wandb group and logs the study's test losses, fits, plots, sample audio
+and report (tracking.py). Where stdout is a log, every step prints a plain progress line every
+PROGRESS_INTERVAL_S seconds (progress.py).
 """
 import datetime
 import os
@@ -60,6 +64,7 @@ import abc_text
 import joint_fit
 import power_law
 import study_plan
+import tracking
 from configurator import config_keys, configure, fail, lines_of
 from dataset import TrainOrder, iteration_plan, load_dataset, read_json, write_json_atomic
 from plots import plot_lr_sweeps, write_outputs
@@ -123,6 +128,11 @@ train_threads = 0         # CPU threads per training; 0 = on CPU torch's default
                           # the cores shared among parallel runs (script_runs.training_threads)
 overwrite = False         # True: runs trained on other data than data_dir holds now are trained again on it (else
                           # the study refuses them in one line: report.md never mixes two datasets)
+# Weights & Biases (tracking.py): every run in one group, and the study's test losses, fits, plots, sample audio
+# and report in a run of its own; needs `wandb login` or WANDB_MODE=offline, else one line and no wandb
+wandb_log = False
+wandb_project = 'music-scaling-laws'
+wandb_group = ''          # '' = the name of out_dir
 # -----------------------------------------------------------------------------
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -170,7 +180,7 @@ def resolve_run(spec, cfg, data_path, vocab_size, dataset):
     from model import build_model, model_args_from_config
     run_dir = os.path.join(cfg["out_dir"], "runs", spec["name"])
     argv = ([spec["config"], f"--max_tokens={cfg['max_tokens']}", f"--device={cfg['device']}"]
-            + shlex.split(cfg["train_args"]) + spec["overrides"]
+            + shlex.split(cfg["train_args"]) + spec["overrides"] + tracking.training_args(cfg, spec["name"])
             + [f"--data_dir={data_path}", f"--out_dir={run_dir}"])  # last: the study owns the layout
     base = config_keys(vars(train))
     try:
@@ -485,6 +495,7 @@ def main(argv=None):
     # 7. report
     path = write_report(plan, best, jobs, cfg, data_path, timings.data, fits, loss_name, plots, started,
                         time.time() - t_start, sweep=choice)
+    tracking.log_study(cfg, plan, losses, fits, plots, [(name, folder) for name, folder, *_ in jobs], path)
     print(f"done in {fmt_duration(time.time() - t_start)}: {path}, {os.path.join(out, 'report.html')}")
     return path
 

@@ -4,7 +4,8 @@ Train one GPT or LSTM language model on a prepared dataset, for exactly the toke
 
     python train.py config/gpt_small.py --max_tokens=2e6 --device=cpu
     python train_rnn.py config/lstm_small.py                  # same loop, LSTM defaults
-    torchrun --standalone --nproc_per_node=8 train.py config/gpt_xl.py   # DDP (NCCL; gloo on CPU)
+    torchrun --standalone --nproc_per_node=8 train.py config/gpt_xl.py   # DDP (NCCL; gloo on CPU): any number
+                                                                         # of ranks that divides the step's windows
     python train.py --out_dir=out/gpt_small --init_from=resume   # continue a killed run exactly
 
 Writes out_dir/log.jsonl (one JSON per logged iteration), out_dir/ckpt.pt (atomically: every
@@ -24,6 +25,9 @@ waits for the device only where it must read a number (log lines, evaluations, c
 queues its work and returns. Evaluations run the uncompiled model, which costs no second compilation.
 Throughput figures leave the first step of a process (compilation, warm-up) out and report it as
 compile_time_s.
+
+Progress: a tqdm bar on a terminal; into a log (nohup, SLURM, a pipe) a plain line every PROGRESS_INTERVAL_S
+seconds (default 30) with the iteration, tokens, loss and tokens/s (progress.py).
 """
 
 import json
@@ -36,13 +40,15 @@ import uuid
 from types import SimpleNamespace
 
 import torch
-from tqdm import tqdm
 
 from checkpoint import claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
 from configurator import config_keys, configure, fail
 from dataset import TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
-from hardware import device_name, lookup_peak_flops, peak_memory_bytes, setup_device, synchronize
+from hardware import (check_compile, compile_model, device_name, lookup_peak_flops, peak_memory_bytes, setup_device,
+                      synchronize)
 from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_from_config
+from progress import progress_bar
+from tracking import log_training, start_training_run
 from windows import Tokens, TrainBatches, exact_loss, spread_windows, windows_loss
 
 # -----------------------------------------------------------------------------
@@ -57,16 +63,18 @@ eval_interval = 50         # iterations between validation estimates (0: only th
 eval_iters = 10            # batches per validation estimate: a fixed set, the same every time
 ckpt_interval_s = 300.0    # seconds between checkpoints, decided at log lines (0: only at the end)
 ckpt_interval = 0          # also checkpoint every this many iterations (0: off)
-wandb_log = False          # needs `wandb login`, or WANDB_MODE=offline
+wandb_log = False          # needs `wandb login`, or WANDB_MODE=offline (tracking.py); without it: one line, no wandb
 wandb_project = 'music-scaling-laws'
 wandb_run_name = ''        # '' -> the name of out_dir
+wandb_group = ''           # runs of one study share a group (study.py sets it)
 # data and budget
 data_seed = 1337           # the window order; keep it fixed across a study
 data_order = 'tunes'       # 'tunes': each window starts at a tune; 'stride': windows at stride block_size (dataset.py;
                            # README "Training order" has both measured: tunes gives the better samples)
-batch_size = 32            # sequences per micro-step (per DDP rank)
+batch_size = 32            # sequences per micro-step; under DDP at most this many per rank (rank_split)
 block_size = 256
-gradient_accumulation_steps = 1   # micro-steps per optimizer step, summed over all DDP ranks
+gradient_accumulation_steps = 1   # micro-steps per optimizer step: batch_size x this = windows per step, on any
+                                  # number of DDP ranks that divides it
 max_tokens = 0             # training tokens; 0 = one epoch of train.bin
 max_iters = 0              # > 0: exactly this many optimizer steps instead of max_tokens
 # model
@@ -88,7 +96,8 @@ grad_clip = 1.0            # 0: no clipping
 # system
 device = 'auto'            # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'             # 'auto' (bfloat16 on CUDA if supported, else float16; float32 elsewhere)
-compile = True             # torch.compile; used on CUDA only, where it pays for its compile time
+compile = 'auto'           # torch.compile: 'auto' on CUDA only, where it pays for its compile time; True also on
+                           # CPU (needs a C/C++ compiler); False never (hardware.compile_model)
 compile_mode = 'default'   # torch.compile mode: 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
 seed = 1337                # initialisation and dropout
 peak_flops = 0.0           # the device's peak FLOP/s for MFU; 0 = look the GPU up in hardware.PEAK_FLOPS
@@ -129,6 +138,8 @@ def read_config(argv, defaults):
         # `--out_dir=X --init_from=resume` is enough; what the command line sets again must agree
         # a checkpoint from before data_order existed was trained in stride order, whatever today's default
         saved = {"data_order": "stride", **{k: v for k, v in ckpt["config"].items() if k in base}}
+        if isinstance(saved.get("compile"), bool):  # from before compile='auto', when True meant on CUDA only
+            saved["compile"] = "auto" if saved["compile"] else "False"
         cfg = configure({**base, **saved, "init_from": "resume"}, argv)
         changed = [f"{k}: {saved[k]!r} -> {cfg[k]!r}" for k in RESUME_MUST_MATCH if k in saved and saved[k] != cfg[k]]
         if changed:
@@ -140,6 +151,7 @@ def read_config(argv, defaults):
     for key, least in AT_LEAST:
         if not cfg[key] >= least:  # also catches nan
             fail(f"{key} must be at least {least}, got {cfg[key]}")
+    check_compile(cfg["compile"])
     if not 0 <= cfg["dropout"] < 1:
         fail(f"dropout must be in [0, 1), got {cfg['dropout']}")
     if cfg["compile_mode"] not in COMPILE_MODES:  # checked on every device, not only where compile is used
@@ -156,6 +168,22 @@ def lr_at(it, total_iters, learning_rate, min_lr, warmup_iters):
     decay_iters = max(1, total_iters - 1 - warmup_iters)
     ratio = min(1.0, (it - warmup_iters) / decay_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def rank_split(batch_size, gradient_accumulation_steps, world_size):
+    """(micro-batch, micro-steps per rank) that spread one optimizer step of batch_size x
+    gradient_accumulation_steps windows over world_size DDP ranks: the accumulation is split across the ranks
+    where it divides, else the micro-batch too (the configs accumulate 1 step: on 8 ranks each takes 4 of the
+    32 windows). The step reads the same windows and the same number of tokens on any number of ranks, and no
+    micro-batch is larger than the config's (its memory). Raises ValueError when the ranks cannot share the
+    step's windows evenly."""
+    windows = batch_size * gradient_accumulation_steps
+    if windows % world_size:
+        raise ValueError(f"batch_size x gradient_accumulation_steps = {windows} windows per optimizer step cannot "
+                         f"be shared evenly by {world_size} DDP ranks; use a number of ranks that divides {windows}")
+    per_rank = windows // world_size
+    steps = next(s for s in range(1, per_rank + 1) if per_rank % s == 0 and per_rank // s <= batch_size)
+    return per_rank // steps, steps
 
 
 def accumulate_gradients(model, scaler, ctx, micro_batches, accum, by_targets=False):
@@ -242,11 +270,11 @@ def open_log(path, resume_iter):
         f.writelines(kept)
 
 
-def append_log(path, entry, wandb):
+def append_log(path, entry, wandb, flops_per_token):
     with open(path, "a") as f:
         f.write(json.dumps(entry) + "\n")
     if wandb is not None:
-        wandb.log({k: v for k, v in entry.items() if v is not None}, step=entry["iter"])
+        log_training(wandb, entry, flops_per_token)
 
 
 class StopSignals:
@@ -325,10 +353,10 @@ def main(argv=None, **defaults):
     ddp, rank, local_rank, world_size, device_arg = setup_distributed(c.device)
     master = rank == 0
     dev, device_type, dtype_name, ctx = setup_device(device_arg, c.dtype)
-    if c.gradient_accumulation_steps % world_size:
-        fail(f"gradient_accumulation_steps={c.gradient_accumulation_steps} must be a multiple of the "
-             f"{world_size} DDP ranks (it counts micro-steps over all ranks)")
-    accum = c.gradient_accumulation_steps // world_size  # micro-steps on this rank
+    try:  # the step's windows shared by the ranks: micro_batch windows in each of accum micro-steps per rank
+        micro_batch, accum = rank_split(c.batch_size, c.gradient_accumulation_steps, world_size)
+    except ValueError as e:
+        fail(str(e))
 
     # data and budget
     data = load_dataset(c.data_dir)
@@ -367,9 +395,7 @@ def main(argv=None, **defaults):
     else:
         torch.manual_seed(c.seed + rank)  # dropout differs across ranks, reproducibly
     ckpt = None  # free the checkpoint's copy of the weights
-    fast_model = raw_model
-    if c.compile and device_type == "cuda":
-        fast_model = torch.compile(raw_model, mode=None if c.compile_mode == "default" else c.compile_mode)
+    fast_model = compile_model(raw_model, c.compile, c.compile_mode, device_type)
     train_model = fast_model
     if ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -377,7 +403,7 @@ def main(argv=None, **defaults):
 
     # the splits on the device, the window order, the fixed validation windows
     train_tokens, val_tokens = Tokens(data.split("train"), dev), Tokens(data.split("val"), dev)
-    batches = TrainBatches(train_tokens, order, c.batch_size, plan["windows_per_iter"], rank, world_size)
+    batches = TrainBatches(train_tokens, order, micro_batch, plan["windows_per_iter"], rank, world_size)
     tokens_at = lambda it: order.targets_before(it * plan["windows_per_iter"])  # noqa: E731 (targets trained)
     estimate_windows = spread_windows(val_tokens.n, c.block_size, c.eval_iters * c.batch_size)
 
@@ -393,18 +419,17 @@ def main(argv=None, **defaults):
     if master:
         print(f"{c.model_type}: {raw_model.num_params():,} parameters "
               f"({raw_model.num_params(non_embedding=True):,} non-embedding), vocab {data.vocab_size}, "
-              f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, {world_size} rank(s)")
+              f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, "
+              f"{world_size} rank(s) x {accum} micro-step(s) of {micro_batch}")
         print(f"{total_iters} iterations x {plan['windows_per_iter']} windows of {c.block_size} ({c.data_order} order) "
               f"= {plan['tokens']:,} training tokens, {plan['epochs']:.4f} epochs of {order.targets_per_epoch:,}")
         if plan["epochs"] > 1:
             print(f"note: the budget is more than one epoch ({plan['epochs']:.3f}); later epochs reuse the windows "
                   f"in new orders")
         open_log(log_path, progress["iter_num"] if c.init_from == "resume" else None)
-        if c.wandb_log:
-            import wandb  # optional dependency, imported only when asked for
-            wandb.init(project=c.wandb_project, config=cfg, dir=c.out_dir,
-                       name=c.wandb_run_name or os.path.basename(os.path.abspath(c.out_dir)))
-    log = (lambda entry: append_log(log_path, entry, wandb)) if master else (lambda entry: None)
+        if c.wandb_log:  # the same wandb run as the run's: a resume continues it
+            wandb = start_training_run(cfg, progress["run_id"], c.out_dir)
+    log = (lambda entry: append_log(log_path, entry, wandb, flops_per_token)) if master else (lambda entry: None)
 
     def checkpoint():
         progress.update(iter_num=iter_num, tokens_seen=tokens_at(iter_num),
@@ -419,7 +444,8 @@ def main(argv=None, **defaults):
     loss, interval_tokens, last_ckpt, ckpt_due = None, 0, time.time(), False
     clock = StepClock(device_type)
     stop, stop_now = StopSignals(), False
-    pbar = tqdm(total=total_iters, initial=iter_num, disable=not master, desc="train", unit="it", dynamic_ncols=True)
+    pbar = progress_bar(total=total_iters, initial=iter_num, disable=not master, desc="train", unit="it",
+                        dynamic_ncols=True)
     try:
         while iter_num < total_iters:
             stop_now = stop_now or (not ddp and stop.received is not None)  # under DDP: agreed at log lines
@@ -472,7 +498,8 @@ def main(argv=None, **defaults):
                 tokens_per_s = interval_tokens / seconds if interval_tokens and seconds > 0 else None
                 mfu = flops_per_token * tokens_per_s / (peak * world_size) if peak and tokens_per_s else None
                 if master:
-                    pbar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s or 0:,.0f}")
+                    pbar.set_postfix(loss=f"{last_loss:.4f}", tokens=f"{tokens_at(iter_num):,}",
+                                     tok_s=f"{tokens_per_s or 0:,.0f}")
                 log({"iter": iter_num, "tokens": tokens_at(iter_num), "lr": lr, "train_loss": last_loss,
                      "tokens_per_s": tokens_per_s, "mfu": mfu, "peak_mem_bytes": peak_memory_bytes(device_type)})
                 interval_tokens = 0

@@ -28,12 +28,12 @@ import os
 import tempfile
 import time
 
-from tqdm import tqdm
 
 from abc_text import body_bars, parse_header, split_tunes
 from eval_metrics import MUSPY_STATISTICS, muspy_available, muspy_statistics, wilson_interval
 from external_tools import TimeLimitExceeded, abc_to_midi, time_limit
 from lifetime import worker_init
+from progress import progress_bar
 
 DEFAULT_SETTINGS = {
     "parse_timeout": 10.0,  # seconds for music21 on one tune (a normal folk tune takes ~0.02 s)
@@ -283,7 +283,7 @@ def evaluate_all(items, settings=None, n_workers=None, desc="eval"):
     results = [None] * len(items)
     todo = collections.deque(range(len(items)))
     with tempfile.TemporaryDirectory(prefix="eval_syntax_") as tmp_root, \
-            tqdm(total=len(items), desc=desc, unit="tune", disable=len(items) < 50) as bar:
+            progress_bar(total=len(items), desc=desc, unit="tune", disable=len(items) < 50) as bar:
         pool = [_Worker(ctx, tmp_root, settings) for _ in range(n_workers)]
         try:
             while todo or any(w.index is not None for w in pool):
