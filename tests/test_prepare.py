@@ -534,3 +534,14 @@ def test_a_second_prepare_on_the_same_out_stops_with_one_line(tmp_path, run_scri
     assert not (tmp_path / "data").exists()
     run_script(args)  # released: the next run goes ahead
     assert (tmp_path / "data" / "train.bin").exists()
+
+
+def test_workers_default_to_the_cpus_this_process_may_use():
+    """Under SLURM or a container's CPU set, --workers defaults to the CPUs the process may run on, not to every
+    core of the node (os.cpu_count)."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); import prepare; print(prepare.workers)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "1"
