@@ -76,6 +76,40 @@ def test_two_trainings_at_once_are_each_the_run_they_are_alone(smoke_study, run_
     assert not (par / "report.md").exists()  # stop_after=train
 
 
+def test_submitit_jobs_train_the_runs_the_local_launcher_trains(smoke_study, run_script, tmp_path):
+    """launcher=submitit_local: every run is a submitit job (a real subprocess job through submitit's
+    LocalExecutor, the path SLURM jobs take) and ends with exactly the losses the local launcher gave. Two of the
+    smoke study's runs, one per family, keep the test short."""
+    out, _ = smoke_study
+    sub = tmp_path / "submitit"
+    runs = ("gpt_16 config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16\n"
+            "lstm_16 config/lstm_tiny.py --n_layer=1 --n_embd=16")
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={sub}", f"--data_dir={out / 'data'}",
+                       f"--runs={runs}", "--launcher=submitit_local", "--parallel_runs=2", "--train_threads=1",
+                       "--stop_after=train"], timeout=900)
+    jobs = {line.split()[1].rstrip(":"): line.split()[-1] for line in proc.stdout.splitlines()
+            if line.startswith("[job] ")}
+    assert set(jobs) == {"gpt_16", "lstm_16"}
+    for run, job_id in jobs.items():
+        assert list((sub / "logs" / "submitit" / job_id).glob("*_result.pkl")), run  # submitit ran it
+        alone = json.loads((out / "runs" / run / "results.json").read_text())
+        as_job = json.loads((sub / "runs" / run / "results.json").read_text())
+        assert (as_job["val_loss"], as_job["train_loss"]) == (alone["val_loss"], alone["train_loss"]), run
+    assert "training" in (sub / "logs" / "train_gpt_16.log").read_text()  # the run's output where it always is
+
+
+def test_a_second_study_on_the_same_out_dir_stops_with_one_line(tmp_path, run_script):
+    import fcntl
+    out = tmp_path / "busy"
+    out.mkdir()
+    with open(out / "study.lock", "a+") as held:  # what a running study.py holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={out}"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "another study.py is running" in proc.stderr.strip().splitlines()[-1]
+    assert not (out / "data").exists()
+
+
 def test_estimate_projects_every_run_without_training(smoke_study, run_script, tmp_path):
     out, _ = smoke_study
     est = tmp_path / "estimate"
@@ -94,6 +128,8 @@ def test_estimate_projects_every_run_without_training(smoke_study, run_script, t
 @pytest.mark.parametrize("override, message", [
     ("--runs=gpt_x config/nope.py", "not found"),
     ("--no_such_key=1", "no_such_key"),
+    ("--launcher=pbs", "launcher must be one of"),
+    ("--devices=gpu0", "devices entries"),
 ])
 def test_bad_study_config_is_one_line(tmp_path, run_script, override, message):
     proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={tmp_path / 's'}", override], check=False)
