@@ -29,7 +29,7 @@ Pipeline (each step counted in stats.json):
 Memory does not grow with the corpus (Lakh MIDI: 178k files, gigabytes of ABC): every converted file's
 tunes go to an unnamed temporary file beside --out as they arrive, and the steps after it read them back
 one tune at a time, writing each split's tokens straight into its .bin. What stays in memory is a few
-numbers per file and per tune (~100 bytes: a tune's hash for the deduplication, its length and split),
+numbers per file and per tune (~150 bytes: a tune's hash for the deduplication, its length and split),
 plus the BPE trainer's counts with --tokenizer bpe. The temporary files take about twice the ABC text on
 disk while prepare.py runs (docs/lakh.md: measured memory and speed).
 Same input and seed give byte-identical outputs on any machine, whatever its load or --workers: the time

@@ -18,6 +18,10 @@ LocalExecutor (no SLURM: how the tests check the job path). A job runs run_job, 
 launcher would, its output in the same logs/train_<run>.log; submitit's own files (its pickles of the call and
 its answer, written and read only by this study, and the job's stdout/stderr) go to logs/submitit/. The study
 process stays the conductor: it submits the runs, waits for them, and does everything after training itself.
+A stopped study (Ctrl-C, SIGTERM) cancels its jobs with SIGTERM, and train.py writes its checkpoint; a job near
+its time limit gets SLURM's SIGUSR2 (90 s ahead, submitit's setting) and stops the same way. If the study process
+itself is killed, its SLURM jobs go on: wait for them (squeue --me) or scancel them before starting the study
+again, or its new jobs for the same runs stop at train.py's lock with one line.
 """
 import os
 import shlex
@@ -215,7 +219,7 @@ def train_in_parallel(todo, n_runs, slots, timings, logs, env, jobs=None, study_
           + (f" as {jobs.kind} jobs" if jobs else "") + f"; their output goes to {logs}/train_<run>.log", flush=True)
     with ThreadPoolExecutor(n) as pool:
         running, queue = {}, list(todo)
-        while running or (queue and failure is None):
+        while running or (queue and failure is None and not _stop_signals):
             while queue and failure is None and not _stop_signals and len(running) < n:
                 i, r = queue.pop(0)
                 slot = free_slot(slots, {k for _, _, k in running.values()})
@@ -240,6 +244,9 @@ def train_in_parallel(todo, n_runs, slots, timings, logs, env, jobs=None, study_
                     failure = failure or str(e.code).removeprefix("error: ")
                     print(f"[run {i}/{n_runs}] {r['name']}: FAILED", flush=True)
     timings.add("train", time.time() - t0)  # wall-clock, not the sum of the runs' times
+    if _stop_signals and (failure or queue):  # the runs it stopped failed for that reason, or none had started
+        fail(f"stopped by {_stop_signals[0]} during training; the same command continues the study (finished runs "
+             f"are kept, an interrupted one resumes from its checkpoint)")
     if failure:
         fail(failure)
 
@@ -250,6 +257,9 @@ def run_job(args, log_path, what, env, python_args=()):
     checkpoint, so the next study resumes the run. Returns (seconds, None) or (None, the one-line failure): an
     exception would reach the study as a traceback."""
     pass_stop_signals_on()
+    # submitit has SLURM send SIGUSR2 90 s before the job's time limit: taken as a stop, so train.py checkpoints
+    # then rather than at the limit's SIGTERM
+    signal.signal(signal.SIGUSR2, lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
     try:
         return run_script(args, log_path, what, echo=False, env=env, python_args=python_args), None
     except SystemExit as e:
@@ -296,9 +306,13 @@ class Jobs:
         folder = os.path.join(logs, "submitit", "%j")
         if self.kind == "slurm":
             self.executor = submitit.SlurmExecutor(folder=folder)
-        else:
+        else:  # the repository on the jobs' module path by their environment (a setup line would put a shell
+            # between submitit and the job, and the shell would not pass a cancel on)
+            python_path = os.environ.get("PYTHONPATH", "")
+            if REPO not in python_path.split(os.pathsep):
+                os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, python_path) if p)
             self.executor = submitit.LocalExecutor(folder=folder)
-            self.executor.update_parameters(timeout_min=cfg["slurm_time"], setup=[job_setup()])
+            self.executor.update_parameters(timeout_min=cfg["slurm_time"])
 
     def run(self, name, args, log_path, what, env, device):
         """Train one run as a job (on device with submitit_local); its seconds, or SystemExit with the run's
@@ -320,10 +334,9 @@ class Jobs:
         print(f"[job] {name}: submitit job {job.job_id}", flush=True)
         try:
             seconds, failure = job.result()
-        except Exception as e:  # the job ended without an answer: cancelled, killed, out of time or memory, a node
-            reason = next((line for line in reversed(str(e).splitlines()) if line.strip()), type(e).__name__)
-            fail(f"{what} failed as submitit job {job.job_id} ({job.state}): {reason} -- the job's output in "
-                 f"{job.paths.stdout.parent}")
+        except Exception:  # the job ended without an answer: cancelled, killed, out of time or memory, a node lost
+            fail(f"{what} failed: submitit job {job.job_id} ended ({job.state}) without an answer -- the job's "
+                 f"output in {job.paths.stdout.parent}")
         finally:
             with self.lock:
                 self.jobs.discard(job)
@@ -332,12 +345,17 @@ class Jobs:
         return seconds
 
     def cancel(self):
-        """Cancel every job in flight, once (a stopped study): SLURM sends them SIGTERM, run_job passes it on."""
+        """Stop every job in flight, once (a stopped study) with SIGTERM, which run_job passes on to train.py: SLURM
+        sends it on scancel; a local job gets it through its submitit controller (whose own cancel would SIGINT,
+        then SIGKILL the job a second later, before train.py could write its checkpoint)."""
         with self.lock:
             jobs, self.jobs, self.cancelled = ([] if self.cancelled else list(self.jobs)), set(), True
             for job in jobs:
                 try:
-                    job.cancel(check=False)
+                    if self.kind == "slurm":
+                        job.cancel(check=False)
+                    else:
+                        job._process.send_signal(signal.SIGTERM)
                 except Exception as e:  # noqa: BLE001 -- a job that just ended, a scheduler that refuses
                     print(f"note: could not cancel submitit job {job.job_id}: {e}", flush=True)
 

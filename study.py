@@ -114,6 +114,7 @@ estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 
 # several trainings at once on one device; each is the same run it would be alone (see script_runs.py)
 parallel_runs = 0         # runs at once per device; 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free
                           # memory holds (at most 4)
+train_threads = 0         # CPU threads per training; 0 = torch's default, or the cores shared among parallel runs
 # where the trainings run (see the docstring above)
 launcher = 'local'        # 'local', 'slurm' (one SLURM job per run, through submitit) or 'submitit_local'
 devices = ''              # local, submitit_local: '' = every visible GPU (on CPU: `device`), or 'cuda:0,cuda:2'
@@ -124,7 +125,6 @@ slurm_mem_gb = 0          # memory of each run's job in GB; 0 = the partition's 
 slurm_time = 240          # time limit of each job in minutes (submitit_local's too); a run stopped by it resumes
                           # from its checkpoint when the study is run again
 slurm_args = ''           # more sbatch options for every job, e.g. 'account=myproj qos=high constraint=h100'
-train_threads = 0         # CPU threads per training; 0 = torch's default, or the cores shared among parallel runs
 # -----------------------------------------------------------------------------
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")

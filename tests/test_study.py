@@ -1,8 +1,11 @@
 """study.py end to end: the smoke study (the real pipeline at tiny sizes) writes every table of the report,
 continues instead of redoing finished work, and refuses a bad study config with one line."""
 import json
+import os
 
 import pytest
+
+from conftest import REPO
 
 
 @pytest.fixture(scope="module")
@@ -76,26 +79,53 @@ def test_two_trainings_at_once_are_each_the_run_they_are_alone(smoke_study, run_
     assert not (par / "report.md").exists()  # stop_after=train
 
 
+# two of the smoke study's runs, one per family: the job launchers' tests stay short
+TWO_RUNS = ("gpt_16 config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16\n"
+            "lstm_16 config/lstm_tiny.py --n_layer=1 --n_embd=16")
+
+
+def train_two_runs(smoke_study, run_script, folder, *options, env=None):
+    """Train TWO_RUNS on the smoke study's data with options; assert each ends with exactly the losses of the
+    smoke study (trained by the local launcher); returns {run: submitit job id} from the study's output."""
+    out, _ = smoke_study
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={folder}", f"--data_dir={out / 'data'}",
+                       f"--runs={TWO_RUNS}", "--train_threads=1", "--stop_after=train", *options], timeout=900,
+                      env=env)
+    for run in ("gpt_16", "lstm_16"):
+        alone = json.loads((out / "runs" / run / "results.json").read_text())
+        as_job = json.loads((folder / "runs" / run / "results.json").read_text())
+        assert (as_job["val_loss"], as_job["train_loss"]) == (alone["val_loss"], alone["train_loss"]), run
+    assert "training" in (folder / "logs" / "train_gpt_16.log").read_text()  # the run's output where it always is
+    return {line.split()[1].rstrip(":"): line.split()[-1] for line in proc.stdout.splitlines()
+            if line.startswith("[job] ")}
+
+
 def test_submitit_jobs_train_the_runs_the_local_launcher_trains(smoke_study, run_script, tmp_path):
     """launcher=submitit_local: every run is a submitit job (a real subprocess job through submitit's
-    LocalExecutor, the path SLURM jobs take) and ends with exactly the losses the local launcher gave. Two of the
-    smoke study's runs, one per family, keep the test short."""
-    out, _ = smoke_study
-    sub = tmp_path / "submitit"
-    runs = ("gpt_16 config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16\n"
-            "lstm_16 config/lstm_tiny.py --n_layer=1 --n_embd=16")
-    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={sub}", f"--data_dir={out / 'data'}",
-                       f"--runs={runs}", "--launcher=submitit_local", "--parallel_runs=2", "--train_threads=1",
-                       "--stop_after=train"], timeout=900)
-    jobs = {line.split()[1].rstrip(":"): line.split()[-1] for line in proc.stdout.splitlines()
-            if line.startswith("[job] ")}
+    LocalExecutor, the path SLURM jobs take) and ends with exactly the losses the local launcher gave."""
+    jobs = train_two_runs(smoke_study, run_script, tmp_path / "submitit", "--launcher=submitit_local",
+                          "--parallel_runs=2")
     assert set(jobs) == {"gpt_16", "lstm_16"}
     for run, job_id in jobs.items():
-        assert list((sub / "logs" / "submitit" / job_id).glob("*_result.pkl")), run  # submitit ran it
-        alone = json.loads((out / "runs" / run / "results.json").read_text())
-        as_job = json.loads((sub / "runs" / run / "results.json").read_text())
-        assert (as_job["val_loss"], as_job["train_loss"]) == (alone["val_loss"], alone["train_loss"]), run
-    assert "training" in (sub / "logs" / "train_gpt_16.log").read_text()  # the run's output where it always is
+        assert list((tmp_path / "submitit" / "logs" / "submitit" / job_id).glob("*_result.pkl")), run
+
+
+def test_slurm_jobs_ask_for_the_config_s_resources_and_train_the_same_runs(smoke_study, run_script, tmp_path):
+    """launcher=slurm: each run is one SLURM job, submitted by submitit's SlurmExecutor with the resources of the
+    slurm_* knobs. SLURM's commands are stand-ins here (tests/fake_slurm: sbatch runs the batch script at once on
+    this machine, srun runs its task), so what is tested is everything up to SLURM: the batch scripts, the jobs
+    finding the repository, their answers, the losses."""
+    state = tmp_path / "slurm_state"
+    state.mkdir()
+    env = {"PATH": f"{REPO / 'tests' / 'fake_slurm'}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_STATE": str(state)}
+    jobs = train_two_runs(smoke_study, run_script, tmp_path / "slurm", "--launcher=slurm", "--slurm_partition=gpu",
+                          "--slurm_time=30", "--slurm_cpus_per_run=4", "--slurm_args=account=proj", env=env)
+    assert set(jobs) == {"gpt_16", "lstm_16"}
+    for run, job_id in jobs.items():
+        script = (state / f"{job_id}.sh").read_text()
+        for line in (f"--job-name={run}", "--partition=gpu", "--time=30", "--gpus-per-node=1", "--cpus-per-task=4",
+                     "--account=proj"):
+            assert f"#SBATCH {line}\n" in script, (run, line)
 
 
 def test_a_second_study_on_the_same_out_dir_stops_with_one_line(tmp_path, run_script):
