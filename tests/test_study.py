@@ -235,3 +235,11 @@ def test_samples_drawn_with_other_settings_are_drawn_again(smoke_study, run_scri
         assert records and {r["top_p"] for r in records} == {0.8}, folder
     assert (out / "eval_syntax.json").stat().st_mtime >= max(f.stat().st_mtime for f in folders)
     assert "[eval_syntax]" in proc.stdout and "top_p 0.8" in (out / "report.md").read_text()
+
+
+def test_the_docstring_s_slurm_command_plans_the_lakh_study(run_script):
+    """`python study.py config/study_lakh.py --launcher=slurm --slurm_partition=gpu` (study.py's docstring) needs
+    SLURM, GPUs and Lakh MIDI to run; here its plan, which checks every knob it sets, as a dry run."""
+    proc = run_script(["study.py", "config/study_lakh.py", "--launcher=slurm", "--slurm_partition=gpu",
+                       "--dry_run=True"])
+    assert "total training compute" in proc.stdout
