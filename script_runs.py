@@ -113,6 +113,12 @@ def run_script(args, log_path, what, echo=True, env=None, python_args=()):
     return time.time() - t0
 
 
+def say(line):
+    """Print a line in one write: lines printed by the threads that wait for parallel runs do not run together."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def train_all(plan, cfg, timings, logs):
     """Train every run not finished yet (an interrupted one resumes from its ckpt.pt): one at a time with live
     output and a study ETA, or parallel_runs at once with their output in the logs."""
@@ -215,8 +221,8 @@ def train_in_parallel(todo, n_runs, slots, timings, logs, env, jobs=None, study_
     running finish (their checkpoints stay usable), then the study stops with the first failure's line."""
     t0, failure = time.time(), None
     n, spread = len(slots), len(set(slots)) > 1
-    print(f"[train] {len(todo)} run(s), {n} at a time" + (f" on {', '.join(dict.fromkeys(slots))}" if spread else "")
-          + (f" as {jobs.kind} jobs" if jobs else "") + f"; their output goes to {logs}/train_<run>.log", flush=True)
+    say(f"[train] {len(todo)} run(s), {n} at a time" + (f" on {', '.join(dict.fromkeys(slots))}" if spread else "")
+        + (f" as {jobs.kind} jobs" if jobs else "") + f"; their output goes to {logs}/train_<run>.log")
     with ThreadPoolExecutor(n) as pool:
         running, queue = {}, list(todo)
         while running or (queue and failure is None and not _stop_signals):
@@ -225,8 +231,8 @@ def train_in_parallel(todo, n_runs, slots, timings, logs, env, jobs=None, study_
                 slot = free_slot(slots, {k for _, _, k in running.values()})
                 args, resume = train_args(r)
                 log, what = os.path.join(logs, f"train_{r['name']}.log"), f"training {r['name']}"
-                print(f"{run_head(r, i, n_runs)}: {'resuming' if resume else 'started'}"
-                      + (f" on {slots[slot]}" if spread else ""), flush=True)
+                say(f"{run_head(r, i, n_runs)}: {'resuming' if resume else 'started'}"
+                    + (f" on {slots[slot]}" if spread else ""))
                 if jobs:
                     future = pool.submit(jobs.run, r["name"], args, log, what, env, slots[slot])
                 else:
@@ -239,10 +245,10 @@ def train_in_parallel(todo, n_runs, slots, timings, logs, env, jobs=None, study_
             for future in finished:
                 i, r, _ = running.pop(future)
                 try:
-                    print(f"[run {i}/{n_runs}] {r['name']}: done in {fmt_duration(future.result())}", flush=True)
+                    say(f"[run {i}/{n_runs}] {r['name']}: done in {fmt_duration(future.result())}")
                 except SystemExit as e:  # run_script's one-line failure, raised in the worker thread
                     failure = failure or str(e.code).removeprefix("error: ")
-                    print(f"[run {i}/{n_runs}] {r['name']}: FAILED", flush=True)
+                    say(f"[run {i}/{n_runs}] {r['name']}: FAILED")
     timings.add("train", time.time() - t0)  # wall-clock, not the sum of the runs' times
     if _stop_signals and (failure or queue):  # the runs it stopped failed for that reason, or none had started
         fail(f"stopped by {_stop_signals[0]} during training; the same command continues the study (finished runs "
@@ -331,7 +337,7 @@ class Jobs:
                     args = args + ["--device=cuda"]
             job = self.executor.submit(run_job, args, log_path, what, env, torchrun_args(gpus))
             self.jobs.add(job)
-        print(f"[job] {name}: submitit job {job.job_id}", flush=True)
+        say(f"[job] {name}: submitit job {job.job_id}")
         try:
             seconds, failure = job.result()
         except Exception:  # the job ended without an answer: cancelled, killed, out of time or memory, a node lost

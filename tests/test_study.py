@@ -79,19 +79,19 @@ def test_two_trainings_at_once_are_each_the_run_they_are_alone(smoke_study, run_
     assert not (par / "report.md").exists()  # stop_after=train
 
 
-# two of the smoke study's runs, one per family: the job launchers' tests stay short
+# two of the smoke study's runs, one per family: the SLURM launcher's test stays short
 TWO_RUNS = ("gpt_16 config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16\n"
             "lstm_16 config/lstm_tiny.py --n_layer=1 --n_embd=16")
 
 
-def train_two_runs(smoke_study, run_script, folder, *options, env=None):
-    """Train TWO_RUNS on the smoke study's data with options; assert each ends with exactly the losses of the
-    smoke study (trained by the local launcher); returns {run: submitit job id} from the study's output."""
+def train_as_jobs(smoke_study, run_script, folder, runs, *options, env=None):
+    """Train the smoke study's runs (runs: all of RUNS, or those of TWO_RUNS) on its data with options; assert
+    each ends with exactly the losses the smoke study's local launcher gave; returns {run: submitit job id}."""
     out, _ = smoke_study
+    table = [f"--runs={TWO_RUNS}"] if runs != RUNS else []
     proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={folder}", f"--data_dir={out / 'data'}",
-                       f"--runs={TWO_RUNS}", "--train_threads=1", "--stop_after=train", *options], timeout=900,
-                      env=env)
-    for run in ("gpt_16", "lstm_16"):
+                       *table, "--train_threads=1", "--stop_after=train", *options], timeout=900, env=env)
+    for run in runs:
         alone = json.loads((out / "runs" / run / "results.json").read_text())
         as_job = json.loads((folder / "runs" / run / "results.json").read_text())
         assert (as_job["val_loss"], as_job["train_loss"]) == (alone["val_loss"], alone["train_loss"]), run
@@ -101,11 +101,12 @@ def train_two_runs(smoke_study, run_script, folder, *options, env=None):
 
 
 def test_submitit_jobs_train_the_runs_the_local_launcher_trains(smoke_study, run_script, tmp_path):
-    """launcher=submitit_local: every run is a submitit job (a real subprocess job through submitit's
-    LocalExecutor, the path SLURM jobs take) and ends with exactly the losses the local launcher gave."""
-    jobs = train_two_runs(smoke_study, run_script, tmp_path / "submitit", "--launcher=submitit_local",
-                          "--parallel_runs=2")
-    assert set(jobs) == {"gpt_16", "lstm_16"}
+    """`study.py config/study_smoke.py --launcher=submitit_local`: every run is a submitit job (a real subprocess
+    job through submitit's LocalExecutor, the path SLURM jobs take) and ends with exactly the losses the local
+    launcher gave."""
+    jobs = train_as_jobs(smoke_study, run_script, tmp_path / "submitit", RUNS, "--launcher=submitit_local",
+                         "--parallel_runs=2")
+    assert set(jobs) == set(RUNS)
     for run, job_id in jobs.items():
         assert list((tmp_path / "submitit" / "logs" / "submitit" / job_id).glob("*_result.pkl")), run
 
@@ -118,8 +119,9 @@ def test_slurm_jobs_ask_for_the_config_s_resources_and_train_the_same_runs(smoke
     state = tmp_path / "slurm_state"
     state.mkdir()
     env = {"PATH": f"{REPO / 'tests' / 'fake_slurm'}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_STATE": str(state)}
-    jobs = train_two_runs(smoke_study, run_script, tmp_path / "slurm", "--launcher=slurm", "--slurm_partition=gpu",
-                          "--slurm_time=30", "--slurm_cpus_per_run=4", "--slurm_args=account=proj", env=env)
+    jobs = train_as_jobs(smoke_study, run_script, tmp_path / "slurm", ("gpt_16", "lstm_16"), "--launcher=slurm",
+                         "--slurm_partition=gpu", "--slurm_time=30", "--slurm_cpus_per_run=4",
+                         "--slurm_args=account=proj", env=env)
     assert set(jobs) == {"gpt_16", "lstm_16"}
     for run, job_id in jobs.items():
         script = (state / f"{job_id}.sh").read_text()
