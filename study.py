@@ -6,6 +6,7 @@ sample and score tunes, and write the report.
     python study.py config/study_quick.py --out_dir=out/mine    # same study, another folder
     python study.py config/study_lakh.py --dataset_input=/data/lmd_full   # the full study, one GPU
     python study.py config/study_quick.py --dry_run=True        # print the plan (sizes, tokens, FLOPs) only
+    python study.py config/study_lakh.py --launcher=slurm --slurm_partition=gpu   # every run a SLURM job
 
 The steps; the scripts run as subprocesses (their output is shown and kept in out_dir/logs/):
   1. prepare.py        the dataset, when data_dir holds none yet
@@ -25,6 +26,18 @@ SIGTERM or Ctrl-C (docker stop, pre-emption) is passed on to the step running; t
 with one line, and the same command continues (script_runs.py). Runs found in out_dir that were trained on other
 data than data_dir holds now (another dataset, another tokenizer, a changed train.bin) are refused in one line
 naming them, or with overwrite=True trained again: report.md never mixes two datasets.
+One study.py at a time per out_dir: a second one stops with one line (out_dir/study.lock).
+
+Where the trainings run (script_runs.py has the details):
+  launcher=local           processes of this study: one at a time, or parallel_runs at once on each of `devices`
+                           (by default every visible GPU: on an 8-GPU node, 8 runs at once, one per GPU)
+  launcher=slurm           each training is one SLURM job submitted through submitit (pip install submitit), with
+                           slurm_partition, slurm_gpus_per_run, slurm_cpus_per_run, slurm_mem_gb, slurm_time and
+                           slurm_args (any other sbatch option); run study.py on the login node (in tmux or
+                           screen) or in a small CPU job: it submits the runs, waits for them (the learning-rate
+                           sweep before the runs that take its choice), then does steps 3-7 itself. Run it again
+                           after an interruption: finished runs are skipped, stopped ones resume.
+  launcher=submitit_local  the same jobs as local processes through submitit (no SLURM): a check of the job path
 
 Two knobs add runs to every line of `runs` (study_plan.py names them and says how):
   lr_sweep        each size is trained at every rate of the list ('x0.5,x1,x2': multiples of its config's rate;
@@ -66,10 +79,11 @@ import power_law
 import study_plan
 import tracking
 from configurator import config_keys, configure, fail, lines_of
-from dataset import TrainOrder, iteration_plan, load_dataset, read_json, write_json_atomic
+from dataset import TrainOrder, hold_lock, iteration_plan, load_dataset, read_json, write_json_atomic
 from plots import plot_lr_sweeps, write_outputs
 from report import fmt_duration, perplexity_path, sample_records, write_report
-from script_runs import Timings, estimate_plan, pass_stop_signals_on, refuse_other_data, run_script, train_all
+from script_runs import (LAUNCHERS, Timings, estimate_plan, pass_stop_signals_on, refuse_other_data, run_script,
+                         slurm_parameters, train_all)
 
 # -----------------------------------------------------------------------------
 # default study; config/study_*.py files and --key=value override these
@@ -122,7 +136,8 @@ stop_after = ''           # '' = every step; 'prepare' or 'train' stops the stud
 estimate = False          # time a few steps of every planned run on this device, print the projected time, stop
 estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 warm-up steps)
 # several trainings at once on one device; each is the same run it would be alone (see script_runs.py)
-parallel_runs = 0         # 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free memory holds (at most 4)
+parallel_runs = 0         # runs at once per device; 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free
+                          # memory holds (at most 4)
 train_threads = 0         # CPU threads per training; 0 = on CPU torch's default here (OMP_NUM_THREADS, else one per
                           # core) for every run whatever parallel_runs, so the numbers do not depend on it; on a GPU
                           # the cores shared among parallel runs (script_runs.training_threads)
@@ -133,6 +148,16 @@ overwrite = False         # True: runs trained on other data than data_dir holds
 wandb_log = False
 wandb_project = 'music-scaling-laws'
 wandb_group = ''          # '' = the name of out_dir
+# where the trainings run (see the docstring above)
+launcher = 'local'        # 'local', 'slurm' (one SLURM job per run, through submitit) or 'submitit_local'
+devices = ''              # local, submitit_local: '' = every visible GPU (on CPU: `device`), or 'cuda:0,cuda:2'
+slurm_partition = ''      # '' = the cluster's default partition
+slurm_gpus_per_run = 1    # GPUs of each run's job; more than 1 trains the run on all of them (torchrun, DDP)
+slurm_cpus_per_run = 8    # CPU cores of each run's job
+slurm_mem_gb = 0          # memory of each run's job in GB; 0 = the partition's default
+slurm_time = 240          # time limit of each job in minutes (submitit_local's too); a run stopped by it resumes
+                          # from its checkpoint when the study is run again
+slurm_args = ''           # more sbatch options for every job, e.g. 'account=myproj qos=high constraint=h100'
 # -----------------------------------------------------------------------------
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -391,11 +416,39 @@ def check_config(cfg):
         fail(f"perplexity_split must be train, val or test, got {cfg['perplexity_split']!r}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg["device"]):
         fail(f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg['device']!r}")
+    check_launcher(cfg)
     study_plan.check_knobs(cfg)
     try:
         power_law.check_settings(cfg["n_bootstrap"], cfg["ci_level"], cfg["fit_params"])
     except power_law.InputError as e:
         fail(str(e))
+
+
+def check_launcher(cfg):
+    """launcher, devices and the slurm_* knobs: one line now rather than when the first run is submitted."""
+    if cfg["launcher"] not in LAUNCHERS:
+        fail(f"launcher must be one of {', '.join(LAUNCHERS)}, got {cfg['launcher']!r}")
+    for d in (d.strip() for d in cfg["devices"].split(",")):
+        if d and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", d):
+            fail(f"devices entries must look like cuda:0, cuda, cpu or mps, got {d!r}")
+    for key in ("slurm_gpus_per_run", "slurm_cpus_per_run", "slurm_time"):
+        if cfg[key] < 1:
+            fail(f"{key} must be at least 1, got {cfg[key]}")
+    if cfg["slurm_mem_gb"] < 0:
+        fail(f"slurm_mem_gb must not be negative (0: the partition's default), got {cfg['slurm_mem_gb']}")
+    if cfg["launcher"] == "slurm":
+        if cfg["devices"]:
+            fail("devices is for launcher=local or submitit_local; under SLURM each job gets its own GPUs "
+                 "(slurm_gpus_per_run)")
+        slurm_parameters(cfg, "check")  # slurm_args
+        if not (cfg["dry_run"] or cfg["estimate"]) and not (shutil.which("sbatch") and shutil.which("srun")):
+            fail("launcher=slurm needs SLURM's sbatch and srun on this machine's PATH (run study.py on the "
+                 "cluster's login node)")
+    if cfg["launcher"] != "local":
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            fail(f"launcher={cfg['launcher']} needs submitit: pip install submitit")
 
 
 def main(argv=None):
@@ -445,6 +498,13 @@ def main(argv=None):
         fail(f"out_dir {out} is a file, not a folder")
     try:  # a folder that cannot be written (read-only, full) is one line before any work
         os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot write out_dir {out}: {e.strerror}")
+    lock_path = os.path.join(out, "study.lock")
+    # one study.py per out_dir (two would train the same runs): held until this process ends, however it ends
+    lock = hold_lock(lock_path, f"another study.py is running in {out} (it holds {lock_path}); wait for it or "
+                                f"choose another out_dir")  # noqa: F841
+    try:
         write_json_atomic({k: v for k, v in cfg.items() if not k.startswith("_")},
                           os.path.join(out, "study_config.json"), indent=1)
     except OSError as e:

@@ -577,3 +577,14 @@ def test_a_stopped_prepare_leaves_nothing_running_and_a_rerun_goes_ahead(tmp_pat
     assert files == sorted(os.listdir(tmp_path / "data"))
     for f in files:
         assert (tmp_path / "data" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
+
+
+def test_workers_default_to_the_cpus_this_process_may_use():
+    """Under SLURM or a container's CPU set, --workers defaults to the CPUs the process may run on, not to every
+    core of the node (os.cpu_count)."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); import prepare; print(prepare.workers)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "1"

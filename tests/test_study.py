@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from conftest import REPO
+
 
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory, run_script):
@@ -114,6 +116,69 @@ def test_two_trainings_at_once_are_each_the_run_they_are_alone(smoke_study, run_
     assert not (par / "report.md").exists()  # stop_after=train
 
 
+# two of the smoke study's runs, one per family: the SLURM launcher's test stays short
+TWO_RUNS = ("gpt_16 config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16\n"
+            "lstm_16 config/lstm_tiny.py --n_layer=1 --n_embd=16")
+
+
+def train_as_jobs(smoke_study, run_script, folder, runs, *options, env=None):
+    """Train the smoke study's runs (runs: all of RUNS, or those of TWO_RUNS) on its data with options; assert
+    each ends with exactly the losses the smoke study's local launcher gave; returns {run: submitit job id}."""
+    out, _ = smoke_study
+    table = [f"--runs={TWO_RUNS}"] if runs != RUNS else []
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={folder}", f"--data_dir={out / 'data'}",
+                       *table, "--train_threads=1", "--stop_after=train", *options], timeout=900, env=env)
+    for run in runs:
+        alone = json.loads((out / "runs" / run / "results.json").read_text())
+        as_job = json.loads((folder / "runs" / run / "results.json").read_text())
+        assert (as_job["val_loss"], as_job["train_loss"]) == (alone["val_loss"], alone["train_loss"]), run
+    assert "training" in (folder / "logs" / "train_gpt_16.log").read_text()  # the run's output where it always is
+    return {line.split()[1].rstrip(":"): line.split()[-1] for line in proc.stdout.splitlines()
+            if line.startswith("[job] ")}
+
+
+def test_submitit_jobs_train_the_runs_the_local_launcher_trains(smoke_study, run_script, tmp_path):
+    """`study.py config/study_smoke.py --launcher=submitit_local`: every run is a submitit job (a real subprocess
+    job through submitit's LocalExecutor, the path SLURM jobs take) and ends with exactly the losses the local
+    launcher gave."""
+    jobs = train_as_jobs(smoke_study, run_script, tmp_path / "submitit", RUNS, "--launcher=submitit_local",
+                         "--parallel_runs=2")
+    assert set(jobs) == set(RUNS)
+    for run, job_id in jobs.items():
+        assert list((tmp_path / "submitit" / "logs" / "submitit" / job_id).glob("*_result.pkl")), run
+
+
+def test_slurm_jobs_ask_for_the_config_s_resources_and_train_the_same_runs(smoke_study, run_script, tmp_path):
+    """launcher=slurm: each run is one SLURM job, submitted by submitit's SlurmExecutor with the resources of the
+    slurm_* knobs. SLURM's commands are stand-ins here (tests/fake_slurm: sbatch runs the batch script at once on
+    this machine, srun runs its task), so what is tested is everything up to SLURM: the batch scripts, the jobs
+    finding the repository, their answers, the losses."""
+    state = tmp_path / "slurm_state"
+    state.mkdir()
+    env = {"PATH": f"{REPO / 'tests' / 'fake_slurm'}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_STATE": str(state)}
+    jobs = train_as_jobs(smoke_study, run_script, tmp_path / "slurm", ("gpt_16", "lstm_16"), "--launcher=slurm",
+                         "--slurm_partition=gpu", "--slurm_time=30", "--slurm_cpus_per_run=4",
+                         "--slurm_args=account=proj", env=env)
+    assert set(jobs) == {"gpt_16", "lstm_16"}
+    for run, job_id in jobs.items():
+        script = (state / f"{job_id}.sh").read_text()
+        for line in (f"--job-name={run}", "--partition=gpu", "--time=30", "--gpus-per-node=1", "--cpus-per-task=4",
+                     "--account=proj"):
+            assert f"#SBATCH {line}\n" in script, (run, line)
+
+
+def test_a_second_study_on_the_same_out_dir_stops_with_one_line(tmp_path, run_script):
+    import fcntl
+    out = tmp_path / "busy"
+    out.mkdir()
+    with open(out / "study.lock", "a+") as held:  # what a running study.py holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={out}"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "another study.py is running" in proc.stderr.strip().splitlines()[-1]
+    assert not (out / "data").exists()
+
+
 def test_estimate_projects_every_run_without_training(smoke_study, run_script, tmp_path):
     out, _ = smoke_study
     est = tmp_path / "estimate"
@@ -132,6 +197,8 @@ def test_estimate_projects_every_run_without_training(smoke_study, run_script, t
 @pytest.mark.parametrize("override, message", [
     ("--runs=gpt_x config/nope.py", "not found"),
     ("--no_such_key=1", "no_such_key"),
+    ("--launcher=pbs", "launcher must be one of"),
+    ("--devices=gpu0", "devices entries"),
 ])
 def test_bad_study_config_is_one_line(tmp_path, run_script, override, message):
     proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={tmp_path / 's'}", override], check=False)
@@ -207,3 +274,11 @@ def test_samples_drawn_with_other_settings_are_drawn_again(smoke_study, run_scri
         assert records and {r["top_p"] for r in records} == {0.8}, folder
     assert (out / "eval_syntax.json").stat().st_mtime >= max(f.stat().st_mtime for f in folders)
     assert "[eval_syntax]" in proc.stdout and "top_p 0.8" in (out / "report.md").read_text()
+
+
+def test_the_docstring_s_slurm_command_plans_the_lakh_study(run_script):
+    """`python study.py config/study_lakh.py --launcher=slurm --slurm_partition=gpu` (study.py's docstring) needs
+    SLURM, GPUs and Lakh MIDI to run; here its plan, which checks every knob it sets, as a dry run."""
+    proc = run_script(["study.py", "config/study_lakh.py", "--launcher=slurm", "--slurm_partition=gpu",
+                       "--dry_run=True"])
+    assert "total training compute" in proc.stdout
