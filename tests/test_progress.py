@@ -48,7 +48,7 @@ def test_prepare_and_train_print_plain_lines_into_a_pipe(run_script, tmp_path):
     proc = run_script(args, env=EVERY_UPDATE)
     assert_plain(proc)
     assert re.search(r"^converting: 2/2 file \(100%\), [\d.e+]+ file/s, \d+s elapsed", proc.stdout, re.M)
-    assert re.search(r"^encoding train: \d+/\d+ tune", proc.stdout, re.M)
+    assert re.search(r"^encoding: \d+/\d+ tune", proc.stdout, re.M)  # every split in one pass, in corpus order
 
     proc = run_script(["train.py", f"--data_dir={tmp_path / 'data'}", f"--out_dir={tmp_path / 'run'}", "--n_layer=1",
                        "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--device=cpu",

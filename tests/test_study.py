@@ -235,8 +235,9 @@ def test_study_plans_have_both_families_and_one_budget(run_script, config, min_s
     assert abs(tokens - budget) <= 8192, tokens
     sweep_rows = [r for r in rows if ".sweep" in r[0]]
     assert len(sweep_rows) == (4 * len(fit_rows) if sweep else 0)
-    for r in sweep_rows:  # the share of the budget, to within the one step of 8,192 tokens it is rounded down to
-        assert 0 <= sweep * tokens - int(r[4].replace(",", "")) <= 8192, r
+    for r in sweep_rows:  # the share of the budget, to within one step of 8,192 tokens: rounded down to whole steps
+        # in stride order; in tunes order (data/music21 prepared) to whole windows of tunes, which can land above it
+        assert abs(sweep * tokens - int(r[4].replace(",", ""))) <= 8192, r
 
 
 def test_a_sample_folder_holds_its_job_only_with_every_setting_equal(tmp_path):
