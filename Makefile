@@ -5,6 +5,7 @@
 # without CUDA wheels cached, and the CUDA build from PyPI elsewhere), DEMO_CONFIG, BASE_IMAGE (docker-test;
 # e.g. local-debian where no image registry can be reached).
 PYTHON ?= python3
+# the tested torch; the Dockerfile and docker_smoke_test.sh pin the same version (docs/docker.md)
 TORCH ?= torch==2.13.0
 DEMO_CONFIG ?= config/study_quick.py
 BASE_IMAGE ?=

@@ -21,7 +21,7 @@ import torch
 import train
 from configurator import config_keys, configure, fail
 from dataset import TrainOrder, iteration_plan, load_dataset
-from hardware import device_name, lookup_peak_flops, peak_memory_bytes, setup_device, synchronize
+from hardware import compile_model, device_name, lookup_peak_flops, peak_memory_bytes, setup_device, synchronize
 from model import build_model, configure_optimizer, model_args_from_config
 from windows import Tokens, TrainBatches
 
@@ -52,9 +52,7 @@ def main(argv):
 
     torch.manual_seed(c.seed)
     model = build_model(c.model_type, **model_args_from_config(cfg, vocab)).to(dev)
-    fast_model = model
-    if c.compile and device_type == "cuda":
-        fast_model = torch.compile(model, mode=None if c.compile_mode == "default" else c.compile_mode)
+    fast_model = compile_model(model, c.compile, c.compile_mode, device_type)
     optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, (c.beta1, c.beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype_name == "float16"))
     accum = c.gradient_accumulation_steps

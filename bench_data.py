@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 from configurator import configure, fail
 from dataset import load_dataset
+from lifetime import worker_init
 from prepare import evenly_spaced, process_file
 from tokenizer import BPETokenizer, load_tokenizer
 
@@ -52,7 +53,8 @@ def conversion_rate(files, workers):
     # generous limits and no cache: every file is really converted, and timed
     settings = {"timeout": 60, "score_timeout": 60, "max_abc_bytes": 50_000_000, "cache_dir": ""}
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # the workers die with this process however it ends (lifetime.worker_init)
+    with ProcessPoolExecutor(max_workers=workers, initializer=worker_init, initargs=(os.getpid(),)) as pool:
         results = list(pool.map(process_file, [(f, "midi") for f in files], [settings] * len(files), chunksize=4))
     elapsed = time.perf_counter() - t0
     ok = sum(1 for r in results if not r["failure"])

@@ -100,10 +100,13 @@ def claim_out_dir(out_dir, init_from, overwrite):
     the old run's own files (and the evaluations made of it) are removed, nothing else. Returns the lock."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         fail(f"out_dir {out_dir} is a file, not a folder")
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:  # e.g. a read-only parent folder
+        fail(f"cannot create out_dir {out_dir}: {e.strerror}")
     path = os.path.join(out_dir, "train.lock")
     lock = hold_lock(path, f"another train.py is writing {out_dir} (it holds {path}); wait for it or use another "
-                           f"out_dir")
+                           f"out_dir", what="train.py's lock")
     lock.seek(0)
     lock.truncate()
     lock.write(f"{os.getpid()}\n")

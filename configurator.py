@@ -15,18 +15,31 @@ Arguments are read in order:
 A key that is not a default (a typo) or a value of the wrong type is a one-line error and a non-zero exit,
 never a silent no-op.
 
+Paths are read as a user types them: in every path knob (is_path_knob: out, run, input, table, ... and any
+name ending in _dir, _path, _file, _input or _out) `~` and $VARS / ${VARS} are expanded, line by line, whether
+the value came from a config file or the command line. The shell leaves `--dataset_input=~/lmd_full` alone
+(it expands `~` only at the start of a word), so this is the place that makes it work. An unset variable
+is a one-line error, not a folder literally named `$DATA`.
+
 A script keeps every knob as a global near its top and does, in main:
 
     config = configure(globals(), argv)      # the final {key: value} of every knob; globals stay untouched
 """
 
 import os
+import re
 import sys
 import types
 from ast import literal_eval
 
 CONFIG_TYPES = (bool, int, float, str)
 BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False, "1": True, "0": False}
+
+
+# knobs that hold paths (one per line for runs, inputs, input) besides the *_dir, *_path, ... names
+PATH_KNOBS = ("out", "run", "runs", "input", "inputs", "table", "reference", "soundfont")
+PATH_SUFFIXES = ("_dir", "_path", "_file", "_input", "_out")
+UNSET_VARIABLE = re.compile(r"\$(\w+|\{\w+\})")
 
 
 def fail(message):
@@ -46,6 +59,8 @@ def coerce(key, value, default):
     if want is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool) and default == "auto":  # a knob of 'auto', True or False (train.py's compile)
+            return str(value)
     elif want is bool:
         if isinstance(value, bool):
             return value
@@ -89,6 +104,22 @@ def run_config_file(path, config):
         if key not in config:
             fail(f"config file {path} sets unknown key {key!r}")
         config[key] = coerce(key, value, config[key])
+
+
+def is_path_knob(key):
+    return key in PATH_KNOBS or key.endswith(PATH_SUFFIXES)
+
+
+def expand_path(key, value):
+    """value with `~` and environment variables expanded in each of its lines (a path knob's value)."""
+    lines = []
+    for line in value.split("\n"):
+        expanded = os.path.expandvars(os.path.expanduser(line))
+        unset = UNSET_VARIABLE.search(expanded)
+        if unset:
+            fail(f"{key}={line}: the environment variable {unset.group(1).strip('{}')} is not set")
+        lines.append(expanded)
+    return "\n".join(lines)
 
 
 def usage(config, positional):
@@ -145,6 +176,9 @@ def configure(namespace, argv, positional=None, repeatable=()):
             text = args[i]
             i += 1
         assign(key, parse_value(key, text, config[key]))
+    for key, value in config.items():
+        if isinstance(value, str) and value and is_path_knob(key):
+            config[key] = expand_path(key, value)
     return config
 
 

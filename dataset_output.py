@@ -125,7 +125,7 @@ def lock_output(out_dir):
     folder itself is replaced); the kernel lets go of it when the process ends, however it ends."""
     path = os.path.join(os.path.dirname(out_dir), f".{os.path.basename(out_dir)}.prepare.lock")
     return hold_lock(path, f"another prepare.py is writing {out_dir} (it holds {path}); wait for it or choose "
-                           f"another --out")
+                           f"another --out", what="prepare.py's lock")
 
 
 def replace_folder(new_dir, out_dir):

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Build the real Dockerfile and run the pipeline inside the container on CPU: prepare.py on a slice of the
-# music21 corpus, a few iterations of `train.py config/gpt_tiny.py`, sample.py with MIDI and WAV output;
-# then the compose route (`up -d`, `exec dev ...`, `down`) with docker-compose.cpu.yml. `make docker-test`.
+# music21 corpus, a few iterations of `train.py config/gpt_tiny.py --compile=True` (torch.compile on CPU
+# builds C++ kernels: an image without a C/C++ compiler fails here, as Triton would on a GPU), sample.py
+# with MIDI and WAV output; then the compose route (`up -d`, `exec dev ...`, `down`) with
+# docker-compose.cpu.yml: files written inside belong to the invoking user, DATA_DIR is at /data read-only.
+# `make docker-test`.
 #
 #   bash docker_smoke_test.sh [BASE_IMAGE]          # or BASE_IMAGE=... bash docker_smoke_test.sh
 #
@@ -116,9 +119,10 @@ test -f /usr/share/sounds/sf2/FluidR3_GM.sf2 || { echo "missing: the GM soundfon
 echo "== prepare.py (a slice of the music21 corpus)"
 python prepare.py --out $S/data --max_files 40 --max_scores 4 --cache_dir "" --workers 2
 python -c "import json; s = json.load(open(\"$S/data/stats.json\"))[\"splits\"]; print({k: v[\"tokens\"] for k, v in s.items()}, \"tokens\")"
-echo "== train.py config/gpt_tiny.py (a few iterations on CPU)"
-python train.py config/gpt_tiny.py --data_dir=$S/data --out_dir=$S/run --device=cpu \
-    --max_iters=6 --eval_interval=3 --eval_iters=2 --warmup_iters=2 --wandb_log=False
+echo "== train.py config/gpt_tiny.py --compile=True (a few iterations on CPU, compiled by inductor)"
+python train.py config/gpt_tiny.py --data_dir=$S/data --out_dir=$S/run --device=cpu --compile=True \
+    --max_iters=6 --eval_interval=3 --eval_iters=2 --warmup_iters=2 --wandb_log=False | tee $S/train.out
+grep -q "cpu float32 compiled" $S/train.out || { echo "train.py did not compile" >&2; exit 1; }
 test -f $S/run/ckpt.pt && test -f $S/run/results.json
 python -c "import json; r = json.load(open(\"$S/run/results.json\")); print(\"val_loss\", r[\"val_loss\"], \"| n_params\", r[\"n_params\"])"
 echo "== sample.py (ABC -> MIDI -> WAV with abc2midi and fluidsynth)"
@@ -131,6 +135,11 @@ cat $S/samples/samples.jsonl
 if ((${#compose[@]})); then
     project="msl-smoke-$$"
     export DEV_IMAGE="$SMOKE_IMAGE"
+    # as docker-compose.cpu.yml tells users to: the container runs as the invoking user, DATA_DIR at /data
+    export UID GID="$(id -g)"
+    DATA_DIR=$(mktemp -d /tmp/smoke-data.XXXXXX); export DATA_DIR
+    cleanup_steps+=("rm -rf '$DATA_DIR'")
+    echo outside >"$DATA_DIR/outside.txt"
     compose_cpu=("${compose[@]}" -f docker-compose.cpu.yml -p "$project")
     cleanup_steps+=("${compose_cpu[*]} down --timeout 5 >/dev/null 2>&1")
     say "${compose_cpu[*]} up -d --no-build (image $SMOKE_IMAGE)"
@@ -141,6 +150,15 @@ if ((${#compose[@]})); then
     probe=".docker_smoke_probe_$$"
     echo "$probe" >"$probe"; cleanup_steps+=("rm -f '$PWD/$probe'")
     "${compose_cpu[@]}" exec -T dev cat "/workspace/$probe" | grep -qx "$probe" || die "the checkout is not bind-mounted at /workspace"
+    # what the container writes into the checkout is the invoking user's, not root's
+    written=".docker_smoke_written_$$"; cleanup_steps+=("rm -f '$PWD/$written'")
+    "${compose_cpu[@]}" exec -T dev touch "/workspace/$written" || die "the container cannot write into the checkout"
+    [[ "$(stat -c %u:%g "$written")" == "$(id -u):$(id -g)" ]] \
+        || die "a file written inside belongs to $(stat -c %u:%g "$written"), not to $(id -u):$(id -g)"
+    # DATA_DIR is at /data, read-only
+    "${compose_cpu[@]}" exec -T dev cat /data/outside.txt | grep -qx outside || die "DATA_DIR is not mounted at /data"
+    if "${compose_cpu[@]}" exec -T dev touch /data/written 2>/dev/null; then die "/data is writable"; fi
+    say "compose: files written inside are $(id -u):$(id -g)'s; DATA_DIR is at /data, read-only"
     "${compose_cpu[@]}" down --timeout 5 || die "compose down failed"
 fi
 

@@ -27,6 +27,7 @@ from configurator import configure, fail, lines_of
 from dataset import load_dataset, write_json_atomic
 from eval_metrics import (YANG_LERCH_MIN_TUNES, format_yang_lerch, muspy_available, statistic_values,
                           yang_lerch)
+from lifetime import sigterm_stops, signal_name
 from tune_checks import DEFAULT_SETTINGS, STATISTICS, evaluate_all, format_table, summarize
 
 # -----------------------------------------------------------------------------
@@ -133,6 +134,16 @@ def compare_sets(results, ref_results, cfg):
 def main(argv=None):
     cfg = configure(globals(), sys.argv[1:] if argv is None else argv, positional="inputs")
     check_config(cfg)
+    try:
+        with sigterm_stops():  # SIGTERM, like Ctrl-C, kills the workers and removes their temporary folder
+            return evaluate(cfg)
+    except KeyboardInterrupt as stop:
+        fail(f"stopped by {signal_name(stop)}: nothing written" + (f" to {cfg['out']}" if cfg["out"] else "")
+             + "; run the same command again")
+
+
+def evaluate(cfg):
+    """The evaluation of main's settings: the table printed, the report written to --out and returned."""
     settings = {key: cfg[key] for key in DEFAULT_SETTINGS if key != "parse_timeout"}
     settings["parse_timeout"] = cfg["timeout"]  # --timeout, the name the command line has always had
 

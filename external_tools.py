@@ -22,6 +22,8 @@ import wave
 
 import numpy as np
 
+from lifetime import set_parent_death_signal
+
 MIDI2ABC_ARGS = ["-s"]  # keep short notes: without -s a round trip kept the note count within 2% on only
                         # 37 of 60 real files, with it on 58 of 60
 
@@ -54,7 +56,9 @@ def time_limit(seconds, cpu=False):
 
 
 def run_tool(cmd, timeout, **kwargs):
-    """subprocess.run(cmd) with a time limit; None when it ran out (the child is killed)."""
+    """subprocess.run(cmd) with a time limit; None when it ran out (the child is killed). The tool dies with the
+    process that runs it (lifetime.set_parent_death_signal), so a killed worker leaves no tool running."""
+    kwargs.setdefault("preexec_fn", set_parent_death_signal)
     try:
         return subprocess.run(cmd, timeout=timeout, **kwargs)
     except subprocess.TimeoutExpired:
@@ -75,6 +79,7 @@ def _limit_child(cpu_seconds, max_bytes):
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file in the user's folder
+        set_parent_death_signal()  # a killed worker leaves no midi2abc behind
     return limit
 
 

@@ -53,6 +53,24 @@ def setup_device(device, dtype):
     return device, device_type, dtype, ctx
 
 
+COMPILE_CHOICES = {"auto": None, "True": True, "true": True, "False": False, "false": False}
+
+
+def check_compile(compile):
+    if compile not in COMPILE_CHOICES:
+        fail(f"compile must be auto, True or False, got {compile!r}")
+
+
+def compile_model(model, compile, compile_mode, device_type):
+    """model under torch.compile where the compile knob asks for it: 'auto' on CUDA only, where faster steps
+    pay for the compile time; 'True' on any device (on CPU through inductor's C++ backend, which needs a C/C++
+    compiler, as Triton on CUDA does: the Docker image has one); 'False' never. Returns the model to train."""
+    check_compile(compile)
+    if not (device_type == "cuda" if compile == "auto" else COMPILE_CHOICES[compile]):
+        return model
+    return torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
+
+
 def device_name(device_type):
     if device_type == "cuda":
         return torch.cuda.get_device_name()

@@ -85,34 +85,45 @@ def _number(value, what):
 
 
 def load_table(path):
-    """Rows of a CSV with columns family,n_params,loss (+ optional columns) -> list of run dicts."""
+    """Rows of a CSV with columns family,n_params,loss (+ optional columns) -> list of run dicts. A file that is not
+    text, and counts of parameters or tokens that are not positive, are InputErrors (a zero or negative token
+    count used to be taken for a missing one, and the joint fit vanished without a word)."""
     if not os.path.isfile(path):
         raise InputError(f"table {path} " + ("is a folder, not a CSV file" if os.path.isdir(path) else "not found"))
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise InputError(f"{path} lacks column(s) {','.join(missing)} (needs {','.join(REQUIRED_COLUMNS)}; "
-                             f"has {','.join(columns) or 'nothing'})")
-        rows = []
-        for line_no, raw in enumerate(reader, start=2):
-            raw = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-            if not any(raw.values()):
-                continue
-            where = f"{path} line {line_no}"
-            row = {"family": raw["family"], "run": raw.get("run") or f"{raw['family']}-{raw['n_params']}",
-                   "n_params": _number(raw["n_params"], f"{where}: n_params"),
-                   "loss": _number(raw["loss"], f"{where}: loss")}
-            for col in NUMBER_COLUMNS:
-                row[col] = _number(raw[col], f"{where}: {col}") if raw.get(col) else None
-            # a table without a seed column: rows of one size and budget are taken for repeats (what else would a
-            # table repeat?); with one, rows that share a seed are the same run twice
-            row["seed"] = raw.get("seed") or None if "seed" in columns else f"row {line_no}"
-            row["lr"] = None
-            if not row["family"]:
-                raise InputError(f"{where}: empty family")
-            rows.append(row)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return _table_rows(path, csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise InputError(f"{path} is not a CSV text file ({e.__class__.__name__}: {str(e)[:80]})")
+
+
+def _table_rows(path, reader):
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise InputError(f"{path} lacks column(s) {','.join(missing)} (needs {','.join(REQUIRED_COLUMNS)}; "
+                         f"has {','.join(columns) or 'nothing'})")
+    rows = []
+    for line_no, raw in enumerate(reader, start=2):
+        raw = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+        if not any(raw.values()):
+            continue
+        where = f"{path} line {line_no}"
+        row = {"family": raw["family"], "run": raw.get("run") or f"{raw['family']}-{raw['n_params']}",
+               "n_params": _number(raw["n_params"], f"{where}: n_params"),
+               "loss": _number(raw["loss"], f"{where}: loss")}
+        for col in NUMBER_COLUMNS:
+            row[col] = _number(raw[col], f"{where}: {col}") if raw.get(col) else None
+        # a table without a seed column: rows of one size and budget are taken for repeats (what else would a
+        # table repeat?); with one, rows that share a seed are the same run twice
+        row["seed"] = raw.get("seed") or None if "seed" in columns else f"row {line_no}"
+        row["lr"] = None
+        for col in ("n_params", "n_params_non_embedding", "tokens", "flops", "dataset_tokens"):
+            if row[col] is not None and row[col] <= 0:
+                raise InputError(f"{where}: {col} must be positive, got {raw[col]}")
+        if not row["family"]:
+            raise InputError(f"{where}: empty family")
+        rows.append(row)
     if not rows:
         raise InputError(f"{path} has no data rows")
     return rows, "loss"

@@ -26,32 +26,46 @@ Pipeline (each step counted in stats.json):
   6. write train/val/test.bin, meta.json, stats.json, stats.md and a length histogram into a temporary
      folder that is renamed to --out only when complete (dataset_output.py: the reports, and the checks
      that keep --out safe).
+Memory does not grow with the corpus (Lakh MIDI: 178k files, gigabytes of ABC): every converted file's
+tunes go to an unnamed temporary file beside --out as they arrive, and the steps after it read them back
+one tune at a time, writing each split's tokens straight into its .bin. What stays in memory is a few
+numbers per file and per tune (~150 bytes: a tune's hash for the deduplication, its length and split),
+plus the BPE trainer's counts with --tokenizer bpe. The temporary files take about twice the ABC text on
+disk while prepare.py runs (docs/lakh.md: measured memory and speed).
 Same input and seed give byte-identical outputs on any machine, whatever its load or --workers: the time
 limits count CPU seconds (not wall-clock), are fixed before conversion, and a cached result is used only
 where this run's limits would give the same. Corrupt inputs are skipped, counted and listed with a reason.
 --out is written only when it is missing, empty, or (with --overwrite=True) holds a prepare.py dataset and
-nothing else: prepare.py never deletes files it did not write.
+nothing else: prepare.py never deletes files it did not write. Stopped (Ctrl-C, SIGTERM) it ends its workers,
+removes its temporary folder and says so in one line; killed (SIGKILL) its workers and midi2abc calls die with it
+(lifetime.py) and the next run removes the temporary folder it left. Either way --out is as it was.
 """
+import array
 import glob
 import gzip
 import hashlib
+import itertools
+import json
 import os
+import re
 import resource
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED as _FIRST_COMPLETED  # private: a public str is taken for a setting
 
 import numpy as np
-from tqdm import tqdm
 
 import abc_text
 from configurator import configure, fail, lines_of
-from dataset import fingerprints, read_json, write_json_atomic
+from dataset import SPLITS, fingerprints, read_json, write_json_atomic
 from dataset_output import check_out, lock_output, percentiles, plot_lengths, replace_folder, stats_markdown
 from external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
+from lifetime import end_pool, sigterm_stops, signal_name, worker_init
+from progress import progress_bar
 from tokenizer import BPETokenizer, CharTokenizer
 
 # ----------------------------------------------------------------------------------------------------
@@ -69,7 +83,8 @@ min_gzip_ratio = 0.24               # drop tunes whose gzip_bytes/raw_bytes is b
 max_train_tokens = 0                # cut the training split to this many tokens (0: no cut); val/test unchanged
 max_files = 0                       # use at most this many input files, evenly spaced over the sorted list (0: all)
 max_scores = 200                    # default corpus only: how many non-ABC music21 scores take the MIDI path
-workers = os.cpu_count() or 1       # conversion processes
+# conversion processes: the CPUs this process may use (a SLURM job's or a container's share, not the whole node)
+workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 timeout = 30.0                      # CPU seconds per midi2abc call (a timed-out call is retried at 4x)
 score_timeout = 60.0                # CPU seconds per music21 score -> MIDI (retried at 4x)
 max_abc_bytes = 4_000_000           # midi2abc output above this is a runaway conversion and is discarded
@@ -84,6 +99,7 @@ KINDS = {**dict.fromkeys(MIDI_EXTENSIONS, "midi"), **dict.fromkeys(ABC_EXTENSION
 # (private: a public str global would be taken for a setting); 2: CPU-time limits, zero-length notes dropped
 _CONVERTER_VERSION = "midi2abc-s-2"
 _RETRY_FACTOR = 4  # a conversion that runs out of time is tried once more with this many times the limit
+_AHEAD_PER_WORKER = 4  # files handed to each worker ahead of time: it never waits, the queue stays short
 FILTERS = ("no_key", "no_notes", "too_short", "too_long", "low_gzip_ratio")  # always listed in stats.json
 
 
@@ -245,8 +261,11 @@ def convert_to_abc(path, kind, settings):
         if (result["reason"] or "").endswith("_timeout"):  # a slow machine gets a second, longer chance
             result = convert_once(path, kind, longest, settings["max_abc_bytes"])
         if cache_file:
-            os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-            write_json_atomic(result, cache_file, indent=None)  # atomic: workers and runs share the cache
+            try:
+                os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+                write_json_atomic(result, cache_file, indent=None)  # atomic: workers and runs share the cache
+            except OSError:  # full or read-only since main checked it: the conversion stands, uncached
+                pass
     if result["abc"] is None:
         raise ConversionFailed(result["reason"])
     return result["abc"]
@@ -274,19 +293,65 @@ def process_file(item, settings):
             tunes.append(tune)
     if not raw_tunes:
         return {"path": path, "kind": kind, "failure": "no_tunes"}
+    # the filter's compression ratio is measured here, in parallel, not in the parent (step 4 reads it)
     return {"path": path, "kind": kind, "failure": None, "tunes": tunes, "tunes_found": len(raw_tunes),
-            "rejected": dict(rejected)}
+            "rejected": dict(rejected), "gzip_ratios": [gzip_ratio(t) for t in tunes]}
 
 
-def convert_all(items, settings, workers):
-    """process_file over every item in a process pool; results in the order of items (determinism)."""
-    results = [None] * len(items)
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = {pool.submit(process_file, item, settings): i for i, item in enumerate(items)}
-        for future in tqdm(as_completed(futures), total=len(items), desc="converting", unit="file",
-                           disable=None):
-            results[futures[future]] = future.result()
-    return results
+class Spool:
+    """Numbered byte records in a temporary file without a name (the kernel frees it when it is closed or the
+    process ends, however it ends), so the parent keeps the corpus on disk and only 16 bytes a record in memory.
+    Records may arrive in any order and are read back by number."""
+
+    def __init__(self, folder):
+        self.file = tempfile.TemporaryFile(dir=folder)
+        self.offsets, self.sizes = array.array("q"), array.array("q")
+        self.end = 0
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def put(self, i, data):
+        while len(self.offsets) <= i:
+            self.offsets.append(-1)
+            self.sizes.append(0)
+        self.file.seek(self.end)
+        self.file.write(data)
+        self.offsets[i], self.sizes[i] = self.end, len(data)
+        self.end += len(data)
+
+    def get(self, i):
+        self.file.seek(self.offsets[i])
+        return self.file.read(self.sizes[i])
+
+    def close(self):
+        self.file.close()
+
+
+def convert_all(items, settings, workers, spool):
+    """process_file over every item in a process pool; each result goes into spool (JSON) under its item's number
+    as it arrives, to be read in the order of items (determinism). The pool is handed a few files per worker
+    ahead, not the whole list, so neither its queue nor its finished results grow with the corpus."""
+    queue = iter(enumerate(items))
+    # the workers die with this process however it ends and do not hold its lock (lifetime.worker_init); a stop
+    # (Ctrl-C, SIGTERM) or an error kills them at once instead of waiting for their conversions
+    pool = ProcessPoolExecutor(max_workers=max(1, workers), initializer=worker_init, initargs=(os.getpid(),))
+    try:
+        with progress_bar(total=len(items), desc="converting", unit="file") as bar:
+            running = {}
+            while True:
+                for i, item in itertools.islice(queue, max(0, _AHEAD_PER_WORKER * max(1, workers) - len(running))):
+                    running[pool.submit(process_file, item, settings)] = i
+                if not running:
+                    break
+                done, _ = wait(running, return_when=_FIRST_COMPLETED)
+                for future in done:
+                    spool.put(running.pop(future), json.dumps(future.result()).encode())
+                    bar.update()
+    except BaseException:
+        end_pool(pool)
+        raise
+    pool.shutdown()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -297,32 +362,47 @@ def gzip_ratio(text):
     return len(gzip.compress(raw, compresslevel=9, mtime=0)) / max(1, len(raw))
 
 
-def dedup_and_filter(converted, cfg):
-    """The tunes kept (in corpus order), the number of duplicates dropped, and {reason: tunes dropped}
-    for the cleaning of step 3 and the filters here."""
-    filtered = Counter()
-    for r in converted:
-        filtered.update(r["rejected"])
-    unique = list(dict.fromkeys(t for r in converted for t in r["tunes"]))  # the first copy of each tune stays
-    n_duplicates = sum(len(r["tunes"]) for r in converted) - len(unique)
-    kept = []
-    for tune in unique:
-        if len(tune) < cfg["min_chars"]:
-            filtered["too_short"] += 1
-        elif len(tune) > cfg["max_chars"]:
-            filtered["too_long"] += 1
-        elif gzip_ratio(tune) < cfg["min_gzip_ratio"]:
-            filtered["low_gzip_ratio"] += 1
-        else:
-            kept.append(tune)
-    return kept, n_duplicates, filtered
+def dedup_and_filter(results, cfg, kept):
+    """Read the conversion results (spool) in the order of items and put the tunes kept into the spool kept, in
+    corpus order: the first copy of each tune, if it passes the filters. Returns the counts for stats.json:
+    {converted, failures: {reason: files}, failed: [(path, reason)], tunes_found, duplicates, filtered: {reason:
+    tunes dropped by the cleaning of step 3 and the filters here}, chars: every kept tune's length}."""
+    seen = set()  # SHA-256 of every distinct tune so far (32 bytes, not the tune: Lakh's tunes fill gigabytes)
+    out = {"converted": 0, "failures": Counter(), "failed": [], "tunes_found": 0, "duplicates": 0,
+           "filtered": Counter(), "chars": array.array("q")}
+    for i in range(len(results)):
+        r = json.loads(results.get(i))
+        if r["failure"]:
+            out["failures"][r["failure"]] += 1
+            out["failed"].append((r["path"], r["failure"]))
+            continue
+        out["converted"] += 1
+        out["tunes_found"] += r["tunes_found"]
+        out["filtered"].update(r["rejected"])
+        for tune, ratio in zip(r["tunes"], r["gzip_ratios"]):
+            digest = hashlib.sha256(tune.encode("utf-8")).digest()
+            if digest in seen:
+                out["duplicates"] += 1
+                continue
+            seen.add(digest)
+            if len(tune) < cfg["min_chars"]:
+                out["filtered"]["too_short"] += 1
+            elif len(tune) > cfg["max_chars"]:
+                out["filtered"]["too_long"] += 1
+            elif ratio < cfg["min_gzip_ratio"]:
+                out["filtered"]["low_gzip_ratio"] += 1
+            else:
+                kept.put(len(kept), tune.encode("utf-8"))
+                out["chars"].append(len(tune))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
 # 5. split, tokenizer, encoding
 
-def split_tunes_into_sets(tunes, fractions, seed):
-    n = len(tunes)
+def assign_splits(n, fractions, seed):
+    """The split of each of the n kept tunes (0 train, 1 val, 2 test): a seeded permutation of the tunes, so
+    deterministic; each split keeps corpus order, as its tunes are read in corpus order."""
     if n < 3:
         fail(f"only {n} tune(s) left after cleaning and filtering: need at least 3 for train/val/test")
     order = np.random.default_rng(seed).permutation(n)
@@ -331,47 +411,63 @@ def split_tunes_into_sets(tunes, fractions, seed):
     n_train = n - n_val - n_test
     if n_train < 1:
         fail(f"{n} tunes are too few for --split {','.join(map(str, fractions))}: the training split is empty")
-    pick = lambda idx: [tunes[i] for i in sorted(idx)]  # keep corpus order inside each split
-    return {"train": pick(order[:n_train]), "val": pick(order[n_train:n_train + n_val]),
-            "test": pick(order[n_train + n_val:])}
+    which = np.empty(n, dtype=np.uint8)
+    which[order[:n_train]], which[order[n_train:n_train + n_val]], which[order[n_train + n_val:]] = 0, 1, 2
+    return which
 
 
-def encode_split(tokenizer, tunes):
-    """Token ids of a split (each tune followed by EOT) and each tune's length in tokens."""
-    pieces, lengths = [], []
-    for tune in tunes:
-        ids = tokenizer.encode_array(tune)
-        pieces += [ids, np.array([tokenizer.eot_id])]
-        lengths.append(len(ids) + 1)
-    ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
-    return ids, np.array(lengths)
+def tunes_of(kept, which, split):
+    """The tunes of one split (0, 1, 2), read one at a time from the spool, in corpus order."""
+    for i in np.flatnonzero(which == split):
+        yield kept.get(int(i)).decode("utf-8")
 
 
-def write_splits(tok, splits, max_train_tokens, out):
-    """Encode and write every split; returns per-split stats, tune lengths in tokens, and the training
-    split's length before the --max_train_tokens cut (None without a cut)."""
+def write_splits(tok, kept, which, chars, max_train_tokens, out):
+    """Encode every tune, in corpus order, and append its tokens (EOT after each tune) to its split's .bin;
+    returns per-split stats, tune lengths in tokens, and the training split's length before the
+    --max_train_tokens cut (None without a cut). One tune's tokens are in memory at a time."""
     dtype = np.uint16 if tok.vocab_size <= 2 ** 16 else np.uint32
-    split_stats, lengths, before_cut = {}, {}, None
-    for name, tunes in splits.items():
-        ids, lengths[name] = encode_split(tok, tqdm(tunes, desc=f"encoding {name}", unit="tune",
-                                                    disable=None, leave=False))
-        n_tunes = len(tunes)
-        cut = name == "train" and max_train_tokens
-        if cut:
-            before_cut = len(ids)
-            if max_train_tokens > len(ids):
+    lengths = {name: array.array("q") for name in SPLITS}
+    tokens, unknown, whole_chars = dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
+    cut_chars = 0  # characters of a tune the cut ends inside, as far as the cut keeps it
+    files = {name: open(os.path.join(out, f"{name}.bin"), "wb") for name in SPLITS}
+    try:
+        for i in progress_bar(range(len(which)), desc="encoding", unit="tune", leave=False):
+            name = SPLITS[which[i]]
+            ids = np.append(tok.encode_array(kept.get(i).decode("utf-8")), tok.eot_id)
+            lengths[name].append(len(ids))
+            if name == "train" and max_train_tokens:
+                room = max_train_tokens - tokens[name]
+                if room <= 0:
+                    continue  # past the cut: its length still counts in the training split's statistics
+                if room < len(ids):  # the cut ends inside this tune: count the characters it really holds
+                    ids = ids[:room]
+                    cut_chars = len(tok.decode(ids.tolist()))
+            if len(ids) == lengths[name][-1]:
+                whole_chars[name] += chars[i] + 1  # a whole tune decodes to itself and EOT's line break
+            files[name].write(ids.astype(dtype).tobytes())
+            tokens[name] += len(ids)
+            if tok.unk_id is not None:
+                unknown[name] += int(np.count_nonzero(ids == tok.unk_id))
+    finally:
+        for f in files.values():
+            f.close()
+    split_stats, before_cut = {}, None
+    for name in SPLITS:
+        n_tunes, n_chars = len(lengths[name]), whole_chars[name]
+        if name == "train" and max_train_tokens:
+            before_cut = int(sum(lengths[name]))
+            if max_train_tokens > before_cut:
                 print(f"note: --max_train_tokens {max_train_tokens} exceeds the training split "
-                      f"({len(ids)} tokens): nothing cut")
-            ids = ids[:max_train_tokens]
-            n_tunes = int(np.searchsorted(np.cumsum(lengths[name]), len(ids), side="right"))
-        ids.astype(dtype).tofile(os.path.join(out, f"{name}.bin"))
-        # a cut may end inside a tune: count the characters it really holds
-        chars = len(tok.decode(ids.tolist())) if cut else sum(len(t) + 1 for t in tunes)
-        split_stats[name] = {"tunes": n_tunes, "tokens": int(len(ids)), "chars": int(chars),
-                             "chars_per_token": round(chars / max(1, len(ids)), 4)}
+                      f"({before_cut} tokens): nothing cut")
+            n_tunes = int(np.searchsorted(np.cumsum(lengths[name]), tokens[name], side="right"))
+            n_chars += cut_chars
+        split_stats[name] = {"tunes": n_tunes, "tokens": tokens[name], "chars": n_chars,
+                             "chars_per_token": round(n_chars / max(1, tokens[name]), 4)}
         if tok.unk_id is not None:
-            split_stats[name]["unknown_chars"] = int(np.sum(ids == tok.unk_id))
-    return split_stats, lengths, before_cut, np.dtype(dtype).name
+            split_stats[name]["unknown_chars"] = unknown[name]
+    return split_stats, {k: np.array(v, dtype=np.int64) for k, v in lengths.items()}, before_cut, \
+        np.dtype(dtype).name
 
 
 def build_dataset(cfg, items, names, source, fractions, out):
@@ -379,19 +475,24 @@ def build_dataset(cfg, items, names, source, fractions, out):
     settings = {"timeout": cfg["timeout"], "score_timeout": cfg["score_timeout"],
                 "max_abc_bytes": cfg["max_abc_bytes"],
                 "cache_dir": os.path.abspath(cfg["cache_dir"]) if cfg["cache_dir"] else ""}
-    results = convert_all(items, settings, cfg["workers"])
-    failures = Counter(r["failure"] for r in results if r["failure"])
-    converted = [r for r in results if not r["failure"]]
-    kept, n_duplicates, filtered = dedup_and_filter(converted, cfg)
-
-    splits = split_tunes_into_sets(kept, fractions, cfg["seed"])
-    if cfg["tokenizer"] == "char":
-        tok = CharTokenizer.train(splits["train"])
-    else:
-        print(f"training a {cfg['vocab_size']}-token BPE on {len(splits['train'])} training tunes ...")
-        tok = BPETokenizer.train(splits["train"], cfg["vocab_size"])
-        tok.save(out)
-    split_stats, lengths, before_cut, dtype = write_splits(tok, splits, cfg["max_train_tokens"], out)
+    results, kept = Spool(out), Spool(out)  # on disk, nameless: nothing of them is left in out
+    try:
+        convert_all(items, settings, cfg["workers"], results)
+        counts = dedup_and_filter(results, cfg, kept)
+        results.close()  # its disk space back before the splits are written
+        which = assign_splits(len(kept), fractions, cfg["seed"])
+        if cfg["tokenizer"] == "char":
+            tok = CharTokenizer.train(tunes_of(kept, which, 0))
+        else:
+            print(f"training a {cfg['vocab_size']}-token BPE on {int(np.sum(which == 0))} training tunes ...")
+            tok = BPETokenizer.train(tunes_of(kept, which, 0), cfg["vocab_size"])
+            tok.save(out)
+        split_stats, lengths, before_cut, dtype = write_splits(tok, kept, which, counts["chars"],
+                                                               cfg["max_train_tokens"], out)
+    finally:
+        results.close()
+        kept.close()
+    tune_chars = np.asarray(counts["chars"], dtype=np.int64) + 1  # EOT's line break included
 
     meta = {**tok.meta(), "dtype": dtype, "eot_text": "\n",
             "note": "each tune is followed by eot_id; decoding renders EOT as a newline (tune separator)"}
@@ -399,20 +500,20 @@ def build_dataset(cfg, items, names, source, fractions, out):
         "source": source,
         "files_found": len(items),
         "files_by_kind": dict(sorted(Counter(kind for _, kind in items).items())),
-        "files_converted": len(converted),
-        "conversion_failures": dict(sorted(failures.items())),
-        "conversion_success_rate": round(len(converted) / max(1, len(items)), 4),
-        "failed_files": sorted(({"file": names[r["path"]], "reason": r["failure"]} for r in results
-                                if r["failure"]), key=lambda f: (f["file"], f["reason"])),
-        "tunes_found": sum(r["tunes_found"] for r in converted),
-        "duplicates_removed": n_duplicates,
-        "filtered": {k: filtered.get(k, 0) for k in sorted(set(filtered) | set(FILTERS))},
-        "tunes_kept": len(kept),
+        "files_converted": counts["converted"],
+        "conversion_failures": dict(sorted(counts["failures"].items())),
+        "conversion_success_rate": round(counts["converted"] / max(1, len(items)), 4),
+        "failed_files": sorted(({"file": names[path], "reason": reason} for path, reason in counts["failed"]),
+                               key=lambda f: (f["file"], f["reason"])),
+        "tunes_found": counts["tunes_found"],
+        "duplicates_removed": counts["duplicates"],
+        "filtered": {k: counts["filtered"].get(k, 0) for k in sorted(set(counts["filtered"]) | set(FILTERS))},
+        "tunes_kept": len(which),
         "tokenizer": tok.name,
         "vocab_size": tok.vocab_size,
         "splits": split_stats,
         "length_tokens": {k: percentiles(v) for k, v in lengths.items()},
-        "length_chars": {k: percentiles([len(t) + 1 for t in splits[k]]) for k in splits},
+        "length_chars": {k: percentiles(tune_chars[which == i]) for i, k in enumerate(SPLITS)},
         # input as the list of --input values, the form stats.json has always had
         "settings": {k: lines_of(v) if k == "input" else v for k, v in cfg.items()
                      if k not in ("workers", "cache_dir", "out", "overwrite")},
@@ -441,7 +542,8 @@ def check_settings(cfg):
         fractions = [float(x) for x in cfg["split"].split(",")]
     except ValueError:
         fail(f"--split must be three numbers like 0.98,0.01,0.01, got {cfg['split']!r}")
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+    # written so that nan fails every comparison (nan,0.5,0.5 used to pass the sum check)
+    if len(fractions) != 3 or not all(0 <= f <= 1 for f in fractions) or not abs(sum(fractions) - 1) <= 1e-6:
         fail(f"--split must be three non-negative fractions summing to 1, got {cfg['split']!r}")
     if cfg["tokenizer"] == "bpe" and cfg["vocab_size"] < 258:
         fail(f"--vocab_size must be at least 258 for BPE, got {cfg['vocab_size']}")
@@ -454,6 +556,34 @@ def check_settings(cfg):
     if shutil.which("midi2abc") is None:
         fail("midi2abc not found: install Debian/Ubuntu's abcmidi package (sudo apt-get install abcmidi)")
     return fractions
+
+
+def check_cache_dir(cache_dir):
+    """One line for a --cache_dir that cannot be written; otherwise every conversion would fail to store its result
+    and the run would end blaming the input ("only 0 tune(s) left after cleaning")."""
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as e:
+        fail(f"--cache_dir {cache_dir} cannot be written ({e.strerror}): give a writable folder, or --cache_dir '' "
+             f"to convert without a cache")
+
+
+def remove_stale_incomplete(out_dir):
+    """The <out>.incomplete-* folders of earlier prepare.py runs on this --out that were killed (SIGKILL leaves
+    no chance to clean up). Called under the lock, so no running prepare.py owns one."""
+    pattern = glob.escape(out_dir) + ".incomplete-*"
+    for folder in glob.glob(pattern):
+        if os.path.isdir(folder) and not os.path.islink(folder) and re.fullmatch(r".*\.incomplete-[\w]{8}", folder):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def user_mode(path):
+    """Give a folder made by mkdtemp (always 0700) the mode the user's umask gives a new folder."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o777 & ~mask)
 
 
 def main(argv=None):
@@ -470,17 +600,25 @@ def main(argv=None):
 
     out_dir = os.path.abspath(cfg["out"])
     check_out(cfg, out_dir, inputs)
+    if cfg["cache_dir"]:
+        check_cache_dir(cfg["cache_dir"])
     parent = os.path.dirname(out_dir)
     try:
         os.makedirs(parent, exist_ok=True)
         lock = lock_output(out_dir)  # noqa: F841 (held until the process ends)
+        remove_stale_incomplete(out_dir)
         tmp_dir = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".incomplete-", dir=parent)
+        user_mode(tmp_dir)  # it becomes --out
     except OSError as e:
         fail(f"cannot write the output folder {cfg['out']}: {e.strerror}")
     try:
-        stats = build_dataset(cfg, items, names, source, fractions, tmp_dir)
-        check_out(cfg, out_dir, inputs)  # again: someone may have put files there during the conversion
-        replace_folder(tmp_dir, out_dir)
+        with sigterm_stops():  # SIGTERM, like Ctrl-C, ends the workers; the finally removes the temporary folder
+            stats = build_dataset(cfg, items, names, source, fractions, tmp_dir)
+            check_out(cfg, out_dir, inputs)  # again: someone may have put files there during the conversion
+            replace_folder(tmp_dir, out_dir)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (docker stop, pre-emption)
+        fail(f"stopped by {signal_name(stop)}: {cfg['out']} is unchanged; run the same command again to prepare it"
+             + (" (files converted so far come from the cache)" if cfg["cache_dir"] else ""))
     finally:
         if os.path.exists(tmp_dir):  # ours: made by mkdtemp above
             shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -35,7 +35,6 @@ import sys
 import time
 
 import torch
-from tqdm import tqdm
 
 import abc_text
 from checkpoint import load_run
@@ -43,6 +42,7 @@ from configurator import configure, fail
 from external_tools import abc_to_midi, abc_to_svg, midi_to_wav
 from hardware import resolve_device
 from model import to_device
+from progress import progress_bar
 
 # -----------------------------------------------------------------------------
 run = ""            # run folder (with ckpt.pt) or a ckpt.pt file (required)
@@ -386,7 +386,7 @@ def main(argv=None):
           f"{rows} tune{'s' if rows > 1 else ''} at a time")
 
     records, total_tokens, total_seconds = {}, 0, 0.0
-    bar = tqdm(total=n, desc="samples", unit="tune")
+    bar = progress_bar(total=n, desc="samples", unit="tune")
     tunes = generate(model, [prompt_ids] * n, cfg["max_new_tokens"], eot_id=None if cfg["ignore_eot"] else tokenizer.eot_id,
                      temperature=cfg["temperature"], top_k=cfg["top_k"], top_p=cfg["top_p"],
                      seeds=[cfg["seed"] + i for i in range(n)], use_cache=not cfg["no_cache"], device=cfg["device"],

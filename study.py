@@ -6,6 +6,7 @@ sample and score tunes, and write the report.
     python study.py config/study_quick.py --out_dir=out/mine    # same study, another folder
     python study.py config/study_lakh.py --dataset_input=/data/lmd_full   # the full study, one GPU
     python study.py config/study_quick.py --dry_run=True        # print the plan (sizes, tokens, FLOPs) only
+    python study.py config/study_lakh.py --launcher=slurm --slurm_partition=gpu   # every run a SLURM job
 
 The steps; the scripts run as subprocesses (their output is shown and kept in out_dir/logs/):
   1. prepare.py        the dataset, when data_dir holds none yet
@@ -21,6 +22,22 @@ The steps; the scripts run as subprocesses (their output is shown and kept in ou
                        sheet music and audio of every tune, and the same seeds across sizes side by side
 Everything a study writes goes under out_dir: runs/, samples/, plots/, logs/, fit.json, fit.md, report.md,
 report.html (docs/report.md says how to read it).
+SIGTERM or Ctrl-C (docker stop, pre-emption) is passed on to the step running; the study exits within seconds
+with one line, and the same command continues (script_runs.py). Runs found in out_dir that were trained on other
+data than data_dir holds now (another dataset, another tokenizer, a changed train.bin) are refused in one line
+naming them, or with overwrite=True trained again: report.md never mixes two datasets.
+One study.py at a time per out_dir: a second one stops with one line (out_dir/study.lock).
+
+Where the trainings run (script_runs.py has the details):
+  launcher=local           processes of this study: one at a time, or parallel_runs at once on each of `devices`
+                           (by default every visible GPU: on an 8-GPU node, 8 runs at once, one per GPU)
+  launcher=slurm           each training is one SLURM job submitted through submitit (pip install submitit), with
+                           slurm_partition, slurm_gpus_per_run, slurm_cpus_per_run, slurm_mem_gb, slurm_time and
+                           slurm_args (any other sbatch option); run study.py on the login node (in tmux or
+                           screen) or in a small CPU job: it submits the runs, waits for them (the learning-rate
+                           sweep before the runs that take its choice), then does steps 3-7 itself. Run it again
+                           after an interruption: finished runs are skipped, stopped ones resume.
+  launcher=submitit_local  the same jobs as local processes through submitit (no SLURM): a check of the job path
 
 Two knobs add runs to every line of `runs` (study_plan.py names them and says how):
   lr_sweep        each size is trained at every rate of the list ('x0.5,x1,x2': multiples of its config's rate;
@@ -48,6 +65,10 @@ One knob repeats runs, to measure the run-to-run noise the fits' intervals need:
                   seed_sizes limits the repeats to some sizes: 'gpt_64,lstm_96' (each `seeds` times) or
                   'gpt_64:3,lstm_96:2' (its own count). The repeats enter the fits and the run tables; the best
                   model and the samples come from the first seed's runs.
+
+--wandb_log=True puts every run into one wandb group and logs the study's test losses, fits, plots, sample audio
+and report (tracking.py). Where stdout is a log, every step prints a plain progress line every
+PROGRESS_INTERVAL_S seconds (progress.py).
 """
 import datetime
 import os
@@ -61,11 +82,13 @@ import abc_text
 import joint_fit
 import power_law
 import study_plan
+import tracking
 from configurator import config_keys, configure, fail, lines_of
-from dataset import TrainOrder, iteration_plan, load_dataset, read_json, write_json_atomic
+from dataset import TrainOrder, hold_lock, iteration_plan, load_dataset, read_json, write_json_atomic
 from plots import plot_lr_sweeps, write_outputs
 from report import fmt_duration, perplexity_path, sample_records, write_report
-from script_runs import Timings, estimate_plan, pass_stop_signals_on, run_script, train_all
+from script_runs import (LAUNCHERS, Timings, estimate_plan, pass_stop_signals_on, refuse_other_data, run_script,
+                         slurm_parameters, train_all)
 
 # -----------------------------------------------------------------------------
 # default study; config/study_*.py files and --key=value override these
@@ -119,8 +142,28 @@ stop_after = ''           # '' = every step; 'prepare' or 'train' stops the stud
 estimate = False          # time a few steps of every planned run on this device, print the projected time, stop
 estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 warm-up steps)
 # several trainings at once on one device; each is the same run it would be alone (see script_runs.py)
-parallel_runs = 0         # 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free memory holds (at most 4)
-train_threads = 0         # CPU threads per training; 0 = torch's default, or the cores shared among parallel runs
+parallel_runs = 0         # runs at once per device; 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free
+                          # memory holds (at most 4)
+train_threads = 0         # CPU threads per training; 0 = on CPU torch's default here (OMP_NUM_THREADS, else one per
+                          # core) for every run whatever parallel_runs, so the numbers do not depend on it; on a GPU
+                          # the cores shared among parallel runs (script_runs.training_threads)
+overwrite = False         # True: runs trained on other data than data_dir holds now are trained again on it (else
+                          # the study refuses them in one line: report.md never mixes two datasets)
+# Weights & Biases (tracking.py): every run in one group, and the study's test losses, fits, plots, sample audio
+# and report in a run of its own; needs `wandb login` or WANDB_MODE=offline, else one line and no wandb
+wandb_log = False
+wandb_project = 'music-scaling-laws'
+wandb_group = ''          # '' = the name of out_dir
+# where the trainings run (see the docstring above)
+launcher = 'local'        # 'local', 'slurm' (one SLURM job per run, through submitit) or 'submitit_local'
+devices = ''              # local, submitit_local: '' = every visible GPU (on CPU: `device`), or 'cuda:0,cuda:2'
+slurm_partition = ''      # '' = the cluster's default partition
+slurm_gpus_per_run = 1    # GPUs of each run's job; more than 1 trains the run on all of them (torchrun, DDP)
+slurm_cpus_per_run = 8    # CPU cores of each run's job
+slurm_mem_gb = 0          # memory of each run's job in GB; 0 = the partition's default
+slurm_time = 240          # time limit of each job in minutes (submitit_local's too); a run stopped by it resumes
+                          # from its checkpoint when the study is run again
+slurm_args = ''           # more sbatch options for every job, e.g. 'account=myproj qos=high constraint=h100'
 # -----------------------------------------------------------------------------
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -168,7 +211,7 @@ def resolve_run(spec, cfg, data_path, vocab_size, dataset):
     from model import build_model, model_args_from_config
     run_dir = os.path.join(cfg["out_dir"], "runs", spec["name"])
     argv = ([spec["config"], f"--max_tokens={cfg['max_tokens']}", f"--device={cfg['device']}"]
-            + shlex.split(cfg["train_args"]) + spec["overrides"]
+            + shlex.split(cfg["train_args"]) + spec["overrides"] + tracking.training_args(cfg, spec["name"])
             + [f"--data_dir={data_path}", f"--out_dir={run_dir}"])  # last: the study owns the layout
     base = config_keys(vars(train))
     try:
@@ -372,14 +415,50 @@ def check_config(cfg):
             fail(f"{key} must be at least 1, got {cfg[key]}")
     if cfg["stop_after"] not in ("", "prepare", "train"):
         fail(f"stop_after must be '', 'prepare' or 'train', got {cfg['stop_after']!r}")
-    for key in ("max_tokens", "samples_per_size", "parallel_runs", "train_threads"):
-        if cfg[key] < 0:
+    for key in ("max_tokens", "samples_per_size", "parallel_runs", "train_threads", "eval_workers", "top_k",
+                "temperature"):
+        if not cfg[key] >= 0:  # also catches nan
             fail(f"{key} must not be negative, got {cfg[key]}")
+    for key in ("top_p", "capability_share"):
+        if not 0 < cfg[key] <= 1:
+            fail(f"{key} must be in (0, 1], got {cfg[key]}")
+    if cfg["perplexity_split"] not in ("train", "val", "test"):
+        fail(f"perplexity_split must be train, val or test, got {cfg['perplexity_split']!r}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg["device"]):
+        fail(f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg['device']!r}")
+    check_launcher(cfg)
     study_plan.check_knobs(cfg)
     try:
         power_law.check_settings(cfg["n_bootstrap"], cfg["ci_level"], cfg["fit_params"])
     except power_law.InputError as e:
         fail(str(e))
+
+
+def check_launcher(cfg):
+    """launcher, devices and the slurm_* knobs: one line now rather than when the first run is submitted."""
+    if cfg["launcher"] not in LAUNCHERS:
+        fail(f"launcher must be one of {', '.join(LAUNCHERS)}, got {cfg['launcher']!r}")
+    for d in (d.strip() for d in cfg["devices"].split(",")):
+        if d and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", d):
+            fail(f"devices entries must look like cuda:0, cuda, cpu or mps, got {d!r}")
+    for key in ("slurm_gpus_per_run", "slurm_cpus_per_run", "slurm_time"):
+        if cfg[key] < 1:
+            fail(f"{key} must be at least 1, got {cfg[key]}")
+    if cfg["slurm_mem_gb"] < 0:
+        fail(f"slurm_mem_gb must not be negative (0: the partition's default), got {cfg['slurm_mem_gb']}")
+    if cfg["launcher"] == "slurm":
+        if cfg["devices"]:
+            fail("devices is for launcher=local or submitit_local; under SLURM each job gets its own GPUs "
+                 "(slurm_gpus_per_run)")
+        slurm_parameters(cfg, "check")  # slurm_args
+        if not (cfg["dry_run"] or cfg["estimate"]) and not (shutil.which("sbatch") and shutil.which("srun")):
+            fail("launcher=slurm needs SLURM's sbatch and srun on this machine's PATH (run study.py on the "
+                 "cluster's login node)")
+    if cfg["launcher"] != "local":
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            fail(f"launcher={cfg['launcher']} needs submitit: pip install submitit")
 
 
 def main(argv=None):
@@ -427,11 +506,21 @@ def main(argv=None):
         fail(f"dataset_input {cfg['dataset_input']} does not exist")
     if os.path.exists(out) and not os.path.isdir(out):
         fail(f"out_dir {out} is a file, not a folder")
-    os.makedirs(out, exist_ok=True)
+    try:  # a folder that cannot be written (read-only, full) is one line before any work
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot write out_dir {out}: {e.strerror}")
+    lock_path = os.path.join(out, "study.lock")
+    # one study.py per out_dir (two would train the same runs): held until this process ends, however it ends
+    lock = hold_lock(lock_path, f"another study.py is running in {out} (it holds {lock_path}); wait for it or "
+                                f"choose another out_dir")  # noqa: F841
+    try:
+        write_json_atomic({k: v for k, v in cfg.items() if not k.startswith("_")},
+                          os.path.join(out, "study_config.json"), indent=1)
+    except OSError as e:
+        fail(f"cannot write out_dir {out}: {e.strerror}")
     pass_stop_signals_on()
     timings = Timings(os.path.join(out, "timings.json"))
-    write_json_atomic({k: v for k, v in cfg.items() if not k.startswith("_")}, os.path.join(out, "study_config.json"),
-                      indent=1)
 
     # 1. data
     if not have_data:
@@ -447,6 +536,7 @@ def main(argv=None):
         return None
     sizes, choice, plan, every = plan_study()
     print_plan(every, True)
+    refuse_other_data(every, cfg)  # before any training (train_all checks again the runs the sweep's choice adds)
 
     # 2-3. train (the learning-rate sweep first: the other runs take its choice), test loss
     if sizes:
@@ -476,6 +566,7 @@ def main(argv=None):
     # 7. report
     path = write_report(plan, best, jobs, cfg, data_path, timings.data, fits, loss_name, plots, started,
                         time.time() - t_start, sweep=choice)
+    tracking.log_study(cfg, plan, losses, fits, plots, [(name, folder) for name, folder, *_ in jobs], path)
     print(f"done in {fmt_duration(time.time() - t_start)}: {path}, {os.path.join(out, 'report.html')}")
     return path
 

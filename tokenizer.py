@@ -45,7 +45,11 @@ class CharTokenizer:
 
     @classmethod
     def train(cls, texts):
-        return cls(sorted(set().union(*map(set, texts))) if texts else [])
+        """The characters of texts (any iterable: prepare.py streams the training tunes from disk)."""
+        chars = set()
+        for text in texts:
+            chars.update(text)
+        return cls(sorted(chars))
 
     def encode(self, text):
         return self.encode_array(text).tolist()

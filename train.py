@@ -4,7 +4,8 @@ Train one GPT or LSTM language model on a prepared dataset, for exactly the toke
 
     python train.py config/gpt_small.py --max_tokens=2e6 --device=cpu
     python train_rnn.py config/lstm_small.py                  # same loop, LSTM defaults
-    torchrun --standalone --nproc_per_node=8 train.py config/gpt_xl.py   # DDP (NCCL; gloo on CPU)
+    torchrun --standalone --nproc_per_node=8 train.py config/gpt_xl.py   # DDP (NCCL; gloo on CPU): any number
+                                                                         # of ranks that divides the step's windows
     python train.py --out_dir=out/gpt_small --init_from=resume   # continue a killed run exactly
     python train.py config/gpt_small.py --lr_schedule=wsd --branch_budgets=5e5,1e6,2e6 --out_dir=out/trunk
     python train.py --init_from=branch --branch_from=out/trunk --max_tokens=1e6 --out_dir=out/gpt_small.d1M
@@ -25,14 +26,17 @@ ranks or a resume in between.
 Safety: train.py writes only into a folder that is new, empty or one of its own runs; a finished or started
 run is replaced only with --overwrite=True (its old evaluations go with it). A lock file stops a second
 train.py on the same out_dir (released by the kernel when a process dies, so a killed run never leaves it
-stuck). SIGTERM or SIGINT (docker stop, pre-emption, Ctrl-C) ends the run at the next step with a checkpoint
-and a one-line message; --init_from=resume continues exactly.
+stuck). SIGTERM, SIGINT or SIGHUP (docker stop, pre-emption, Ctrl-C, a closed terminal) ends the run at the next
+step with a checkpoint and a one-line message; --init_from=resume continues exactly.
 
 Speed: the training split lives on the device and a batch is one gather there (windows.py); the host
 waits for the device only where it must read a number (log lines, evaluations, checkpoints), so a step
 queues its work and returns. Evaluations run the uncompiled model, which costs no second compilation.
 Throughput figures leave the first step of a process (compilation, warm-up) out and report it as
 compile_time_s.
+
+Progress: a tqdm bar on a terminal; into a log (nohup, SLURM, a pipe) a plain line every PROGRESS_INTERVAL_S
+seconds (default 30) with the iteration, tokens, loss and tokens/s (progress.py).
 """
 
 import json
@@ -45,13 +49,15 @@ import uuid
 from types import SimpleNamespace
 
 import torch
-from tqdm import tqdm
 
 from checkpoint import branch_checkpoint_path, claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
 from configurator import config_keys, configure, fail
 from dataset import TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
-from hardware import device_name, lookup_peak_flops, peak_memory_bytes, setup_device, synchronize
+from hardware import (check_compile, compile_model, device_name, lookup_peak_flops, peak_memory_bytes, setup_device,
+                      synchronize)
 from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_from_config
+from progress import progress_bar
+from tracking import log_training, start_training_run
 from windows import Tokens, TrainBatches, exact_loss, spread_windows, windows_loss
 
 # -----------------------------------------------------------------------------
@@ -67,16 +73,18 @@ eval_interval = 50         # iterations between validation estimates (0: only th
 eval_iters = 10            # batches per validation estimate: a fixed set, the same every time
 ckpt_interval_s = 300.0    # seconds between checkpoints, decided at log lines (0: only at the end)
 ckpt_interval = 0          # also checkpoint every this many iterations (0: off)
-wandb_log = False          # needs `wandb login`, or WANDB_MODE=offline
+wandb_log = False          # needs `wandb login`, or WANDB_MODE=offline (tracking.py); without it: one line, no wandb
 wandb_project = 'music-scaling-laws'
 wandb_run_name = ''        # '' -> the name of out_dir
+wandb_group = ''           # runs of one study share a group (study.py sets it)
 # data and budget
 data_seed = 1337           # the window order; keep it fixed across a study
 data_order = 'tunes'       # 'tunes': each window starts at a tune; 'stride': windows at stride block_size (dataset.py;
                            # README "Training order" has both measured: tunes gives the better samples)
-batch_size = 32            # sequences per micro-step (per DDP rank)
+batch_size = 32            # sequences per micro-step; under DDP at most this many per rank (rank_split)
 block_size = 256
-gradient_accumulation_steps = 1   # micro-steps per optimizer step, summed over all DDP ranks
+gradient_accumulation_steps = 1   # micro-steps per optimizer step: batch_size x this = windows per step, on any
+                                  # number of DDP ranks that divides it
 max_tokens = 0             # training tokens; 0 = one epoch of train.bin
 max_iters = 0              # > 0: exactly this many optimizer steps instead of max_tokens
 # model
@@ -103,7 +111,8 @@ grad_clip = 1.0            # 0: no clipping
 # system
 device = 'auto'            # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'             # 'auto' (bfloat16 on CUDA if supported, else float16; float32 elsewhere)
-compile = True             # torch.compile; used on CUDA only, where it pays for its compile time
+compile = 'auto'           # torch.compile: 'auto' on CUDA only, where it pays for its compile time; True also on
+                           # CPU (needs a C/C++ compiler); False never (hardware.compile_model)
 compile_mode = 'default'   # torch.compile mode: 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
 seed = 1337                # initialisation and dropout
 peak_flops = 0.0           # the device's peak FLOP/s for MFU; 0 = look the GPU up in hardware.PEAK_FLOPS
@@ -116,6 +125,7 @@ RESUME_MUST_MATCH = ("model_type", "n_layer", "n_head", "n_embd", "dropout", "bi
                      "grad_clip", "seed", "lr_schedule", "cooldown_frac", "branch_budgets")
 # a branch keeps its trunk's RESUME_MUST_MATCH settings except these, which set its own budget
 BRANCH_MAY_CHANGE = ("max_tokens", "max_iters", "branch_budgets")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 # (knob, smallest allowed value); checked where the configuration is read
 AT_LEAST = (("batch_size", 1), ("block_size", 1), ("gradient_accumulation_steps", 1), ("n_layer", 1),
             ("n_head", 1), ("n_embd", 1), ("log_interval", 1), ("eval_iters", 1), ("eval_interval", 0),
@@ -145,6 +155,8 @@ def read_config(argv, defaults):
         # `--out_dir=X --init_from=resume` is enough; what the command line sets again must agree
         # a checkpoint from before data_order existed was trained in stride order, whatever today's default
         saved = {"data_order": "stride", **{k: v for k, v in ckpt["config"].items() if k in base}}
+        if isinstance(saved.get("compile"), bool):  # from before compile='auto', when True meant on CUDA only
+            saved["compile"] = "auto" if saved["compile"] else "False"
         cfg = configure({**base, **saved, "init_from": "resume"}, argv)
         changed = changed_settings(saved, cfg, ())
         if changed:
@@ -188,8 +200,11 @@ def read_config(argv, defaults):
     for key, least in AT_LEAST:
         if not cfg[key] >= least:  # also catches nan
             fail(f"{key} must be at least {least}, got {cfg[key]}")
+    check_compile(cfg["compile"])
     if not 0 <= cfg["dropout"] < 1:
         fail(f"dropout must be in [0, 1), got {cfg['dropout']}")
+    if cfg["compile_mode"] not in COMPILE_MODES:  # checked on every device, not only where compile is used
+        fail(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {cfg['compile_mode']!r}")
     if cfg["model_type"] == "gpt" and cfg["n_embd"] % cfg["n_head"]:
         fail(f"n_embd={cfg['n_embd']} must be a multiple of n_head={cfg['n_head']}")
     return cfg, ckpt
@@ -255,6 +270,22 @@ def lr_at(it, total_iters, learning_rate, min_lr, warmup_iters, schedule="cosine
     decay_iters = max(1, total_iters - 1 - warmup_iters)
     ratio = min(1.0, (it - warmup_iters) / decay_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def rank_split(batch_size, gradient_accumulation_steps, world_size):
+    """(micro-batch, micro-steps per rank) that spread one optimizer step of batch_size x
+    gradient_accumulation_steps windows over world_size DDP ranks: the accumulation is split across the ranks
+    where it divides, else the micro-batch too (the configs accumulate 1 step: on 8 ranks each takes 4 of the
+    32 windows). The step reads the same windows and the same number of tokens on any number of ranks, and no
+    micro-batch is larger than the config's (its memory). Raises ValueError when the ranks cannot share the
+    step's windows evenly."""
+    windows = batch_size * gradient_accumulation_steps
+    if windows % world_size:
+        raise ValueError(f"batch_size x gradient_accumulation_steps = {windows} windows per optimizer step cannot "
+                         f"be shared evenly by {world_size} DDP ranks; use a number of ranks that divides {windows}")
+    per_rank = windows // world_size
+    steps = next(s for s in range(1, per_rank + 1) if per_rank % s == 0 and per_rank // s <= batch_size)
+    return per_rank // steps, steps
 
 
 def accumulate_gradients(model, scaler, ctx, micro_batches, accum, by_targets=False):
@@ -343,22 +374,29 @@ def open_log(path, resume_iter, source=None, log_interval=1):
         f.writelines(kept)
 
 
-def append_log(path, entry, wandb):
+def append_log(path, entry, wandb, flops_per_token):
     with open(path, "a") as f:
         f.write(json.dumps(entry) + "\n")
     if wandb is not None:
-        wandb.log({k: v for k, v in entry.items() if v is not None}, step=entry["iter"])
+        log_training(wandb, entry, flops_per_token)
 
 
 class StopSignals:
     """SIGTERM and SIGINT ask the run to stop at the next step boundary (with a checkpoint) instead of dying
-    mid-step; a second signal acts as usual. The previous handlers come back on restore()."""
+    mid-step; a second signal acts as usual. SIGHUP (the terminal closed, or the study.py that ran this died: its
+    parent-death signal) does the same, with the output sent to /dev/null first: whoever read it is gone, and a
+    write to the broken pipe would end the run before its checkpoint. The previous handlers come back on restore()."""
 
     def __init__(self):
         self.received = None
-        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
 
     def handle(self, signum, frame):
+        if signum == signal.SIGHUP:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                os.dup2(devnull, fd)
+            os.close(devnull)
         self.received = signal.Signals(signum).name
         signal.signal(signum, self.previous[signum])
 
@@ -422,10 +460,10 @@ def main(argv=None, **defaults):
     ddp, rank, local_rank, world_size, device_arg = setup_distributed(c.device)
     master = rank == 0
     dev, device_type, dtype_name, ctx = setup_device(device_arg, c.dtype)
-    if c.gradient_accumulation_steps % world_size:
-        fail(f"gradient_accumulation_steps={c.gradient_accumulation_steps} must be a multiple of the "
-             f"{world_size} DDP ranks (it counts micro-steps over all ranks)")
-    accum = c.gradient_accumulation_steps // world_size  # micro-steps on this rank
+    try:  # the step's windows shared by the ranks: micro_batch windows in each of accum micro-steps per rank
+        micro_batch, accum = rank_split(c.batch_size, c.gradient_accumulation_steps, world_size)
+    except ValueError as e:
+        fail(str(e))
 
     # data and budget
     data = load_dataset(c.data_dir)
@@ -484,9 +522,7 @@ def main(argv=None, **defaults):
                              "wall_time_s": progress["wall_time_s"]}
         progress["run_id"] = uuid.uuid4().hex
     ckpt = None  # free the checkpoint's copy of the weights
-    fast_model = raw_model
-    if c.compile and device_type == "cuda":
-        fast_model = torch.compile(raw_model, mode=None if c.compile_mode == "default" else c.compile_mode)
+    fast_model = compile_model(raw_model, c.compile, c.compile_mode, device_type)
     train_model = fast_model
     if ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -494,7 +530,7 @@ def main(argv=None, **defaults):
 
     # the splits on the device, the window order, the fixed validation windows
     train_tokens, val_tokens = Tokens(data.split("train"), dev), Tokens(data.split("val"), dev)
-    batches = TrainBatches(train_tokens, order, c.batch_size, plan["windows_per_iter"], rank, world_size)
+    batches = TrainBatches(train_tokens, order, micro_batch, plan["windows_per_iter"], rank, world_size)
     tokens_at = lambda it: order.targets_before(it * plan["windows_per_iter"])  # noqa: E731 (targets trained)
     estimate_windows = spread_windows(val_tokens.n, c.block_size, c.eval_iters * c.batch_size)
 
@@ -510,7 +546,8 @@ def main(argv=None, **defaults):
     if master:
         print(f"{c.model_type}: {raw_model.num_params():,} parameters "
               f"({raw_model.num_params(non_embedding=True):,} non-embedding), vocab {data.vocab_size}, "
-              f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, {world_size} rank(s)")
+              f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, "
+              f"{world_size} rank(s) x {accum} micro-step(s) of {micro_batch}")
         print(f"{total_iters} iterations x {plan['windows_per_iter']} windows of {c.block_size} ({c.data_order} order) "
               f"= {plan['tokens']:,} training tokens, {plan['epochs']:.4f} epochs of {order.targets_per_epoch:,}")
         if plan["epochs"] > 1:
@@ -518,11 +555,9 @@ def main(argv=None, **defaults):
                   f"in new orders")
         open_log(log_path, progress["iter_num"] if c.init_from != "scratch" else None,
                  os.path.join(c.branch_from, "log.jsonl") if branching else None, c.log_interval)
-        if c.wandb_log:
-            import wandb  # optional dependency, imported only when asked for
-            wandb.init(project=c.wandb_project, config=cfg, dir=c.out_dir,
-                       name=c.wandb_run_name or os.path.basename(os.path.abspath(c.out_dir)))
-    log = (lambda entry: append_log(log_path, entry, wandb)) if master else (lambda entry: None)
+        if c.wandb_log:  # the same wandb run as the run's: a resume continues it
+            wandb = start_training_run(cfg, progress["run_id"], c.out_dir)
+    log = (lambda entry: append_log(log_path, entry, wandb, flops_per_token)) if master else (lambda entry: None)
 
     def checkpoint(path=ckpt_path):
         progress.update(iter_num=iter_num, tokens_seen=tokens_at(iter_num),  # train_loss: the last step's, for a
@@ -538,7 +573,8 @@ def main(argv=None, **defaults):
     loss, interval_tokens, last_ckpt, ckpt_due = None, 0, time.time(), False
     clock = StepClock(device_type)
     stop, stop_now = StopSignals(), False
-    pbar = tqdm(total=total_iters, initial=iter_num, disable=not master, desc="train", unit="it", dynamic_ncols=True)
+    pbar = progress_bar(total=total_iters, initial=iter_num, disable=not master, desc="train", unit="it",
+                        dynamic_ncols=True)
     try:
         while iter_num < total_iters:
             stop_now = stop_now or (not ddp and stop.received is not None)  # under DDP: agreed at log lines
@@ -597,7 +633,8 @@ def main(argv=None, **defaults):
                 tokens_per_s = interval_tokens / seconds if interval_tokens and seconds > 0 else None
                 mfu = flops_per_token * tokens_per_s / (peak * world_size) if peak and tokens_per_s else None
                 if master:
-                    pbar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{tokens_per_s or 0:,.0f}")
+                    pbar.set_postfix(loss=f"{last_loss:.4f}", tokens=f"{tokens_at(iter_num):,}",
+                                     tok_s=f"{tokens_per_s or 0:,.0f}")
                 log({"iter": iter_num, "tokens": tokens_at(iter_num), "lr": lr, "train_loss": last_loss,
                      "tokens_per_s": tokens_per_s, "mfu": mfu, "peak_mem_bytes": peak_memory_bytes(device_type)})
                 interval_tokens = 0
@@ -630,7 +667,9 @@ def main(argv=None, **defaults):
         results = run_results(c, raw_model, data, plan, progress, (train_loss, val_loss, val_targets), device_type,
                               dtype_name, world_size, peak, wall_before + time.time() - t_start)
         tokens_trained, val_bpc = results["tokens_trained"], results["val_bpc"]
-        log({"iter": total_iters, "tokens": tokens_trained, "lr": None, "train_loss": loss.item(), "val_loss": val_loss,
+        # loss is None when a resume starts at the last checkpoint (killed before results.json): no step ran
+        log({"iter": total_iters, "tokens": tokens_trained, "lr": None,
+             "train_loss": progress.get("train_loss") if loss is None else loss.item(), "val_loss": val_loss,
              "tokens_per_s": None, "mfu": None, "peak_mem_bytes": results["peak_mem_bytes"], "final": True})
         write_json_atomic(results, os.path.join(c.out_dir, "results.json"))
         print(f"done: val loss {val_loss:.4f} ({val_bpc:.4f} bpc), train loss {train_loss:.4f}, "

@@ -25,15 +25,15 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection
 import os
-import signal
 import tempfile
 import time
 
-from tqdm import tqdm
 
 from abc_text import body_bars, parse_header, split_tunes
 from eval_metrics import MUSPY_STATISTICS, muspy_available, muspy_statistics, wilson_interval
 from external_tools import TimeLimitExceeded, abc_to_midi, time_limit
+from lifetime import worker_init
+from progress import progress_bar
 
 DEFAULT_SETTINGS = {
     "parse_timeout": 10.0,  # seconds for music21 on one tune (a normal folk tune takes ~0.02 s)
@@ -225,8 +225,8 @@ def evaluate_item(item, tmp_dir, settings):
 
 # ----------------------------------------------------------------------------- process pool
 
-def _worker_loop(conn, tmp_dir, settings):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+def _worker_loop(conn, tmp_dir, settings, parent_pid):
+    worker_init(parent_pid)  # dies with the parent, whatever ends it; Ctrl-C is the parent's to handle
     if settings["skip_beaming"]:  # this worker process only ever parses to check, never to draw
         from music21 import stream
         stream.Stream.makeBeams = lambda self, *args, **kwargs: None if kwargs.get("inPlace") else self
@@ -245,7 +245,7 @@ class _Worker:
     def __init__(self, ctx, tmp_root, settings):
         self.conn, child = ctx.Pipe()
         tmp_dir = tempfile.mkdtemp(dir=tmp_root)
-        self.process = ctx.Process(target=_worker_loop, args=(child, tmp_dir, settings), daemon=True)
+        self.process = ctx.Process(target=_worker_loop, args=(child, tmp_dir, settings, os.getpid()), daemon=True)
         self.process.start()
         child.close()
         self.index, self.started = None, None
@@ -283,7 +283,7 @@ def evaluate_all(items, settings=None, n_workers=None, desc="eval"):
     results = [None] * len(items)
     todo = collections.deque(range(len(items)))
     with tempfile.TemporaryDirectory(prefix="eval_syntax_") as tmp_root, \
-            tqdm(total=len(items), desc=desc, unit="tune", disable=len(items) < 50) as bar:
+            progress_bar(total=len(items), desc=desc, unit="tune", disable=len(items) < 50) as bar:
         pool = [_Worker(ctx, tmp_root, settings) for _ in range(n_workers)]
         try:
             while todo or any(w.index is not None for w in pool):
@@ -312,9 +312,12 @@ def evaluate_all(items, settings=None, n_workers=None, desc="eval"):
                         continue
                     w.index = None
                     bar.update(1)
-        finally:
+        except BaseException:  # a stop (Ctrl-C, SIGTERM) or an error: no worker finishes its tune first
             for w in pool:
-                w.stop(kill=w.index is not None)
+                w.stop(kill=True)
+            raise
+        for w in pool:
+            w.stop()
     return results
 
 

@@ -13,9 +13,9 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from dataset import epoch_order
+from progress import progress_bar
 
 
 class Tokens:
@@ -144,7 +144,7 @@ def windows_loss(model, tokens, starts, block_size, batch_size, ctx=None, length
     total = torch.zeros(2, dtype=torch.float64, device=tokens.device)
     batches = window_batches(tokens, starts, block_size, batch_size, lengths, skips, rank, world_size)
     n_batches = math.ceil(len(starts) / (batch_size * world_size))
-    for x, y in tqdm(batches, total=n_batches, desc="windows", unit="batch", disable=not progress, leave=False):
+    for x, y in progress_bar(batches, total=n_batches, desc="windows", unit="batch", disable=not progress, leave=False):
         with ctx:
             logits, _ = model(x)
         total[0] += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-1,

@@ -6,6 +6,8 @@ script the way a user does.
 import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,50 @@ def _run(args, cwd=REPO, timeout=600, check=True, env=None):
         raise AssertionError(f"{' '.join(map(str, args))} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+def tagged():
+    """An environment tag: every process started with it, and all their descendants, carry it (see left_running)."""
+    return {"MSL_TEST_TAG": uuid.uuid4().hex}
+
+
+def left_running(tag, wait=5.0):
+    """The pids of live processes (zombies aside) whose environment holds tag, after waiting up to `wait` seconds
+    for them to end: what a stopped script left behind."""
+    needle = f"MSL_TEST_TAG={tag['MSL_TEST_TAG']}".encode()
+    deadline = time.time() + wait
+    while True:
+        pids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if needle in f.read().split(b"\0"):
+                        pids.append(int(pid))
+            except OSError:  # gone meanwhile, or not ours
+                pass
+        if not pids or time.time() > deadline:
+            return pids
+        time.sleep(0.1)
+
+
+def wait_for(condition, proc, timeout=120):
+    """Poll condition() until it holds; AssertionError if proc ends first or the time runs out."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, f"ended early ({proc.returncode}): {proc.communicate()[1][-2000:]}"
+        assert time.time() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def slow_tool(folder, name, marker):
+    """A stand-in for the external program `name` in folder (put first on PATH) that records each call in the
+    folder `marker` and then waits, as a conversion of a large file does: the moment to stop a script mid-work."""
+    folder.mkdir(exist_ok=True)
+    marker.mkdir(exist_ok=True)
+    tool = folder / name
+    tool.write_text(f"#!/bin/sh\nmktemp -p {marker} >/dev/null\nexec sleep 300\n")
+    tool.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
 
 
 @pytest.fixture(scope="session")

@@ -92,3 +92,22 @@ def test_bad_input_is_a_one_line_error(tmp_path, tmp_path_factory, run_script, c
         with pytest.raises(SystemExit) as exit_info:  # sys.exit("error: ...") prints the line and exits 1
             calc_perplexity.main(args)
         assert str(exit_info.value.code).startswith("error:") and "\n" not in str(exit_info.value.code)
+
+
+def test_a_window_longer_than_the_split_is_one_window_of_the_split(tmp_path_factory, run_script, char_dataset):
+    """An LSTM takes a window of any length: --block_size 60000 on a split of a few thousand tokens scores the
+    split in one window of its own length (it padded 60,000 x batch positions before: minutes instead of a second)."""
+    run = tiny_run(run_script, tmp_path_factory, char_dataset, "lstm")
+    n = json.loads((char_dataset / "stats.json").read_text())["splits"]["val"]["tokens"]
+    huge = calc_perplexity.main([str(run), "--split", "val", "--block_size", "60000"])
+    whole = calc_perplexity.main([str(run), "--split", "val", "--block_size", str(n), "--batch_size", "1"])
+    assert huge["block_size"] == n and huge["windows"] == 1 and huge["tokens"] == n
+    assert huge["loss"] == whole["loss"]
+
+
+def test_an_out_that_cannot_be_written_is_one_line(tmp_path, tmp_path_factory, run_script, char_dataset):
+    run = tiny_run(run_script, tmp_path_factory, char_dataset, "gpt")
+    (tmp_path / "file").write_text("")  # a file on the way stands for a read-only folder (root writes anywhere)
+    with pytest.raises(SystemExit) as e:
+        calc_perplexity.main([str(run), "--split", "val", "--out", str(tmp_path / "file" / "ppl.json")])
+    assert str(e.value.code).startswith("error: cannot write --out")

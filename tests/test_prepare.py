@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -417,6 +418,10 @@ def test_cache_is_reused_only_where_this_runs_limits_give_the_same(tmp_path, run
     (lambda d: ["--input", d / "ok.abc", "--split", "0.5,0.5"], "--split"),
     (lambda d: ["--input", d / "ok.abc", "--tokenizer", "words"], "char or bpe"),
     (lambda d: ["--input", d / "ok.abc", "--out", d / "a_file" / "sub"], "cannot write"),
+    (lambda d: ["--input", d / "ok.abc", "--split", "nan,0.5,0.5"], "three non-negative fractions"),
+    # a cache that cannot be written is named, not blamed on the input ("only 0 tune(s) left"); a file in its
+    # path stands for a read-only folder, which the tests' root user could still write
+    (lambda d: ["--input", d / "ok.abc", "--cache_dir", d / "a_file" / "cache"], "--cache_dir"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, run_script, make_args, message):
     (tmp_path / "empty_dir").mkdir()
@@ -534,3 +539,52 @@ def test_a_second_prepare_on_the_same_out_stops_with_one_line(tmp_path, run_scri
     assert not (tmp_path / "data").exists()
     run_script(args)  # released: the next run goes ahead
     assert (tmp_path / "data" / "train.bin").exists()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_a_stopped_prepare_leaves_nothing_running_and_a_rerun_goes_ahead(tmp_path, run_script, stop):
+    """Killed (SIGKILL) or stopped (SIGTERM: docker stop, pre-emption) while its workers are inside midi2abc,
+    prepare.py leaves no worker and no midi2abc running, nothing holding its lock: the same command run again at
+    once writes the dataset an uninterrupted run writes, byte for byte, and no temporary folder stays behind."""
+    from conftest import REPO, left_running, slow_tool, tagged, wait_for
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        write_midi(src / f"m{i}.mid", [60 + i, 62, 64, 65, 67, 69, 71, 72 - i])
+    (src / "tunes.abc").write_text("\n".join(many_tunes(8)))
+    args = ["prepare.py", "--input", src, "--split", "0.6,0.2,0.2", "--cache_dir", "", "--workers", "2"]
+    tag, calls = tagged(), tmp_path / "calls"
+    env = {**os.environ, **tag, **slow_tool(tmp_path / "bin", "midi2abc", calls)}
+    proc = subprocess.Popen([sys.executable, *map(str, args), "--out", tmp_path / "data"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(os.listdir(calls)) >= 2, proc)  # both workers are waiting for their midi2abc
+    proc.send_signal(stop)
+    _, stderr = proc.communicate(timeout=10)
+    assert left_running(tag) == [], "a worker or a midi2abc outlived prepare.py"
+    if stop == signal.SIGTERM:
+        assert proc.returncode == 1 and len(stderr.splitlines()) == 1, stderr
+        assert stderr.startswith("error: stopped by SIGTERM:") and "run the same command again" in stderr
+        assert not any(".incomplete-" in name for name in os.listdir(tmp_path))
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    run_script([*args, "--out", tmp_path / "data"])  # at once: nothing holds the lock
+    run_script([*args, "--out", tmp_path / "whole"])
+    assert not any(".incomplete-" in name for name in os.listdir(tmp_path))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "data").st_mode) == 0o777 & ~umask  # not mkdtemp's 0700
+    files = sorted(os.listdir(tmp_path / "whole"))
+    assert files == sorted(os.listdir(tmp_path / "data"))
+    for f in files:
+        assert (tmp_path / "data" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
+
+
+def test_workers_default_to_the_cpus_this_process_may_use():
+    """Under SLURM or a container's CPU set, --workers defaults to the CPUs the process may run on, not to every
+    core of the node (os.cpu_count)."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); import prepare; print(prepare.workers)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "1"

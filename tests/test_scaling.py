@@ -291,3 +291,19 @@ def test_outputs_of_the_wrong_kind_are_one_line(tmp_path):
         assert r.returncode != 0 and r.stderr.startswith("error: ") and says in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert (tmp_path / "a_file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "is not a CSV text file"),
+    (b"family,n_params,loss,tokens\ngpt,1e6,1.0,-5\n", "line 2: tokens must be positive, got -5"),
+    (b"family,n_params,loss,tokens\ngpt,1e6,1.0,2e5\ngpt,2e6,0.9,0\n", "line 3: tokens must be positive, got 0"),
+    (b"family,n_params,loss\ngpt,-1e6,1.0\n", "n_params must be positive"),
+])
+def test_a_binary_table_and_counts_that_are_not_positive_are_one_line(tmp_path, content, message):
+    """A binary file given as --table, and token or parameter counts of zero or below (once taken for missing
+    counts: the joint fit vanished with exit 0), are refused in one line."""
+    (tmp_path / "runs.csv").write_bytes(content)
+    r = subprocess.run([sys.executable, str(ROOT / "scaling.py"), "--table", "runs.csv", "--out", "fit"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip().startswith("error: ") and message in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -19,3 +19,41 @@ def test_a_new_run_starts_an_interrupted_one_resumes_one_killed_before_its_first
     (run_dir / "ckpt.pt").write_bytes(b"")
     args, resume = script_runs.train_args(run_spec(run_dir))
     assert args[-1] == "--init_from=resume" and resume
+
+
+def test_runs_spread_over_the_devices_one_per_device_before_two_on_any():
+    """device_slots + free_slot: with 2 GPUs and 2 runs per GPU, runs 1-4 go to cuda:0, cuda:1, cuda:0, cuda:1;
+    when the run on cuda:1 ends, the next run takes its place on cuda:1."""
+    slots = script_runs.device_slots(["cuda:0", "cuda:1"], 2)
+    busy = set()
+    for want in ("cuda:0", "cuda:1", "cuda:0", "cuda:1"):
+        k = script_runs.free_slot(slots, busy)
+        assert slots[k] == want
+        busy.add(k)
+    busy.discard(1)
+    assert slots[script_runs.free_slot(slots, busy)] == "cuda:1"
+    assert script_runs.device_slots(["cpu"], 0) == ["cpu"]  # at least one run at a time
+
+
+def test_the_study_devices_and_each_run_s_device_argument():
+    cfg = {"device": "cuda", "devices": "cuda:0, cuda:3"}
+    assert script_runs.study_devices(cfg) == ["cuda:0", "cuda:3"]
+    assert script_runs.study_devices({"device": "cpu", "devices": ""}) == ["cpu"]  # on CPU: the study's device
+    # the run pinned to a device other than the study's own gets it on its command line (the last --device wins)
+    assert script_runs.child_device_args("cuda", "cuda:3") == ["--device=cuda:3"]
+    assert script_runs.child_device_args("cpu", "cpu") == []
+
+
+def test_a_slurm_job_asks_for_the_resources_of_the_study_config():
+    """The sbatch script submitit writes for a run's job, from the study's slurm_* knobs (SLURM itself is not
+    needed to write it)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+    cfg = {"slurm_time": 90, "slurm_gpus_per_run": 2, "slurm_cpus_per_run": 16, "slurm_partition": "gpu",
+           "slurm_mem_gb": 64, "slurm_args": "account=proj --qos=high"}
+    params = script_runs.slurm_parameters(cfg, "gpt_small")
+    script = _make_sbatch_string(command="python -u -m submitit.core._submit /x", folder="/tmp/x/%j", **params)
+    for line in ("--job-name=gpt_small", "--partition=gpu", "--time=90", "--gpus-per-node=2", "--cpus-per-task=16",
+                 "--mem=64GB", "--account=proj", "--qos=high", "--nodes=1", "--ntasks-per-node=1"):
+        assert f"#SBATCH {line}\n" in script, line
+    assert f"export PYTHONPATH={script_runs.REPO}" in script  # the job can load script_runs.run_job
+    assert script_runs.torchrun_args(2)[-1] == "--nproc_per_node=2" and script_runs.torchrun_args(1) == []

@@ -5,6 +5,8 @@ import os
 
 import pytest
 
+from conftest import REPO
+
 
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory, run_script):
@@ -94,11 +96,12 @@ RUNS = ("gpt_16", "gpt_32", "gpt_48", "lstm_16", "lstm_40", "lstm_64")
 
 def test_two_trainings_at_once_are_each_the_run_they_are_alone(smoke_study, run_script, tmp_path):
     """parallel_runs=2 trains two models at a time; each ends with exactly the losses of the study that trained
-    them one by one (same data, same threads per run)."""
+    them one by one: same data, and by default the same threads per run whatever parallel_runs (the environment
+    of the smoke study, whose OMP_NUM_THREADS the default takes; it used to be cores / parallel_runs)."""
     out, _ = smoke_study
     par = tmp_path / "parallel"
     proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={par}", f"--data_dir={out / 'data'}",
-                       "--parallel_runs=2", "--train_threads=1", "--stop_after=train"], timeout=900)
+                       "--parallel_runs=2", "--stop_after=train"], timeout=900, env={"OMP_NUM_THREADS": "1"})
     lines = proc.stdout.splitlines()
     started = [i for i, line in enumerate(lines) if line.endswith(": started")]
     finished = [i for i, line in enumerate(lines) if ": done in " in line]
@@ -111,6 +114,69 @@ def test_two_trainings_at_once_are_each_the_run_they_are_alone(smoke_study, run_
                             for e in map(json.loads, (path / "runs" / run / "log.jsonl").read_text().splitlines())]
         assert log(par) == log(out), run
     assert not (par / "report.md").exists()  # stop_after=train
+
+
+# two of the smoke study's runs, one per family: the SLURM launcher's test stays short
+TWO_RUNS = ("gpt_16 config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16\n"
+            "lstm_16 config/lstm_tiny.py --n_layer=1 --n_embd=16")
+
+
+def train_as_jobs(smoke_study, run_script, folder, runs, *options, env=None):
+    """Train the smoke study's runs (runs: all of RUNS, or those of TWO_RUNS) on its data with options; assert
+    each ends with exactly the losses the smoke study's local launcher gave; returns {run: submitit job id}."""
+    out, _ = smoke_study
+    table = [f"--runs={TWO_RUNS}"] if runs != RUNS else []
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={folder}", f"--data_dir={out / 'data'}",
+                       *table, "--train_threads=1", "--stop_after=train", *options], timeout=900, env=env)
+    for run in runs:
+        alone = json.loads((out / "runs" / run / "results.json").read_text())
+        as_job = json.loads((folder / "runs" / run / "results.json").read_text())
+        assert (as_job["val_loss"], as_job["train_loss"]) == (alone["val_loss"], alone["train_loss"]), run
+    assert "training" in (folder / "logs" / "train_gpt_16.log").read_text()  # the run's output where it always is
+    return {line.split()[1].rstrip(":"): line.split()[-1] for line in proc.stdout.splitlines()
+            if line.startswith("[job] ")}
+
+
+def test_submitit_jobs_train_the_runs_the_local_launcher_trains(smoke_study, run_script, tmp_path):
+    """`study.py config/study_smoke.py --launcher=submitit_local`: every run is a submitit job (a real subprocess
+    job through submitit's LocalExecutor, the path SLURM jobs take) and ends with exactly the losses the local
+    launcher gave."""
+    jobs = train_as_jobs(smoke_study, run_script, tmp_path / "submitit", RUNS, "--launcher=submitit_local",
+                         "--parallel_runs=2")
+    assert set(jobs) == set(RUNS)
+    for run, job_id in jobs.items():
+        assert list((tmp_path / "submitit" / "logs" / "submitit" / job_id).glob("*_result.pkl")), run
+
+
+def test_slurm_jobs_ask_for_the_config_s_resources_and_train_the_same_runs(smoke_study, run_script, tmp_path):
+    """launcher=slurm: each run is one SLURM job, submitted by submitit's SlurmExecutor with the resources of the
+    slurm_* knobs. SLURM's commands are stand-ins here (tests/fake_slurm: sbatch runs the batch script at once on
+    this machine, srun runs its task), so what is tested is everything up to SLURM: the batch scripts, the jobs
+    finding the repository, their answers, the losses."""
+    state = tmp_path / "slurm_state"
+    state.mkdir()
+    env = {"PATH": f"{REPO / 'tests' / 'fake_slurm'}{os.pathsep}{os.environ['PATH']}", "FAKE_SLURM_STATE": str(state)}
+    jobs = train_as_jobs(smoke_study, run_script, tmp_path / "slurm", ("gpt_16", "lstm_16"), "--launcher=slurm",
+                         "--slurm_partition=gpu", "--slurm_time=30", "--slurm_cpus_per_run=4",
+                         "--slurm_args=account=proj", env=env)
+    assert set(jobs) == {"gpt_16", "lstm_16"}
+    for run, job_id in jobs.items():
+        script = (state / f"{job_id}.sh").read_text()
+        for line in (f"--job-name={run}", "--partition=gpu", "--time=30", "--gpus-per-node=1", "--cpus-per-task=4",
+                     "--account=proj"):
+            assert f"#SBATCH {line}\n" in script, (run, line)
+
+
+def test_a_second_study_on_the_same_out_dir_stops_with_one_line(tmp_path, run_script):
+    import fcntl
+    out = tmp_path / "busy"
+    out.mkdir()
+    with open(out / "study.lock", "a+") as held:  # what a running study.py holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={out}"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "another study.py is running" in proc.stderr.strip().splitlines()[-1]
+    assert not (out / "data").exists()
 
 
 def test_estimate_projects_every_run_without_training(smoke_study, run_script, tmp_path):
@@ -131,6 +197,8 @@ def test_estimate_projects_every_run_without_training(smoke_study, run_script, t
 @pytest.mark.parametrize("override, message", [
     ("--runs=gpt_x config/nope.py", "not found"),
     ("--no_such_key=1", "no_such_key"),
+    ("--launcher=pbs", "launcher must be one of"),
+    ("--devices=gpu0", "devices entries"),
 ])
 def test_bad_study_config_is_one_line(tmp_path, run_script, override, message):
     proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={tmp_path / 's'}", override], check=False)
@@ -167,8 +235,9 @@ def test_study_plans_have_both_families_and_one_budget(run_script, config, min_s
     assert abs(tokens - budget) <= 8192, tokens
     sweep_rows = [r for r in rows if ".sweep" in r[0]]
     assert len(sweep_rows) == (4 * len(fit_rows) if sweep else 0)
-    for r in sweep_rows:  # the share of the budget, to within the one step of 8,192 tokens it is rounded down to
-        assert 0 <= sweep * tokens - int(r[4].replace(",", "")) <= 8192, r
+    for r in sweep_rows:  # the share of the budget, to within one step of 8,192 tokens: rounded down to whole steps
+        # in stride order; in tunes order (data/music21 prepared) to whole windows of tunes, which can land above it
+        assert abs(sweep * tokens - int(r[4].replace(",", ""))) <= 8192, r
 
 
 def test_a_sample_folder_holds_its_job_only_with_every_setting_equal(tmp_path):
@@ -206,3 +275,11 @@ def test_samples_drawn_with_other_settings_are_drawn_again(smoke_study, run_scri
         assert records and {r["top_p"] for r in records} == {0.8}, folder
     assert (out / "eval_syntax.json").stat().st_mtime >= max(f.stat().st_mtime for f in folders)
     assert "[eval_syntax]" in proc.stdout and "top_p 0.8" in (out / "report.md").read_text()
+
+
+def test_the_docstring_s_slurm_command_plans_the_lakh_study(run_script):
+    """`python study.py config/study_lakh.py --launcher=slurm --slurm_partition=gpu` (study.py's docstring) needs
+    SLURM, GPUs and Lakh MIDI to run; here its plan, which checks every knob it sets, as a dry run."""
+    proc = run_script(["study.py", "config/study_lakh.py", "--launcher=slurm", "--slurm_partition=gpu",
+                       "--dry_run=True"])
+    assert "total training compute" in proc.stdout

@@ -102,6 +102,42 @@ def test_configurator_reads_today_s_command_lines_too(tmp_path):
     assert "unexpected argument" in exit_message(excinfo)
 
 
+def test_configurator_expands_home_and_variables_in_path_knobs_only(tmp_path, monkeypatch):
+    """What the shell leaves alone (`--out_dir=~/runs`: no `~` expansion after `=`) and what a config file holds
+    is expanded in path knobs, line by line; other strings stay as typed; an unset variable is one line."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LAKH", "/data/lmd_full")
+    cfg_file = tmp_path / "cfg.py"
+    cfg_file.write_text("data_dir = '~/data/lakh'\n")
+    defaults = {"out_dir": "out", "data_dir": "data", "dataset_input": "", "input": "", "prompt_file": "",
+                "prompt": "", "wandb_run_name": ""}
+    monkeypatch.setenv("LAKH_RUN", "r1")
+    cfg = configure(defaults, [str(cfg_file), "--out_dir=~/runs/$LAKH_RUN", "--dataset_input=${LAKH}/*.mid",
+                               "--input", "~/a.abc", "--input", "$LAKH", "--prompt_file=~/p.abc",
+                               "--prompt=X:1 ~$HOME", "--wandb_run_name=~me"], repeatable=("input",))
+    home = str(tmp_path / "home")
+    assert cfg["data_dir"] == f"{home}/data/lakh" and cfg["out_dir"] == f"{home}/runs/r1"
+    assert cfg["dataset_input"] == "/data/lmd_full/*.mid" and cfg["input"] == f"{home}/a.abc\n/data/lmd_full"
+    assert cfg["prompt_file"] == f"{home}/p.abc"
+    assert cfg["prompt"] == "X:1 ~$HOME" and cfg["wandb_run_name"] == "~me"  # not paths: as typed
+    monkeypatch.delenv("LAKH_RUN")
+    with pytest.raises(SystemExit) as excinfo:
+        configure(defaults, ["--out_dir=~/runs/$LAKH_RUN"])
+    assert "out_dir=~/runs/$LAKH_RUN: the environment variable LAKH_RUN is not set" in exit_message(excinfo)
+
+
+def test_study_finds_a_dataset_input_typed_with_a_tilde(run_script, tmp_path):
+    """The issue's failing command: `study.py ... --dataset_input=~/corpus` said '~/corpus does not exist'."""
+    from conftest import corpus_file
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(corpus_file("airdsAirs/book1.abc"), home / "book1.abc")
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={tmp_path / 'study'}",
+                       "--dataset_input=~/book1.abc", "--stop_after=prepare"], env={"HOME": str(home)})
+    assert f"from {home / 'book1.abc'}" in proc.stdout
+    assert (tmp_path / "study" / "data" / "meta.json").exists()
+
+
 def test_configurator_rejects_unknown_keys_in_config_files(tmp_path):
     cfg_file = tmp_path / "typo.py"
     cfg_file.write_text("n_layers = 4\n")
@@ -300,6 +336,28 @@ def test_gradient_accumulation_matches_a_larger_batch(char_dataset, tmp_path, or
         [e["train_loss"] for e in read_log(tmp_path / "1x8")], rel=1e-4)
 
 
+def test_compile_is_auto_on_cuda_only_and_true_compiles_on_cpu(char_dataset, tmp_path):
+    """--compile=True compiles on CPU too (inductor's C++ backend: what the Docker smoke test checks the image's
+    compiler with); the default 'auto' does not compile on CPU. The compiled run learns what the eager one does."""
+    model = torch.nn.Linear(2, 2)
+    from hardware import compile_model
+    assert compile_model(model, "auto", "default", "cpu") is model
+    assert compile_model(model, "False", "default", "cuda") is model
+    args = [*tiny_args(char_dataset, tmp_path / "compiled", "--max_iters=3", "--eval_interval=0", "--eval_iters=2",
+                       "--n_layer=1", "--batch_size=4"), "--compile=True"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cpu float32 compiled" in proc.stdout
+    assert list((tmp_path / "inductor").rglob("*.so")), "inductor built no C++ kernel"
+    compiled = json.loads((tmp_path / "compiled" / "results.json").read_text())
+    eager = run(char_dataset, tmp_path / "eager", "--max_iters=3", "--eval_interval=0", "--eval_iters=2",
+                "--n_layer=1", "--batch_size=4", "--compile=auto")
+    assert compiled["config"]["compile"] == "True" and eager["config"]["compile"] == "auto"
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------
 # resume
 
@@ -417,19 +475,59 @@ def test_an_infinite_learning_rate_is_caught_as_divergence(char_dataset, tmp_pat
 # ---------------------------------------------------------------------------------------------
 # DDP (gloo on CPU)
 
-def test_ddp_ranks_split_the_same_batches(char_dataset, tmp_path):
-    args = ["--max_iters=6", "--eval_interval=0", "--batch_size=4", "--gradient_accumulation_steps=2"]
+def test_rank_split_keeps_the_step_and_bounds_the_micro_batch():
+    # accumulation split across ranks where it divides (as before), else the micro-batch
+    assert train.rank_split(32, 1, 1) == (32, 1)
+    assert train.rank_split(4, 2, 2) == (4, 1)
+    assert train.rank_split(32, 1, 8) == (4, 1)
+    assert train.rank_split(32, 3, 2) == (24, 2)
+    for batch, accum, world in [(32, 1, 8), (8, 6, 4), (5, 3, 15), (32, 3, 2), (7, 4, 2)]:
+        micro, steps = train.rank_split(batch, accum, world)
+        assert micro * steps * world == batch * accum and micro <= batch
+    with pytest.raises(ValueError, match="32 windows per optimizer step cannot be shared evenly by 3 DDP ranks"):
+        train.rank_split(32, 1, 3)
+
+
+@pytest.mark.parametrize("ranks, args", [
+    (2, ["--batch_size=4", "--gradient_accumulation_steps=2"]),  # the accumulation split over the ranks
+    (4, ["--batch_size=8", "--gradient_accumulation_steps=1"]),  # the configs' own: the micro-batch split
+])
+def test_torchrun_on_k_ranks_trains_exactly_like_one_process(char_dataset, tmp_path, ranks, args):
+    """`torchrun --standalone --nproc_per_node=K train.py ...` (gloo on CPU) trains the same windows per step as
+    one process, so its losses are the same up to float rounding."""
+    args = ["--max_iters=6", "--eval_interval=0", "--log_interval=2", *args]
     single = run(char_dataset, tmp_path / "single", *args)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
                            "train.py", *tiny_args(char_dataset, tmp_path / "ddp"), *args],
                           cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
-    assert ddp["world_size"] == 2 and ddp["tokens_trained"] == single["tokens_trained"]
+    assert ddp["world_size"] == ranks and ddp["tokens_trained"] == single["tokens_trained"]
     assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
+    assert [e["train_loss"] for e in read_log(tmp_path / "ddp")] == pytest.approx(
+        [e["train_loss"] for e in read_log(tmp_path / "single")], rel=1e-4)
     ckpt = torch.load(tmp_path / "ddp" / "ckpt.pt", weights_only=True)
-    assert len(ckpt["rng"]) == 2  # each rank's RNG state, for an exact resume
+    assert len(ckpt["rng"]) == ranks  # each rank's RNG state, for an exact resume
+
+
+def test_torchrun_trains_a_config_as_written_on_4_ranks(char_dataset, tmp_path):
+    """The documented `torchrun --standalone --nproc_per_node=K train.py config/X.py` with a config's own batch and
+    accumulation (32 windows, accumulation 1: each of 4 ranks takes 8), on gloo; a budget of 2 steps."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["train.py", "config/gpt_tiny.py", f"--data_dir={char_dataset}", "--max_iters=2", "--eval_interval=0",
+            "--eval_iters=1"]
+    results = {}
+    for ranks in (1, 4):
+        launch = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
+                                     if ranks > 1 else [])
+        proc = subprocess.run([*launch, *args, f"--out_dir={tmp_path / str(ranks)}"], cwd=REPO, capture_output=True,
+                              text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[ranks] = json.loads((tmp_path / str(ranks) / "results.json").read_text())
+    assert "4 rank(s) x 1 micro-step(s) of 8" in proc.stdout
+    assert results[4]["world_size"] == 4 and results[4]["tokens_trained"] == results[1]["tokens_trained"]
+    assert results[4]["val_loss"] == pytest.approx(results[1]["val_loss"], rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,6 +627,32 @@ def test_runs_record_the_fingerprint_of_their_data_and_resume_refuses_other_data
     with pytest.raises(SystemExit) as excinfo:
         train.main([f"--out_dir={copy}", "--init_from=resume", f"--data_dir={other}"])
     assert "not the dataset this run was trained on" in exit_message(excinfo)
+
+
+def test_a_run_killed_after_its_last_checkpoint_resumes_and_writes_its_results(char_dataset, tmp_path):
+    """A kill between the final checkpoint and results.json leaves a checkpoint at the last iteration: the resume
+    runs no step, writes results.json with the losses of the uninterrupted run and ends normally."""
+    out = tmp_path / "run"
+    whole = run(char_dataset, out, "--max_iters=10")
+    (out / "results.json").unlink()
+    resumed = train.main([f"--out_dir={out}", "--init_from=resume"])
+    assert json.loads((out / "results.json").read_text())["val_loss"] == resumed["val_loss"] == whole["val_loss"]
+    assert resumed["iters"] == 10 and resumed["tokens_trained"] == whole["tokens_trained"]
+    assert read_log(out)[-1]["final"] and read_log(out)[-1]["iter"] == 10
+
+
+@pytest.mark.parametrize("bad, message", [("--compile_mode=bogus", "compile_mode must be one of"),
+                                          ("--max_iters=1", "cannot create out_dir")])
+def test_a_bogus_compile_mode_and_an_out_dir_that_cannot_be_made_are_one_line(char_dataset, tmp_path, bad, message):
+    """compile_mode is checked on the CPU too, where compile is not used; an out_dir whose parent cannot hold it
+    (read-only for a user, or a file, as here: the tests may run as root, who writes anywhere) is one line."""
+    out = tmp_path / "run"
+    if bad == "--max_iters=1":
+        (tmp_path / "file").write_text("")
+        out = tmp_path / "file" / "run"
+    with pytest.raises(SystemExit) as excinfo:
+        run(char_dataset, out, bad)
+    assert message in exit_message(excinfo)
 
 
 # ---------------------------------------------------------------------------------------------

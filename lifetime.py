@@ -1,0 +1,118 @@
+"""
+How the suite's processes end together, whatever ends them: a worker process dies with the process that started
+it (SIGKILL included) and never keeps that process's locks; SIGTERM stops a script the way Ctrl-C does, so the
+same cleanup runs (workers ended, temporary folders removed, one line saying how to go on).
+
+Why: a pool worker waiting for its next task outlives a killed parent forever. prepare.py's orphans kept its
+dataset lock (every rerun was refused) and study.py's output pipe open (the study never exited); `docker stop`,
+SLURM pre-emption and Ctrl-C all send these signals. Every pool of the suite (prepare.py, eval_syntax.py through
+tune_checks.py, bench_data.py) starts its workers with worker_init, and the external tools they run
+(midi2abc, abc2midi, ...) get the same parent-death signal (external_tools.run_tool), and the scripts study.py
+runs get SIGHUP when it dies (script_runs.run_script: a killed study's train.py checkpoints and stops):
+  - on Linux the kernel sends the worker SIGKILL the moment its parent dies (prctl PR_SET_PDEATHSIG);
+  - elsewhere, or where prctl is refused, a thread in the worker polls its parent twice a second;
+  - the locks the parent holds (dataset.hold_lock) are closed in the worker: a forked child shares the parent's
+    open file, and an flock lives until its last holder closes it, so an orphan used to keep the lock forever.
+"""
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_POLL_S = 0.5          # the fallback's check of the parent, in seconds
+# looked up once here: the parent-death signal is also set between fork and exec, where nothing should be loaded
+try:
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _PRCTL = None
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that one `except KeyboardInterrupt` cleans up after both."""
+
+
+@contextlib.contextmanager
+def sigterm_stops():
+    """Inside, SIGTERM raises Stopped in the main thread (the default would end the process on the spot, leaving
+    its workers, temporary folders and half-written files behind); the previous handler comes back after."""
+    def raise_stopped(signum, frame):
+        raise Stopped(signal.Signals(signum).name)
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_stopped)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def signal_name(stop):
+    """'SIGTERM' or 'SIGINT' for the exception a stop raised (Stopped or Ctrl-C's KeyboardInterrupt)."""
+    return stop.args[0] if isinstance(stop, Stopped) and stop.args else "SIGINT"
+
+
+def set_parent_death_signal(sig=signal.SIGKILL):
+    """Ask the kernel to send sig to this process when its parent dies (Linux prctl); False where it cannot.
+    Safe between fork and exec (subprocess's preexec_fn): it only calls into the already loaded C library."""
+    if _PRCTL is None:
+        return False
+    try:
+        return _PRCTL(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except OSError:
+        return False
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process has taken the number: ours is gone
+        return False
+    return True
+
+
+def _watch_parent(parent_pid, ppid):
+    """The fallback: end this process once its parent is gone (it is then re-parented, or no longer exists)."""
+    while True:
+        if os.getppid() != ppid or not _alive(parent_pid):
+            os._exit(1)
+        time.sleep(_POLL_S)
+
+
+def die_with_parent(parent_pid, fallback_only=False):
+    """End this process (SIGKILL) as soon as parent_pid, the process that started it, dies. fallback_only: use
+    the polling thread even where prctl works (to test it)."""
+    if not fallback_only and set_parent_death_signal():
+        if not _alive(parent_pid):  # it died before the signal was set: nobody will send it now
+            os._exit(1)
+        return
+    threading.Thread(target=_watch_parent, args=(parent_pid, os.getppid()), daemon=True,
+                     name="watch-parent").start()
+
+
+def worker_init(parent_pid, fallback_only=False):
+    """Initializer of every worker pool of the suite (ProcessPoolExecutor(initializer=worker_init,
+    initargs=(os.getpid(),))): the worker dies with its parent, holds none of its locks, and leaves Ctrl-C to it
+    (a terminal sends SIGINT to the whole process group; the parent stops the workers itself)."""
+    from dataset import release_inherited_locks
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not run the parent's stop handler
+    release_inherited_locks()
+    die_with_parent(parent_pid, fallback_only)
+
+
+def end_pool(pool):
+    """Stop a ProcessPoolExecutor now: pending tasks cancelled, running ones killed with their workers (shutdown
+    alone would wait for every task already started: minutes on a slow conversion)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.join(timeout=5)

@@ -1,0 +1,61 @@
+"""lifetime.py and the locks: a pool worker dies with its parent whatever ends it (the kernel's parent-death
+signal, and the polling fallback used where there is none), holds none of its parent's locks, and a file system
+without locks is told apart from a second writer."""
+import errno
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import REPO, left_running, tagged, wait_for
+from dataset import hold_lock
+
+POOL = textwrap.dedent("""
+    import os, sys, time
+    from concurrent.futures import ProcessPoolExecutor
+    from dataset import hold_lock
+    from lifetime import worker_init
+    lock = hold_lock(sys.argv[1], "busy")
+    pool = ProcessPoolExecutor(2, initializer=worker_init, initargs=(os.getpid(), sys.argv[2] == "fallback"))
+    futures = [pool.submit(time.sleep, 300) for _ in range(2)]
+    print("running", flush=True)
+    time.sleep(300)
+""")
+
+
+@pytest.mark.parametrize("how", ["prctl", "fallback"])
+def test_pool_workers_die_with_a_killed_parent_and_release_its_lock(tmp_path, how):
+    tag, lock = tagged(), tmp_path / "x.lock"
+    proc = subprocess.Popen([sys.executable, "-c", POOL, str(lock), how], cwd=REPO, env={**os.environ, **tag},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "running\n"
+    wait_for(lambda: len(left_running(tag, wait=0)) == 3, proc, timeout=30)  # the parent and two workers
+    proc.kill()
+    proc.wait()
+    assert left_running(tag) == []
+    with open(lock, "a+") as f:  # free: no orphan shares the parent's locked file
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+@pytest.mark.parametrize("code, message", [
+    (errno.EWOULDBLOCK, "error: another writer"),
+    (errno.ENOLCK, "does not support locking"),
+    (errno.EOPNOTSUPP, "does not support locking"),
+])
+def test_a_held_lock_and_a_file_system_without_locks_are_different_lines(tmp_path, monkeypatch, code, message):
+    def flock(*args):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with pytest.raises(SystemExit) as e:
+        hold_lock(tmp_path / "x.lock", "another writer")
+    assert message in str(e.value.code) and "\n" not in str(e.value.code)
+
+
+def test_a_lock_that_cannot_be_created_is_one_line(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        hold_lock(tmp_path / "missing" / "x.lock", "another writer")
+    assert str(e.value.code).startswith("error: cannot create the lock")
