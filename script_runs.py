@@ -330,7 +330,7 @@ def train_one_by_one(todo, n_runs, timings, logs, env, device_args=()):
         if done_seconds:
             rate = {fam: done_seconds[fam] / done_flops[fam] for fam in done_seconds}
             overall = sum(done_seconds.values()) / sum(done_flops.values())
-            eta = sum(rate.get(x["model_type"], overall) * x["flops_per_token"] * x["tokens"] for x in remaining)
+            eta = sum(rate.get(x["model_type"], overall) * x["flops_per_token"] * trains(x) for x in remaining)
         args, resume = train_args(r)
         args += device_args
         print(f"{run_head(r, i, n_runs)}: {'resuming from ckpt.pt' if resume else 'training'}; "
@@ -340,7 +340,12 @@ def train_one_by_one(todo, n_runs, timings, logs, env, device_args=()):
                                                   f"training {r['name']}", env=env))
         fam = r["model_type"]
         done_seconds[fam] = done_seconds.get(fam, 0.0) + seconds
-        done_flops[fam] = done_flops.get(fam, 0.0) + r["flops_per_token"] * r["tokens"]
+        done_flops[fam] = done_flops.get(fam, 0.0) + r["flops_per_token"] * trains(r)
+
+
+def trains(r):
+    """The tokens a run's own process trains (a wsd branch: its cooldown; study.branch_tokens)."""
+    return r.get("trains", r["tokens"])
 
 
 def train_in_parallel(todo, n_runs, slots, timings, logs, env, jobs=None, study_device=None):
@@ -528,7 +533,7 @@ def parallel_runs(cfg, runs, devices=None):
 
 # settings that change what a run computes, not how fast: runs that differ only in these are timed once
 SPEED_NEUTRAL = ("learning_rate", "min_lr", "warmup_iters", "max_tokens", "max_iters", "out_dir", "wandb_run_name",
-                 "init_from")
+                 "init_from", "lr_schedule", "cooldown_frac", "branch_budgets", "branch_from")
 
 
 def estimate_plan(plan, cfg, have_data, logs, steps):
@@ -551,7 +556,7 @@ def estimate_plan(plan, cfg, have_data, logs, steps):
             run_script(args, os.path.join(logs, f"estimate_{r['name']}.log"), f"estimating {r['name']}", echo=False)
             timed[key] = out
         bench = read_json(out)
-        seconds = bench["warmup_s"] + r["tokens"] / bench["tokens_per_s"]
+        seconds = bench["warmup_s"] + trains(r) / bench["tokens_per_s"]
         total += seconds
         rows.append({"run": r["name"], "tokens": r["tokens"], "tokens_per_s": bench["tokens_per_s"],
                      "warmup_s": bench["warmup_s"], "projected_s": seconds, "device": bench["device_name"]})

@@ -228,32 +228,51 @@ def resolve_run(spec, cfg, data_path, vocab_size, dataset):
         fail(f"run {spec['name']}: cannot build the model: {e}")
     try:
         tokens = planned_tokens(tcfg, dataset)
+        trains = branch_tokens(tcfg, dataset, tokens)
     except ValueError as e:  # a budget or a split that cannot work, said in a sentence
         fail(f"run {spec['name']}: {e}")
     return {**spec, "run_dir": run_dir, "script": script, "argv": argv, "train_config": tcfg,
             "model_type": tcfg["model_type"], "n_params": model.num_params(),
             "n_params_non_embedding": model.num_params(non_embedding=True),
-            "flops_per_token": model.flops_per_token(), "tokens": tokens}
+            "flops_per_token": model.flops_per_token(), "tokens": tokens, "trains": trains}
 
 
 def planned_tokens(tcfg, dataset):
     """The tokens a run will train on, by train.py's own rule (dataset.iteration_plan on its TrainOrder). Before
     the dataset exists (a dry run, dataset None) a budget in steps or tokens is planned on the smallest split one
     step accepts, in stride order; one epoch is unknown and shown as 0."""
-    windows_per_iter = tcfg["batch_size"] * tcfg["gradient_accumulation_steps"]
-    if dataset is None:
-        if tcfg["max_iters"] <= 0 and tcfg["max_tokens"] <= 0 and not tcfg["branch_budgets"]:
-            return 0
-        order = TrainOrder(None, tcfg["block_size"], tcfg["data_seed"], n_windows=windows_per_iter)
-    else:
-        order = TrainOrder(dataset.split("train"), tcfg["block_size"], tcfg["data_seed"], tcfg["data_order"],
-                           dataset.eot_id)
+    if dataset is None and tcfg["max_iters"] <= 0 and tcfg["max_tokens"] <= 0 and not tcfg["branch_budgets"]:
+        return 0
+    order = train_order(tcfg, dataset)
     if tcfg["branch_budgets"]:  # a wsd trunk: up to its largest budget's cooldown (train.py's own rule)
         import train
         return iteration_plan(tcfg["batch_size"], tcfg["gradient_accumulation_steps"], 0,
                               max(train.branch_points(tcfg, order)[0]), order)["tokens"]
     return iteration_plan(tcfg["batch_size"], tcfg["gradient_accumulation_steps"], tcfg["max_tokens"],
                           tcfg["max_iters"], order)["tokens"]
+
+
+def train_order(tcfg, dataset):
+    """The run's dataset.TrainOrder; before the dataset exists, the smallest split one step accepts (stride order)."""
+    if dataset is None:
+        n_windows = tcfg["batch_size"] * tcfg["gradient_accumulation_steps"]
+        return TrainOrder(None, tcfg["block_size"], tcfg["data_seed"], n_windows=n_windows)
+    return TrainOrder(dataset.split("train"), tcfg["block_size"], tcfg["data_seed"], tcfg["data_order"],
+                      dataset.eot_id)
+
+
+def branch_tokens(tcfg, dataset, tokens):
+    """The tokens a run's own process trains: all of them, or a wsd branch's cooldown only (its trunk trained the
+    rest); what the ETA, --estimate and the plan's total compute count."""
+    if tcfg["init_from"] != "branch" or not tokens:
+        return tokens
+    import train
+    order = train_order(tcfg, dataset)
+    windows = tcfg["batch_size"] * tcfg["gradient_accumulation_steps"]
+    total = iteration_plan(tcfg["batch_size"], tcfg["gradient_accumulation_steps"], tcfg["max_tokens"], 0,
+                           order)["total_iters"]
+    return tokens - order.targets_before(windows * train.wsd_decay_start(total, tcfg["warmup_iters"],
+                                                                         tcfg["cooldown_frac"]))
 
 
 def print_plan(plan, vocab_known):
@@ -265,7 +284,7 @@ def print_plan(plan, vocab_known):
             f"{r['train_config']['learning_rate']:.4g}"
         print(f"{r['name']:{width}s} {r['model_type']:6s} {r['n_params']:12,d} {r['n_params_non_embedding']:12,d} "
               f"{r['tokens']:13,d} {r['flops_per_token'] * r['tokens']:11.2e} {lr:>13s}")
-    total = sum(r["flops_per_token"] * r["tokens"] for r in plan)
+    total = sum(r["flops_per_token"] * r.get("trains", r["tokens"]) for r in plan)  # a wsd branch: its cooldown
     print(f"total training compute {total:.2e} FLOPs"
           + ("" if vocab_known else " (dataset not prepared yet: vocabulary of 128 assumed, one epoch unknown)"))
 

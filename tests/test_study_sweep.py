@@ -355,10 +355,15 @@ def test_wsd_budgets_branch_from_one_trunk_per_size_and_seed(run_script, char_da
     args = ["study.py", SMOKE, f"--out_dir={out}", f"--data_dir={char_dataset}", "--token_budgets=4096,16384",
             f"--train_args={TINY} --lr_schedule=wsd --cooldown_frac=0.5", "--seeds=2",
             "--runs=g config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16"]
-    rows = plan_rows(run_script([*args, "--dry_run=True"]).stdout)
+    stdout = run_script([*args, "--dry_run=True"]).stdout
+    rows = plan_rows(stdout)
     assert {name: row[2] for name, row in rows.items()} == {
         "g.trunk": 8192, "g.d4096": 4096, "g.d16384": 16384,
         "g.seed2.trunk": 8192, "g.d4096.seed2": 4096, "g.d16384.seed2": 16384}
+    # the compute the study spends: per seed the trunk's 8,192 tokens and the cooldowns' 2,048 + 8,192
+    trunk_flops = float(next(line.split()[5] for line in stdout.splitlines() if line.startswith("g.trunk ")))
+    total = float(next(line.split()[3] for line in stdout.splitlines() if line.startswith("total training compute")))
+    assert total == pytest.approx(trunk_flops * 2 * (8192 + 2048 + 8192) / 8192, rel=0.01)
     run_script([*args, "--stop_after=train"], timeout=600, env=ONE_THREAD)
     for seed in ("", ".seed2"):
         trunk = out / "runs" / f"g{seed}.trunk"
