@@ -29,13 +29,15 @@ def interval_s():
         return DEFAULT_INTERVAL_S
 
 
-def fmt_seconds(seconds):
+def fmt_seconds(seconds, compact=True):
+    """3725 -> '1h02m' in a progress line, or '1 h 02 min' (compact=False) where a reader reads it (reports)."""
     seconds = int(round(seconds))
+    sep, m_unit = ("", "m") if compact else (" ", "min")
     if seconds < 60:
-        return f"{seconds}s"
+        return f"{seconds}{sep}s"
     if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        return f"{seconds // 60}{sep}{m_unit}{sep}{seconds % 60:02d}{sep}s"
+    return f"{seconds // 3600}{sep}h{sep}{seconds % 3600 // 60:02d}{sep}{m_unit}"
 
 
 def progress_bar(iterable=None, total=None, desc="", unit="it", disable=False, initial=0, **tqdm_options):

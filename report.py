@@ -12,6 +12,7 @@ from dataset import read_json, read_jsonl
 from power_law import fit_markdown, human
 from eval_metrics import YANG_LERCH_FEATURES, YANG_LERCH_NAMES
 from report_html import write_html
+from progress import fmt_seconds
 from tune_checks import format_table, summarize
 
 
@@ -20,12 +21,7 @@ from tune_checks import format_table, summarize
 
 def fmt_duration(seconds):
     """3725 -> '1 h 02 min': durations as a reader says them."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return fmt_seconds(seconds, compact=False)
 
 
 def md_table(header, rows, align=None):
