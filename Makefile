@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh Debian/Ubuntu machine (system packages, .venv, Python packages):
 #   make demo   the main job: a small but complete scaling study on the corpus inside music21
-#   make test   the test suite (what CI runs, through .ci/run)
+#   make test   the test suite (what CI runs, through .ci/run); make test-fast leaves out the slow end-to-end tests
 # Knobs: PYTHON (interpreter for the venv), TORCH (pip spec; the default is the CPU build on machines
 # without CUDA wheels cached, and the CUDA build from PyPI elsewhere), DEMO_CONFIG, BASE_IMAGE (docker-test;
 # e.g. local-debian where no image registry can be reached).
@@ -15,13 +15,17 @@ PY := $(VENV)/bin/python
 # headless browser the test of report.html opens it in
 APT_PACKAGES := abcmidi abcm2ps fluidsynth fluid-soundfont-gm python3-venv chromium
 
-.PHONY: demo test prepare bench docker-test system-deps clean
+.PHONY: demo test test-fast prepare bench docker-test system-deps clean
 
 demo: $(VENV)/.runtime-installed
 	$(PY) study.py $(DEMO_CONFIG)
 
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest -q tests
+
+# the quick lane while developing: every test but the end-to-end ones marked slow (pytest.ini)
+test-fast: $(VENV)/.dev-installed
+	$(PY) -m pytest -q -m "not slow" tests
 
 # rebuilds data/music21 on purpose (the same bytes each time); prepare.py still refuses a folder with other files
 prepare: $(VENV)/.runtime-installed

@@ -164,6 +164,7 @@ def fake_run(root, name, n, loss, tokens, seed=1337, lr=1e-3):
     return d
 
 
+@pytest.mark.slow
 def test_scaling_py_and_study_py_write_the_same_fit_for_the_same_runs(tmp_path, capsys):
     rng = np.random.default_rng(3)
     plan = []

@@ -289,6 +289,7 @@ def test_hanging_runaway_and_crashing_midi2abc_are_counted(tmp_path, run_script,
     assert read_json(tmp_path / "out" / "stats.json")["conversion_failures"] == {reason: 1}
 
 
+@pytest.mark.slow
 def test_same_bytes_with_any_workers_and_any_cpu_load(tmp_path, run_script):
     """Whether a file converts is decided by CPU seconds, not by the clock: a midi2abc that needs 0.6 CPU seconds
     of its 1-second limit converts every file with one worker, and with two workers while two busy processes

@@ -80,6 +80,7 @@ def test_sample_and_eval_syntax_print_plain_lines_into_a_pipe(run_script, tmp_pa
     assert re.search(r"^files: 50/50 tune \(100%\), [\d.e+]+ tune/s", proc.stdout, re.M)
 
 
+@pytest.mark.slow
 def test_a_study_training_runs_in_parallel_prints_runs_done_into_a_pipe(run_script, tmp_path):
     config = tmp_path / "study_two.py"
     config.write_text(

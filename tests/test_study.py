@@ -7,6 +7,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.slow  # end-to-end: each test runs real studies (make test-fast leaves them out)
+
 
 @pytest.fixture(scope="module")
 def smoke_study(tmp_path_factory, run_script):

@@ -16,6 +16,8 @@ from conftest import ONE_THREAD, REPO, left_running, slow_tool, tagged, wait_for
 sys.path.insert(0, str(REPO))
 import script_runs  # noqa: E402
 
+pytestmark = pytest.mark.slow  # end-to-end: each test runs real studies (make test-fast leaves them out)
+
 SMOKE = "config/study_smoke.py"
 RUNS = "\n".join(f"g{w} config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd={w}" for w in (16, 24, 32))
 

@@ -78,6 +78,7 @@ def multiple_name(m):
     return "" if m == 1 else f".lr{m:g}x"
 
 
+@pytest.mark.slow
 def test_grids_are_centred_on_the_law_extended_at_an_edge_and_every_size_trained_at_the_laws_rate(run_script,
                                                                                                    tmp_path):
     out = tmp_path / "s"
@@ -171,6 +172,7 @@ def test_seeds_repeat_the_runs_for_the_fits_in_their_own_folders(run_script, tmp
     assert sum(".seed" in name for name in plan_rows(proc.stdout)) == 12  # 6 sizes x 2 repeats
 
 
+@pytest.mark.slow
 def test_a_repeat_differs_from_its_run_only_in_the_initialisation_seed(run_script, char_dataset, tmp_path):
     out = tmp_path / "s"
     run_script(["study.py", SMOKE, f"--out_dir={out}", f"--data_dir={char_dataset}", "--max_tokens=2048",
@@ -184,6 +186,7 @@ def test_a_repeat_differs_from_its_run_only_in_the_initialisation_seed(run_scrip
     assert first["val_loss"] != second["val_loss"]  # other initial weights
 
 
+@pytest.mark.slow
 def test_a_sweep_trains_each_rate_extends_its_edge_then_the_best_on_the_full_budget_and_reuses_finished_runs(
         run_script, char_dataset, tmp_path):
     out = tmp_path / "s"

@@ -16,6 +16,8 @@ from conftest import ONE_THREAD, REPO
 
 import train
 
+pytestmark = pytest.mark.slow  # end-to-end: each test runs real studies (make test-fast leaves them out)
+
 OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", **ONE_THREAD}
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--device=cpu",
         "--dtype=float32", "--eval_iters=2", "--compile=False"]

@@ -336,6 +336,7 @@ def test_gradient_accumulation_matches_a_larger_batch(char_dataset, tmp_path, or
         [e["train_loss"] for e in read_log(tmp_path / "1x8")], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_compile_is_auto_on_cuda_only_and_true_compiles_on_cpu(char_dataset, tmp_path):
     """--compile=True compiles on CPU too (inductor's C++ backend: what the Docker smoke test checks the image's
     compiler with); the default 'auto' does not compile on CPU. The compiled run learns what the eager one does."""
@@ -492,6 +493,7 @@ def test_rank_split_keeps_the_step_and_bounds_the_micro_batch():
     (2, ["--batch_size=4", "--gradient_accumulation_steps=2"]),  # the accumulation split over the ranks
     (4, ["--batch_size=8", "--gradient_accumulation_steps=1"]),  # the configs' own: the micro-batch split
 ])
+@pytest.mark.slow
 def test_torchrun_on_k_ranks_trains_exactly_like_one_process(char_dataset, tmp_path, ranks, args):
     """`torchrun --standalone --nproc_per_node=K train.py ...` (gloo on CPU) trains the same windows per step as
     one process, so its losses are the same up to float rounding."""
@@ -511,6 +513,7 @@ def test_torchrun_on_k_ranks_trains_exactly_like_one_process(char_dataset, tmp_p
     assert len(ckpt["rng"]) == ranks  # each rank's RNG state, for an exact resume
 
 
+@pytest.mark.slow
 def test_torchrun_trains_a_config_as_written_on_4_ranks(char_dataset, tmp_path):
     """The documented `torchrun --standalone --nproc_per_node=K train.py config/X.py` with a config's own batch and
     accumulation (32 windows, accumulation 1: each of 4 ranks takes 8), on gloo; a budget of 2 steps."""
