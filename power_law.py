@@ -31,6 +31,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -41,6 +42,7 @@ from fitting import (ALPHA_BOUNDS, CI_LEVEL, N_BOOTSTRAP, SEED, ci_text, fit_bat
 from fitting import with_ci  # noqa: F401  (study.py reads it from here)
 from joint_fit import fit_family_joint, joint_markdown
 
+SWEEP_RUN = re.compile(r"\.sweep[0-9.e+-]+$")  # the suffix study_plan.run_name gives a learning-rate sweep run
 MIN_POINTS = 3         # fewer distinct model sizes than this cannot define a 3-parameter curve
 MIN_SIZES_FOR_CI = 5   # without repeated runs, an exponent interval needs this many sizes: the residual scatter of a
                        # 3-parameter curve through 4 sizes has 1 degree of freedom and can say nothing about the noise
@@ -142,7 +144,14 @@ def find_run_dirs(paths):
                       if os.path.isfile(os.path.join(p, d, "results.json")))
         if not subs:
             raise InputError(f"{p} has no results.json (is training finished?) and no run folders inside")
-        run_dirs.extend(subs)
+        # a study's learning-rate sweep runs (study_plan.run_name: NAME.sweepFRACTION) trained on a share of the
+        # budget with their own schedule: measurements of the rate, not points of a law (study.py leaves them out
+        # of its fits, so scaling.py on the study's runs/ folder must too); named directly they are fitted
+        sweeps = [d for d in subs if SWEEP_RUN.search(os.path.basename(d))]
+        if sweeps:
+            print(f"note: {len(sweeps)} learning-rate sweep run(s) in {p} left out of the fits "
+                  f"({os.path.basename(sweeps[0])}, ...); name a run folder directly to fit it", file=sys.stderr)
+        run_dirs.extend(d for d in subs if d not in sweeps)
     return run_dirs
 
 

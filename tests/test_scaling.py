@@ -307,3 +307,15 @@ def test_a_binary_table_and_counts_that_are_not_positive_are_one_line(tmp_path, 
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("error: ") and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_study_runs_folder_leaves_its_learning_rate_sweep_out_of_the_fits(tmp_path, capsys):
+    """scaling.py on a study's runs/ fits the runs study.py fits: the sweep runs (NAME.sweepFRACTION, trained on a
+    share of the budget) are left out with a note, and fitted only when named directly."""
+    from power_law import find_run_dirs
+    for name in ("gpt_64", "gpt_64.lr0.00344", "gpt_64.lr2x.sweep0.125", "gpt_64.sweep0.125", "gpt_64.d200k.sweep1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text("{}")
+    assert [p.rsplit("/", 1)[-1] for p in find_run_dirs([str(tmp_path)])] == ["gpt_64", "gpt_64.lr0.00344"]
+    assert "3 learning-rate sweep run(s)" in capsys.readouterr().err
+    assert find_run_dirs([str(tmp_path / "gpt_64.sweep0.125")]) == [str(tmp_path / "gpt_64.sweep0.125")]
