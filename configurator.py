@@ -26,6 +26,7 @@ A script keeps every knob as a global near its top and does, in main:
     config = configure(globals(), argv)      # the final {key: value} of every knob; globals stay untouched
 """
 
+import difflib
 import os
 import re
 import sys
@@ -40,6 +41,7 @@ BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False, "1": T
 PATH_KNOBS = ("out", "run", "runs", "input", "inputs", "table", "reference", "soundfont")
 PATH_SUFFIXES = ("_dir", "_path", "_file", "_input", "_out")
 UNSET_VARIABLE = re.compile(r"\$(\w+|\{\w+\})")
+KNOB_LINE = re.compile(r"^([a-z_][a-z0-9_]*)\s*=[^#]*?(?:#\s?(.*))?$")  # a top-level knob and its comment
 
 
 def fail(message):
@@ -102,7 +104,7 @@ def run_config_file(path, config):
         if key.startswith("_") or isinstance(value, (types.ModuleType, types.FunctionType, type)):
             continue  # imports and helpers a config file may use
         if key not in config:
-            fail(f"config file {path} sets unknown key {key!r}")
+            unknown_key(key, config, f"config file {path} sets unknown key")
         config[key] = coerce(key, value, config[key])
 
 
@@ -122,11 +124,43 @@ def expand_path(key, value):
     return "\n".join(lines)
 
 
-def usage(config, positional):
+def knob_comments(path):
+    """{knob: its comment} from a script's source: the comment on the line that sets the knob at the top level,
+    with the comment lines indented under it (how every script documents its knobs)."""
+    comments, key = {}, None
+    try:
+        with open(path) as f:
+            source = f.read().splitlines()
+    except (OSError, TypeError, UnicodeDecodeError):
+        return comments
+    for line in source:
+        m = KNOB_LINE.match(line)
+        if m:
+            key = m.group(1)
+            if m.group(2):
+                comments[key] = m.group(2).strip()
+            continue
+        more = re.match(r"^\s+#\s?(.*)$", line)
+        if key in comments and more:
+            comments[key] += " " + more.group(1).strip()
+        else:
+            key = None
+    return comments
+
+
+def usage(config, positional, script=None):
     head = "usage: [config_file.py ...]" + (f" [{positional.upper()} ...]" if positional else "")
-    lines = [head + " [--key=value ...]; keys and defaults:"]
-    lines += [f"  --{k}={v!r}" for k, v in config.items()]
+    lines = [head + " [--key=value ...]; keys, defaults and what they do:"]
+    comments = knob_comments(script) if script else {}
+    for k, v in config.items():
+        lines.append(f"  --{k}={v!r}" + (f"  # {comments[k]}" if k in comments else ""))
     return "\n".join(lines)
+
+
+def unknown_key(key, config, where):
+    """The one line for a key no knob has, with the nearest knob's name when the key looks like a typo of it."""
+    close = difflib.get_close_matches(key, list(config), n=1, cutoff=0.75)
+    fail(f"{where} {key!r}" + (f"; did you mean {close[0]!r}?" if close else "") + " (see --help for the keys)")
 
 
 def configure(namespace, argv, positional=None, repeatable=()):
@@ -150,7 +184,8 @@ def configure(namespace, argv, positional=None, repeatable=()):
         arg = args[i]
         i += 1
         if arg in ("-h", "--help"):
-            print(usage(config, positional))
+            # the script's own source holds the comments: its globals' __file__, or the script being run
+            print(usage(config, positional, namespace.get("__file__") or sys.argv[0]))
             sys.exit(0)
         if not arg.startswith("--") or arg == "--":
             if arg.endswith(".py"):
@@ -162,7 +197,7 @@ def configure(namespace, argv, positional=None, repeatable=()):
             continue
         key, sep, text = arg[2:].partition("=")
         if key not in config:
-            fail(f"unknown config key {key!r} (see --help for the keys)")
+            unknown_key(key, config, "unknown config key")
         if not sep:
             if isinstance(config[key], bool):  # a bare flag, or --flag True/False
                 if i < len(args) and args[i] in BOOL_WORDS:

@@ -149,7 +149,18 @@ def test_configurator_rejects_unknown_keys_in_config_files(tmp_path):
 def test_cli_rejects_an_unknown_key_with_one_line_and_nonzero_exit(run_script):
     proc = run_script(["train.py", "config/gpt_tiny.py", "--learning_rat=1e-3"], check=False)
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines() == ["error: unknown config key 'learning_rat' (see --help for the keys)"]
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown config key 'learning_rat'; did you mean 'learning_rate'? (see --help for the keys)"]
+
+
+def test_help_lists_every_knob_with_its_default_and_the_comment_beside_it(run_script):
+    proc = run_script(["train.py", "--help"])
+    lines = proc.stdout.splitlines()
+    assert "--learning_rate=0.001" in proc.stdout
+    (init,) = [line for line in lines if line.startswith("  --init_from=")]
+    assert init.startswith("  --init_from='scratch'  # 'scratch'")
+    (knob,) = [line for line in run_script(["study.py", "--help"]).stdout.splitlines() if "--seed_sizes=" in line]
+    assert "# '' = every size `seeds` times" in knob
 
 
 # ---------------------------------------------------------------------------------------------
