@@ -9,7 +9,7 @@ import uuid
 import torch
 
 from configurator import fail
-from dataset import hold_lock
+from dataset import DIVERGED, hold_lock
 from hardware import rng_state, set_rng_state
 from model import build_model
 
@@ -90,8 +90,8 @@ def branch_checkpoint_path(trunk_dir, budget):
 
 
 def is_run_file(name):
-    """A file train.py writes into its out_dir: RUN_FILES and a trunk's branch checkpoints."""
-    return name in RUN_FILES or (name.startswith("branch_") and name.endswith(".pt"))
+    """A file train.py writes into its out_dir: RUN_FILES, the DIVERGED marker and a trunk's branch checkpoints."""
+    return name in RUN_FILES or name == DIVERGED or (name.startswith("branch_") and name.endswith(".pt"))
 
 
 def claim_out_dir(out_dir, init_from, overwrite):

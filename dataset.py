@@ -25,6 +25,10 @@ import numpy as np
 
 from configurator import fail
 
+# written by train.py into a run folder whose loss became NaN or inf (its iteration and loss), so that a study can
+# tell a diverged run (in a learning-rate sweep, a result: the rate is too high) from one that failed
+DIVERGED = "diverged.json"
+
 SPLITS = ("train", "val", "test")
 
 

@@ -32,9 +32,8 @@ import os
 
 import lr_law
 from configurator import fail
-from dataset import read_json, write_json_atomic
+from dataset import DIVERGED, read_json, write_json_atomic
 
-DIVERGED = "diverged.json"  # written into a sweep run whose loss became NaN/inf: a result of the sweep, not a failure
 PENDING = "-best"           # the rate part of a run whose rate the unfinished sweep has yet to choose (plans only)
 MAX_EXTEND = 3              # sweep runs added beyond the grid's edge per size before the edge is only a warning
 
@@ -442,15 +441,14 @@ def train_sweep(replan, cfg, timings, logs, train_all):
         first = False
         try:
             train_all(todo, cfg, timings, logs)
-        except SystemExit as e:
-            message = str(e.code)
-            hit = next((r for r in todo if f"training {r['name']} failed" in message), None)
-            if hit is None or "loss became" not in message:
+        except SystemExit:
+            # train.py leaves the DIVERGED marker in a run whose loss became NaN/inf; any other failure stops the study
+            hit = [r for r in todo if os.path.isfile(os.path.join(r["run_dir"], DIVERGED))]
+            if not hit:
                 raise
-            os.makedirs(hit["run_dir"], exist_ok=True)
-            write_json_atomic({"message": message}, os.path.join(hit["run_dir"], DIVERGED))
-            print(f"[lr sweep] {hit['name']} diverged at learning rate {hit['lr']:.3g}: counted as a result of the "
-                  f"sweep (loss = inf); the sweep goes on", flush=True)
+            for r in hit:
+                print(f"[lr sweep] {r['name']} diverged at learning rate {r['lr']:.3g}: counted as a result of the "
+                      f"sweep (loss = inf); the sweep goes on", flush=True)
 
 
 def print_choice(choice):

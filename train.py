@@ -52,7 +52,7 @@ import torch
 
 from checkpoint import branch_checkpoint_path, claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
 from configurator import config_keys, configure, fail
-from dataset import TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
+from dataset import DIVERGED, TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
 from hardware import (check_compile, compile_model, device_name, lookup_peak_flops, peak_memory_bytes, setup_device,
                       synchronize)
 from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_from_config
@@ -337,6 +337,9 @@ def check_divergence(bad, ckpt_path):
     if it >= 0:
         kept = f"{ckpt_path} keeps the last good checkpoint" if os.path.exists(ckpt_path) else \
             "no checkpoint had been written yet"
+        # the marker a study reads (a diverged sweep run is a result, not a failure), not this message's words
+        write_json_atomic({"iteration": int(it), "loss": str(loss)},
+                          os.path.join(os.path.dirname(ckpt_path), DIVERGED))
         fail(f"loss became {loss} at iteration {int(it)}; stopped, {kept} (try a lower learning_rate)")
 
 

@@ -239,7 +239,9 @@ def test_a_diverged_sweep_run_is_a_result_not_a_failure(tmp_path):
 
     def train_all(todo, cfg, timings, logs):
         calls.append([r["name"] for r in todo])
-        if len(calls) == 1:
+        if len(calls) == 1:  # as train.py does: the marker in the run's folder, then its one-line failure
+            (tmp_path / "a.lr2x").mkdir()
+            (tmp_path / "a.lr2x" / study_plan.DIVERGED).write_text('{"iteration": 3, "loss": "nan"}')
             sys.exit("error: training a.lr2x failed (exit 1): error: loss became nan at iteration 3; stopped -- "
                      "full output in x.log")
         fake_finished(tmp_path / "a", 1.5)

@@ -476,6 +476,8 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(char_dataset, 
     model, ckpt = load_checkpoint(str(tmp_path))
     assert ckpt["iter_num"] == 5 and all(torch.isfinite(p).all() for p in model.parameters())
     assert not (tmp_path / "results.json").exists()
+    # the marker a study reads to tell a diverged run from a failed one (not the message's words)
+    assert json.loads((tmp_path / "diverged.json").read_text()) == {"iteration": 8, "loss": "nan"}
 
 
 def test_an_infinite_learning_rate_is_caught_as_divergence(char_dataset, tmp_path):
