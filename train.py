@@ -681,6 +681,9 @@ def main(argv=None, **defaults):
             wandb.summary.update({k: v for k, v in results.items() if k != "config"})
             wandb.finish()
     if ddp:
+        # every rank leaves together: a rank that tore gloo down while rank 0 was still writing its results was seen
+        # to abort ("terminate called without an active exception") on a loaded 2-core machine
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     if lock:
         lock.close()
