@@ -27,7 +27,7 @@ from configurator import configure, fail, lines_of
 from dataset import load_dataset, write_json_atomic
 from eval_metrics import (YANG_LERCH_MIN_TUNES, format_yang_lerch, muspy_available, statistic_values,
                           yang_lerch)
-from lifetime import sigterm_stops, signal_name
+from lifetime import sigterm_stops, signal_name, usable_cpus
 from tune_checks import DEFAULT_SETTINGS, STATISTICS, evaluate_all, format_table, summarize
 
 # -----------------------------------------------------------------------------
@@ -36,7 +36,7 @@ reference = ""           # a prepare.py dataset folder: score its real tunes alo
 reference_tunes = 300    # real tunes scored for the reference column (a seeded random subset)
 reference_split = "test"  # split the reference tunes come from (train: a larger pool, e.g. for benchmarks)
 out = ""                 # write the JSON report here
-workers = os.cpu_count() or 1
+workers = usable_cpus()
 # the checks' settings (what each is for: tune_checks.DEFAULT_SETTINGS)
 timeout = DEFAULT_SETTINGS["parse_timeout"]  # seconds per tune for music21
 midi_timeout = DEFAULT_SETTINGS["midi_timeout"]

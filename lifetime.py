@@ -35,6 +35,14 @@ class Stopped(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that one `except KeyboardInterrupt` cleans up after both."""
 
 
+def usable_cpus():
+    """The CPUs this process may run on: a SLURM job's or a container's share of the node, not all of its cores
+    (os.cpu_count); the default size of every worker pool and of the cores a study shares among its runs."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def sigterm_stops():
     """Inside, SIGTERM raises Stopped in the main thread (the default would end the process on the spot, leaving

@@ -64,7 +64,7 @@ from configurator import configure, fail, lines_of
 from dataset import SPLITS, fingerprints, read_json, write_json_atomic
 from dataset_output import check_out, lock_output, percentiles, plot_lengths, replace_folder, stats_markdown
 from external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
-from lifetime import end_pool, sigterm_stops, signal_name, worker_init
+from lifetime import end_pool, sigterm_stops, signal_name, usable_cpus, worker_init
 from progress import progress_bar
 from tokenizer import BPETokenizer, CharTokenizer
 
@@ -84,7 +84,7 @@ max_train_tokens = 0                # cut the training split to this many tokens
 max_files = 0                       # use at most this many input files, evenly spaced over the sorted list (0: all)
 max_scores = 200                    # default corpus only: how many non-ABC music21 scores take the MIDI path
 # conversion processes: the CPUs this process may use (a SLURM job's or a container's share, not the whole node)
-workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+workers = usable_cpus()
 timeout = 30.0                      # CPU seconds per midi2abc call (a timed-out call is retried at 4x)
 score_timeout = 60.0                # CPU seconds per music21 score -> MIDI (retried at 4x)
 max_abc_bytes = 4_000_000           # midi2abc output above this is a runaway conversion and is discarded

@@ -40,7 +40,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 from configurator import fail
 from dataset import load_dataset, read_json, write_json_atomic
-from lifetime import set_parent_death_signal
+from lifetime import set_parent_death_signal, usable_cpus
 from progress import progress_bar
 from report import fmt_duration
 
@@ -220,7 +220,7 @@ def training_threads(cfg, n):
     if on_cpu(cfg["device"]):
         import torch
         return torch.get_num_threads()
-    return max(1, (os.cpu_count() or 1) // n) if n > 1 else 0
+    return max(1, usable_cpus() // n) if n > 1 else 0
 
 
 @functools.lru_cache(maxsize=4)

@@ -85,6 +85,7 @@ import study_plan
 import tracking
 from configurator import config_keys, configure, fail, lines_of
 from dataset import TrainOrder, hold_lock, iteration_plan, load_dataset, read_json, write_json_atomic
+from lifetime import usable_cpus
 from plots import plot_lr_sweeps, write_outputs
 from report import fmt_duration, perplexity_path, sample_records, write_report
 from script_runs import (LAUNCHERS, Timings, estimate_plan, pass_stop_signals_on, refuse_other_data, run_script,
@@ -373,7 +374,7 @@ def eval_all(jobs, data_path, cfg, timings, logs):
             and os.path.getmtime(out) >= newest_samples):
         return
     print(f"[eval_syntax] {len(wanted)} generated tunes and {cfg['reference_tunes']} real test tunes", flush=True)
-    workers = cfg["eval_workers"] or os.cpu_count() or 1
+    workers = cfg["eval_workers"] or usable_cpus()
     timings.add("eval_syntax", run_script(
         ["eval_syntax.py", *folders, "--reference", data_path, "--reference_tunes", cfg["reference_tunes"],
          "--workers", workers, "--out", out], os.path.join(logs, "eval_syntax.log"), "eval_syntax", echo=False))

@@ -32,7 +32,7 @@ import time
 from abc_text import body_bars, parse_header, split_tunes
 from eval_metrics import MUSPY_STATISTICS, muspy_available, muspy_statistics, wilson_interval
 from external_tools import TimeLimitExceeded, abc_to_midi, time_limit
-from lifetime import worker_init
+from lifetime import usable_cpus, worker_init
 from progress import progress_bar
 
 DEFAULT_SETTINGS = {
@@ -272,7 +272,7 @@ def evaluate_all(items, settings=None, n_workers=None, desc="eval"):
     """Evaluate items in worker processes (n_workers, default one per CPU core) under the check settings
     (DEFAULT_SETTINGS with the overrides given); results in the order of items."""
     settings = check_settings(settings)
-    n_workers = max(1, min(n_workers or os.cpu_count() or 1, len(items)))
+    n_workers = max(1, min(n_workers or usable_cpus(), len(items)))
     # the hard limit only catches a worker stuck where the alarm cannot reach (C code, a crash)
     hard_limit = settings["parse_timeout"] + settings["midi_timeout"] + settings["hang_slack"]
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
