@@ -456,6 +456,16 @@ def run_results(c, raw_model, data, plan, progress, losses, device_type, dtype_n
 def main(argv=None, **defaults):
     """Train with the module defaults, updated by defaults (train_rnn.py's LSTM ones), config files
     and --key=value in argv. Returns the results dict (on rank 0; None on other DDP ranks)."""
+    # the stop signals are caught from the start: one that arrives while the run sets up (a study stopped the moment
+    # its training began) stops it at its first step boundary, with a checkpoint, like one during training
+    stop = StopSignals()
+    try:
+        return train_run(argv, defaults, stop)
+    finally:
+        stop.restore()
+
+
+def train_run(argv, defaults, stop):
     t_start = time.time()
     cfg, ckpt = read_config(sys.argv[1:] if argv is None else argv, defaults)
     c = SimpleNamespace(**cfg)  # c.batch_size reads better than cfg["batch_size"] below
@@ -575,14 +585,15 @@ def main(argv=None, **defaults):
     bad = torch.tensor([-1.0, 0.0], dtype=torch.float64, device=dev)  # see note_divergence
     loss, interval_tokens, last_ckpt, ckpt_due = None, 0, time.time(), False
     clock = StepClock(device_type)
-    stop, stop_now = StopSignals(), False
+    stop_now = False
     pbar = progress_bar(total=total_iters, initial=iter_num, disable=not master, desc="train", unit="it",
                         dynamic_ncols=True)
     try:
         while iter_num < total_iters:
             stop_now = stop_now or (not ddp and stop.received is not None)  # under DDP: agreed at log lines
-            at_ckpt = iter_num > start_iter and (ckpt_due or stop_now or
-                                                 (c.ckpt_interval and iter_num % c.ckpt_interval == 0))
+            # a stop before this process's first step still checkpoints: "ckpt.pt holds the run" stays true
+            at_ckpt = stop_now or (iter_num > start_iter and (ckpt_due or
+                                                              (c.ckpt_interval and iter_num % c.ckpt_interval == 0)))
             at_eval = c.eval_interval > 0 and iter_num % c.eval_interval == 0
             at_branch = iter_num in branch_at
             if at_ckpt or at_eval or at_branch:
@@ -653,7 +664,7 @@ def main(argv=None, **defaults):
                 clock.start()
     finally:
         pbar.close()  # also when a divergence or a signal stops the run
-        stop.restore()
+        stop.restore()  # after the loop a signal acts as usual: the final checkpoint is written first thing
 
     # the end: checkpoint, an exact pass over the whole validation split, a train-loss estimate
     clock.stop()

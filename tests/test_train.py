@@ -373,13 +373,15 @@ def test_compile_is_auto_on_cuda_only_and_true_compiles_on_cpu(char_dataset, tmp
 # ---------------------------------------------------------------------------------------------
 # resume
 
-@pytest.mark.parametrize("every, stop", [("--ckpt_interval=10", signal.SIGKILL),
-                                         ("--ckpt_interval_s=1e-6", signal.SIGKILL),
-                                         ("--ckpt_interval=0", signal.SIGTERM)])
-def test_stopped_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dataset, tmp_path, every, stop):
+@pytest.mark.parametrize("every, stop, during", [("--ckpt_interval=10", signal.SIGKILL, "training"),
+                                                 ("--ckpt_interval_s=1e-6", signal.SIGKILL, "training"),
+                                                 ("--ckpt_interval=0", signal.SIGTERM, "training"),
+                                                 ("--ckpt_interval=0", signal.SIGTERM, "setup")])
+def test_stopped_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dataset, tmp_path, every, stop, during):
     """Killed (SIGKILL: the last periodic checkpoint, every 10 iterations or by the clock) or stopped (SIGTERM, as
-    docker stop and pre-emption do: a checkpoint at the next step and a one-line message), a resumed run ends
-    exactly like one that was never interrupted."""
+    docker stop and pre-emption do: a checkpoint at the next step and a one-line message; also when the signal
+    comes while the run still sets up, before its first step), a resumed run ends exactly like one that was never
+    interrupted."""
     args = ["--max_iters=80", every, "--dropout=0.1", "--eval_interval=20"]
     killed = tmp_path / "killed"
     # the resume below runs in this process: the killed run must use the same number of CPU threads, or
@@ -388,6 +390,7 @@ def test_stopped_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dat
     proc = subprocess.Popen([sys.executable, "train.py", *tiny_args(char_dataset, killed), *args], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     ready = (lambda: (killed / "ckpt.pt").exists()) if stop == signal.SIGKILL else \
+        (lambda: killed.exists()) if during == "setup" else \
         (lambda: (killed / "log.jsonl").exists() and len((killed / "log.jsonl").read_text().splitlines()) >= 2)
     deadline = time.time() + 300
     while not ready() and proc.poll() is None and time.time() < deadline:
@@ -401,7 +404,8 @@ def test_stopped_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dat
         last = stderr.strip().splitlines()[-1]
         assert proc.returncode == 1 and last.startswith("error: stopped by SIGTERM at iteration "), stderr[-500:]
         assert f"iteration {ckpt['iter_num']}:" in last and "--init_from=resume" in last
-    assert 0 < ckpt["iter_num"] < 80 and not (killed / "results.json").exists()
+    assert (ckpt["iter_num"] == 0 if during == "setup" else 0 < ckpt["iter_num"] < 80)
+    assert not (killed / "results.json").exists()
 
     # the checkpoint's settings are the defaults of a resume: out_dir and init_from are enough
     resumed = train.main([f"--out_dir={killed}", "--init_from=resume"])
