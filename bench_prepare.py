@@ -169,7 +169,7 @@ def main(argv=None):
     print("|---:|---:|---:|---:|---:|---:|")
     for n in counts:
         out = os.path.join(cfg["keep_out"] or tempfile.mkdtemp(prefix="bench_prepare_"), f"data_{n}")
-        cmd = [sys.executable, cfg["script"], "--input", cfg["corpus_dir"], "--out", out, "--max_files", str(n),
+        cmd = [sys.executable, cfg["script"], "--input", cfg["corpus_dir"], "--out_dir", out, "--max_files", str(n),
                "--cache_dir", "", "--overwrite=True", *shlex.split(cfg["prepare_args"]),
                *(["--workers", str(cfg["workers"])] if cfg["workers"] else [])]
         seconds, top, child, tree, last = measure(cmd)

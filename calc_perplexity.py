@@ -2,7 +2,7 @@
 Exact loss, perplexity and bits per character of a trained run on a whole split (default: test).
 
     python calc_perplexity.py out/gpt_tiny                       # test split, JSON on stdout
-    python calc_perplexity.py out/lstm_tiny --split val --stride 128 --out val.json
+    python calc_perplexity.py out/lstm_tiny --split val --stride 128 --out_file val.json
 
 Every token of the split is scored exactly once, by the same code as train.py's final validation pass
 (windows.exact_loss): an end-of-tune token precedes the split (as one precedes every tune in train.bin), so
@@ -38,12 +38,16 @@ batch_size = 32
 data_dir = ''        # dataset folder, if not the one the run recorded
 device = 'auto'      # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', ...
 dtype = 'float32'    # exact numbers by default; 'auto' uses bf16 autocast on CUDA
-out = ''             # also write the JSON here (it is printed either way)
+out_file = ''         # also write the JSON here (it is printed either way)
 # -----------------------------------------------------------------------------
 
 
+# the names these knobs had before 2026-11-30: accepted, with a note, until the next release
+RENAMED = {"out": "out_file"}
+
+
 def main(argv=None):
-    cfg = configure(globals(), sys.argv[1:] if argv is None else argv, positional="run")
+    cfg = configure(globals(), sys.argv[1:] if argv is None else argv, positional="run", renamed=RENAMED)
     if not cfg["run"] or "\n" in cfg["run"]:
         fail("give one run folder (with ckpt.pt) or a ckpt.pt file")
     if cfg["split"] not in ("train", "val", "test"):
@@ -91,12 +95,12 @@ def main(argv=None):
         "data_fingerprint": data.fingerprints()["fingerprint"], "trained_on_fingerprint": trained_on,
     }
     print(json.dumps(result, indent=1))
-    if cfg["out"]:
+    if cfg["out_file"]:
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(cfg["out"])), exist_ok=True)
-            write_json_atomic(result, cfg["out"], indent=1)
+            os.makedirs(os.path.dirname(os.path.abspath(cfg["out_file"])), exist_ok=True)
+            write_json_atomic(result, cfg["out_file"], indent=1)
         except OSError as e:  # a read-only folder, a file on the way: the result above is printed all the same
-            fail(f"cannot write --out {cfg['out']}: {e.strerror}")
+            fail(f"cannot write --out_file {cfg['out_file']}: {e.strerror}")
     return result
 
 

@@ -13,7 +13,8 @@ Arguments are read in order:
   - any other plain argument goes to the script's positional knob (for example the run folder of
     calc_perplexity.py); several are kept one per line, as are repeated `--key` of a repeatable knob.
 A key that is not a default (a typo) or a value of the wrong type is a one-line error and a non-zero exit,
-never a silent no-op.
+never a silent no-op. A knob that was renamed keeps its old name for one release: the script passes
+renamed={old: new}, and the old name works with a one-line note on stderr.
 
 Paths are read as a user types them: in every path knob (is_path_knob: out, run, input, table, ... and any
 name ending in _dir, _path, _file, _input or _out) `~` and $VARS / ${VARS} are expanded, line by line, whether
@@ -50,9 +51,10 @@ def fail(message):
 
 
 def config_keys(namespace):
-    """The knobs of a script: its public globals holding a bool, int, float or str."""
+    """The knobs of a script: its public lower-case globals holding a bool, int, float or str (an upper-case
+    name is a constant, not a setting)."""
     return {k: v for k, v in namespace.items()
-            if not k.startswith("_") and type(v) in CONFIG_TYPES}
+            if not k.startswith("_") and not k.isupper() and type(v) in CONFIG_TYPES}
 
 
 def coerce(key, value, default):
@@ -89,7 +91,16 @@ def parse_value(key, text, default):
     return coerce(key, value, default)
 
 
-def run_config_file(path, config):
+def current_name(key, config, renamed, prefix="", where=""):
+    """The knob a key names: itself, or the new name of a renamed knob (with a note that the old name goes)."""
+    if key not in config and key in renamed:
+        print(f"note: {where}{prefix}{key} is now {prefix}{renamed[key]}; the old name works until the next "
+              f"release", file=sys.stderr)
+        return renamed[key]
+    return key
+
+
+def run_config_file(path, config, renamed=None):
     """Execute a config file and apply its assignments to config (in place)."""
     if not os.path.isfile(path):
         fail(f"config file {path} not found")
@@ -103,6 +114,7 @@ def run_config_file(path, config):
     for key, value in namespace.items():
         if key.startswith("_") or isinstance(value, (types.ModuleType, types.FunctionType, type)):
             continue  # imports and helpers a config file may use
+        key = current_name(key, config, renamed or {}, where=f"config file {path}: ")
         if key not in config:
             unknown_key(key, config, f"config file {path} sets unknown key")
         config[key] = coerce(key, value, config[key])
@@ -163,11 +175,13 @@ def unknown_key(key, config, where):
     fail(f"{where} {key!r}" + (f"; did you mean {close[0]!r}?" if close else "") + " (see --help for the keys)")
 
 
-def configure(namespace, argv, positional=None, repeatable=()):
+def configure(namespace, argv, positional=None, repeatable=(), renamed=None):
     """Apply config files, positional arguments and --key overrides in argv to the knobs of namespace (a
     script's globals(), or any dict of defaults). positional names the str knob that plain arguments fill;
     repeatable names str knobs that may be given several times. Several values are joined one per line.
-    Returns the final {key: value}; namespace is not changed."""
+    renamed maps old knob names to new ones (accepted with a note). Returns the final {key: value}; namespace
+    is not changed."""
+    renamed = renamed or {}
     config = dict(config_keys(namespace))
     given = set()
 
@@ -189,13 +203,14 @@ def configure(namespace, argv, positional=None, repeatable=()):
             sys.exit(0)
         if not arg.startswith("--") or arg == "--":
             if arg.endswith(".py"):
-                run_config_file(arg, config)
+                run_config_file(arg, config, renamed)
             elif positional:
                 assign(positional, arg)
             else:
                 fail(f"unexpected argument {arg!r}: give config files (*.py) and --key=value options")
             continue
         key, sep, text = arg[2:].partition("=")
+        key = current_name(key, config, renamed, prefix="--")
         if key not in config:
             unknown_key(key, config, "unknown config key")
         if not sep:

@@ -1,6 +1,6 @@
 """
 Step 6 of prepare.py, what it writes: the reports of a dataset (tune-length percentiles, the length histogram,
-stats.md: stats.json in Markdown) and the --out folder, which it fills only when that cannot delete anything it
+stats.md: stats.json in Markdown) and the --out_dir folder, which it fills only when that cannot delete anything it
 did not write. Kept apart so prepare.py holds the pipeline itself.
 """
 import os
@@ -81,10 +81,10 @@ def stats_markdown(stats):
 
 
 # ----------------------------------------------------------------------------------------------------
-# the --out folder
+# the --out_dir folder
 
 OUTPUTS = ("train.bin", "val.bin", "test.bin", "meta.json", "stats.json", "stats.md", "length_histogram.png",
-           BPE_FILE)  # everything prepare.py writes into --out, so everything it may ever delete there
+           BPE_FILE)  # everything prepare.py writes into --out_dir, so everything it may ever delete there
 
 
 def inside(path, folder):
@@ -94,38 +94,38 @@ def inside(path, folder):
 
 
 def check_out(cfg, out_dir, inputs):
-    """A one-line refusal of an --out that prepare.py could not replace without deleting what it did not write:
+    """A one-line refusal of an --out_dir that prepare.py could not replace without deleting what it did not write:
     a file, a folder holding an input or the cache, a non-empty folder that is not a dataset, a dataset with
     other files in it, or a dataset without --overwrite=True. Missing and empty folders are fine."""
-    out = cfg["out"]
+    out = cfg["out_dir"]
     if os.path.islink(out_dir):  # renaming the link would leave its target behind, half replaced
-        fail(f"--out {out} is a symbolic link: give the folder it points to")
+        fail(f"--out_dir {out} is a symbolic link: give the folder it points to")
     for path in inputs:
         if inside(path, out_dir):
-            fail(f"--out {out} holds the input {path}: writing the dataset there would delete it")
+            fail(f"--out_dir {out} holds the input {path}: writing the dataset there would delete it")
     if cfg["cache_dir"] and inside(cfg["cache_dir"], out_dir):
-        fail(f"--cache_dir {cfg['cache_dir']} is inside --out {out}: replacing the dataset would delete it")
+        fail(f"--cache_dir {cfg['cache_dir']} is inside --out_dir {out}: replacing the dataset would delete it")
     if not os.path.isdir(out_dir):
         if os.path.lexists(out_dir):
-            fail(f"--out {out} is a file, not a folder: give a folder to write the dataset into")
+            fail(f"--out_dir {out} is a file, not a folder: give a folder to write the dataset into")
         return
     names = set(os.listdir(out_dir))
     if names and not {"meta.json", "stats.json"} <= names:
-        fail(f"--out {out} is a folder of other files, not a prepare.py dataset: give a new or empty folder")
+        fail(f"--out_dir {out} is a folder of other files, not a prepare.py dataset: give a new or empty folder")
     if names - set(OUTPUTS):
-        fail(f"--out {out} holds files prepare.py did not write ({', '.join(sorted(names - set(OUTPUTS))[:3])}): "
+        fail(f"--out_dir {out} holds files prepare.py did not write ({', '.join(sorted(names - set(OUTPUTS))[:3])}): "
              f"move them away to replace the dataset")
     if names and not cfg["overwrite"]:
-        fail(f"--out {out} already holds a dataset: --overwrite=True replaces it")
+        fail(f"--out_dir {out} already holds a dataset: --overwrite=True replaces it")
 
 
 def lock_output(out_dir):
-    """Hold a lock on --out for as long as this process runs, so a second prepare.py writing the same dataset
-    stops with one line instead of racing this one to the rename. The lock is a hidden file beside --out (the
+    """Hold a lock on --out_dir for as long as this process runs, so a second prepare.py writing the same dataset
+    stops with one line instead of racing this one to the rename. The lock is a hidden file beside --out_dir (the
     folder itself is replaced); the kernel lets go of it when the process ends, however it ends."""
     path = os.path.join(os.path.dirname(out_dir), f".{os.path.basename(out_dir)}.prepare.lock")
     return hold_lock(path, f"another prepare.py is writing {out_dir} (it holds {path}); wait for it or choose "
-                           f"another --out", what="prepare.py's lock")
+                           f"another --out_dir", what="prepare.py's lock")
 
 
 def replace_folder(new_dir, out_dir):

@@ -117,7 +117,7 @@ python -c "import torch, sys; print(\"python\", sys.version.split()[0], \"| torc
 for tool in abc2midi midi2abc abcm2ps fluidsynth; do command -v $tool >/dev/null || { echo "missing: $tool" >&2; exit 1; }; done
 test -f /usr/share/sounds/sf2/FluidR3_GM.sf2 || { echo "missing: the GM soundfont" >&2; exit 1; }
 echo "== prepare.py (a slice of the music21 corpus)"
-python prepare.py --out $S/data --max_files 40 --max_scores 4 --cache_dir "" --workers 2
+python prepare.py --out_dir $S/data --max_files 40 --max_scores 4 --cache_dir "" --workers 2
 python -c "import json; s = json.load(open(\"$S/data/stats.json\"))[\"splits\"]; print({k: v[\"tokens\"] for k, v in s.items()}, \"tokens\")"
 echo "== train.py config/gpt_tiny.py --compile=True (a few iterations on CPU, compiled by inductor)"
 python train.py config/gpt_tiny.py --data_dir=$S/data --out_dir=$S/run --device=cpu --compile=True \
@@ -126,7 +126,7 @@ grep -q "cpu float32 compiled" $S/train.out || { echo "train.py did not compile"
 test -f $S/run/ckpt.pt && test -f $S/run/results.json
 python -c "import json; r = json.load(open(\"$S/run/results.json\")); print(\"val_loss\", r[\"val_loss\"], \"| n_params\", r[\"n_params\"])"
 echo "== sample.py (ABC -> MIDI -> WAV with abc2midi and fluidsynth)"
-python sample.py --run $S/run --out $S/samples --num_samples 2 --max_new_tokens 64 --seed 1 --midi --wav --device cpu
+python sample.py --run $S/run --out_dir $S/samples --num_samples 2 --max_new_tokens 64 --seed 1 --midi --wav --device cpu
 test -f $S/samples/sample_001.abc && test -f $S/samples/samples.jsonl
 cat $S/samples/samples.jsonl
 ' || die "the pipeline failed inside the container"

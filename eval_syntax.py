@@ -9,7 +9,7 @@ intra- and inter-set distances per feature, overlap area and KL divergence with 
 real tunes against real tunes at the same n; eval_metrics.yang_lerch), under the key yang_lerch: one folder
 is one set, e.g. one model's unconditional tunes.
 
-    python eval_syntax.py samples --reference data/music21 --out report.json
+    python eval_syntax.py samples --reference data/music21 --out_file report.json
     python eval_syntax.py 'out/*/samples/*.abc' other_dir/tune.abc
     python eval_syntax.py samples --reference data/music21 --reference_split train --reference_tunes 2000
 
@@ -35,10 +35,10 @@ inputs = ""              # folders, files or globs (the plain arguments), one pe
 reference = ""           # a prepare.py dataset folder: score its real tunes alongside
 reference_tunes = 300    # real tunes scored for the reference column (a seeded random subset)
 reference_split = "test"  # split the reference tunes come from (train: a larger pool, e.g. for benchmarks)
-out = ""                 # write the JSON report here
+out_file = ""            # write the JSON report here
 workers = usable_cpus()
 # the checks' settings (what each is for: tune_checks.DEFAULT_SETTINGS)
-timeout = DEFAULT_SETTINGS["parse_timeout"]  # seconds per tune for music21
+parse_timeout = DEFAULT_SETTINGS["parse_timeout"]  # seconds per tune for music21
 midi_timeout = DEFAULT_SETTINGS["midi_timeout"]
 max_chars = DEFAULT_SETTINGS["max_chars"]    # longer files are counted failures
 repeated_bar_share = DEFAULT_SETTINGS["repeated_bar_share"]
@@ -85,8 +85,8 @@ def reference_items(data_dir, limit, split="test", seed=0):
 
 def check_config(cfg):
     """One-line errors for values no run can use."""
-    if cfg["workers"] < 1 or cfg["timeout"] <= 0 or cfg["max_chars"] < 1 or cfg["reference_tunes"] < 1:
-        fail("--workers, --timeout, --max_chars and --reference_tunes must be positive")
+    if cfg["workers"] < 1 or cfg["parse_timeout"] <= 0 or cfg["max_chars"] < 1 or cfg["reference_tunes"] < 1:
+        fail("--workers, --parse_timeout, --max_chars and --reference_tunes must be positive")
     if cfg["midi_timeout"] <= 0 or cfg["hang_slack"] < 0 or cfg["repeated_bar_min_bars"] < 1:
         fail("--midi_timeout and --repeated_bar_min_bars must be positive, --hang_slack >= 0")
     if not 0 < cfg["repeated_bar_share"] <= 1:
@@ -97,7 +97,7 @@ def check_config(cfg):
         fail(f"--reference_split must be train, val or test, got {cfg['reference_split']!r}")
     if not lines_of(cfg["inputs"]):
         fail("give the folders, .abc files or glob patterns to evaluate")
-    check_out(cfg["out"])
+    check_out(cfg["out_file"])
 
 
 def check_out(out):
@@ -106,10 +106,10 @@ def check_out(out):
     if not out:
         return
     if os.path.isdir(out):
-        fail(f"--out {out} is a folder; give the report's file name, e.g. {os.path.join(out, 'eval_syntax.json')}")
+        fail(f"--out_file {out} is a folder; give the report's file name, e.g. {os.path.join(out, 'eval_syntax.json')}")
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
-        fail(f"--out {out}: {parent} " + ("is a file, not a folder" if os.path.exists(parent) else "does not exist"))
+        fail(f"--out_file {out}: {parent} " + ("is a file, not a folder" if os.path.exists(parent) else "does not exist"))
 
 
 def timed_summary(results, seconds):
@@ -131,22 +131,25 @@ def compare_sets(results, ref_results, cfg):
                      for folder, rs in folders.items()}}
 
 
+# the names these knobs had before 2026-11-30: accepted, with a note, until the next release
+RENAMED = {"out": "out_file", "timeout": "parse_timeout"}
+
+
 def main(argv=None):
-    cfg = configure(globals(), sys.argv[1:] if argv is None else argv, positional="inputs")
+    cfg = configure(globals(), sys.argv[1:] if argv is None else argv, positional="inputs", renamed=RENAMED)
     check_config(cfg)
     try:
         with sigterm_stops():  # SIGTERM, like Ctrl-C, kills the workers and removes their temporary folder
             return evaluate(cfg)
     except KeyboardInterrupt as stop:
-        fail(f"stopped by {signal_name(stop)}: nothing written" + (f" to {cfg['out']}" if cfg["out"] else "")
+        fail(f"stopped by {signal_name(stop)}: nothing written" + (f" to {cfg['out_file']}" if cfg["out_file"] else "")
              + "; run the same command again")
 
 
 def evaluate(cfg):
-    """The evaluation of main's settings: the table printed, the report written to --out and returned."""
-    settings = {key: cfg[key] for key in DEFAULT_SETTINGS if key != "parse_timeout"}
-    settings["parse_timeout"] = cfg["timeout"]  # --timeout, the name the command line has always had
-
+    """The evaluation of main's settings: the table printed, the report written to --out_file and returned."""
+    settings = {key: cfg[key] for key in DEFAULT_SETTINGS}
+    
     paths = expand_inputs(lines_of(cfg["inputs"]))
     ref_items = reference_items(cfg["reference"], cfg["reference_tunes"], cfg["reference_split"]) \
         if cfg["reference"] else None
@@ -181,12 +184,12 @@ def evaluate(cfg):
         ref = report["reference"]
         print(f"reference: {ref['n_files']} {cfg['reference_split']} tunes of {cfg['reference']} in "
               f"{ref['seconds']:.1f} s ({ref['tunes_per_s']:.1f} tunes/s)")
-    if cfg["out"]:
+    if cfg["out_file"]:
         try:
-            write_json_atomic(report, cfg["out"], indent=1)
+            write_json_atomic(report, cfg["out_file"], indent=1)
         except OSError as e:  # e.g. a read-only folder: say so in one line, the table above is still printed
-            fail(f"cannot write --out {cfg['out']}: {e.strerror}")
-        print(f"wrote {cfg['out']}")
+            fail(f"cannot write --out_file {cfg['out_file']}: {e.strerror}")
+        print(f"wrote {cfg['out_file']}")
     return report
 
 

@@ -191,7 +191,7 @@ def read_perplexity(run_dir, split="test", results=None):
 
 
 def test_loss_of(run_dir, results=None):
-    """Test-split loss written next to the run by `calc_perplexity.py RUN --out RUN/test_perplexity.json`, or None
+    """Test-split loss written next to the run by `calc_perplexity.py RUN --out_file RUN/test_perplexity.json`, or None
     when there is none, or it is stale or damaged (then a one-line warning naming the file goes to stderr)."""
     ppl, why = read_perplexity(run_dir, "test", results)
     if why:

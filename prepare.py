@@ -5,7 +5,7 @@ every step. Here: the settings (globals below; config files, --key=value or --ke
 written is described in dataset.py; midi2abc and the time limits it runs under live in external_tools.py.
 
     python prepare.py                                   # the corpus inside music21, offline
-    python prepare.py --input ~/lmd_full --out data/lakh --tokenizer bpe --vocab_size 4096
+    python prepare.py --input ~/lmd_full --out_dir data/lakh --tokenizer bpe --vocab_size 4096
     python prepare.py --input tunes/ --input 'more/*.abc' --max_train_tokens 1000000
 
 Pipeline (each step counted in stats.json):
@@ -24,10 +24,10 @@ Pipeline (each step counted in stats.json):
   5. split at the tune level (seeded, deterministic; no tune in two splits), train the tokenizer on the
      training split only, encode each split as tunes followed by an end-of-tune token.
   6. write train/val/test.bin, meta.json, stats.json, stats.md and a length histogram into a temporary
-     folder that is renamed to --out only when complete (dataset_output.py: the reports, and the checks
-     that keep --out safe).
+     folder that is renamed to --out_dir only when complete (dataset_output.py: the reports, and the checks
+     that keep --out_dir safe).
 Memory does not grow with the corpus (Lakh MIDI: 178k files, gigabytes of ABC): every converted file's
-tunes go to an unnamed temporary file beside --out as they arrive, and the steps after it read them back
+tunes go to an unnamed temporary file beside --out_dir as they arrive, and the steps after it read them back
 one tune at a time, writing each split's tokens straight into its .bin. What stays in memory is a few
 numbers per file and per tune (~150 bytes: a tune's hash for the deduplication, its length and split),
 plus the BPE trainer's counts with --tokenizer bpe. The temporary files take about twice the ABC text on
@@ -35,10 +35,10 @@ disk while prepare.py runs (docs/lakh.md: measured memory and speed).
 Same input and seed give byte-identical outputs on any machine, whatever its load or --workers: the time
 limits count CPU seconds (not wall-clock), are fixed before conversion, and a cached result is used only
 where this run's limits would give the same. Corrupt inputs are skipped, counted and listed with a reason.
---out is written only when it is missing, empty, or (with --overwrite=True) holds a prepare.py dataset and
+--out_dir is written only when it is missing, empty, or (with --overwrite=True) holds a prepare.py dataset and
 nothing else: prepare.py never deletes files it did not write. Stopped (Ctrl-C, SIGTERM) it ends its workers,
 removes its temporary folder and says so in one line; killed (SIGKILL) its workers and midi2abc calls die with it
-(lifetime.py) and the next run removes the temporary folder it left. Either way --out is as it was.
+(lifetime.py) and the next run removes the temporary folder it left. Either way --out_dir is as it was.
 """
 import array
 import glob
@@ -69,13 +69,13 @@ from progress import progress_bar
 from tokenizer import BPETokenizer, CharTokenizer
 
 # ----------------------------------------------------------------------------------------------------
-# settings; stats.json records them all but workers, cache_dir, out and overwrite (they do not change the dataset)
+# settings; stats.json records them all but workers, cache_dir, out_dir and overwrite (they do not change the dataset)
 input = ''                          # file, folder (searched recursively) or glob; repeatable. '': music21 corpus
-out = 'data/music21'                # dataset folder to write: missing, empty, or a dataset to replace
-overwrite = False                   # replace the dataset already in --out (never anything else)
+out_dir = 'data/music21'            # dataset folder to write: missing, empty, or a dataset to replace
+overwrite = False                   # replace the dataset already in --out_dir (never anything else)
 tokenizer = 'char'                  # char or bpe
 vocab_size = 4096                   # BPE vocabulary size, EOT included
-split = '0.98,0.01,0.01'            # train,val,test fractions of the tunes
+split_fractions = '0.98,0.01,0.01'  # train,val,test fractions of the tunes
 seed = 1337                         # seed of the train/val/test split
 min_chars = 64                      # drop tunes shorter than this (cleaned text)
 max_chars = 20000                   # drop tunes longer than this (cleaned text)
@@ -85,10 +85,14 @@ max_files = 0                       # use at most this many input files, evenly 
 max_scores = 200                    # default corpus only: how many non-ABC music21 scores take the MIDI path
 # conversion processes: the CPUs this process may use (a SLURM job's or a container's share, not the whole node)
 workers = usable_cpus()
-timeout = 30.0                      # CPU seconds per midi2abc call (a timed-out call is retried at 4x)
-score_timeout = 60.0                # CPU seconds per music21 score -> MIDI (retried at 4x)
+midi2abc_timeout = 30.0             # CPU seconds per midi2abc call (a timed-out call is retried at 4x)
+music21_timeout = 120.0             # CPU seconds per music21 score -> MIDI (one try: see _RETRIED_STAGES)
 max_abc_bytes = 4_000_000           # midi2abc output above this is a runaway conversion and is discarded
 cache_dir = 'data/.cache/convert'   # converted ABC, keyed by input content hash ('' disables the cache)
+
+# the names these knobs had before 2026-11-30: accepted, with a note, until the next release
+RENAMED = {"out": "out_dir", "split": "split_fractions", "timeout": "midi2abc_timeout",
+           "score_timeout": "music21_timeout"}
 
 MIDI_EXTENSIONS = (".mid", ".midi", ".kar")
 ABC_EXTENSIONS = (".abc",)
@@ -99,6 +103,10 @@ KINDS = {**dict.fromkeys(MIDI_EXTENSIONS, "midi"), **dict.fromkeys(ABC_EXTENSION
 # (private: a public str global would be taken for a setting); 2: CPU-time limits, zero-length notes dropped
 _CONVERTER_VERSION = "midi2abc-s-2"
 _RETRY_FACTOR = 4  # a conversion that runs out of time is tried once more with this many times the limit
+# ... in these stages only. A music21 score gets one try with a generous limit instead: the slowest score of the
+# default corpus that converts needs 40 CPU s (beethoven/opus133), while the one that never does
+# (beethoven/opus18no4, stuck in music21's repeat expansion) burnt 60 + 240 CPU s of every cold run with a retry
+_RETRIED_STAGES = ("midi2abc",)
 _AHEAD_PER_WORKER = 4  # files handed to each worker ahead of time: it never waits, the queue stays short
 FILTERS = ("no_key", "no_notes", "too_short", "too_long", "low_gzip_ratio")  # always listed in stats.json
 
@@ -122,7 +130,7 @@ def collect_inputs(patterns):
     """[(path, kind)] of every input file, in the order of the patterns and in path order within each (so a
     dataset does not depend on where on disk its inputs lie); {path: name}, the path relative to the folder it was
     searched from (the same on every machine, for the list of failed files); and every path the patterns
-    name, which --out must not contain. A score (MusicXML, Humdrum) is read only when named, not from folders."""
+    name, which --out_dir must not contain. A score (MusicXML, Humdrum) is read only when named, not from folders."""
     found, given = [], []
     for pattern in patterns:
         pattern = os.path.expanduser(pattern)
@@ -253,12 +261,13 @@ def convert_to_abc(path, kind, settings):
         digest = hashlib.sha256(f.read() + _CONVERTER_VERSION.encode()).hexdigest()
     cache = settings["cache_dir"]
     cache_file = os.path.join(cache, digest[:2], digest + ".json") if cache else None
-    limits = {"midi2abc": settings["timeout"], "music21": settings["score_timeout"]}
-    longest = {stage: _RETRY_FACTOR * seconds for stage, seconds in limits.items()}
+    limits = {"midi2abc": settings["midi2abc_timeout"], "music21": settings["music21_timeout"]}
+    longest = {stage: _RETRY_FACTOR * seconds if stage in _RETRIED_STAGES else seconds
+               for stage, seconds in limits.items()}
     result = read_cached(cache_file) if cache_file else None
     if result is None or not cached_result_holds(result, longest):
         result = convert_once(path, kind, limits, settings["max_abc_bytes"])
-        if (result["reason"] or "").endswith("_timeout"):  # a slow machine gets a second, longer chance
+        if result["reason"] in [stage + "_timeout" for stage in _RETRIED_STAGES]:  # a slow machine: a second chance
             result = convert_once(path, kind, longest, settings["max_abc_bytes"])
         if cache_file:
             try:
@@ -328,11 +337,20 @@ class Spool:
         self.file.close()
 
 
+def file_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:  # unreadable: process_file counts it as a read error
+        return 0
+
+
 def convert_all(items, settings, workers, spool):
     """process_file over every item in a process pool; each result goes into spool (JSON) under its item's number
     as it arrives, to be read in the order of items (determinism). The pool is handed a few files per worker
     ahead, not the whole list, so neither its queue nor its finished results grow with the corpus."""
-    queue = iter(enumerate(items))
+    # the likely slowest files first (scores, then the largest), so that no long conversion starts last and leaves
+    # the other workers idle at the end; the results still go into the spool in the order of items
+    queue = iter(sorted(enumerate(items), key=lambda job: (job[1][1] != "score", -file_size(job[1][0]))))
     # the workers die with this process however it ends and do not hold its lock (lifetime.worker_init); a stop
     # (Ctrl-C, SIGTERM) or an error kills them at once instead of waiting for their conversions
     pool = ProcessPoolExecutor(max_workers=max(1, workers), initializer=worker_init, initargs=(os.getpid(),))
@@ -410,7 +428,7 @@ def assign_splits(n, fractions, seed):
     n_test = max(1, round(fractions[2] * n))
     n_train = n - n_val - n_test
     if n_train < 1:
-        fail(f"{n} tunes are too few for --split {','.join(map(str, fractions))}: the training split is empty")
+        fail(f"{n} tunes are too few for --split_fractions {','.join(map(str, fractions))}: the training split is empty")
     which = np.empty(n, dtype=np.uint8)
     which[order[:n_train]], which[order[n_train:n_train + n_val]], which[order[n_train + n_val:]] = 0, 1, 2
     return which
@@ -472,7 +490,7 @@ def write_splits(tok, kept, which, chars, max_train_tokens, out):
 
 def build_dataset(cfg, items, names, source, fractions, out):
     """Steps 2-6 for the collected items, written into the folder out; returns the statistics."""
-    settings = {"timeout": cfg["timeout"], "score_timeout": cfg["score_timeout"],
+    settings = {"midi2abc_timeout": cfg["midi2abc_timeout"], "music21_timeout": cfg["music21_timeout"],
                 "max_abc_bytes": cfg["max_abc_bytes"],
                 "cache_dir": os.path.abspath(cfg["cache_dir"]) if cfg["cache_dir"] else ""}
     results, kept = Spool(out), Spool(out)  # on disk, nameless: nothing of them is left in out
@@ -516,7 +534,7 @@ def build_dataset(cfg, items, names, source, fractions, out):
         "length_chars": {k: percentiles(tune_chars[which == i]) for i, k in enumerate(SPLITS)},
         # input as the list of --input values, the form stats.json has always had
         "settings": {k: lines_of(v) if k == "input" else v for k, v in cfg.items()
-                     if k not in ("workers", "cache_dir", "out", "overwrite")},
+                     if k not in ("workers", "cache_dir", "out_dir", "overwrite")},
     }
     if cfg["max_train_tokens"]:
         stats["max_train_tokens"] = cfg["max_train_tokens"]
@@ -539,15 +557,15 @@ def check_settings(cfg):
     if cfg["tokenizer"] not in ("char", "bpe"):
         fail(f"--tokenizer must be char or bpe, got {cfg['tokenizer']!r}")
     try:
-        fractions = [float(x) for x in cfg["split"].split(",")]
+        fractions = [float(x) for x in cfg["split_fractions"].split(",")]
     except ValueError:
-        fail(f"--split must be three numbers like 0.98,0.01,0.01, got {cfg['split']!r}")
+        fail(f"--split_fractions must be three numbers like 0.98,0.01,0.01, got {cfg['split_fractions']!r}")
     # written so that nan fails every comparison (nan,0.5,0.5 used to pass the sum check)
     if len(fractions) != 3 or not all(0 <= f <= 1 for f in fractions) or not abs(sum(fractions) - 1) <= 1e-6:
-        fail(f"--split must be three non-negative fractions summing to 1, got {cfg['split']!r}")
+        fail(f"--split_fractions must be three non-negative fractions summing to 1, got {cfg['split_fractions']!r}")
     if cfg["tokenizer"] == "bpe" and cfg["vocab_size"] < 258:
         fail(f"--vocab_size must be at least 258 for BPE, got {cfg['vocab_size']}")
-    for key in ("workers", "timeout", "score_timeout", "max_abc_bytes"):
+    for key in ("workers", "midi2abc_timeout", "music21_timeout", "max_abc_bytes"):
         if cfg[key] <= 0:
             fail(f"--{key} must be positive, got {cfg[key]}")
     for key in ("max_train_tokens", "max_files", "max_scores"):
@@ -571,7 +589,7 @@ def check_cache_dir(cache_dir):
 
 
 def remove_stale_incomplete(out_dir):
-    """The <out>.incomplete-* folders of earlier prepare.py runs on this --out that were killed (SIGKILL leaves
+    """The <out>.incomplete-* folders of earlier prepare.py runs on this --out_dir that were killed (SIGKILL leaves
     no chance to clean up). Called under the lock, so no running prepare.py owns one."""
     pattern = glob.escape(out_dir) + ".incomplete-*"
     for folder in glob.glob(pattern):
@@ -587,7 +605,7 @@ def user_mode(path):
 
 
 def main(argv=None):
-    cfg = configure(globals(), sys.argv[1:] if argv is None else argv, repeatable=("input",))
+    cfg = configure(globals(), sys.argv[1:] if argv is None else argv, repeatable=("input",), renamed=RENAMED)
     fractions = check_settings(cfg)
     if cfg["input"]:
         patterns = lines_of(cfg["input"])
@@ -598,7 +616,7 @@ def main(argv=None):
         source = f"music21 corpus (ABC collections + {cfg['max_scores']} scores via MIDI)"
     items = evenly_spaced(items, cfg["max_files"])
 
-    out_dir = os.path.abspath(cfg["out"])
+    out_dir = os.path.abspath(cfg["out_dir"])
     check_out(cfg, out_dir, inputs)
     if cfg["cache_dir"]:
         check_cache_dir(cfg["cache_dir"])
@@ -608,22 +626,22 @@ def main(argv=None):
         lock = lock_output(out_dir)  # noqa: F841 (held until the process ends)
         remove_stale_incomplete(out_dir)
         tmp_dir = tempfile.mkdtemp(prefix=os.path.basename(out_dir) + ".incomplete-", dir=parent)
-        user_mode(tmp_dir)  # it becomes --out
+        user_mode(tmp_dir)  # it becomes --out_dir
     except OSError as e:
-        fail(f"cannot write the output folder {cfg['out']}: {e.strerror}")
+        fail(f"cannot write the output folder {cfg['out_dir']}: {e.strerror}")
     try:
         with sigterm_stops():  # SIGTERM, like Ctrl-C, ends the workers; the finally removes the temporary folder
             stats = build_dataset(cfg, items, names, source, fractions, tmp_dir)
             check_out(cfg, out_dir, inputs)  # again: someone may have put files there during the conversion
             replace_folder(tmp_dir, out_dir)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (docker stop, pre-emption)
-        fail(f"stopped by {signal_name(stop)}: {cfg['out']} is unchanged; run the same command again to prepare it"
+        fail(f"stopped by {signal_name(stop)}: {cfg['out_dir']} is unchanged; run the same command again to prepare it"
              + (" (files converted so far come from the cache)" if cfg["cache_dir"] else ""))
     finally:
         if os.path.exists(tmp_dir):  # ours: made by mkdtemp above
             shutil.rmtree(tmp_dir, ignore_errors=True)
     sp = stats["splits"]
-    print(f"wrote {cfg['out']}: {stats['tunes_kept']} tunes, vocab {stats['vocab_size']}, tokens "
+    print(f"wrote {cfg['out_dir']}: {stats['tunes_kept']} tunes, vocab {stats['vocab_size']}, tokens "
           f"train {sp['train']['tokens']:,} / val {sp['val']['tokens']:,} / test {sp['test']['tokens']:,}; "
           f"{stats['files_converted']}/{stats['files_found']} files converted "
           f"({100 * stats['conversion_success_rate']:.1f}%)")

@@ -1,8 +1,8 @@
 """
 Generate ABC tunes from a trained run (GPT or LSTM) and make them playable.
 
-    python sample.py --run out/gpt_tiny --out samples --num_samples 10 --midi --wav --svg
-    python sample.py --run out/gpt_tiny --out samples --prompt "X:1\\nM:6/8\\nL:1/8\\nK:D\\n" --temperature 0.8
+    python sample.py --run out/gpt_tiny --out_dir samples --num_samples 10 --midi --wav --svg
+    python sample.py --run out/gpt_tiny --out_dir samples --prompt "X:1\\nM:6/8\\nL:1/8\\nK:D\\n" --temperature 0.8
 
 Every sample starts after an end-of-tune token, i.e. where a fresh tune starts in the training data,
 with "X:1\n" (the first line of every training tune) unless the prompt has its own X: line, or there is
@@ -12,7 +12,7 @@ stops at the next end-of-tune token or after --max_new_tokens. Each sample is wr
 (missing X:, M:, L:, K: headers are added and the record says which), with samples.jsonl holding one
 record per sample. --midi/--wav/--svg convert with abc2midi, fluidsynth and abcm2ps; those tools exit 0
 on garbage, so each conversion is judged by the file it writes, and a failed one is recorded, not dropped.
-A folder never mixes two calls' tunes: an --out holding an earlier call's samples is refused, and
+A folder never mixes two calls' tunes: an --out_dir holding an earlier call's samples is refused, and
 --overwrite=True first removes them (sample_NNN.* and samples.jsonl, nothing else).
 
 Tunes are decoded together, --batch_size at a time (default: all of them, as many as --batch_memory
@@ -46,7 +46,7 @@ from progress import progress_bar
 
 # -----------------------------------------------------------------------------
 run = ""            # run folder (with ckpt.pt) or a ckpt.pt file (required)
-out = ""            # folder for sample_001.abc ... and samples.jsonl (required)
+out_dir = ""        # folder for sample_001.abc ... and samples.jsonl (required)
 num_samples = 10
 max_new_tokens = 1024
 temperature = 1.0   # 0 = greedy
@@ -72,12 +72,12 @@ data_dir = ""       # dataset folder, if not the one the run recorded
 threads = 1
 no_cache = False    # recompute the full window every token (slow; tests and benchmarks)
 ignore_eot = False  # do not stop at the end of a tune (benchmarks)
-overwrite = False   # replace the samples an earlier call wrote into --out (only those files)
+overwrite = False   # replace the samples an earlier call wrote into --out_dir (only those files)
 # -----------------------------------------------------------------------------
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")  # Debian's
 
 
-# what one call writes into --out: sample_NNN.abc and its conversions (abcm2ps pages sample_NNN_pageK.svg, and its
+# what one call writes into --out_dir: sample_NNN.abc and its conversions (abcm2ps pages sample_NNN_pageK.svg, and its
 # own sample_NNNPPP.svg names if it was killed before the rename), plus samples.jsonl
 SAMPLE_FILE = re.compile(r"sample_\d+(_page\d+)?\.(abc|mid|wav|svg)")
 
@@ -273,8 +273,8 @@ def read_prompt(cfg):
 
 def check_config(cfg):
     """One-line errors for values no run can use."""
-    if not cfg["run"] or not cfg["out"]:
-        fail("--run (a run folder or ckpt.pt) and --out (the folder for the samples) are required")
+    if not cfg["run"] or not cfg["out_dir"]:
+        fail("--run (a run folder or ckpt.pt) and --out_dir (the folder for the samples) are required")
     if cfg["num_samples"] < 1 or cfg["max_new_tokens"] < 1:
         fail("--num_samples and --max_new_tokens must be at least 1")
     if cfg["batch_size"] < 0 or cfg["batch_memory"] <= 0:
@@ -292,13 +292,13 @@ def earlier_samples(out_dir, overwrite):
     Refuses (one line) an out_dir that is a file, or one holding samples without overwrite: eval_syntax.py and the
     study score every sample_*.abc of a folder, so tunes of two calls must never sit side by side."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        fail(f"--out {out_dir} is a file, not a folder")
+        fail(f"--out_dir {out_dir} is a file, not a folder")
     if not os.path.isdir(out_dir):
         return []
     ours = sorted(f for f in os.listdir(out_dir) if f == "samples.jsonl" or SAMPLE_FILE.fullmatch(f))
     if ours and not overwrite:
-        fail(f"--out {out_dir} already holds samples ({', '.join(ours[:2])}{', ...' if len(ours) > 2 else ''}): "
-             f"--overwrite=True replaces them, or choose another --out")
+        fail(f"--out_dir {out_dir} already holds samples ({', '.join(ours[:2])}{', ...' if len(ours) > 2 else ''}): "
+             f"--overwrite=True replaces them, or choose another --out_dir")
     return [os.path.join(out_dir, f) for f in ours]
 
 
@@ -347,15 +347,19 @@ def print_summary(records, total_tokens, total_seconds, out_dir):
     print(f"wrote {out_dir}/sample_001.abc ... and {out_dir}/samples.jsonl")
 
 
+# the names these knobs had before 2026-11-30: accepted, with a note, until the next release
+RENAMED = {"out": "out_dir"}
+
+
 def main(argv=None):
-    cfg = configure(globals(), sys.argv[1:] if argv is None else argv)
+    cfg = configure(globals(), sys.argv[1:] if argv is None else argv, renamed=RENAMED)
     check_config(cfg)
     cfg["device"] = resolve_device(cfg["device"])
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     prompt_text = read_prompt(cfg)
     sf2 = find_soundfont(cfg["soundfont"]) if cfg["wav"] else None
-    old_samples = earlier_samples(cfg["out"], cfg["overwrite"])  # before loading the model: refuse early
+    old_samples = earlier_samples(cfg["out_dir"], cfg["overwrite"])  # before loading the model: refuse early
 
     model, ckpt, tokenizer, _ = load_run(cfg["run"], cfg["device"], cfg["data_dir"])
     # prepare.py renumbers every training tune to X:1, so a tune always opens with "X:1\n". A model trained
@@ -369,9 +373,9 @@ def main(argv=None):
         prompt_text = abc_text.TUNE_OPENING + prompt_text
     prompt_ids = [tokenizer.eot_id] + tokenizer.encode(prompt_text)
     try:
-        os.makedirs(cfg["out"], exist_ok=True)
+        os.makedirs(cfg["out_dir"], exist_ok=True)
     except OSError as e:  # a parent that is a file, no permission
-        fail(f"cannot create --out {cfg['out']}: {e.strerror}")
+        fail(f"cannot create --out_dir {cfg['out_dir']}: {e.strerror}")
     for path in old_samples:  # only now that the model loaded: a failed call leaves the old samples alone
         os.remove(path)
     n = cfg["num_samples"]
@@ -394,7 +398,7 @@ def main(argv=None):
     for i, new_ids, ended, seconds in tunes:  # in the order they finish
         total_tokens, total_seconds = total_tokens + len(new_ids), total_seconds + seconds
         tune, added = abc_text.complete_headers(prompt_text + tokenizer.decode(new_ids))
-        abc_path = os.path.join(cfg["out"], f"sample_{i + 1:03d}.abc")
+        abc_path = os.path.join(cfg["out_dir"], f"sample_{i + 1:03d}.abc")
         with open(abc_path, "w") as f:
             f.write(tune)
         # seconds: the tune's share of the batch's decoding time (see generate), so they add up to the wall time
@@ -409,10 +413,10 @@ def main(argv=None):
     bar.close()
     records = [records[i] for i in range(n)]
 
-    with open(os.path.join(cfg["out"], "samples.jsonl"), "w") as f:
+    with open(os.path.join(cfg["out_dir"], "samples.jsonl"), "w") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
-    print_summary(records, total_tokens, total_seconds, cfg["out"])
+    print_summary(records, total_tokens, total_seconds, cfg["out_dir"])
     return records
 
 

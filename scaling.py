@@ -1,10 +1,10 @@
 """
 Fit scaling laws L(N) to finished training runs (or to a published table) and plot them.
 
-    python scaling.py out/study_quick/runs/* --out out/study_quick/fit
-    python scaling.py --table runs.csv --out fit_published
-    python scaling.py out/study_quick/runs --out fits/ --loss=val --n_bootstrap=2000
-    python scaling.py out/study_quick/runs --out fits_ne/ --fit_params=non_embedding
+    python scaling.py out/study_quick/runs/* --out_dir out/study_quick/fit
+    python scaling.py --table runs.csv --out_dir fit_published
+    python scaling.py out/study_quick/runs --out_dir fits/ --loss=val --n_bootstrap=2000
+    python scaling.py out/study_quick/runs --out_dir fits_ne/ --fit_params=non_embedding
 
 Plain arguments are run folders (with results.json) or folders holding run folders; --table is a CSV with columns
 family,n_params,loss[,n_params_non_embedding,tokens,flops,dataset_tokens,seed,wall_time_s,peak_mem_bytes,run]
@@ -29,7 +29,7 @@ from power_law import InputError, fit_all, fit_markdown, load_runs, load_table, 
 # knobs; a config file or --key=value overrides them, plain arguments are run folders
 runs = ''              # run folders, one per line (the plain arguments)
 table = ''             # a CSV of runs instead of run folders
-out = ''               # output folder for fit.json, fit.md and the plots
+out_dir = ''            # output folder for fit.json, fit.md and the plots
 loss = 'auto'          # loss of run folders: 'test' (test_perplexity.json), 'val', or 'auto' (test if all have it)
 n_bootstrap = 1000     # bootstrap resamples of the runs for the confidence intervals
 ci_level = 0.95        # two-sided confidence level of every interval
@@ -39,30 +39,34 @@ fit_params = 'all'     # N of the fits: 'all' parameters or 'non_embedding' ones
 
 
 def check_out(out):
-    """One line, before the fits, for an --out that cannot be the output folder: a file, or a path through a file;
+    """One line, before the fits, for an --out_dir that cannot be the output folder: a file, or a path through a file;
     and for a folder standing where fit.json or fit.md goes."""
     if os.path.exists(out) and not os.path.isdir(out):
-        fail(f"--out {out} is a file; give a folder for fit.json, fit.md and the plots")
+        fail(f"--out_dir {out} is a file; give a folder for fit.json, fit.md and the plots")
     parent = os.path.dirname(os.path.abspath(out))
     while not os.path.exists(parent):  # the first existing folder on the way, which makedirs will create under
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        fail(f"--out {out} cannot be created: {parent} is a file")
+        fail(f"--out_dir {out} cannot be created: {parent} is a file")
     for name in ("fit.json", "fit.md"):
         if os.path.isdir(os.path.join(out, name)):
             fail(f"{os.path.join(out, name)} is a folder, where scaling.py writes its {name}")
 
 
+# the names these knobs had before 2026-11-30: accepted, with a note, until the next release
+RENAMED = {"out": "out_dir"}
+
+
 def main(argv=None):
-    cfg = configure(globals(), sys.argv[1:] if argv is None else argv, positional="runs")
+    cfg = configure(globals(), sys.argv[1:] if argv is None else argv, positional="runs", renamed=RENAMED)
     run_dirs = lines_of(cfg["runs"])
     if bool(run_dirs) == bool(cfg["table"]):
         fail("give run folders or --table runs.csv (exactly one of them)")
-    if not cfg["out"]:
-        fail("give --out DIR, the folder for fit.json, fit.md and the plots")
+    if not cfg["out_dir"]:
+        fail("give --out_dir DIR, the folder for fit.json, fit.md and the plots")
     if cfg["loss"] not in ("auto", "test", "val"):
         fail(f"loss must be auto, test or val, got {cfg['loss']!r}")
-    check_out(cfg["out"])
+    check_out(cfg["out_dir"])
     try:
         rows, loss_name = load_table(cfg["table"]) if cfg["table"] else load_runs(run_dirs, cfg["loss"])
         fits = fit_all(rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"], seed=cfg["seed"],
@@ -70,10 +74,10 @@ def main(argv=None):
     except InputError as e:
         fail(str(e))
     try:
-        written = write_fit(fits, cfg["out"], loss_name)
-        written.update(write_outputs(rows, fits, cfg["out"], loss_name))
+        written = write_fit(fits, cfg["out_dir"], loss_name)
+        written.update(write_outputs(rows, fits, cfg["out_dir"], loss_name))
     except OSError as e:  # a plot's name taken by a folder, a read-only folder: one line naming the path
-        fail(f"cannot write {e.filename or cfg['out']}: {e.strerror or e}")
+        fail(f"cannot write {e.filename or cfg['out_dir']}: {e.strerror or e}")
     print(fit_markdown(fits, loss_name))
     print("wrote " + ", ".join(sorted(written.values())))
 

@@ -305,7 +305,7 @@ def perplexity_all(plan, cfg, timings, logs):
             continue  # measured on this very run; one measured before it was retrained is measured again
         print(f"[perplexity {i}/{len(plan)}] {r['name']} on the {cfg['perplexity_split']} split", flush=True)
         timings.add("perplexity", run_script(
-            ["calc_perplexity.py", r["run_dir"], "--split", cfg["perplexity_split"], "--out", out, *device_flag(cfg)],
+            ["calc_perplexity.py", r["run_dir"], "--split", cfg["perplexity_split"], "--out_file", out, *device_flag(cfg)],
             os.path.join(logs, f"perplexity_{r['name']}.log"), f"calc_perplexity on {r['name']}", echo=False))
 
 
@@ -355,7 +355,7 @@ def sample_all(jobs, timings, logs):
             continue
         print(f"[samples {i}/{len(jobs)}] {name}", flush=True)
         # a stale folder is replaced (only sample.py's own files), never mixed with the new tunes
-        timings.add("sample", run_script(["sample.py", *args, "--out", folder, "--overwrite=True"],
+        timings.add("sample", run_script(["sample.py", *args, "--out_dir", folder, "--overwrite=True"],
                                          os.path.join(logs, f"sample_{name.replace('/', '_')}.log"),
                                          f"sampling {name}", echo=False))
 
@@ -377,7 +377,7 @@ def eval_all(jobs, data_path, cfg, timings, logs):
     workers = cfg["eval_workers"] or usable_cpus()
     timings.add("eval_syntax", run_script(
         ["eval_syntax.py", *folders, "--reference", data_path, "--reference_tunes", cfg["reference_tunes"],
-         "--workers", workers, "--out", out], os.path.join(logs, "eval_syntax.log"), "eval_syntax", echo=False))
+         "--workers", workers, "--out_file", out], os.path.join(logs, "eval_syntax.log"), "eval_syntax", echo=False))
 
 
 def fit_and_plot(plan, cfg, data_path, timings, sweep=None):
@@ -545,7 +545,7 @@ def main(argv=None):
     # 1. data
     if not have_data:
         print(f"[prepare] {data_path} from {cfg['dataset_input'] or 'the music21 corpus'}", flush=True)
-        timings.add("prepare", run_script(["prepare.py", "--out", data_path,
+        timings.add("prepare", run_script(["prepare.py", "--out_dir", data_path,
                                            *(["--input", cfg["dataset_input"]] if cfg["dataset_input"] else []),
                                            *shlex.split(cfg["prepare_args"])],
                                           os.path.join(logs, "prepare.log"), "prepare.py"))

@@ -10,7 +10,7 @@ _corpus = os.path.join(importlib.util.find_spec("music21").submodule_search_loca
 out_dir = 'out/study_smoke'
 data_dir = ''  # the dataset lives inside out_dir, so the smoke study touches nothing else
 dataset_input = os.path.join(_corpus, 'airdsAirs', 'book1.abc')  # 200 tunes of one ABC book
-prepare_args = '--split 0.7,0.15,0.15 --cache_dir "" --workers 2'  # 30 real test tunes: see reference_tunes
+prepare_args = '--split_fractions 0.7,0.15,0.15 --cache_dir "" --workers 2'  # 30 real test tunes: see reference_tunes
 
 # three sizes per family: the fewest a 3-parameter fit accepts (it will warn that they are too few)
 runs = """

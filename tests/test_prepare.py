@@ -361,7 +361,7 @@ def test_a_score_with_a_zero_length_note_converts(tmp_path, run_script):
 
 def test_cached_result_holds_only_where_this_run_would_get_the_same():
     from prepare import cached_result_holds
-    longest = {"midi2abc": 120.0, "music21": 240.0}  # --timeout 30 --score_timeout 60, retried at 4x
+    longest = {"midi2abc": 120.0, "music21": 240.0}  # e.g. --timeout 30 (retried at 4x) --score_timeout 240
     first, retry = {"midi2abc": 30.0, "music21": 60.0}, longest
 
     def holds(reason, cpu, limits):
