@@ -21,8 +21,8 @@ import torch
 import train
 from configurator import config_keys, configure, fail
 from dataset import TrainOrder, iteration_plan, load_dataset
-from hardware import compile_model, device_name, lookup_peak_flops, peak_memory_bytes, setup_device, synchronize
-from model import build_model, configure_optimizer, model_args_from_config
+from hardware import device_name, lookup_peak_flops, mfu, peak_memory_bytes, setup_device, synchronize
+from model import model_args_from_config
 from windows import Tokens, TrainBatches
 
 # bench's own knobs; every train.py knob (model shape, batch, device, dtype, compile...) applies too
@@ -50,11 +50,7 @@ def main(argv):
         plan = iteration_plan(c.batch_size, c.gradient_accumulation_steps, 0, 1, order)
         batches = TrainBatches(Tokens(data.split("train"), dev), order, c.batch_size, plan["windows_per_iter"])
 
-    torch.manual_seed(c.seed)
-    model = build_model(c.model_type, **model_args_from_config(cfg, vocab)).to(dev)
-    fast_model = compile_model(model, c.compile, c.compile_mode, device_type)
-    optimizer = configure_optimizer(model, c.learning_rate, c.weight_decay, (c.beta1, c.beta2), device_type)
-    scaler = torch.amp.GradScaler(device_type, enabled=(dtype_name == "float16"))
+    model, fast_model, _, optimizer, scaler = train.build(c, model_args_from_config(cfg, vocab), dev, dtype_name)
     accum = c.gradient_accumulation_steps
     tokens_per_iter = c.batch_size * c.block_size * accum
 
@@ -96,7 +92,7 @@ def main(argv):
         "warmup_steps": c.bench_warmup,
         "warmup_s": warmup_s,
         "tokens_per_s": tokens_per_s,
-        "mfu": model.flops_per_token() * tokens_per_s / peak if peak else None,
+        "mfu": mfu(model.flops_per_token(), tokens_per_s, peak),
         "peak_flops": peak,
         "peak_mem_bytes": peak_memory_bytes(device_type),
         "device": device_type,
@@ -109,10 +105,10 @@ def main(argv):
         "argv": argv,
     }
     print(json.dumps(result))
-    mfu = f"{result['mfu']:.1%}" if result["mfu"] is not None else "n/a"
+    mfu_text = f"{result['mfu']:.1%}" if result["mfu"] is not None else "n/a"
     mem_kind = "GPU peak allocated" if device_type == "cuda" else "process peak RSS"
     print(f"| {' '.join(argv)} | {result['n_params'] / 1e6:.2f}M | {device_type} ({result['device_name']}, "
-          f"{dtype_name}{', compiled' if result['compiled'] else ''}) | {tokens_per_s:,.0f} | {mfu} | "
+          f"{dtype_name}{', compiled' if result['compiled'] else ''}) | {tokens_per_s:,.0f} | {mfu_text} | "
           f"{result['peak_mem_bytes'] / 2**20:,.0f} MiB ({mem_kind}) |")
     if c.json_out:
         with open(c.json_out, "w") as f:

@@ -1,6 +1,6 @@
 """
 The device a script runs on: 'auto' resolved the same way everywhere (cuda > mps > cpu), the autocast
-dtype, peak FLOP/s for MFU, peak memory, and the random-number state a checkpoint carries.
+dtype, peak FLOP/s and MFU, peak memory, and the random-number state a checkpoint carries.
 """
 import platform
 import resource
@@ -85,6 +85,14 @@ def lookup_peak_flops(device_type, override=0.0):
         return None
     name = torch.cuda.get_device_name()
     return next((flops for key, flops in PEAK_FLOPS if key in name), None)
+
+
+def mfu(flops_per_token, tokens_per_s, peak, world_size=1):
+    """Model FLOPs utilisation: the share of world_size devices' peak FLOP/s (lookup_peak_flops) that training at
+    tokens_per_s does (model.flops_per_token: forward + backward, PaLM's convention); None where either is unknown."""
+    if not peak or not tokens_per_s:
+        return None
+    return flops_per_token * tokens_per_s / (peak * world_size)
 
 
 def peak_memory_bytes(device_type):

@@ -46,6 +46,7 @@ import signal
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import torch
@@ -53,8 +54,8 @@ import torch
 from checkpoint import branch_checkpoint_path, claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
 from configurator import config_keys, configure, fail
 from dataset import DIVERGED, TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
-from hardware import (check_compile, compile_model, device_name, lookup_peak_flops, peak_memory_bytes, setup_device,
-                      synchronize)
+from hardware import (check_compile, compile_model, device_name, lookup_peak_flops, mfu, peak_memory_bytes,
+                      setup_device, synchronize)
 from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_from_config
 from progress import progress_bar
 from tracking import log_training, start_training_run
@@ -290,8 +291,8 @@ def rank_split(batch_size, gradient_accumulation_steps, world_size):
 
 def accumulate_gradients(model, scaler, ctx, micro_batches, accum, by_targets=False):
     """Forward and backward over accum (x, y) micro-batches, gradients summed as for one batch.
-    Returns the mean loss as a 0-d tensor (no GPU sync). Under DDP the gradients are all-reduced
-    on the last micro-step only. by_targets: micro-batches score different numbers of targets (tune-aligned
+    Returns the mean loss (under DDP: of all ranks) as a 0-d tensor (no GPU sync). Under DDP the gradients are
+    all-reduced on the last micro-step only. by_targets: micro-batches score different numbers of targets (tune-aligned
     windows, unscored positions -1), so each is weighted by its share of the step's targets over all ranks,
     which makes the step the mean over its targets, as one big batch would (equal shares: plain 1/accum)."""
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
@@ -312,6 +313,8 @@ def accumulate_gradients(model, scaler, ctx, micro_batches, accum, by_targets=Fa
             loss = loss * shares[micro] if by_targets else loss / accum
         scaler.scale(loss).backward()
         loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+    if ddp:
+        torch.distributed.all_reduce(loss_sum, op=torch.distributed.ReduceOp.AVG)
     return loss_sum
 
 
@@ -422,6 +425,17 @@ def setup_distributed(device):
     return True, rank, local_rank, world_size, device
 
 
+def leave(ddp, lock):
+    """The end of a process: every DDP rank leaves together (a rank that tore gloo down while rank 0 was still writing
+    its results was seen to abort, 'terminate called without an active exception', on a loaded 2-core machine), then
+    out_dir's lock is released."""
+    if ddp:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    if lock:
+        lock.close()
+
+
 def run_results(c, raw_model, data, plan, progress, losses, device_type, dtype_name, world_size, peak, wall_time_s):
     """results.json: the run's size, budget, losses, speed (warm-up kept out of tokens/s and MFU) and config."""
     train_loss, val_loss, val_targets = losses
@@ -443,12 +457,211 @@ def run_results(c, raw_model, data, plan, progress, losses, device_type, dtype_n
         "trunk": progress.get("trunk"),
         "wall_time_s": wall_time_s, "train_time_s": progress["train_time_s"],
         "compile_time_s": progress["compile_time_s"], "tokens_per_s": tokens_per_s,
-        "mfu": flops_per_token * tokens_per_s / (peak * world_size) if peak and tokens_per_s else None,
+        "mfu": mfu(flops_per_token, tokens_per_s, peak, world_size),
         "peak_mem_bytes": peak_memory_bytes(device_type), "device": device_type,
         "device_name": device_name(device_type), "dtype": dtype_name, "world_size": world_size,
         "torch_version": torch.__version__, "run_id": progress["run_id"],
         "data_fingerprint": data.fingerprints()["fingerprint"], "config": vars(c),
     }
+
+
+# -----------------------------------------------------------------------------
+# the pieces of main: the plan, what trains, the loop's state, the end
+
+def load_plan(cfg, ckpt):
+    """The dataset and the run's plan through it, or a one-line error where the data cannot hold the run or is not
+    the checkpoint's (its fingerprint, its vocabulary). Returns (data, the window order, dataset.iteration_plan,
+    branch_at: a wsd trunk's {iteration: the budgets whose cooldown starts there}, schedule_iters: the length lr_at
+    plans the decay for; a trunk stops before its decay)."""
+    c = SimpleNamespace(**cfg)
+    data = load_dataset(c.data_dir)
+    for split in ("train", "val"):
+        if len(data.split(split)) < c.block_size + 1:
+            fail(f"block_size {c.block_size} is larger than the {split} split of {c.data_dir} "
+                 f"({len(data.split(split))} tokens)")
+    try:
+        order = TrainOrder(data.split("train"), c.block_size, c.data_seed, c.data_order, data.eot_id)
+        branch_at = {}
+        if c.branch_budgets:
+            branch_at, schedule_iters = branch_points(cfg, order)
+            # the trunk follows the largest budget's schedule (the constant rate) and stops where its decay starts
+            plan = iteration_plan(c.batch_size, c.gradient_accumulation_steps, 0, max(branch_at), order)
+        else:
+            plan = iteration_plan(c.batch_size, c.gradient_accumulation_steps, c.max_tokens, c.max_iters, order)
+            schedule_iters = plan["total_iters"]
+    except ValueError as e:
+        fail(f"{c.data_dir}: {e}")
+    decay_start = wsd_decay_start(plan["total_iters"], c.warmup_iters, c.cooldown_frac)
+    if c.init_from == "branch" and ckpt["iter_num"] != decay_start:
+        fail(f"the trunk's checkpoint for {c.max_tokens:.0f} tokens is at iteration {ckpt['iter_num']}, but this "
+             f"run's cooldown starts at {decay_start}: the trunk was trained with other settings")
+    fingerprint = data.fingerprints()["fingerprint"]
+    if ckpt and ckpt["dataset"].get("fingerprint", fingerprint) != fingerprint:
+        fail(f"{c.data_dir} is not the dataset this run was trained on (its fingerprint differs); resume with "
+             f"the same data")
+    if ckpt and ckpt["model_args"]["vocab_size"] != data.vocab_size:
+        fail(f"checkpoint vocabulary ({ckpt['model_args']['vocab_size']} tokens) differs from the dataset's "
+             f"({data.vocab_size} tokens in {c.data_dir}/meta.json)")
+    return data, order, plan, branch_at, schedule_iters
+
+
+def build(c, model_args, device, dtype_name, state=None, ddp=False, local_rank=0):
+    """What trains, as train.py and bench.py both train it: the model of model_args with seed's initial weights
+    (the same on every rank) or a checkpoint's (state), on device; AdamW (model.configure_optimizer); the
+    GradScaler (float16 only); torch.compile where the compile knob asks (hardware.compile_model); DDP around it
+    under torchrun. Returns (raw_model, fast_model, train_model, optimizer, scaler): raw_model holds the weights
+    (evaluations, checkpoints, clipping), fast_model is it compiled or itself, train_model what a step calls."""
+    device_type = torch.device(device).type
+    torch.manual_seed(c.seed)
+    raw_model = build_model(c.model_type, **model_args)
+    if state is not None:
+        raw_model.load_state_dict(state)
+    raw_model.to(device)
+    optimizer = configure_optimizer(raw_model, c.learning_rate, c.weight_decay, (c.beta1, c.beta2), device_type)
+    scaler = torch.amp.GradScaler(device_type, enabled=(dtype_name == "float16"))
+    fast_model = train_model = compile_model(raw_model, c.compile, c.compile_mode, device_type)
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        train_model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else None)
+    return raw_model, fast_model, train_model, optimizer, scaler
+
+
+def start_progress(ckpt, c, optimizer, scaler, total_iters, rank, world_size, device_type):
+    """The counters a checkpoint keeps (checkpoint.save_checkpoint): new from scratch (and dropout seeded per rank),
+    else restored with the optimizer, scaler and RNG state; a branch restores its trunk's under a new run id and
+    records the trunk (kept on its own resumes)."""
+    if not ckpt:
+        torch.manual_seed(c.seed + rank)  # dropout differs across ranks, reproducibly
+        return {"iter_num": 0, "train_time_s": 0.0, "compile_time_s": 0.0, "steady_time_s": 0.0,
+                "steady_tokens": 0, "wall_time_s": 0.0, "run_id": uuid.uuid4().hex}  # run_id: kept on resume
+    branching = c.init_from == "branch"
+    progress = restore_progress(ckpt, optimizer, scaler, None if branching else total_iters, rank, world_size,
+                                device_type)
+    if branching:
+        progress["trunk"] = {"out_dir": os.path.abspath(c.branch_from), "run_id": progress["run_id"],
+                             "iter": progress["iter_num"], "tokens": progress["tokens_seen"],
+                             "wall_time_s": progress["wall_time_s"]}
+        progress["run_id"] = uuid.uuid4().hex
+    return progress
+
+
+def estimate_loss(raw_model, tokens, c, ctx, rank, world_size):
+    """Mean loss on a fixed spread of eval_iters x batch_size windows of tokens (the same ones every time), by the
+    uncompiled model: eval mode costs no second compilation."""
+    starts = spread_windows(tokens.n, c.block_size, c.eval_iters * c.batch_size)
+    loss_sum, count = windows_loss(raw_model, tokens, starts, c.block_size, c.batch_size, ctx, rank=rank,
+                                   world_size=world_size)
+    return loss_sum / count
+
+
+def agree(flag, device, ddp, decider=None):
+    """flag as every DDP rank takes it, so that all act at the same step: rank decider's (e.g. rank 0's clock), or
+    True where any rank's is (decider None: a signal to one rank stops every rank). Without DDP, flag."""
+    if not ddp:
+        return bool(flag)
+    value = torch.tensor(float(flag), device=device)
+    if decider is None:
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+    else:
+        torch.distributed.broadcast(value, decider)
+    return bool(value)
+
+
+@dataclass
+class LoopState:
+    """The training loop's state from step to step, besides the model and optimizer: where it is, the clock of its
+    steps, when it checkpoints or stops next, and progress, the counters every checkpoint keeps."""
+    progress: dict              # start_progress's counters, run_id (and trunk); save_checkpoint writes them
+    clock: StepClock            # seconds of training steps only
+    t_start: float              # time.time() when this process started
+    iter_num: int               # optimizer steps done
+    start_iter: int             # where this process began: its first step (compilation, warm-up) is timed apart
+    wall_before: float          # wall-clock seconds of the run before this process (a resume's)
+    bad: torch.Tensor           # note_divergence's [first non-finite iteration, its loss], on the device
+    loss: torch.Tensor = None   # the last step's mean loss, on the device; None before this process's first step
+    interval_tokens: int = 0    # tokens of the steady steps since the last log line
+    last_ckpt: float = field(default_factory=time.time)  # when the last checkpoint was written (or the loop began)
+    ckpt_due: bool = False      # ckpt_interval_s has passed on rank 0's clock: checkpoint before the next step
+    stop_now: bool = False      # a stop signal (to any rank): checkpoint and stop before the next step
+
+    @classmethod
+    def start(cls, progress, t_start, device, device_type):
+        """The state at the start of this process's loop: at progress's iteration, the clock running."""
+        bad = torch.tensor([-1.0, 0.0], dtype=torch.float64, device=device)
+        return cls(progress, StepClock(device_type), t_start, progress["iter_num"], progress["iter_num"],
+                   progress["wall_time_s"], bad)
+
+    def train_loss(self):
+        """The last step's loss (the host waits for it), or the checkpoint's when this process has made no step."""
+        return self.progress.get("train_loss") if self.loss is None else self.loss.item()
+
+    def wall_time_s(self):
+        return self.wall_before + time.time() - self.t_start
+
+    def snapshot(self, tokens_seen):
+        """progress as a checkpoint at iter_num keeps it; train_loss: the last step's, for a resume's first log."""
+        self.progress.update(iter_num=self.iter_num, tokens_seen=tokens_seen, wall_time_s=self.wall_time_s(),
+                             train_loss=self.train_loss())
+        return self.progress
+
+    def at_checkpoint(self, ckpt_interval):
+        """Checkpoint before this step: a stop (also before this process's first step: "ckpt.pt holds the run" stays
+        true), ckpt_interval_s passed (ckpt_due) or every ckpt_interval iterations; never at the step resumed from."""
+        return self.stop_now or (self.iter_num > self.start_iter and (self.ckpt_due or bool(
+            ckpt_interval and self.iter_num % ckpt_interval == 0)))
+
+    def stepped(self, tokens_per_iter):
+        """Count an optimizer step; the first of a process (compilation, warm-up) goes to compile_time_s."""
+        self.iter_num += 1
+        if self.iter_num == self.start_iter + 1:
+            self.clock.stop()
+            self.progress["compile_time_s"] += self.clock.take()
+            self.clock.start()
+        else:
+            self.interval_tokens += tokens_per_iter
+
+    def interval(self):
+        """At a log line: stop the clock; tokens/s of the steady steps since the last one (None if none ran), their
+        time and tokens added to progress."""
+        self.clock.stop()
+        seconds = self.clock.take()
+        self.progress["steady_time_s"] += seconds
+        self.progress["steady_tokens"] += self.interval_tokens
+        tokens_per_s = self.interval_tokens / seconds if self.interval_tokens and seconds > 0 else None
+        self.interval_tokens = 0
+        return tokens_per_s
+
+    def finish(self):
+        """After the last step: stop the clock; train_time_s is the first steps' and the steady steps' time."""
+        self.clock.stop()
+        self.progress["train_time_s"] = self.progress["compile_time_s"] + self.progress["steady_time_s"]
+
+
+def print_plan(c, raw_model, compiled, data, plan, order, device, ranks):
+    """What is about to train: the model, the device, the ranks, and the budget in iterations, tokens and epochs."""
+    print(f"{c.model_type}: {raw_model.num_params():,} parameters "
+          f"({raw_model.num_params(non_embedding=True):,} non-embedding), vocab {data.vocab_size}, "
+          f"{device}{' compiled' if compiled else ''}, {ranks}")
+    print(f"{plan['total_iters']} iterations x {plan['windows_per_iter']} windows of {c.block_size} ({c.data_order} "
+          f"order) = {plan['tokens']:,} training tokens, {plan['epochs']:.4f} epochs of {order.targets_per_epoch:,}")
+    if plan["epochs"] > 1:
+        print(f"note: the budget is more than one epoch ({plan['epochs']:.3f}); later epochs reuse the windows "
+              f"in new orders")
+
+
+def write_results(results, out_dir, log, last_train_loss, wandb):
+    """The end of a run on rank 0: log.jsonl's final line, results.json, one line for the user, the wandb summary.
+    last_train_loss: the last step's loss (a resume from the last checkpoint makes no step: the checkpoint's)."""
+    log({"iter": results["iters"], "tokens": results["tokens_trained"], "lr": None, "train_loss": last_train_loss,
+         "val_loss": results["val_loss"], "tokens_per_s": None, "mfu": None,
+         "peak_mem_bytes": results["peak_mem_bytes"], "final": True})
+    write_json_atomic(results, os.path.join(out_dir, "results.json"))
+    print(f"done: val loss {results['val_loss']:.4f} ({results['val_bpc']:.4f} bpc), train loss "
+          f"{results['train_loss']:.4f}, {results['tokens_trained']:,} tokens in {results['wall_time_s']:.1f}s "
+          f"-> {out_dir}")
+    if wandb is not None:
+        wandb.summary.update({k: v for k, v in results.items() if k != "config"})
+        wandb.finish()
 
 
 # -----------------------------------------------------------------------------
@@ -479,227 +692,110 @@ def train_run(argv, defaults, stop):
         fail(str(e))
 
     # data and budget
-    data = load_dataset(c.data_dir)
-    for split in ("train", "val"):
-        if len(data.split(split)) < c.block_size + 1:
-            fail(f"block_size {c.block_size} is larger than the {split} split of {c.data_dir} "
-                 f"({len(data.split(split))} tokens)")
-    try:
-        order = TrainOrder(data.split("train"), c.block_size, c.data_seed, c.data_order, data.eot_id)
-        branch_at = {}  # trunk: iteration -> the budgets whose cooldown starts there
-        if c.branch_budgets:
-            branch_at, budget_iters = branch_points(cfg, order)
-            # the trunk follows the largest budget's schedule (the constant rate) and stops where its decay starts
-            plan = iteration_plan(c.batch_size, c.gradient_accumulation_steps, 0, max(branch_at), order)
-        else:
-            plan = iteration_plan(c.batch_size, c.gradient_accumulation_steps, c.max_tokens, c.max_iters, order)
-            budget_iters = plan["total_iters"]
-    except ValueError as e:
-        fail(f"{c.data_dir}: {e}")
-    total_iters, tokens_per_iter = plan["total_iters"], plan["tokens_per_iter"]
-    schedule_iters = budget_iters  # the length lr_at plans the decay for (a trunk stops before its decay)
+    data, order, plan, branch_at, schedule_iters = load_plan(cfg, ckpt)
+    total_iters = plan["total_iters"]
     branching = c.init_from == "branch"
-    if branching and ckpt["iter_num"] != wsd_decay_start(total_iters, c.warmup_iters, c.cooldown_frac):
-        fail(f"the trunk's checkpoint for {c.max_tokens:.0f} tokens is at iteration {ckpt['iter_num']}, but this "
-             f"run's cooldown starts at {wsd_decay_start(total_iters, c.warmup_iters, c.cooldown_frac)}: the "
-             f"trunk was trained with other settings")
-    prints = data.fingerprints()
-    if ckpt and ckpt["dataset"].get("fingerprint", prints["fingerprint"]) != prints["fingerprint"]:
-        fail(f"{c.data_dir} is not the dataset this run was trained on (its fingerprint differs); resume with "
-             f"the same data")
     # a branch starts a new run in its out_dir, as scratch does: a finished run there is replaced only with overwrite
     lock = claim_out_dir(c.out_dir, "scratch" if branching else c.init_from, c.overwrite) if master else None
 
     # model and optimizer, from scratch or from the checkpoint
     model_args = ckpt["model_args"] if ckpt else model_args_from_config(cfg, data.vocab_size)
-    if model_args["vocab_size"] != data.vocab_size:
-        fail(f"checkpoint vocabulary ({model_args['vocab_size']} tokens) differs from the dataset's "
-             f"({data.vocab_size} tokens in {c.data_dir}/meta.json)")
-    torch.manual_seed(c.seed)  # the same initial weights on every rank
-    raw_model = build_model(c.model_type, **model_args)
-    if ckpt:
-        raw_model.load_state_dict(ckpt["model"])
-    raw_model.to(dev)
-    optimizer = configure_optimizer(raw_model, c.learning_rate, c.weight_decay, (c.beta1, c.beta2), device_type)
-    scaler = torch.amp.GradScaler(device_type, enabled=(dtype_name == "float16"))
-    progress = {"iter_num": 0, "train_time_s": 0.0, "compile_time_s": 0.0, "steady_time_s": 0.0,
-                "steady_tokens": 0, "wall_time_s": 0.0, "run_id": uuid.uuid4().hex}  # run_id: kept on resume
-    if ckpt:
-        progress = restore_progress(ckpt, optimizer, scaler, None if branching else total_iters, rank, world_size,
-                                    device_type)
-    else:
-        torch.manual_seed(c.seed + rank)  # dropout differs across ranks, reproducibly
-    if branching:  # a new run from the trunk's state: its own id, and where it came from (kept on resume)
-        progress["trunk"] = {"out_dir": os.path.abspath(c.branch_from), "run_id": progress["run_id"],
-                             "iter": progress["iter_num"], "tokens": progress["tokens_seen"],
-                             "wall_time_s": progress["wall_time_s"]}
-        progress["run_id"] = uuid.uuid4().hex
+    raw_model, fast_model, train_model, optimizer, scaler = build(c, model_args, dev, dtype_name,
+                                                                  ckpt and ckpt["model"], ddp, local_rank)
+    progress = start_progress(ckpt, c, optimizer, scaler, total_iters, rank, world_size, device_type)
     ckpt = None  # free the checkpoint's copy of the weights
-    fast_model = compile_model(raw_model, c.compile, c.compile_mode, device_type)
-    train_model = fast_model
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        train_model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else None)
 
-    # the splits on the device, the window order, the fixed validation windows
+    # the splits on the device and the window order
     train_tokens, val_tokens = Tokens(data.split("train"), dev), Tokens(data.split("val"), dev)
     batches = TrainBatches(train_tokens, order, micro_batch, plan["windows_per_iter"], rank, world_size)
     tokens_at = lambda it: order.targets_before(it * plan["windows_per_iter"])  # noqa: E731 (targets trained)
-    estimate_windows = spread_windows(val_tokens.n, c.block_size, c.eval_iters * c.batch_size)
-
-    def estimate(tokens, starts):  # mean loss of the uncompiled model: no second compilation for eval mode
-        loss_sum, count = windows_loss(raw_model, tokens, starts, c.block_size, c.batch_size, ctx, rank=rank,
-                                       world_size=world_size)
-        return loss_sum / count
-
-    flops_per_token = raw_model.flops_per_token()
-    peak = lookup_peak_flops(device_type, c.peak_flops)
+    flops_per_token, peak = raw_model.flops_per_token(), lookup_peak_flops(device_type, c.peak_flops)
     ckpt_path, log_path = os.path.join(c.out_dir, "ckpt.pt"), os.path.join(c.out_dir, "log.jsonl")
-    wandb = None
     if master:
-        print(f"{c.model_type}: {raw_model.num_params():,} parameters "
-              f"({raw_model.num_params(non_embedding=True):,} non-embedding), vocab {data.vocab_size}, "
-              f"{device_type} {dtype_name}{' compiled' if fast_model is not raw_model else ''}, "
-              f"{world_size} rank(s) x {accum} micro-step(s) of {micro_batch}")
-        print(f"{total_iters} iterations x {plan['windows_per_iter']} windows of {c.block_size} ({c.data_order} order) "
-              f"= {plan['tokens']:,} training tokens, {plan['epochs']:.4f} epochs of {order.targets_per_epoch:,}")
-        if plan["epochs"] > 1:
-            print(f"note: the budget is more than one epoch ({plan['epochs']:.3f}); later epochs reuse the windows "
-                  f"in new orders")
+        print_plan(c, raw_model, fast_model is not raw_model, data, plan, order, f"{device_type} {dtype_name}",
+                   f"{world_size} rank(s) x {accum} micro-step(s) of {micro_batch}")
         open_log(log_path, progress["iter_num"] if c.init_from != "scratch" else None,
                  os.path.join(c.branch_from, "log.jsonl") if branching else None, c.log_interval)
-        if c.wandb_log:  # the same wandb run as the run's: a resume continues it
-            wandb = start_training_run(cfg, progress["run_id"], c.out_dir)
+    wandb = start_training_run(cfg, progress["run_id"], c.out_dir) if master and c.wandb_log else None  # resumable
     log = (lambda entry: append_log(log_path, entry, wandb, flops_per_token)) if master else (lambda entry: None)
 
-    def checkpoint(path=ckpt_path):
-        progress.update(iter_num=iter_num, tokens_seen=tokens_at(iter_num),  # train_loss: the last step's, for a
-                        wall_time_s=wall_before + time.time() - t_start,   # resume's first log line
-                        train_loss=progress.get("train_loss") if loss is None else loss.item())
-        save_checkpoint(path, raw_model, optimizer, scaler, cfg, model_args, plan, progress,
-                        {**data.meta, **prints}, device_type, ddp)
-
     # the training loop
-    iter_num = start_iter = progress["iter_num"]
-    wall_before = progress["wall_time_s"]
-    bad = torch.tensor([-1.0, 0.0], dtype=torch.float64, device=dev)  # see note_divergence
-    loss, interval_tokens, last_ckpt, ckpt_due = None, 0, time.time(), False
-    clock = StepClock(device_type)
-    stop_now = False
-    pbar = progress_bar(total=total_iters, initial=iter_num, disable=not master, desc="train", unit="it",
+    s = LoopState.start(progress, t_start, dev, device_type)
+
+    def checkpoint(path=ckpt_path):
+        save_checkpoint(path, raw_model, optimizer, scaler, cfg, model_args, plan, s.snapshot(tokens_at(s.iter_num)),
+                        {**data.meta, **data.fingerprints()}, device_type, ddp)
+    pbar = progress_bar(total=total_iters, initial=s.iter_num, disable=not master, desc="train", unit="it",
                         dynamic_ncols=True)
     try:
-        while iter_num < total_iters:
-            stop_now = stop_now or (not ddp and stop.received is not None)  # under DDP: agreed at log lines
-            # a stop before this process's first step still checkpoints: "ckpt.pt holds the run" stays true
-            at_ckpt = stop_now or (iter_num > start_iter and (ckpt_due or
-                                                              (c.ckpt_interval and iter_num % c.ckpt_interval == 0)))
-            at_eval = c.eval_interval > 0 and iter_num % c.eval_interval == 0
-            at_branch = iter_num in branch_at
-            if at_ckpt or at_eval or at_branch:
-                clock.stop()  # evaluations and checkpoints are not training time
-                check_divergence(bad, ckpt_path)
+        while s.iter_num < total_iters:
+            s.stop_now = s.stop_now or (not ddp and stop.received is not None)  # under DDP: agreed at log lines
+            at_ckpt = s.at_checkpoint(c.ckpt_interval)
+            at_eval = c.eval_interval > 0 and s.iter_num % c.eval_interval == 0
+            lr = lr_at(s.iter_num, schedule_iters, c.learning_rate, c.min_lr, c.warmup_iters, c.lr_schedule,
+                       c.cooldown_frac)
+            if at_ckpt or at_eval or s.iter_num in branch_at:
+                s.clock.stop()  # evaluations and checkpoints are not training time
+                check_divergence(s.bad, ckpt_path)
                 if at_ckpt:
                     checkpoint()
-                    last_ckpt, ckpt_due = time.time(), False
-                for budget in branch_at.get(iter_num, ()):
+                    s.last_ckpt, s.ckpt_due = time.time(), False
+                for budget in branch_at.get(s.iter_num, ()):
                     checkpoint(branch_checkpoint_path(c.out_dir, budget))
-                if stop_now:
-                    fail(f"stopped by {stop.received or 'a signal to another rank'} at iteration {iter_num}: "
+                if s.stop_now:
+                    fail(f"stopped by {stop.received or 'a signal to another rank'} at iteration {s.iter_num}: "
                          f"{ckpt_path} holds the run; continue it with --out_dir={c.out_dir} --init_from=resume")
                 if at_eval:
-                    val_loss = estimate(val_tokens, estimate_windows)
+                    val_loss = estimate_loss(raw_model, val_tokens, c, ctx, rank, world_size)
                     if master:
-                        pbar.write(f"iter {iter_num}: val loss {val_loss:.4f}")
-                    log({"iter": iter_num, "tokens": tokens_at(iter_num),
-                         "lr": lr_at(iter_num, schedule_iters, c.learning_rate, c.min_lr, c.warmup_iters,
-                                     c.lr_schedule, c.cooldown_frac),
-                         "train_loss": progress.get("train_loss") if loss is None else loss.item(),
+                        pbar.write(f"iter {s.iter_num}: val loss {val_loss:.4f}")
+                    log({"iter": s.iter_num, "tokens": tokens_at(s.iter_num), "lr": lr, "train_loss": s.train_loss(),
                          "val_loss": val_loss, "tokens_per_s": None, "mfu": None,
                          "peak_mem_bytes": peak_memory_bytes(device_type)})
-                clock.start()
+                s.clock.start()
 
-            lr = lr_at(iter_num, schedule_iters, c.learning_rate, c.min_lr, c.warmup_iters, c.lr_schedule,
-                       c.cooldown_frac)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = accumulate_gradients(train_model, scaler, ctx, (batches.micro_batch(iter_num, m) for m in range(accum)),
-                                        accum, by_targets=c.data_order == "tunes")
-            if ddp:
-                torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.AVG)
-            bad = note_divergence(bad, loss, iter_num)
+            micro_batches = (batches.micro_batch(s.iter_num, m) for m in range(accum))
+            s.loss = accumulate_gradients(train_model, scaler, ctx, micro_batches, accum, c.data_order == "tunes")
+            s.bad = note_divergence(s.bad, s.loss, s.iter_num)
             apply_gradients(raw_model, optimizer, scaler, c.grad_clip)
-            iter_num += 1
+            s.stepped(plan["tokens_per_iter"])
             pbar.update(1)
-            if iter_num == start_iter + 1:  # the first step of a process compiles and warms up: kept apart
-                clock.stop()
-                progress["compile_time_s"] += clock.take()
-                clock.start()
-            else:
-                interval_tokens += tokens_per_iter
-            if iter_num % c.log_interval == 0 or iter_num == total_iters:
-                last_loss = loss.item()  # the host waits for the device here, and only here between log lines
-                check_divergence(bad, ckpt_path)
-                clock.stop()
-                seconds = clock.take()
-                progress["steady_time_s"] += seconds
-                progress["steady_tokens"] += interval_tokens
-                tokens_per_s = interval_tokens / seconds if interval_tokens and seconds > 0 else None
-                mfu = flops_per_token * tokens_per_s / (peak * world_size) if peak and tokens_per_s else None
+            if s.iter_num % c.log_interval == 0 or s.iter_num == total_iters:
+                last_loss = s.loss.item()  # the host waits for the device here, and only here between log lines
+                check_divergence(s.bad, ckpt_path)
+                tokens_per_s = s.interval()
                 if master:
-                    pbar.set_postfix(loss=f"{last_loss:.4f}", tokens=f"{tokens_at(iter_num):,}",
+                    pbar.set_postfix(loss=f"{last_loss:.4f}", tokens=f"{tokens_at(s.iter_num):,}",
                                      tok_s=f"{tokens_per_s or 0:,.0f}")
-                log({"iter": iter_num, "tokens": tokens_at(iter_num), "lr": lr, "train_loss": last_loss,
-                     "tokens_per_s": tokens_per_s, "mfu": mfu, "peak_mem_bytes": peak_memory_bytes(device_type)})
-                interval_tokens = 0
-                if c.ckpt_interval_s > 0:  # rank 0's clock decides, so every rank checkpoints at the same step
-                    due = torch.tensor(float(time.time() - last_ckpt >= c.ckpt_interval_s), device=dev)
-                    if ddp:
-                        torch.distributed.broadcast(due, 0)
-                    ckpt_due = bool(due)
-                if ddp:  # a signal to any rank stops every rank at the same step
-                    asked = torch.tensor(float(stop.received is not None), device=dev)
-                    torch.distributed.all_reduce(asked, op=torch.distributed.ReduceOp.MAX)
-                    stop_now = bool(asked)
-                clock.start()
+                log({"iter": s.iter_num, "tokens": tokens_at(s.iter_num), "lr": lr, "train_loss": last_loss,
+                     "tokens_per_s": tokens_per_s, "mfu": mfu(flops_per_token, tokens_per_s, peak, world_size),
+                     "peak_mem_bytes": peak_memory_bytes(device_type)})
+                # every rank checkpoints (rank 0's clock decides) and stops (a signal to any rank) at the same step
+                if c.ckpt_interval_s > 0:
+                    s.ckpt_due = agree(time.time() - s.last_ckpt >= c.ckpt_interval_s, dev, ddp, decider=0)
+                s.stop_now = agree(stop.received is not None, dev, ddp)
+                s.clock.start()
     finally:
         pbar.close()  # also when a divergence or a signal stops the run
         stop.restore()  # after the loop a signal acts as usual: the final checkpoint is written first thing
 
     # the end: checkpoint, an exact pass over the whole validation split, a train-loss estimate
-    clock.stop()
-    check_divergence(bad, ckpt_path)
-    progress["train_time_s"] = progress["compile_time_s"] + progress["steady_time_s"]
+    s.finish()
+    check_divergence(s.bad, ckpt_path)
     checkpoint()
     for budget in branch_at.get(total_iters, ()):  # the largest budget branches where the trunk ends
         checkpoint(branch_checkpoint_path(c.out_dir, budget))
     val_loss, val_targets = exact_loss(raw_model, data.split("val"), data.eot_id, c.block_size, c.batch_size, dev, ctx,
                                        rank=rank, world_size=world_size)
-    train_loss = estimate(train_tokens, spread_windows(train_tokens.n, c.block_size, c.eval_iters * c.batch_size))
-    results = None
+    train_loss = estimate_loss(raw_model, train_tokens, c, ctx, rank, world_size)
+    results = run_results(c, raw_model, data, plan, progress, (train_loss, val_loss, val_targets), device_type,
+                          dtype_name, world_size, peak, s.wall_time_s()) if master else None
     if master:
-        results = run_results(c, raw_model, data, plan, progress, (train_loss, val_loss, val_targets), device_type,
-                              dtype_name, world_size, peak, wall_before + time.time() - t_start)
-        tokens_trained, val_bpc = results["tokens_trained"], results["val_bpc"]
-        # loss is None when a resume starts at the last checkpoint (killed before results.json): no step ran
-        log({"iter": total_iters, "tokens": tokens_trained, "lr": None,
-             "train_loss": progress.get("train_loss") if loss is None else loss.item(), "val_loss": val_loss,
-             "tokens_per_s": None, "mfu": None, "peak_mem_bytes": results["peak_mem_bytes"], "final": True})
-        write_json_atomic(results, os.path.join(c.out_dir, "results.json"))
-        print(f"done: val loss {val_loss:.4f} ({val_bpc:.4f} bpc), train loss {train_loss:.4f}, "
-              f"{tokens_trained:,} tokens in {results['wall_time_s']:.1f}s -> {c.out_dir}")
-        if wandb is not None:
-            wandb.summary.update({k: v for k, v in results.items() if k != "config"})
-            wandb.finish()
-    if ddp:
-        # every rank leaves together: a rank that tore gloo down while rank 0 was still writing its results was seen
-        # to abort ("terminate called without an active exception") on a loaded 2-core machine
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-    if lock:
-        lock.close()
+        write_results(results, c.out_dir, log, s.train_loss(), wandb)
+    leave(ddp, lock)
     return results
-
 
 if __name__ == "__main__":
     main()

@@ -3,6 +3,7 @@ size configs, and checkpoint loading."""
 import glob
 import math
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -165,3 +166,44 @@ def test_untrained_models_start_near_uniform_loss():
         idx = torch.randint(0, VOCAB, (4, 16))
         _, loss = model(idx, torch.randint(0, VOCAB, (4, 16)))
         assert abs(loss.item() - math.log(VOCAB)) < 0.5
+
+
+def one_step(grad_checkpoint):
+    """(loss, {name: gradient}, block forward calls, bytes autograd saved for backward outside checkpointed blocks) of
+    one forward and backward of a tiny GPT as train.py builds it (its knobs, train.build), with dropout on."""
+    cfg = configure(config_keys(vars(train)), ["--n_layer=3", "--n_head=2", "--n_embd=32", "--block_size=16",
+                                               "--dropout=0.1", f"--grad_checkpoint={grad_checkpoint}"])
+    c = SimpleNamespace(**cfg)
+    model = train.build(c, model_args_from_config(cfg, VOCAB), "cpu", "float32")[0]
+    assert model.training
+    calls = []  # the blocks' forward passes (a recomputation in backward runs forward but no forward hooks)
+    for block in model.transformer.h:
+        block.forward = (lambda forward: lambda *a: calls.append(1) or forward(*a))(block.forward)
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    g = torch.Generator().manual_seed(1)
+    idx, targets = torch.randint(0, VOCAB, (4, 16), generator=g), torch.randint(0, VOCAB, (4, 16), generator=g)
+    torch.manual_seed(2)  # the same dropout masks for both models
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _, loss = model(idx, targets)
+    loss.backward()
+    return loss.item(), {n: p.grad for n, p in model.named_parameters()}, len(calls), sum(saved)
+
+
+def test_grad_checkpoint_recomputes_each_block_and_gives_the_same_gradients():
+    """train.py --grad_checkpoint=True keeps less for backward and recomputes every block there (their dropout masks
+    too), and the loss and every gradient are those of the model without it."""
+    loss, grads, calls, saved = one_step(False)
+    loss_ckpt, grads_ckpt, calls_ckpt, saved_ckpt = one_step(True)
+    assert loss_ckpt == loss
+    assert grads_ckpt.keys() == grads.keys() and all(g is not None for g in grads.values())
+    for name in grads:
+        assert torch.allclose(grads_ckpt[name], grads[name], rtol=1e-5, atol=1e-7), name
+    # without it each of the 3 blocks runs once; with it a second time in backward, so nothing inside the blocks
+    # had to be kept: less than half the bytes
+    assert (calls, calls_ckpt) == (3, 6)
+    assert saved_ckpt < saved / 2, (saved_ckpt, saved)
