@@ -24,13 +24,14 @@ import sys
 from configurator import configure, fail, lines_of
 from plots import write_outputs
 from power_law import InputError, fit_all, fit_markdown, load_runs, load_table, write_fit
+from run_files import FIT_JSON, FIT_MD
 
 # -----------------------------------------------------------------------------
 # knobs; a config file or --key=value overrides them, plain arguments are run folders
 runs = ''              # run folders, one per line (the plain arguments)
 table = ''             # a CSV of runs instead of run folders
 out = ''               # output folder for fit.json, fit.md and the plots
-loss = 'auto'          # loss of run folders: 'test' (test_perplexity.json), 'val', or 'auto' (test if all have it)
+loss = 'auto'          # loss of run folders: 'test' (calc_perplexity.py's file), 'val', or 'auto' (test if all have it)
 n_bootstrap = 1000     # bootstrap resamples of the runs for the confidence intervals
 ci_level = 0.95        # two-sided confidence level of every interval
 seed = 1337            # bootstrap RNG seed, so a re-run gives the same intervals
@@ -48,7 +49,7 @@ def check_out(out):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         fail(f"--out {out} cannot be created: {parent} is a file")
-    for name in ("fit.json", "fit.md"):
+    for name in (FIT_JSON, FIT_MD):
         if os.path.isdir(os.path.join(out, name)):
             fail(f"{os.path.join(out, name)} is a folder, where scaling.py writes its {name}")
 
