@@ -5,7 +5,7 @@ from outside). Torch-free, so the fitting, plotting and report code can read run
 
 A run folder (train.py's out_dir):
     ckpt.pt                   the model and everything an exact resume needs (checkpoint.py writes and reads it)
-    log.jsonl                 one JSON line per logged iteration and evaluation, appended while training runs
+    log.jsonl                 one JSON line per logged iteration (train and validation loss), appended as it trains
     results.json              written once training has finished: its presence means "finished"
     diverged.json             written instead when the loss became NaN or inf ({iteration, loss}), so that a study
                               tells a diverged run (in a learning-rate sweep, a result: the rate is too high) from one
