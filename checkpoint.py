@@ -9,9 +9,11 @@ import uuid
 import torch
 
 from configurator import fail
-from dataset import DIVERGED, hold_lock
+from dataset import hold_lock
 from hardware import rng_state, set_rng_state
 from model import build_model
+# branch_checkpoint_path: train.py imports it from here
+from run_files import LOCK, branch_checkpoint_path, ckpt_path, is_perplexity_file, is_run_file  # noqa: F401
 
 
 def save_atomic(obj, path):
@@ -49,7 +51,7 @@ def model_from_checkpoint(ckpt, device="cpu"):
 def load_checkpoint(path, device="cpu"):
     """(model in eval mode, checkpoint dict) from a run folder or a ckpt.pt file."""
     if os.path.isdir(path):
-        path = os.path.join(path, "ckpt.pt")
+        path = ckpt_path(path)
     ckpt = read_checkpoint(path, device)
     return model_from_checkpoint(ckpt, device), ckpt
 
@@ -58,7 +60,7 @@ def load_run(run, device, data_dir=""):
     """(model in eval mode, checkpoint dict, tokenizer, data_dir) for a run folder or its ckpt.pt; the
     tokenizer comes from data_dir, or the dataset the run recorded, and must match the model."""
     from dataset import load_dataset
-    path = os.path.join(run, "ckpt.pt") if os.path.isdir(run) else run
+    path = ckpt_path(run) if os.path.isdir(run) else run
     if not os.path.isfile(path):
         fail(f"no checkpoint at {path} (give a run folder holding ckpt.pt, or the ckpt.pt itself)")
     ckpt = read_checkpoint(path, device)
@@ -80,20 +82,6 @@ def load_run(run, device, data_dir=""):
     return model, ckpt, tokenizer, data_dir
 
 
-RUN_FILES = ("ckpt.pt", "log.jsonl", "results.json")  # what makes a folder one of train.py's runs
-
-
-def branch_checkpoint_path(trunk_dir, budget):
-    """Where a wsd trunk (train.py --branch_budgets) keeps its state at the start of a token budget's cooldown,
-    for the branch that trains that cooldown (--init_from=branch); the one place that names these files."""
-    return os.path.join(trunk_dir, f"branch_{int(budget)}.pt")
-
-
-def is_run_file(name):
-    """A file train.py writes into its out_dir: RUN_FILES, the DIVERGED marker and a trunk's branch checkpoints."""
-    return name in RUN_FILES or name == DIVERGED or (name.startswith("branch_") and name.endswith(".pt"))
-
-
 def claim_out_dir(out_dir, init_from, overwrite):
     """Create or check out_dir and lock it for this process. Refuses (one line) a file, a folder of other
     things, a second writer, and a run that scratch training would overwrite unless asked to; with overwrite,
@@ -104,7 +92,7 @@ def claim_out_dir(out_dir, init_from, overwrite):
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:  # e.g. a read-only parent folder
         fail(f"cannot create out_dir {out_dir}: {e.strerror}")
-    path = os.path.join(out_dir, "train.lock")
+    path = os.path.join(out_dir, LOCK)
     lock = hold_lock(path, f"another train.py is writing {out_dir} (it holds {path}); wait for it or use another "
                            f"out_dir", what="train.py's lock")
     lock.seek(0)
@@ -113,8 +101,8 @@ def claim_out_dir(out_dir, init_from, overwrite):
     lock.flush()
     if init_from == "scratch":
         ours = sorted(f for f in os.listdir(out_dir) if is_run_file(f))
-        others = [f for f in os.listdir(out_dir) if not is_run_file(f) and f != "train.lock" and
-                  not f.endswith("_perplexity.json") and not f.endswith(".tmp")]
+        others = [f for f in os.listdir(out_dir) if not is_run_file(f) and f != LOCK and
+                  not is_perplexity_file(f) and not f.endswith(".tmp")]
         if ours and not overwrite:
             fail(f"{out_dir} already holds a run ({', '.join(ours)}): --init_from=resume continues it, "
                  f"--overwrite=True replaces it, or choose another out_dir")
@@ -123,7 +111,7 @@ def claim_out_dir(out_dir, init_from, overwrite):
                  f"choose an empty or new out_dir")
         if overwrite:  # only what an earlier run of train.py wrote, and the test losses computed from it
             for f in os.listdir(out_dir):
-                if is_run_file(f) or f.endswith("_perplexity.json"):
+                if is_run_file(f) or is_perplexity_file(f):
                     os.remove(os.path.join(out_dir, f))
     return lock
 

@@ -25,11 +25,16 @@ import numpy as np
 
 from configurator import fail
 
-# written by train.py into a run folder whose loss became NaN or inf (its iteration and loss), so that a study can
-# tell a diverged run (in a learning-rate sweep, a result: the rate is too high) from one that failed
-DIVERGED = "diverged.json"
-
 SPLITS = ("train", "val", "test")
+
+
+def __getattr__(name):
+    """dataset.DIVERGED, which moved to run_files with the rest of the run-folder contract, for train.py until its
+    import names run_files."""
+    if name == "DIVERGED":
+        import run_files
+        return run_files.DIVERGED
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------- JSON files

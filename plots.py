@@ -16,6 +16,7 @@ from dataset import read_jsonl
 from fitting import human, percent, with_ci
 from joint_fit import compute_optimal, predict, tokens_at
 from power_law import N_WORDS
+from run_files import log_path
 
 COLORS = {"gpt": "tab:blue", "lstm": "tab:orange"}
 PNG_DPI = 200  # the PNG beside each SVG and PDF: sharp on a high-density screen
@@ -142,8 +143,8 @@ def _smooth(values, span=5):
 def plot_training_curves(rows, path):
     """Validation loss (thick, dots) and the smoothed train loss (thin, faint) vs tokens for every run with a
     log.jsonl."""
-    logs = {r["run"]: read_jsonl(os.path.join(r["run_dir"], "log.jsonl")) for r in rows
-            if r.get("run_dir") and os.path.isfile(os.path.join(r["run_dir"], "log.jsonl"))}
+    logs = {r["run"]: read_jsonl(log_path(r["run_dir"])) for r in rows
+            if r.get("run_dir") and os.path.isfile(log_path(r["run_dir"]))}
     if not logs:
         return None
     plt = _pyplot()
@@ -234,9 +235,9 @@ def plot_compute(rows, path, loss_name="loss"):
         curves = []
         for j, r in enumerate(fr):
             col = cmap(j / max(1, len(fr) - 1) * 0.9)  # small to large: dark to light, as the training curves
-            log_path = os.path.join(r["run_dir"], "log.jsonl") if r.get("run_dir") else None
+            log = log_path(r["run_dir"]) if r.get("run_dir") else None
             va = [(flops_per_token(r) * e["tokens"], e["val_loss"]) for e in
-                  (read_jsonl(log_path) if log_path and os.path.isfile(log_path) else [])
+                  (read_jsonl(log) if log and os.path.isfile(log) else [])
                   if e.get("val_loss") is not None and e.get("tokens")]
             if len(va) > 1:
                 c, loss = (np.array(v, float) for v in zip(*sorted(va)))

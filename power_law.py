@@ -36,11 +36,12 @@ import sys
 
 import numpy as np
 
-from dataset import read_json, write_json_atomic
+from dataset import write_json_atomic
 from fitting import (ALPHA_BOUNDS, CI_LEVEL, N_BOOTSTRAP, SEED, ci_text, fit_batch, fmt, human, interval, percent,
                      refit, simulated_noise)
 from fitting import with_ci  # noqa: F401  (study.py reads it from here)
 from joint_fit import fit_family_joint, joint_markdown
+from run_files import FIT_JSON, FIT_MD, PERPLEXITY_SUFFIX, RESULTS, is_finished, read_perplexity, read_results
 
 SWEEP_RUN = re.compile(r"\.sweep[0-9.e+-]+$")  # the suffix study_plan.run_name gives a learning-rate sweep run
 MIN_POINTS = 3         # fewer distinct model sizes than this cannot define a 3-parameter curve
@@ -137,13 +138,13 @@ def find_run_dirs(paths):
     for p in paths:
         if not os.path.isdir(p):
             raise InputError(f"run folder {p} " + ("is a file, not a folder" if os.path.exists(p) else "not found"))
-        if os.path.isfile(os.path.join(p, "results.json")):
+        if is_finished(p):
             run_dirs.append(p)
             continue
         subs = sorted(os.path.join(p, d) for d in os.listdir(p)
-                      if os.path.isfile(os.path.join(p, d, "results.json")))
+                      if is_finished(os.path.join(p, d)))
         if not subs:
-            raise InputError(f"{p} has no results.json (is training finished?) and no run folders inside")
+            raise InputError(f"{p} has no {RESULTS} (is training finished?) and no run folders inside")
         # a study's learning-rate sweep runs (study_plan.run_name: NAME.sweepFRACTION) trained on a share of the
         # budget with their own schedule: measurements of the rate, not points of a law (study.py leaves them out
         # of its fits, so scaling.py on the study's runs/ folder must too); named directly they are fitted
@@ -155,43 +156,8 @@ def find_run_dirs(paths):
     return run_dirs
 
 
-def stale_perplexity(ppl, results):
-    """Why a calc_perplexity.py result does not measure the run's finished model (None when it does, or cannot be
-    told): another run_id means the run was trained again after it was measured, an earlier iter_num that it was
-    measured on a checkpoint before the end. Files from before run_ids were recorded (either side lacks one) are
-    taken as they are, as they always were: there is nothing to compare them with."""
-    measured, trained = ppl.get("run_id"), results.get("run_id")
-    if not measured or not trained:
-        return None
-    if measured != trained:
-        return "it was measured on an earlier training of the run (another run_id)"
-    if ppl.get("iter_num") is not None and results.get("iters") is not None and ppl["iter_num"] != results["iters"]:
-        return f"it was measured at iteration {ppl['iter_num']}, before the end of training ({results['iters']})"
-    return None
-
-
-def read_perplexity(run_dir, split="test", results=None):
-    """(calc_perplexity.py's JSON in run_dir/{split}_perplexity.json, or None; why it was left out, or None). A
-    stale file (stale_perplexity) counts as missing: a number of an older model must never pass for this one; so
-    does a damaged one. results: the run's results.json if the caller has read it already."""
-    path = os.path.join(run_dir, f"{split}_perplexity.json")
-    if not os.path.isfile(path):
-        return None, None
-    try:
-        ppl = read_json(path)
-        why = None if isinstance(ppl, dict) and "loss" in ppl else "it is not a calc_perplexity.py result"
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:  # a damaged file is as good as none: measure again
-        why = f"it is not valid JSON ({e})"
-    if why is None:
-        if results is None:
-            results_path = os.path.join(run_dir, "results.json")
-            results = read_json(results_path) if os.path.isfile(results_path) else {}
-        why = stale_perplexity(ppl, results)
-    return (None, f"{path} is not used: {why}; run calc_perplexity.py on the run again") if why else (ppl, None)
-
-
 def test_loss_of(run_dir, results=None):
-    """Test-split loss written next to the run by `calc_perplexity.py RUN --out_file RUN/test_perplexity.json`, or None
+    """Test-split loss written next to the run by calc_perplexity.py --out_file (run_files.perplexity_path), or None
     when there is none, or it is stale or damaged (then a one-line warning naming the file goes to stderr)."""
     ppl, why = read_perplexity(run_dir, "test", results)
     if why:
@@ -205,14 +171,14 @@ def load_runs(paths, loss="auto"):
     rows = []
     for d in run_dirs:
         try:
-            res = read_json(os.path.join(d, "results.json"))
+            res = read_results(d)
         except json.JSONDecodeError as e:
-            raise InputError(f"{d}/results.json is not valid JSON ({e})")
+            raise InputError(f"{d}/{RESULTS} is not valid JSON ({e})")
         if res.get("branch_budgets"):  # a wsd trunk (train.py): stopped before any cooldown, its branches are the runs
             continue
         for key in ("model_type", "n_params", "val_loss"):
             if res.get(key) is None:
-                raise InputError(f"{d}/results.json lacks {key}")
+                raise InputError(f"{d}/{RESULTS} lacks {key}")
         config = res.get("config") or {}
         tokens, epochs = _float_or_none(res.get("tokens_trained")), _float_or_none(res.get("epochs"))
         rows.append({"family": res["model_type"], "run": os.path.basename(os.path.normpath(d)), "run_dir": d,
@@ -230,7 +196,7 @@ def load_runs(paths, loss="auto"):
     have_test = all(r["test_loss"] is not None for r in rows)
     if loss == "test" and not have_test:
         missing = [r["run"] for r in rows if r["test_loss"] is None]
-        raise InputError(f"--loss=test but no test_perplexity.json of the finished model in {', '.join(missing)}")
+        raise InputError(f"--loss=test but no test{PERPLEXITY_SUFFIX} of the finished model in {', '.join(missing)}")
     loss_name = "test_loss" if loss == "test" or (loss == "auto" and have_test) else "val_loss"
     for r in rows:
         r["loss"] = r[loss_name]
@@ -686,8 +652,8 @@ def fits_for_json(fits):
 def write_fit(fits, out_dir, loss_name="loss"):
     """fit.json and fit.md into out_dir (scaling.py and study.py alike); returns {name: path}."""
     os.makedirs(out_dir, exist_ok=True)
-    written = {"fit.json": os.path.join(out_dir, "fit.json"), "fit.md": os.path.join(out_dir, "fit.md")}
-    write_json_atomic(fits_for_json(fits), written["fit.json"])
-    with open(written["fit.md"], "w") as f:
+    written = {FIT_JSON: os.path.join(out_dir, FIT_JSON), FIT_MD: os.path.join(out_dir, FIT_MD)}
+    write_json_atomic(fits_for_json(fits), written[FIT_JSON])
+    with open(written[FIT_MD], "w") as f:
         f.write(f"# Scaling-law fits\n\n{fit_markdown(fits, loss_name)}\n")
     return written

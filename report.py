@@ -8,10 +8,12 @@ import os
 import platform
 import shlex
 
-from dataset import read_json, read_jsonl
+from dataset import read_json
 from power_law import fit_markdown, human
 from eval_metrics import YANG_LERCH_FEATURES, YANG_LERCH_NAMES
 from report_html import write_html
+from run_files import (CKPT, EVAL_SYNTAX, FIT_JSON, FIT_MD, LOG, PERPLEXITY_SUFFIX, RESULTS, SAMPLES, perplexity_path,
+                       read_results, sample_records, samples_path)
 from progress import fmt_seconds
 from tune_checks import format_table, summarize
 
@@ -141,27 +143,15 @@ def machine_description():
 # -----------------------------------------------------------------------------
 # what the steps wrote
 
-def perplexity_path(run_dir, split):
-    """Where calc_perplexity.py puts a run's loss on a split (study.py asks it to)."""
-    return os.path.join(run_dir, f"{split}_perplexity.json")
-
-
-def sample_records(folder):
-    """The samples.jsonl records of a sample folder, each with `path`: the absolute path of its tune, found by file
-    name inside the folder (so a study folder that has moved still finds its tunes)."""
-    return [dict(rec, path=os.path.abspath(os.path.join(folder, os.path.basename(rec["file"]))))
-            for rec in read_jsonl(os.path.join(folder, "samples.jsonl"))]
-
-
 class Study:
     """Everything the report needs, read once from the files the steps wrote."""
 
     def __init__(self, plan, best, jobs, cfg, data_path):
         self.plan, self.best, self.jobs, self.cfg, self.data_path = plan, best, jobs, cfg, data_path
         self.out, self.split = cfg["out_dir"], cfg["perplexity_split"]
-        self.results = {r["name"]: read_json(os.path.join(r["run_dir"], "results.json")) for r in plan}
+        self.results = {r["name"]: read_results(r["run_dir"]) for r in plan}
         self.ppl = {r["name"]: read_json(perplexity_path(r["run_dir"], self.split)) for r in plan}
-        self.eval = read_json(os.path.join(self.out, "eval_syntax.json"))
+        self.eval = read_json(os.path.join(self.out, EVAL_SYNTAX))
         self.by_path = {os.path.abspath(f["path"]): f for f in self.eval["files"]}
 
     def link(self, path):
@@ -354,7 +344,7 @@ def section_fits(st, fits, loss_name, plots):
                 + ["scaling_non_embedding", "compute", "iso_loss", "iso_flop"]):
         if plots.get(key):
             L += [f"![{key.replace('_', ' ')}]({st.link(plots[key])})", ""]
-    return L + ["All fit numbers: [`fit.json`](fit.json), [`fit.md`](fit.md).", ""]
+    return L + [f"All fit numbers: [`{FIT_JSON}`]({FIT_JSON}), [`{FIT_MD}`]({FIT_MD}).", ""]
 
 
 def section_best_samples(st):
@@ -415,7 +405,7 @@ def section_sizes(st):
     folders = {name: folder for name, folder, _, _ in st.jobs}  # this study's sample sets, not any left on disk
     for r in st.plan:
         folder = folders.get(f"by_size/{r['name']}")
-        if folder is None or not os.path.isfile(os.path.join(folder, "samples.jsonl")):
+        if folder is None or not os.path.isfile(samples_path(folder)):
             continue
         pairs = [(rec, res) for rec, res in st.samples(folder) if res is not None]
         if not pairs:
@@ -456,10 +446,10 @@ def section_sizes(st):
 
 def section_files(st):
     return ["## Files", "",
-            f"- `runs/<run>/`: `results.json`, `log.jsonl`, `ckpt.pt` and `{st.split}_perplexity.json` of every model",
+            f"- `runs/<run>/`: `{RESULTS}`, `{LOG}`, `{CKPT}` and `{st.split}{PERPLEXITY_SUFFIX}` of every model",
             "- `samples/best/`, `samples/by_size/<run>/`: the tunes (`.abc`, `.mid`, `.wav`, `.svg`) and their "
-            "`samples.jsonl`; `report.html`: this report with the plots inline and every tune to listen to",
-            "- `eval_syntax.json`: every tune's checks and statistics; `fit.json`, `fit.md`: the fits; "
+            f"`{SAMPLES}`; `report.html`: this report with the plots inline and every tune to listen to",
+            f"- `{EVAL_SYNTAX}`: every tune's checks and statistics; `{FIT_JSON}`, `{FIT_MD}`: the fits; "
             "`lr_sweep.json`: the learning-rate sweep, if the study ran one; `plots/` (each plot as PNG, SVG and PDF); "
             "`logs/`: the output of every script the study ran; `timings.json`; `study_config.json`", ""]
 

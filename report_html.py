@@ -16,6 +16,7 @@ import re
 from eval_metrics import YANG_LERCH_NAMES
 from fitting import with_ci
 from power_law import N_WORDS, noise_text
+from run_files import samples_path
 
 # -----------------------------------------------------------------------------
 # Markdown to HTML: the subset report.py writes (headings, paragraphs, pipe tables, fenced code, bullet lists,
@@ -178,7 +179,7 @@ def listening_grid(st):
     families = []
     for fam in dict.fromkeys(r["model_type"] for r in st.plan):
         sizes = sorted((r for r in st.plan if r["model_type"] == fam and f"by_size/{r['name']}" in folders
-                        and os.path.isfile(os.path.join(folders[f"by_size/{r['name']}"], "samples.jsonl"))),
+                        and os.path.isfile(samples_path(folders[f"by_size/{r['name']}"]))),
                        key=lambda r: st.results[r["name"]]["n_params"])
         if not sizes:
             continue
@@ -198,7 +199,7 @@ def best_tunes(st):
     """[(set name, [tune_view])] of the best model's sample sets: unconditional, then each prompt."""
     sets = []
     for name, folder, _, _ in st.jobs:
-        if not name.startswith("best/") or not os.path.isfile(os.path.join(folder, "samples.jsonl")):
+        if not name.startswith("best/") or not os.path.isfile(samples_path(folder)):
             continue
         pairs = st.samples(folder)
         label = "unconditional" if name == "best/unconditional" else \

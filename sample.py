@@ -43,6 +43,7 @@ from external_tools import abc_to_midi, abc_to_svg, midi_to_wav
 from hardware import resolve_device
 from model import to_device
 from progress import progress_bar
+from run_files import SAMPLES, samples_path
 
 # -----------------------------------------------------------------------------
 run = ""            # run folder (with ckpt.pt) or a ckpt.pt file (required)
@@ -295,7 +296,7 @@ def earlier_samples(out_dir, overwrite):
         fail(f"--out_dir {out_dir} is a file, not a folder")
     if not os.path.isdir(out_dir):
         return []
-    ours = sorted(f for f in os.listdir(out_dir) if f == "samples.jsonl" or SAMPLE_FILE.fullmatch(f))
+    ours = sorted(f for f in os.listdir(out_dir) if f == SAMPLES or SAMPLE_FILE.fullmatch(f))
     if ours and not overwrite:
         fail(f"--out_dir {out_dir} already holds samples ({', '.join(ours[:2])}{', ...' if len(ours) > 2 else ''}): "
              f"--overwrite=True replaces them, or choose another --out_dir")
@@ -344,7 +345,7 @@ def print_summary(records, total_tokens, total_seconds, out_dir):
         if records and key in records[0]:
             line += f"; {key.split('_')[0].upper()} ok {sum(r[key] for r in records)}/{len(records)}"
     print(line)
-    print(f"wrote {out_dir}/sample_001.abc ... and {out_dir}/samples.jsonl")
+    print(f"wrote {out_dir}/sample_001.abc ... and {samples_path(out_dir)}")
 
 
 # the names these knobs had before 2026-11-30: accepted, with a note, until the next release
@@ -413,7 +414,7 @@ def main(argv=None):
     bar.close()
     records = [records[i] for i in range(n)]
 
-    with open(os.path.join(cfg["out_dir"], "samples.jsonl"), "w") as f:
+    with open(samples_path(cfg["out_dir"]), "w") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
     print_summary(records, total_tokens, total_seconds, cfg["out_dir"])

@@ -24,6 +24,7 @@ import sys
 from configurator import configure, fail, lines_of
 from plots import write_outputs
 from power_law import InputError, fit_all, fit_markdown, load_runs, load_table, write_fit
+from run_files import FIT_JSON, FIT_MD
 
 # -----------------------------------------------------------------------------
 # knobs; a config file or --key=value overrides them, plain arguments are run folders
@@ -48,7 +49,7 @@ def check_out(out):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         fail(f"--out_dir {out} cannot be created: {parent} is a file")
-    for name in ("fit.json", "fit.md"):
+    for name in (FIT_JSON, FIT_MD):
         if os.path.isdir(os.path.join(out, name)):
             fail(f"{os.path.join(out, name)} is a folder, where scaling.py writes its {name}")
 

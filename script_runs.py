@@ -43,6 +43,7 @@ from dataset import load_dataset, read_json, write_json_atomic
 from lifetime import set_parent_death_signal, usable_cpus
 from progress import progress_bar
 from report import fmt_duration
+from run_files import ckpt_path, is_finished, log_path, read_results
 
 MAX_AUTO_PARALLEL = 4   # more processes than this gained nothing further in the measurements above
 GPU_MEMORY_SHARE = 0.8  # of the free GPU memory the concurrent runs may plan to use together
@@ -173,7 +174,7 @@ def train_all(plan, cfg, timings, logs):
             print(f"{run_head(r, i, len(plan))}: trained on other data ({again[r['name']]}); trained again "
                   f"(overwrite=True)")
             todo.append((i, {**r, "fresh": True}))
-        elif os.path.isfile(os.path.join(r["run_dir"], "results.json")):
+        elif is_finished(r["run_dir"]):
             changed = changed_settings(r)
             print(f"{run_head(r, i, len(plan))}: finished earlier, skipped"
                   + (f" -- WARNING: trained with other settings than the config now gives ({changed}); delete "
@@ -232,9 +233,9 @@ def _dataset(data_dir):
 def trained_data(run_dir):
     """{fingerprint, tokenizer, vocab_size} of the data a run was trained on, from results.json (finished) or
     ckpt.pt (interrupted); None when the folder holds neither."""
-    results, ckpt = os.path.join(run_dir, "results.json"), os.path.join(run_dir, "ckpt.pt")
-    if os.path.isfile(results):
-        r = read_json(results)
+    ckpt = ckpt_path(run_dir)
+    if is_finished(run_dir):
+        r = read_results(run_dir)
         return {"fingerprint": r.get("data_fingerprint"), "tokenizer": r.get("tokenizer"),
                 "vocab_size": r.get("vocab_size")}
     if os.path.isfile(ckpt):
@@ -286,8 +287,8 @@ def train_args(r):
     stopped before its first checkpoint left only its log (nothing to resume), so it starts again over it."""
     if r.get("fresh"):  # trained on other data (refuse_other_data): replaced, from scratch
         return [r["script"], *r["argv"], "--overwrite=True"], False
-    resume = os.path.isfile(os.path.join(r["run_dir"], "ckpt.pt"))
-    started = os.path.isfile(os.path.join(r["run_dir"], "log.jsonl"))
+    resume = os.path.isfile(ckpt_path(r["run_dir"]))
+    started = os.path.isfile(log_path(r["run_dir"]))
     extra = ["--init_from=resume"] if resume else ["--overwrite=True"] if started else []
     return [r["script"], *r["argv"], *extra], resume
 
@@ -573,7 +574,7 @@ def changed_settings(run):
     """'key: trained -> now; ...' for the settings that change a result (train.py's RESUME_MUST_MATCH) where the
     finished run's results.json differs from the run's config as the study resolves it today."""
     import train
-    trained = read_json(os.path.join(run["run_dir"], "results.json")).get("config") or {}
+    trained = read_results(run["run_dir"]).get("config") or {}
     show = lambda v: f"{v:g}" if isinstance(v, float) else repr(v)  # noqa: E731
     return "; ".join(f"{k}: {show(trained[k])} -> {show(run['train_config'][k])}" for k in train.RESUME_MUST_MATCH
                      if k in trained and trained[k] != run["train_config"][k])

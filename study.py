@@ -87,7 +87,8 @@ from configurator import config_keys, configure, fail, lines_of
 from dataset import TrainOrder, hold_lock, iteration_plan, load_dataset, read_json, write_json_atomic
 from lifetime import usable_cpus
 from plots import plot_lr_sweeps, write_outputs
-from report import fmt_duration, perplexity_path, sample_records, write_report
+from report import fmt_duration, write_report
+from run_files import EVAL_SYNTAX, perplexity_path, read_perplexity, read_results, sample_records, samples_path
 from script_runs import (LAUNCHERS, Timings, estimate_plan, pass_stop_signals_on, refuse_other_data, run_script,
                          slurm_parameters, train_all)
 
@@ -301,7 +302,7 @@ def perplexity_all(plan, cfg, timings, logs):
     """The exact loss of every run on perplexity_split (calc_perplexity.py), unless the run has it already."""
     for i, r in enumerate(plan, start=1):
         out = perplexity_path(r["run_dir"], cfg["perplexity_split"])
-        if power_law.read_perplexity(r["run_dir"], cfg["perplexity_split"])[0] is not None:
+        if read_perplexity(r["run_dir"], cfg["perplexity_split"])[0] is not None:
             continue  # measured on this very run; one measured before it was retrained is measured again
         print(f"[perplexity {i}/{len(plan)}] {r['name']} on the {cfg['perplexity_split']} split", flush=True)
         timings.add("perplexity", run_script(
@@ -318,7 +319,7 @@ def sample_jobs(plan, best, cfg):
 
     def job(name, run, n, prompt="", extra=()):
         prompt_args = ["--prompt", prompt] if prompt else []
-        expect = {"run_id": read_json(os.path.join(run["run_dir"], "results.json")).get("run_id"),
+        expect = {"run_id": read_results(run["run_dir"]).get("run_id"),
                   "prompt": abc_text.prompt_from_command_line(prompt), "max_new_tokens": cfg["max_new_tokens"],
                   "temperature": cfg["temperature"], "top_k": cfg["top_k"], "top_p": cfg["top_p"],
                   "seeds": [cfg["sample_seed"] + i for i in range(n)], "rendered": "--midi" in extra}
@@ -364,11 +365,11 @@ def eval_all(jobs, data_path, cfg, timings, logs):
     """One eval_syntax.py call over every sample folder, with the real test tunes as reference; skipped when
     eval_syntax.json already scores every tune, is newer than every sample set and has what report.md shows
     (intervals, Yang & Lerch's comparison: an eval_syntax.json of an older version has none, and is redone)."""
-    out = os.path.join(cfg["out_dir"], "eval_syntax.json")
+    out = os.path.join(cfg["out_dir"], EVAL_SYNTAX)
     folders = [folder for _, folder, _, _ in jobs]
     wanted = {rec["path"] for f in folders for rec in sample_records(f)}
     done = read_json(out) if os.path.isfile(out) else None
-    newest_samples = max(os.path.getmtime(os.path.join(f, "samples.jsonl")) for f in folders)
+    newest_samples = max(os.path.getmtime(samples_path(f)) for f in folders)
     if (done and "ci95" in done and "yang_lerch" in done
             and wanted <= {os.path.abspath(x["path"]) for x in done["files"]}
             and os.path.getmtime(out) >= newest_samples):

@@ -28,11 +28,11 @@ A sweep run on a fraction of the budget is the full run's schedule compressed: i
 fraction. The runs of token_budgets keep the config's warm-up (in steps), as Chinchilla's runs did.
 """
 import math
-import os
 
 import lr_law
 from configurator import fail
-from dataset import DIVERGED, read_json, write_json_atomic
+from dataset import write_json_atomic
+from run_files import is_diverged, is_finished, read_results
 
 PENDING = "-best"           # the rate part of a run whose rate the unfinished sweep has yet to choose (plans only)
 MAX_EXTEND = 3              # sweep runs added beyond the grid's edge per size before the edge is only a warning
@@ -272,9 +272,9 @@ def edge(points, best):
 
 def run_outcome(run_dir):
     """(final validation loss, diverged) of a finished run; None while it is not finished."""
-    if os.path.isfile(os.path.join(run_dir, "results.json")):
-        return float(read_json(os.path.join(run_dir, "results.json"))["val_loss"]), False
-    if os.path.isfile(os.path.join(run_dir, DIVERGED)):
+    if is_finished(run_dir):
+        return float(read_results(run_dir)["val_loss"]), False
+    if is_diverged(run_dir):
         return math.inf, True
     return None
 
@@ -426,13 +426,13 @@ def train_sweep(replan, cfg, timings, logs, train_all):
     """Train the sweep round by round (script_runs.train_all: finished runs skipped, interrupted ones resumed):
     replan() is sweep_plan on the runs finished so far, so each round trains what the last one made known (a
     larger size's centred grid, a step beyond an edge) until nothing is left; returns the final sweep_plan. A run
-    whose loss becomes NaN or inf is a result of the sweep (its rate is too high), marked DIVERGED and not run
+    whose loss becomes NaN or inf is a result of the sweep (its rate is too high), marked diverged and not run
     again; any other failure stops the study as usual."""
     first = True
     while True:
         sizes = replan()
         todo = [r for s in sizes if not s["waiting"] for r in s["runs"]
-                if not os.path.isfile(os.path.join(r["run_dir"], DIVERGED))
+                if not is_diverged(r["run_dir"])
                 and (first or run_outcome(r["run_dir"]) is None)]  # the finished ones are said once, not each round
         if all(run_outcome(r["run_dir"]) is not None for r in todo):
             if first and todo:
@@ -442,8 +442,8 @@ def train_sweep(replan, cfg, timings, logs, train_all):
         try:
             train_all(todo, cfg, timings, logs)
         except SystemExit:
-            # train.py leaves the DIVERGED marker in a run whose loss became NaN/inf; any other failure stops the study
-            hit = [r for r in todo if os.path.isfile(os.path.join(r["run_dir"], DIVERGED))]
+            # train.py leaves the diverged marker in a run whose loss became NaN/inf; any other failure stops the study
+            hit = [r for r in todo if is_diverged(r["run_dir"])]
             if not hit:
                 raise
             for r in hit:

@@ -141,7 +141,7 @@ def test_fewer_than_three_sizes_take_their_argmin_and_a_diverged_rate_is_a_resul
     fake_finished(out / "runs" / "solo.lr0.5x.sweep0.25", 1.6)
     fake_finished(out / "runs" / "solo.sweep0.25", 1.5)
     os.makedirs(out / "runs" / "solo.lr2x.sweep0.25")
-    (out / "runs" / "solo.lr2x.sweep0.25" / study_plan.DIVERGED).write_text("{}")
+    (out / "runs" / "solo.lr2x.sweep0.25" / "diverged.json").write_text("{}")
     proc = run_script(args)
     rows = plan_rows(proc.stdout)
     assert rows["solo"][2:] == (16384, LR0)  # x1 is best; x2 diverged, so x1 is no edge and nothing is added
@@ -153,7 +153,7 @@ def test_fewer_than_three_sizes_take_their_argmin_and_a_diverged_rate_is_a_resul
     # every rate diverged: nothing to choose, one line
     for name in ("solo.lr0.5x.sweep0.25", "solo.sweep0.25"):
         (out / "runs" / name / "results.json").unlink()
-        (out / "runs" / name / study_plan.DIVERGED).write_text("{}")
+        (out / "runs" / name / "diverged.json").write_text("{}")
     proc = run_script(args, check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "every learning rate of the sweep of solo diverged" in proc.stderr.strip().splitlines()[-1]
@@ -241,7 +241,7 @@ def test_a_diverged_sweep_run_is_a_result_not_a_failure(tmp_path):
         calls.append([r["name"] for r in todo])
         if len(calls) == 1:  # as train.py does: the marker in the run's folder, then its one-line failure
             (tmp_path / "a.lr2x").mkdir()
-            (tmp_path / "a.lr2x" / study_plan.DIVERGED).write_text('{"iteration": 3, "loss": "nan"}')
+            (tmp_path / "a.lr2x" / "diverged.json").write_text('{"iteration": 3, "loss": "nan"}')
             sys.exit("error: training a.lr2x failed (exit 1): error: loss became nan at iteration 3; stopped -- "
                      "full output in x.log")
         fake_finished(tmp_path / "a", 1.5)
@@ -322,7 +322,7 @@ def test_report_shows_the_sweep_the_law_and_the_rate_each_size_is_trained_at(tmp
             run_dir = tmp_path / "runs" / f"{name}{multiple_name(m)}.sweep0.25"
             if m in diverged:
                 os.makedirs(run_dir)
-                (run_dir / study_plan.DIVERGED).write_text("{}")
+                (run_dir / "diverged.json").write_text("{}")
             else:
                 fake_finished(run_dir, parabola(m, best_multiple) - 0.1 * math.log(n))
             runs.append({"name": run_dir.name, "run_dir": str(run_dir), "rate": f"x{m:g}", "lr": m * LR0,
