@@ -12,8 +12,7 @@ from configurator import fail
 from dataset import hold_lock
 from hardware import rng_state, set_rng_state
 from model import build_model
-# branch_checkpoint_path: train.py imports it from here
-from run_files import LOCK, branch_checkpoint_path, ckpt_path, is_perplexity_file, is_run_file  # noqa: F401
+from run_files import LOCK, ckpt_path, is_perplexity_file, is_run_file
 
 
 def save_atomic(obj, path):

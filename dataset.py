@@ -28,15 +28,6 @@ from configurator import fail
 SPLITS = ("train", "val", "test")
 
 
-def __getattr__(name):
-    """dataset.DIVERGED, which moved to run_files with the rest of the run-folder contract, for train.py until its
-    import names run_files."""
-    if name == "DIVERGED":
-        import run_files
-        return run_files.DIVERGED
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # ----------------------------------------------------------------------------- JSON files
 
 def read_json(path):

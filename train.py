@@ -51,9 +51,10 @@ from types import SimpleNamespace
 
 import torch
 
-from checkpoint import branch_checkpoint_path, claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
+import run_files
+from checkpoint import claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
 from configurator import config_keys, configure, fail
-from dataset import DIVERGED, TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
+from dataset import TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
 from hardware import (check_compile, compile_model, device_name, lookup_peak_flops, mfu, peak_memory_bytes,
                       setup_device, synchronize)
 from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_from_config
@@ -149,7 +150,7 @@ def read_config(argv, defaults):
     cfg = configure(base, argv)
     ckpt = None
     if cfg["init_from"] == "resume":
-        path = os.path.join(cfg["out_dir"], "ckpt.pt")
+        path = run_files.ckpt_path(cfg["out_dir"])
         if not os.path.isfile(path):
             fail(f"init_from=resume but {path} does not exist")
         ckpt = read_checkpoint(path)
@@ -168,9 +169,9 @@ def read_config(argv, defaults):
         if not trunk or not os.path.isdir(trunk):
             fail(f"init_from=branch needs --branch_from=TRUNK_OUT_DIR (a run trained with --branch_budgets), got "
                  f"{trunk!r}")
-        path = branch_checkpoint_path(trunk, cfg["max_tokens"])
+        path = run_files.branch_checkpoint_path(trunk, cfg["max_tokens"])
         if not os.path.isfile(path):
-            have = sorted(f for f in os.listdir(trunk) if f.startswith("branch_") and f.endswith(".pt"))
+            have = sorted(f for f in os.listdir(trunk) if run_files.is_branch_checkpoint(f))
             fail(f"{path} not found: --max_tokens must be one of the budgets the trunk has reached "
                  f"({', '.join(have) or 'none yet'})")
         ckpt = read_checkpoint(path)
@@ -341,8 +342,7 @@ def check_divergence(bad, ckpt_path):
         kept = f"{ckpt_path} keeps the last good checkpoint" if os.path.exists(ckpt_path) else \
             "no checkpoint had been written yet"
         # the marker a study reads (a diverged sweep run is a result, not a failure), not this message's words
-        write_json_atomic({"iteration": int(it), "loss": str(loss)},
-                          os.path.join(os.path.dirname(ckpt_path), DIVERGED))
+        run_files.write_diverged(os.path.dirname(ckpt_path), it, loss)
         fail(f"loss became {loss} at iteration {int(it)}; stopped, {kept} (try a lower learning_rate)")
 
 
@@ -655,7 +655,7 @@ def write_results(results, out_dir, log, last_train_loss, wandb):
     log({"iter": results["iters"], "tokens": results["tokens_trained"], "lr": None, "train_loss": last_train_loss,
          "val_loss": results["val_loss"], "tokens_per_s": None, "mfu": None,
          "peak_mem_bytes": results["peak_mem_bytes"], "final": True})
-    write_json_atomic(results, os.path.join(out_dir, "results.json"))
+    write_json_atomic(results, run_files.results_path(out_dir))
     print(f"done: val loss {results['val_loss']:.4f} ({results['val_bpc']:.4f} bpc), train loss "
           f"{results['train_loss']:.4f}, {results['tokens_trained']:,} tokens in {results['wall_time_s']:.1f}s "
           f"-> {out_dir}")
@@ -710,12 +710,12 @@ def train_run(argv, defaults, stop):
     batches = TrainBatches(train_tokens, order, micro_batch, plan["windows_per_iter"], rank, world_size)
     tokens_at = lambda it: order.targets_before(it * plan["windows_per_iter"])  # noqa: E731 (targets trained)
     flops_per_token, peak = raw_model.flops_per_token(), lookup_peak_flops(device_type, c.peak_flops)
-    ckpt_path, log_path = os.path.join(c.out_dir, "ckpt.pt"), os.path.join(c.out_dir, "log.jsonl")
+    ckpt_path, log_path = run_files.ckpt_path(c.out_dir), run_files.log_path(c.out_dir)
     if master:
         print_plan(c, raw_model, fast_model is not raw_model, data, plan, order, f"{device_type} {dtype_name}",
                    f"{world_size} rank(s) x {accum} micro-step(s) of {micro_batch}")
         open_log(log_path, progress["iter_num"] if c.init_from != "scratch" else None,
-                 os.path.join(c.branch_from, "log.jsonl") if branching else None, c.log_interval)
+                 run_files.log_path(c.branch_from) if branching else None, c.log_interval)
     wandb = start_training_run(cfg, progress["run_id"], c.out_dir) if master and c.wandb_log else None  # resumable
     log = (lambda entry: append_log(log_path, entry, wandb, flops_per_token)) if master else (lambda entry: None)
 
@@ -741,7 +741,7 @@ def train_run(argv, defaults, stop):
                     checkpoint()
                     s.last_ckpt, s.ckpt_due = time.time(), False
                 for budget in branch_at.get(s.iter_num, ()):
-                    checkpoint(branch_checkpoint_path(c.out_dir, budget))
+                    checkpoint(run_files.branch_checkpoint_path(c.out_dir, budget))
                 if s.stop_now:
                     fail(f"stopped by {stop.received or 'a signal to another rank'} at iteration {s.iter_num}: "
                          f"{ckpt_path} holds the run; continue it with --out_dir={c.out_dir} --init_from=resume")
@@ -786,7 +786,7 @@ def train_run(argv, defaults, stop):
     check_divergence(s.bad, ckpt_path)
     checkpoint()
     for budget in branch_at.get(total_iters, ()):  # the largest budget branches where the trunk ends
-        checkpoint(branch_checkpoint_path(c.out_dir, budget))
+        checkpoint(run_files.branch_checkpoint_path(c.out_dir, budget))
     val_loss, val_targets = exact_loss(raw_model, data.split("val"), data.eot_id, c.block_size, c.batch_size, dev, ctx,
                                        rank=rank, world_size=world_size)
     train_loss = estimate_loss(raw_model, train_tokens, c, ctx, rank, world_size)
