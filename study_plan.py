@@ -218,12 +218,15 @@ def _sweep_extra(base, top, fraction):
     """The budget (and warm-up) overrides of a size's sweep runs."""
     extra = _budget(top[1]) if top[1] else []
     if fraction and base["tokens"]:  # (0 tokens: one epoch of a dataset not prepared yet, in a dry run)
-        extra = _budget(max(1, int(fraction * base["tokens"])))
-        # the warm-up shrinks with the budget, so a sweep run's schedule has the full run's shape: a fixed
-        # 30-step warm-up would be half of a quarter-budget run of the quick study
-        warmup = base["train_config"]["warmup_iters"]
-        if round(warmup * fraction) != warmup:
-            extra.append(f"--warmup_iters={round(warmup * fraction)}")
+        tokens = max(1, int(fraction * base["tokens"]))
+        extra = _budget(tokens)
+        # the full run's warm-up, not one shrunk with the budget: a warm-up of a few steps punishes the high rates
+        # that the full run's warm-up makes safe, and the sweep chose rates ~4x too low for the quick study
+        # (gpt_32 lost 0.134 nats, 2026-11-29). Only a sweep run too short for it gets half its steps of warm-up.
+        tcfg = base["train_config"]
+        steps = tokens // (tcfg["batch_size"] * tcfg["block_size"] * tcfg["gradient_accumulation_steps"])
+        if tcfg["warmup_iters"] > steps // 2:
+            extra.append(f"--warmup_iters={max(1, steps // 2)}")
     return extra
 
 
