@@ -4,18 +4,14 @@ never crash."""
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import eval_metrics  # noqa: E402
-import eval_syntax  # noqa: E402
-import tune_checks  # noqa: E402
+import eval_metrics
+import eval_syntax
+import tune_checks
 
 LONG_BODY = "B|E>GE GEG|B>AB e2f|g>fe dgB|A>GA BG E|E>GE GEG|B>AB e2f|g>fe dcB|AGF E2:|\n"
 FILES = {

@@ -6,17 +6,15 @@ import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-import joint_fit  # noqa: E402
-import power_law  # noqa: E402
-import study  # noqa: E402
-from script_runs import Timings  # noqa: E402
+import joint_fit
+import power_law
+import study
+from helpers import REPO
+from script_runs import Timings
 
 TRUE = {"a": 40.0, "alpha": 0.3, "c": 1.2}
 
@@ -26,8 +24,8 @@ def law(n):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "scaling.py"), *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT)
+    return subprocess.run([sys.executable, str(REPO / "scaling.py"), *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO)
 
 
 def write_table(path, header, rows):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 pytestmark = pytest.mark.slow  # end-to-end: each test runs real studies (make test-fast leaves them out)
 

@@ -12,14 +12,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import ONE_THREAD, REPO
-
-sys.path.insert(0, str(REPO))
-import report  # noqa: E402
-import study  # noqa: E402
-import study_plan  # noqa: E402
-from plots import plot_lr_sweeps  # noqa: E402
-from script_runs import Timings  # noqa: E402
+import report
+import study
+import study_plan
+from helpers import ONE_THREAD
+from plots import plot_lr_sweeps
+from script_runs import Timings
 
 SMOKE = "config/study_smoke.py"
 # stride order: every step scores exactly batch x block tokens, so the budgets below are exact

@@ -128,7 +128,7 @@ def test_configurator_expands_home_and_variables_in_path_knobs_only(tmp_path, mo
 
 def test_study_finds_a_dataset_input_typed_with_a_tilde(run_script, tmp_path):
     """The issue's failing command: `study.py ... --dataset_input=~/corpus` said '~/corpus does not exist'."""
-    from conftest import corpus_file
+    from helpers import corpus_file
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(corpus_file("airdsAirs/book1.abc"), home / "book1.abc")
