@@ -45,7 +45,6 @@ def test_fit_recovers_known_law_inside_its_interval(noise_seed):
     fit = fit_power_law(SIZES, synthetic_losses(noise_seed))
     for name, true in TRUE.items():
         lo, hi = fit[name + "_ci"]
-        assert lo <= fit[name] <= hi
         assert lo <= true <= hi, f"{name}: true {true} outside {fit[name + '_ci']}"
     # the interval must also be informative, not "anything goes"
     assert fit["alpha_ci"][1] - fit["alpha_ci"][0] < TRUE["alpha"]
