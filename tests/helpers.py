@@ -4,6 +4,7 @@ music21 corpus, small inputs written on the spot, running a repository script th
 the processes a stopped script leaves behind. The fixtures built on them (datasets, tiny trained runs) are in
 conftest.py; no test module imports another.
 """
+import contextlib
 import os
 import subprocess
 import sys
@@ -38,12 +39,20 @@ def run_script(args, cwd=REPO, timeout=600, check=True, env=None):
     return proc
 
 
-def config_values(namespace, *argv):
-    """The knobs of a script (namespace: its module, or vars() of it) as a config file and overrides set them,
-    read through the configurator as the script reads them: tests take a config's values from here, not copies."""
+def config_values(script, *argv):
+    """The knobs of a script (its module) as config files and --key=value overrides in argv set them, read through
+    the configurator as the script reads them (paths relative to the repository): tests take a config's values
+    from here instead of copying them, so that retuning a config does not break them."""
     from configurator import config_keys, configure
-    return configure(config_keys(namespace if isinstance(namespace, dict) else vars(namespace)),
-                     [str(a) for a in argv])
+    with contextlib.chdir(REPO):
+        return configure(config_keys(vars(script)), [str(a) for a in argv])
+
+
+def study_runs(config, *argv):
+    """[{name, config, overrides}]: the runs table of a study config (and overrides), as study.py parses it."""
+    import study
+    with contextlib.chdir(REPO):
+        return study.parse_runs(config_values(study, config, *argv)["runs"])
 
 
 def tagged():
