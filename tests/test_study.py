@@ -239,16 +239,18 @@ def test_changed_settings_are_reported_not_silently_mixed(smoke_study, run_scrip
 
 
 @pytest.mark.parametrize("config", ["config/study_quick.py", "config/study_lakh.py"])
-def test_study_plans_have_both_families_and_one_budget(run_script, tmp_path, config):
-    """The shipped studies resolve (every config file and override valid) into >= 4 sizes per family, one budget
-    (the config's max_tokens) for the runs of the fits; a study with lr_sweep (the quick one) also sweeps each of
-    its rates per size on its lr_sweep_tokens share of the budget. Read from the plan.json the dry run writes."""
+def test_study_plans_have_both_families_and_every_size_at_every_budget(run_script, tmp_path, config):
+    """The shipped studies resolve (every config file and override valid) into >= 4 sizes per family over more
+    than a decade, each trained for the fits at every budget of the config (token_budgets, else max_tokens); a
+    study with lr_sweep also sweeps each of its rates per size on its lr_sweep_tokens share of the largest budget.
+    Read from the plan.json the dry run writes, the budgets and rates from the config itself."""
     cfg = config_values(study, config)
     run_script(["study.py", config, f"--out_dir={tmp_path}", "--dry_run=True"])
     plan = json.loads((tmp_path / "plan.json").read_text())
-    fit_rows = [r for r in plan["runs"] if ".sweep" not in r["run"]]
+    # the runs for the fits: neither sweep runs nor wsd trunks (which train up to the largest budget's cooldown)
+    fit_rows = [r for r in plan["runs"] if ".sweep" not in r["run"] and not r["run"].endswith(".trunk")]
     for family in ("gpt", "lstm"):
-        sizes = [r["n_params"] for r in fit_rows if r["family"] == family]
+        sizes = list(dict.fromkeys(r["n_params"] for r in fit_rows if r["family"] == family))
         assert len(sizes) >= 4 and sizes == sorted(sizes), (family, sizes)
         assert sizes[-1] / sizes[0] > 20  # more than a decade of N
     step = tokens_per_step(config)
@@ -260,12 +262,15 @@ def test_study_plans_have_both_families_and_one_budget(run_script, tmp_path, con
         average the steps are planned on (measured on data/music21: +0.2% at 2M tokens, +1.0% at 250k)."""
         return abs(tokens - budget) <= 0.05 * budget if plan["vocab_known"] else budget - step < tokens <= budget
 
-    (tokens,) = {r["tokens"] for r in fit_rows}  # one budget for all
-    assert near(tokens, cfg["max_tokens"]), tokens
+    budgets = [tokens for _, tokens in study_plan.parse_budgets(cfg["token_budgets"])] or [cfg["max_tokens"]]
+    all_sizes = {r["n_params"] for r in fit_rows}
+    for budget in budgets:
+        assert {r["n_params"] for r in fit_rows if near(r["tokens"], budget)} == all_sizes, budget
+    assert all(any(near(r["tokens"], budget) for budget in budgets) for r in fit_rows)
     sweep_rows = [r for r in plan["runs"] if ".sweep" in r["run"]]
-    assert len(sweep_rows) == len(study_plan.parse_rates(cfg["lr_sweep"])) * len(fit_rows)
-    for r in sweep_rows:  # the share of the budget
-        assert near(r["tokens"], cfg["lr_sweep_tokens"] * cfg["max_tokens"]), r
+    assert len(sweep_rows) == len(study_plan.parse_rates(cfg["lr_sweep"])) * len(study_runs(config))
+    for r in sweep_rows:
+        assert near(r["tokens"], cfg["lr_sweep_tokens"] * max(budgets)), r
 
 
 def test_a_sample_folder_holds_its_job_only_with_every_setting_equal(tmp_path):
