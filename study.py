@@ -5,7 +5,8 @@ sample and score tunes, and write the report.
     python study.py config/study_quick.py                      # GPT + LSTM, 4 sizes each, ~20 min on 2 CPU cores
     python study.py config/study_quick.py --out_dir=out/mine    # same study, another folder
     python study.py config/study_lakh.py --dataset_input=/data/lmd_full   # the full study, one GPU
-    python study.py config/study_quick.py --dry_run=True        # print the plan (sizes, tokens, FLOPs) only
+    python study.py config/study_quick.py --dry_run=True        # the plan only (sizes, tokens, FLOPs): printed,
+                                                                # and in out_dir/plan.json for programs
     python study.py config/study_lakh.py --launcher=slurm --slurm_partition=gpu   # every run a SLURM job
 
 The steps; the scripts run as subprocesses (their output is shown and kept in out_dir/logs/):
@@ -139,7 +140,7 @@ render = True             # MIDI, WAV and SVG of every tune sampled (needs abc2m
 reference_tunes = 100     # real test tunes eval_syntax scores as the reference
 eval_workers = 0          # eval_syntax worker processes; 0 = one per CPU core
 capability_share = 0.5    # a capability "appears" at the first size where at least this share of tunes show it
-dry_run = False           # print the plan and stop
+dry_run = False           # print the plan, write it to out_dir/plan.json, and stop
 stop_after = ''           # '' = every step; 'prepare' or 'train' stops the study after that step
 estimate = False          # time a few steps of every planned run on this device, print the projected time, stop
 estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 warm-up steps)
@@ -277,18 +278,40 @@ def branch_tokens(tcfg, dataset, tokens):
                                                                          tcfg["cooldown_frac"]))
 
 
-def print_plan(plan, vocab_known):
-    width = max([14] + [len(r["name"]) for r in plan])
+def plan_table(plan, vocab_known):
+    """The plan as print_plan shows it and plan.json holds it: one row per run (learning_rate None while the sweep
+    has to choose it, learning_rate_note saying why), the total training compute, and whether the vocabulary and
+    the epoch are known yet (before prepare.py: a vocabulary of 128 assumed, one epoch planned as 0 tokens)."""
+    rows = [{"run": r["name"], "family": r["model_type"], "n_params": r["n_params"],
+             "n_params_non_embedding": r["n_params_non_embedding"], "tokens": r["tokens"],
+             "train_flops": r["flops_per_token"] * r["tokens"],
+             "learning_rate": None if r.get("pending") or r.get("waiting") else r["train_config"]["learning_rate"],
+             "learning_rate_note": "sweep's best" if r.get("pending") else "centred later" if r.get("waiting") else ""}
+            for r in plan]
+    total = sum(r["flops_per_token"] * r.get("trains", r["tokens"]) for r in plan)  # a wsd branch: its cooldown
+    return {"runs": rows, "total_train_flops": total, "vocab_known": vocab_known}
+
+
+def print_plan(table):
+    width = max([14] + [len(r["run"]) for r in table["runs"]])
     print(f"{'run':{width}s} {'family':6s} {'params':>12s} {'non-emb':>12s} {'tokens':>13s} {'train FLOPs':>11s} "
           f"{'learning rate':>13s}")
-    for r in plan:
-        lr = "sweep's best" if r.get("pending") else "centred later" if r.get("waiting") else \
-            f"{r['train_config']['learning_rate']:.4g}"
-        print(f"{r['name']:{width}s} {r['model_type']:6s} {r['n_params']:12,d} {r['n_params_non_embedding']:12,d} "
-              f"{r['tokens']:13,d} {r['flops_per_token'] * r['tokens']:11.2e} {lr:>13s}")
-    total = sum(r["flops_per_token"] * r.get("trains", r["tokens"]) for r in plan)  # a wsd branch: its cooldown
-    print(f"total training compute {total:.2e} FLOPs"
-          + ("" if vocab_known else " (dataset not prepared yet: vocabulary of 128 assumed, one epoch unknown)"))
+    for r in table["runs"]:
+        lr = r["learning_rate_note"] or f"{r['learning_rate']:.4g}"
+        print(f"{r['run']:{width}s} {r['family']:6s} {r['n_params']:12,d} {r['n_params_non_embedding']:12,d} "
+              f"{r['tokens']:13,d} {r['train_flops']:11.2e} {lr:>13s}")
+    print(f"total training compute {table['total_train_flops']:.2e} FLOPs" + (
+        "" if table["vocab_known"] else " (dataset not prepared yet: vocabulary of 128 assumed, one epoch unknown)"))
+
+
+def write_plan(table, out):
+    """out/plan.json: the plan of a dry run for programs (tests, scripts) to read, instead of the printed columns."""
+    path = os.path.join(out, "plan.json")
+    try:
+        os.makedirs(out, exist_ok=True)
+        write_json_atomic(table, path, indent=1)
+    except OSError as e:
+        fail(f"cannot write {path}: {e.strerror}")
 
 
 # -----------------------------------------------------------------------------
@@ -514,7 +537,9 @@ def main(argv=None):
 
     if cfg["dry_run"] or cfg["estimate"]:
         sizes, choice, plan, every = plan_study()
-        print_plan(every, have_data)
+        table = plan_table(every, have_data)
+        print_plan(table)
+        write_plan(table, out)
         study_plan.print_choice(choice)
         if cfg["estimate"]:
             estimate_plan(every, cfg, have_data, logs, cfg["estimate_steps"])
@@ -556,7 +581,7 @@ def main(argv=None):
     if cfg["stop_after"] == "prepare":
         return None
     sizes, choice, plan, every = plan_study()
-    print_plan(every, True)
+    print_plan(plan_table(every, True))
     refuse_other_data(every, cfg)  # before any training (train_all checks again the runs the sweep's choice adds)
 
     # 2-3. train (the learning-rate sweep first: the other runs take its choice), test loss

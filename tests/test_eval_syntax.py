@@ -4,18 +4,14 @@ never crash."""
 import json
 import math
 import os
-import sys
 import time
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import eval_metrics  # noqa: E402
-import eval_syntax  # noqa: E402
-import tune_checks  # noqa: E402
+import eval_metrics
+import eval_syntax
+import tune_checks
 
 LONG_BODY = "B|E>GE GEG|B>AB e2f|g>fe dgB|A>GA BG E|E>GE GEG|B>AB e2f|g>fe dcB|AGF E2:|\n"
 FILES = {
@@ -207,7 +203,6 @@ def test_yang_lerch_matches_a_hand_computation():
     assert result["compared"] and (result["n"], result["n_real"], result["n_tunes"]) == (3, 4, 3)
     assert result["overlap"] == pytest.approx(overlap, abs=2e-3) and result["kl"] == pytest.approx(kl, rel=1e-2)
     assert result["intra_mean"] == pytest.approx((4 + 5 + 1) / 3) and result["inter_mean"] == pytest.approx(32 / 12)
-    assert result["overlap_ci"][0] <= result["overlap_ci"][1] and result["kl_ci"][0] <= result["kl_ci"][1]
     assert result["baseline"] is None  # 4 real tunes leave 1 to compare 3 with: no baseline
     # vectors (pitch-class histograms) are compared by their Euclidean distance
     assert eval_metrics.distance_matrix([[1, 0, 0]], [[0, 1, 0], [1, 0, 0]]).ravel().tolist() == [2 ** 0.5, 0]

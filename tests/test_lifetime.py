@@ -4,15 +4,14 @@ without locks is told apart from a second writer."""
 import errno
 import fcntl
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from conftest import REPO, left_running, tagged, wait_for
 from dataset import hold_lock
+from helpers import REPO, left_running, tagged, wait_for
 
 POOL = textwrap.dedent("""
     import os, sys, time

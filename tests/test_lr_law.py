@@ -2,15 +2,11 @@
 from, its profile interval on b holds the true b about as often as it says, and sweeps that cannot define a law
 say why instead of returning a number."""
 import math
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO
-
-sys.path.insert(0, str(REPO))
-import lr_law  # noqa: E402
+import lr_law
 
 A, B, K = -1.5, -0.4, 0.06   # ln lr*(N) = A + B ln N; loss rises by K per (ln lr)^2 off the best rate
 SIZES = (20_000, 60_000, 200_000, 800_000)

@@ -1,21 +1,15 @@
 """calc_perplexity.py: every token of a split scored exactly once, and the numbers equal a hand computation."""
 import json
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import tiny_run  # noqa: E402  (shared tiny runs, trained once a session)
-from test_sample import ONE_THREAD, ROOT  # noqa: E402
-
-sys.path.insert(0, ROOT)
-import calc_perplexity  # noqa: E402
-from windows import Tokens, exact_windows, window_batches  # noqa: E402
-from checkpoint import load_checkpoint  # noqa: E402
+import calc_perplexity
+from checkpoint import load_checkpoint
+from helpers import ONE_THREAD
+from windows import Tokens, exact_windows, window_batches
 
 
 def hand_loss(model, tokens, eot_id, window, stride):
@@ -38,9 +32,9 @@ def hand_loss(model, tokens, eot_id, window, stride):
 
 
 @pytest.mark.parametrize("model_type,stride", [("gpt", None), ("gpt", 8), ("lstm", None)])
-def test_perplexity_equals_hand_computation(tmp_path, tmp_path_factory, run_script, char_dataset, model_type, stride):
+def test_perplexity_equals_hand_computation(tmp_path, tiny_run, run_script, char_dataset, model_type, stride):
     dataset = char_dataset
-    run = tiny_run(run_script, tmp_path_factory, dataset, model_type)
+    run = tiny_run(dataset, model_type)
     out = tmp_path / "ppl.json"
     args = [str(run), "--split", "val", "--out", str(out), "--batch_size", "7"] + (["--stride", str(stride)] if stride else [])
     if model_type == "gpt" and stride is None:  # once through the real command line: JSON on stdout and in --out
@@ -86,18 +80,18 @@ def test_windows_score_every_token_once_in_order(n, block_size, stride, batch_si
         assert min(contexts[block_size:]) >= block_size - stride + 1
 
 
-def test_bad_input_is_a_one_line_error(tmp_path, tmp_path_factory, run_script, char_dataset):
-    run = tiny_run(run_script, tmp_path_factory, char_dataset, "gpt")
+def test_bad_input_is_a_one_line_error(tmp_path, tiny_run, char_dataset):
+    run = tiny_run(char_dataset, "gpt")
     for args in ([str(tmp_path / "missing")], [str(run), "--stride", "0"], [str(run), "--block_size", "9999"]):
         with pytest.raises(SystemExit) as exit_info:  # sys.exit("error: ...") prints the line and exits 1
             calc_perplexity.main(args)
         assert str(exit_info.value.code).startswith("error:") and "\n" not in str(exit_info.value.code)
 
 
-def test_a_window_longer_than_the_split_is_one_window_of_the_split(tmp_path_factory, run_script, char_dataset):
+def test_a_window_longer_than_the_split_is_one_window_of_the_split(tiny_run, char_dataset):
     """An LSTM takes a window of any length: --block_size 60000 on a split of a few thousand tokens scores the
     split in one window of its own length (it padded 60,000 x batch positions before: minutes instead of a second)."""
-    run = tiny_run(run_script, tmp_path_factory, char_dataset, "lstm")
+    run = tiny_run(char_dataset, "lstm")
     n = json.loads((char_dataset / "stats.json").read_text())["splits"]["val"]["tokens"]
     huge = calc_perplexity.main([str(run), "--split", "val", "--block_size", "60000"])
     whole = calc_perplexity.main([str(run), "--split", "val", "--block_size", str(n), "--batch_size", "1"])
@@ -105,8 +99,8 @@ def test_a_window_longer_than_the_split_is_one_window_of_the_split(tmp_path_fact
     assert huge["loss"] == whole["loss"]
 
 
-def test_an_out_that_cannot_be_written_is_one_line(tmp_path, tmp_path_factory, run_script, char_dataset):
-    run = tiny_run(run_script, tmp_path_factory, char_dataset, "gpt")
+def test_an_out_that_cannot_be_written_is_one_line(tmp_path, tiny_run, char_dataset):
+    run = tiny_run(char_dataset, "gpt")
     (tmp_path / "file").write_text("")  # a file on the way stands for a read-only folder (root writes anywhere)
     with pytest.raises(SystemExit) as e:
         calc_perplexity.main([str(run), "--split", "val", "--out", str(tmp_path / "file" / "ppl.json")])

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pretty_midi
 import pytest
 
 import abc_text
 from dataset import read_json
+from helpers import REPO, corpus_file, left_running, many_tunes, slow_tool, tagged, wait_for, write_midi
 from tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
 TUNE_A = """X:12
@@ -50,25 +50,6 @@ def split_texts(data_dir):
             start = end + 1
         out[split] = tunes
     return out
-
-
-def write_midi(path, pitches, start=0.0):
-    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
-    piano = pretty_midi.Instrument(program=0)
-    for i, p in enumerate(pitches):
-        piano.notes.append(pretty_midi.Note(velocity=90, pitch=p, start=start + 0.5 * i, end=start + 0.5 * i + 0.45))
-    pm.instruments.append(piano)
-    pm.write(str(path))
-
-
-def many_tunes(n):
-    """n distinct, musical-looking tunes (different notes so none is a duplicate)."""
-    notes = "CDEFGABcdefg"
-    tunes = []
-    for i in range(n):
-        bars = "|".join(notes[(i + j) % 12] + notes[(3 * i + j) % 12] + notes[(i * j + 5) % 12] + "2" for j in range(12))
-        tunes.append(f"X:{i + 1}\nT:tune {i}\nM:4/4\nL:1/8\nK:C\n{bars}|]\n")
-    return tunes
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -207,7 +188,6 @@ def test_max_train_tokens_cuts_only_the_training_split(tmp_path, run_script, cha
     out = tmp_path / "cut"
     args = ["prepare.py", "--out", out, "--split", "0.8,0.1,0.1", "--max_train_tokens", "5000"]
     for rel in ("airdsAirs/book1.abc", "essenFolksong/ballad10.abc"):
-        from conftest import corpus_file
         args += ["--input", corpus_file(rel)]
     run_script(args)
     stats = read_json(out / "stats.json")
@@ -347,7 +327,6 @@ def test_a_score_with_a_zero_length_note_converts(tmp_path, run_script):
     it sounds to the end of the track and midi2abc stopped with "note too short": six scores of the default
     corpus failed so. prepare.py drops such notes before writing the MIDI; a score named by --input takes the
     same path."""
-    from conftest import corpus_file
     (tmp_path / "tunes.abc").write_text("\n".join(many_tunes(5)))
     run_script(["prepare.py", "--input", corpus_file("monteverdi/madrigal.3.10.mxl"), "--input",
                 tmp_path / "tunes.abc", "--out", tmp_path / "out", "--split", "0.6,0.2,0.2", "--cache_dir", ""])
@@ -547,7 +526,6 @@ def test_a_stopped_prepare_leaves_nothing_running_and_a_rerun_goes_ahead(tmp_pat
     """Killed (SIGKILL) or stopped (SIGTERM: docker stop, pre-emption) while its workers are inside midi2abc,
     prepare.py leaves no worker and no midi2abc running, nothing holding its lock: the same command run again at
     once writes the dataset an uninterrupted run writes, byte for byte, and no temporary folder stays behind."""
-    from conftest import REPO, left_running, slow_tool, tagged, wait_for
     src = tmp_path / "in"
     src.mkdir()
     for i in range(3):
@@ -586,6 +564,6 @@ def test_workers_default_to_the_cpus_this_process_may_use():
     if not hasattr(os, "sched_setaffinity"):
         pytest.skip("no CPU affinity on this platform")
     code = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); import prepare; print(prepare.workers)"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO,
                           capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "1"

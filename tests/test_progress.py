@@ -6,7 +6,7 @@ import re
 import sys
 
 import pytest
-from conftest import FIXTURE_INPUTS, ONE_THREAD, corpus_file, tiny_run
+from helpers import FIXTURE_INPUTS, ONE_THREAD, corpus_file
 
 import progress
 from progress import LogProgress, progress_bar
@@ -62,8 +62,8 @@ def test_prepare_and_train_print_plain_lines_into_a_pipe(run_script, tmp_path):
                         r"tokens [\d,]+, tok_s [\d,]+", lines[-1]), lines[-1]
 
 
-def test_sample_and_eval_syntax_print_plain_lines_into_a_pipe(run_script, tmp_path, tmp_path_factory, char_dataset):
-    run = tiny_run(run_script, tmp_path_factory, char_dataset, "gpt")
+def test_sample_and_eval_syntax_print_plain_lines_into_a_pipe(run_script, tmp_path, tiny_run, char_dataset):
+    run = tiny_run(char_dataset, "gpt")
     proc = run_script(["sample.py", "--run", run, "--out", tmp_path / "samples", "--num_samples", "2",
                        "--max_new_tokens", "32", "--seed", "1", "--device", "cpu"], env=EVERY_UPDATE)
     assert_plain(proc)

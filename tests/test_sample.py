@@ -3,29 +3,23 @@ whatever the batch and the same as one-at-a-time multinomial sampling gave, rows
 sampling filters, complete tunes with recorded header completion, conversions recorded per sample."""
 import json
 import os
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from abc_text import parse_header  # noqa: E402
-from checkpoint import load_run  # noqa: E402
-import sample  # noqa: E402
-from sample import Decoder, generate, pick_tokens  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import ONE_THREAD, TINY_BLOCK_SIZE as BLOCK_SIZE, tiny_run  # noqa: E402
+import sample
+from abc_text import parse_header
+from checkpoint import load_run
+from helpers import ONE_THREAD, TINY_BLOCK_SIZE as BLOCK_SIZE
+from sample import Decoder, generate, pick_tokens
 
 
 @pytest.fixture(scope="module", params=["gpt", "lstm"])
-def run(request, run_script, tmp_path_factory, char_dataset):
+def run(request, tiny_run, char_dataset):
     torch.set_num_threads(1)
-    return tiny_run(run_script, tmp_path_factory, char_dataset, request.param)
+    return tiny_run(char_dataset, request.param)
 
 
 def real_tunes(tokenizer, data_dir, min_len, count):
@@ -181,8 +175,8 @@ def test_sampling_filters():
     torch.testing.assert_close(counts, torch.softmax(logits[0], -1), atol=0.06, rtol=0)
 
 
-def test_cli_writes_complete_tunes_and_records_every_conversion(tmp_path, tmp_path_factory, run_script, char_dataset):
-    run = tiny_run(run_script, tmp_path_factory, char_dataset, "gpt")
+def test_cli_writes_complete_tunes_and_records_every_conversion(tmp_path, tiny_run, run_script, char_dataset):
+    run = tiny_run(char_dataset, "gpt")
     out = tmp_path / "samples"
     # a prompt that is music only: the file must gain all four headers, and the record must say how
     proc = run_script(["sample.py", "--run", run, "--out", out, "--num_samples", "3", "--max_new_tokens", "48",
@@ -208,8 +202,8 @@ def test_cli_writes_complete_tunes_and_records_every_conversion(tmp_path, tmp_pa
     assert all(r["wav_ok"] and r["wav_peak"] > 0.001 for r in records)
 
 
-def test_cli_header_prompt_is_kept_and_bad_input_is_one_line(tmp_path, tmp_path_factory, run_script, char_dataset):
-    run = tiny_run(run_script, tmp_path_factory, char_dataset, "lstm")
+def test_cli_header_prompt_is_kept_and_bad_input_is_one_line(tmp_path, tiny_run, run_script, char_dataset):
+    run = tiny_run(char_dataset, "lstm")
     prompt_file = tmp_path / "prompt.abc"
     prompt_file.write_text("X:7\nM:6/8\nL:1/8\nK:G\n")
     out = tmp_path / "s"
@@ -226,8 +220,8 @@ def test_cli_header_prompt_is_kept_and_bad_input_is_one_line(tmp_path, tmp_path_
         assert str(exit_info.value.code).startswith("error:") and "\n" not in str(exit_info.value.code)
 
 
-def test_cli_gives_the_same_tunes_whatever_the_batch_size(tmp_path, tmp_path_factory, run_script, char_dataset):
-    run = tiny_run(run_script, tmp_path_factory, char_dataset, "gpt")
+def test_cli_gives_the_same_tunes_whatever_the_batch_size(tmp_path, tiny_run, char_dataset):
+    run = tiny_run(char_dataset, "gpt")
     common = ["--run", str(run), "--max_new_tokens", "64", "--device", "cpu"]
     texts = {}
     for batch_size in (0, 2, 1):  # all at once, two rows reused, one by one
@@ -242,10 +236,10 @@ def test_cli_gives_the_same_tunes_whatever_the_batch_size(tmp_path, tmp_path_fac
     assert open(alone[0]["file"]).read() == texts[0][3]
 
 
-def test_a_folder_never_mixes_two_calls_tunes(tmp_path, tmp_path_factory, run_script, char_dataset):
+def test_a_folder_never_mixes_two_calls_tunes(tmp_path, tiny_run, char_dataset):
     """--out holding samples is refused (nothing touched) unless --overwrite=True, which removes exactly the earlier
     call's files (tunes, conversions, samples.jsonl), never anything else, and only once the model has loaded."""
-    run = tiny_run(run_script, tmp_path_factory, char_dataset, "lstm")
+    run = tiny_run(char_dataset, "lstm")
     out = tmp_path / "samples"
     common = ["--run", str(run), "--out", str(out), "--max_new_tokens", "8", "--device", "cpu"]
     sample.main([*common, "--num_samples", "2"])
@@ -284,10 +278,10 @@ def test_a_folder_never_mixes_two_calls_tunes(tmp_path, tmp_path_factory, run_sc
 
 
 def test_unconditional_tunes_start_from_the_end_of_tune_alone_after_tune_aligned_training(
-        tmp_path, tmp_path_factory, run_script, char_dataset):
+        tmp_path, tiny_run, run_script, char_dataset):
     """A run trained in 'tunes' order (the default) saw every tune start after an EOT, so sample.py invents no
     opening for it; a 'stride' run gets the X:1 line written for it, as before."""
-    run = tiny_run(run_script, tmp_path_factory, char_dataset, "lstm")
+    run = tiny_run(char_dataset, "lstm")
     stride_run = tmp_path / "stride_run"
     stride_run.mkdir()
     ckpt = torch.load(run / "ckpt.pt", weights_only=True)

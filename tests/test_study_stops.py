@@ -11,10 +11,8 @@ import time
 
 import pytest
 
-from conftest import ONE_THREAD, REPO, left_running, slow_tool, tagged, wait_for
-
-sys.path.insert(0, str(REPO))
-import script_runs  # noqa: E402
+import script_runs
+from helpers import ONE_THREAD, REPO, left_running, many_tunes, slow_tool, tagged, wait_for, write_midi
 
 pytestmark = pytest.mark.slow  # end-to-end: each test runs real studies (make test-fast leaves them out)
 
@@ -34,7 +32,6 @@ def stop_when(args, ready, env, calls=None):
 
 
 def test_a_study_stopped_while_it_prepares_exits_at_once_with_nothing_left(tmp_path):
-    from test_prepare import many_tunes, write_midi
     src = tmp_path / "in"
     src.mkdir()
     for i in range(3):

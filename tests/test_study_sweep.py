@@ -12,50 +12,47 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import ONE_THREAD, REPO
-
-sys.path.insert(0, str(REPO))
-import report  # noqa: E402
-import study  # noqa: E402
-import study_plan  # noqa: E402
-from plots import plot_lr_sweeps  # noqa: E402
-from script_runs import Timings  # noqa: E402
+import report
+import study
+import study_plan
+import train
+from helpers import ONE_THREAD, config_values, study_runs
+from plots import plot_lr_sweeps
+from script_runs import Timings
 
 SMOKE = "config/study_smoke.py"
+SMOKE_SIZES = [spec["name"] for spec in study_runs(SMOKE)]
 # stride order: every step scores exactly batch x block tokens, so the budgets below are exact
 TINY = ("--batch_size=8 --block_size=64 --warmup_iters=4 --eval_interval=0 --log_interval=4 --compile=False "
         "--dtype=float32 --data_order=stride")
 
 
-def plan_rows(stdout):
+def plan_rows(out_dir):
     """{run: (family, parameters, tokens, learning rate or None while the sweep has to choose it or the grid is
-    still to be centred)} of a printed plan."""
-    rows = {}
-    for line in stdout.splitlines():
-        w = line.split()
-        if len(w) >= 7 and w[1] in ("gpt", "lstm"):
-            rows[w[0]] = (w[1], int(w[2].replace(",", "")), int(w[4].replace(",", "")),
-                          None if w[6] in ("sweep's", "centred") else float(w[6]))
-    return rows
+    still to be centred)} of the plan a dry run wrote to out_dir/plan.json."""
+    plan = json.loads((Path(out_dir) / "plan.json").read_text())
+    return {r["run"]: (r["family"], r["n_params"], r["tokens"], r["learning_rate"]) for r in plan["runs"]}
 
 
 def test_plan_has_every_size_rate_and_budget(run_script, tmp_path):
     proc = run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 's'}", "--lr_sweep=x0.5,x1,x2",
                        "--lr_sweep_tokens=0.5", "--token_budgets=4096,16384", "--dry_run=True"])
-    rows = plan_rows(proc.stdout)
-    configured = {"gpt": 6e-3, "lstm": 1e-2}  # config/gpt_tiny.py, config/lstm_tiny.py
-    for size in ("gpt_16", "gpt_32", "gpt_48", "lstm_16", "lstm_40", "lstm_64"):
+    rows = plan_rows(tmp_path / "s")
+    configured = {family: config_values(train, f"config/{family}_tiny.py")["learning_rate"] for family in
+                  ("gpt", "lstm")}  # the smoke study's sizes are of these two configs
+    for size in SMOKE_SIZES:
         # the sweep: every rate, at half of the largest budget; the third size's grid is centred on the law of
         # the first two once they are swept, so for now it is the configured one, its rates still open
+        third = [s for s in SMOKE_SIZES if s.split("_")[0] == size.split("_")[0]][2]
         for part, factor in ((".lr0.5x", 0.5), ("", 1), (".lr2x", 2)):
             family, _, tokens, lr = rows.pop(f"{size}.d16384{part}.sweep0.5")
             assert tokens == 8192, size
-            assert lr is None if size in ("gpt_48", "lstm_64") else lr == pytest.approx(factor * configured[family])
+            assert lr is None if size == third else lr == pytest.approx(factor * configured[family])
         # the runs for the fits: every budget, at the rate the sweep will choose
         assert rows.pop(f"{size}.d4096.lr-best")[2:] == (4096, None)
         assert rows.pop(f"{size}.d16384.lr-best")[2:] == (16384, None)
     assert rows == {}, "runs nobody asked for"
-    assert "gpt_16: not finished" in proc.stdout
+    assert f"{SMOKE_SIZES[0]}: not finished" in proc.stdout
 
 
 def fake_finished(run_dir, val_loss):
@@ -65,7 +62,7 @@ def fake_finished(run_dir, val_loss):
 
 SIZES = "\n".join(f"{name} config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd={w}"
                   for name, w in (("mid", 16), ("top", 32), ("big", 48)))
-LR0 = 6e-3  # config/gpt_tiny.py
+LR0 = config_values(train, "config/gpt_tiny.py")["learning_rate"]  # the rate x1 stands for in the runs of SIZES
 
 
 def parabola(lr, best):
@@ -93,17 +90,19 @@ def test_grids_are_centred_on_the_law_extended_at_an_edge_and_every_size_trained
     sweep("mid", (0.5, 1, 2), LR0)
     sweep("top", (0.5, 1, 2), 4 * LR0)
     proc = run_script(args)
-    rows = plan_rows(proc.stdout)
+    rows = plan_rows(out)
     assert rows["top.lr4x.sweep0.25"][3] == pytest.approx(4 * LR0)  # the next step above x2
     assert rows["big.sweep0.25"][3] is None and "big: not finished" in proc.stdout  # big waits for top
     sweep("top", (4,), 4 * LR0)
-    rows = plan_rows(run_script(args).stdout)
+    run_script(args)
+    rows = plan_rows(out)
     assert rows["top.lr8x.sweep0.25"][3] == pytest.approx(8 * LR0)  # x4 best: still the edge
     sweep("top", (8,), 4 * LR0)
 
     # top's x4 is inside its grid now: big's grid is the configured one moved by whole steps (x2) so that its
     # centre (x1) lies nearest the law's rate for big, a line in log-log through mid's and top's best rates
-    rows = plan_rows(run_script(args).stdout)
+    run_script(args)
+    rows = plan_rows(out)
     n = {size: rows[f"{size}.lr-best"][1] for size in ("mid", "top", "big")}
     b = math.log(4) / math.log(n["top"] / n["mid"])
     law_big = 4 * LR0 * (n["big"] / n["top"]) ** b
@@ -120,7 +119,7 @@ def test_grids_are_centred_on_the_law_extended_at_an_edge_and_every_size_trained
     # value, or by the grid's name for it where the law's rate is one of the grid's
     sweep("big", centred, law_big)
     proc = run_script(args)
-    rows = plan_rows(proc.stdout)
+    rows = plan_rows(out)
     for name, lr in (("mid", LR0), ("top.lr4x", 4 * LR0), (f"big.lr{float(f'{law_big:.3g}'):g}", law_big)):
         assert rows[name][2:] == (16384, pytest.approx(lr, rel=5e-3)), name
     law_line = next(line for line in proc.stdout.splitlines() if line.startswith("[lr law] gpt:"))
@@ -128,7 +127,8 @@ def test_grids_are_centred_on_the_law_extended_at_an_edge_and_every_size_trained
     assert "WARNING" not in proc.stdout
 
     # lr_choice='argmin': each size at its own sweep's best grid rate instead
-    rows = plan_rows(run_script(args + ["--lr_choice=argmin"]).stdout)
+    run_script(args + ["--lr_choice=argmin"])
+    rows = plan_rows(out)
     assert rows["mid"][3] == pytest.approx(LR0) and rows["top.lr4x"][3] == pytest.approx(4 * LR0)
     best_big = min(centred, key=lambda m: abs(math.log(m * LR0 / law_big)))
     assert rows[f"big{multiple_name(best_big)}"][3] == pytest.approx(best_big * LR0)
@@ -143,7 +143,7 @@ def test_fewer_than_three_sizes_take_their_argmin_and_a_diverged_rate_is_a_resul
     os.makedirs(out / "runs" / "solo.lr2x.sweep0.25")
     (out / "runs" / "solo.lr2x.sweep0.25" / "diverged.json").write_text("{}")
     proc = run_script(args)
-    rows = plan_rows(proc.stdout)
+    rows = plan_rows(out)
     assert rows["solo"][2:] == (16384, LR0)  # x1 is best; x2 diverged, so x1 is no edge and nothing is added
     assert set(rows) == {"solo", "solo.lr0.5x.sweep0.25", "solo.sweep0.25", "solo.lr2x.sweep0.25"}
     assert "x2: diverged" in proc.stdout
@@ -160,16 +160,16 @@ def test_fewer_than_three_sizes_take_their_argmin_and_a_diverged_rate_is_a_resul
 
 
 def test_seeds_repeat_the_runs_for_the_fits_in_their_own_folders(run_script, tmp_path):
-    proc = run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 's'}", "--seeds=2", "--seed_sizes=gpt_16:3,lstm_40",
+    run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 's'}", "--seeds=2", "--seed_sizes=gpt_16:3,lstm_40",
                        "--token_budgets=4096,16384", "--dry_run=True"])
-    rows = plan_rows(proc.stdout)
+    rows = plan_rows(tmp_path / "s")
     repeats = {name for name in rows if ".seed" in name}
     assert repeats == {"gpt_16.d4096.seed2", "gpt_16.d4096.seed3", "gpt_16.d16384.seed2", "gpt_16.d16384.seed3",
                        "lstm_40.d4096.seed2", "lstm_40.d16384.seed2"}
     for name in repeats:
         assert rows[name] == rows[name.rsplit(".", 1)[0]]  # the same model, tokens and rate
-    proc = run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 's'}", "--seeds=3", "--dry_run=True"])
-    assert sum(".seed" in name for name in plan_rows(proc.stdout)) == 12  # 6 sizes x 2 repeats
+    run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 's'}", "--seeds=3", "--dry_run=True"])
+    assert sum(".seed" in name for name in plan_rows(tmp_path / "s")) == 12  # 6 sizes x 2 repeats
 
 
 @pytest.mark.slow
@@ -360,15 +360,15 @@ def test_wsd_budgets_branch_from_one_trunk_per_size_and_seed(run_script, char_da
     args = ["study.py", SMOKE, f"--out_dir={out}", f"--data_dir={char_dataset}", "--token_budgets=4096,16384",
             f"--train_args={TINY} --lr_schedule=wsd --cooldown_frac=0.5", "--seeds=2",
             "--runs=g config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16"]
-    stdout = run_script([*args, "--dry_run=True"]).stdout
-    rows = plan_rows(stdout)
+    run_script([*args, "--dry_run=True"])
+    rows = plan_rows(out)
     assert {name: row[2] for name, row in rows.items()} == {
         "g.trunk": 8192, "g.d4096": 4096, "g.d16384": 16384,
         "g.seed2.trunk": 8192, "g.d4096.seed2": 4096, "g.d16384.seed2": 16384}
     # the compute the study spends: per seed the trunk's 8,192 tokens and the cooldowns' 2,048 + 8,192
-    trunk_flops = float(next(line.split()[5] for line in stdout.splitlines() if line.startswith("g.trunk ")))
-    total = float(next(line.split()[3] for line in stdout.splitlines() if line.startswith("total training compute")))
-    assert total == pytest.approx(trunk_flops * 2 * (8192 + 2048 + 8192) / 8192, rel=0.01)
+    plan = json.loads((out / "plan.json").read_text())
+    trunk_flops = next(r["train_flops"] for r in plan["runs"] if r["run"] == "g.trunk")
+    assert plan["total_train_flops"] == pytest.approx(trunk_flops * 2 * (8192 + 2048 + 8192) / 8192, rel=1e-9)
     run_script([*args, "--stop_after=train"], timeout=600, env=ONE_THREAD)
     for seed in ("", ".seed2"):
         trunk = out / "runs" / f"g{seed}.trunk"

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ONE_THREAD, REPO
 
 import train
+from helpers import ONE_THREAD, REPO
 
 pytestmark = pytest.mark.slow  # end-to-end: each test runs real studies (make test-fast leaves them out)
 

@@ -19,6 +19,7 @@ from dataset import TrainOrder, iteration_plan, tune_windows, window_starts
 from windows import Tokens, TrainBatches, exact_windows, spread_windows
 from configurator import configure
 from checkpoint import load_checkpoint
+from helpers import wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -128,7 +129,7 @@ def test_configurator_expands_home_and_variables_in_path_knobs_only(tmp_path, mo
 
 def test_study_finds_a_dataset_input_typed_with_a_tilde(run_script, tmp_path):
     """The issue's failing command: `study.py ... --dataset_input=~/corpus` said '~/corpus does not exist'."""
-    from conftest import corpus_file
+    from helpers import corpus_file
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(corpus_file("airdsAirs/book1.abc"), home / "book1.abc")
@@ -382,7 +383,10 @@ def test_stopped_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dat
     docker stop and pre-emption do: a checkpoint at the next step and a one-line message; also when the signal
     comes while the run still sets up, before its first step), a resumed run ends exactly like one that was never
     interrupted."""
-    args = ["--max_iters=80", every, "--dropout=0.1", "--eval_interval=20"]
+    # the signal comes at iteration 10 at the latest (its first checkpoint or second log line): 160 iterations
+    # leave the run seconds of work after it, however busy the machine (at 80 a run could end unseen: ~1 s)
+    max_iters = 160
+    args = [f"--max_iters={max_iters}", every, "--dropout=0.1", "--eval_interval=20"]
     killed = tmp_path / "killed"
     # the resume below runs in this process: the killed run must use the same number of CPU threads, or
     # float sums are ordered differently (another test may have called torch.set_num_threads earlier)
@@ -392,9 +396,7 @@ def test_stopped_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dat
     ready = (lambda: (killed / "ckpt.pt").exists()) if stop == signal.SIGKILL else \
         (lambda: killed.exists()) if during == "setup" else \
         (lambda: (killed / "log.jsonl").exists() and len((killed / "log.jsonl").read_text().splitlines()) >= 2)
-    deadline = time.time() + 300
-    while not ready() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    wait_for(ready, proc, timeout=300, poll=0.01)  # AssertionError if the run ends before the signal
     proc.send_signal(stop)
     _, stderr = proc.communicate()
     ckpt = torch.load(killed / "ckpt.pt", weights_only=True)
@@ -404,7 +406,7 @@ def test_stopped_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dat
         last = stderr.strip().splitlines()[-1]
         assert proc.returncode == 1 and last.startswith("error: stopped by SIGTERM at iteration "), stderr[-500:]
         assert f"iteration {ckpt['iter_num']}:" in last and "--init_from=resume" in last
-    assert (ckpt["iter_num"] == 0 if during == "setup" else 0 < ckpt["iter_num"] < 80)
+    assert (ckpt["iter_num"] == 0 if during == "setup" else 0 < ckpt["iter_num"] < max_iters)
     assert not (killed / "results.json").exists()
 
     # the checkpoint's settings are the defaults of a resume: out_dir and init_from are enough
