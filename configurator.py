@@ -116,7 +116,7 @@ def run_config_file(path, config, renamed=None):
             continue  # imports and helpers a config file may use
         key = current_name(key, config, renamed or {}, where=f"config file {path}: ")
         if key not in config:
-            unknown_key(key, config, f"config file {path} sets unknown key")
+            unknown_key(key, config, f"config file {path} sets unknown key", renamed)
         config[key] = coerce(key, value, config[key])
 
 
@@ -169,9 +169,12 @@ def usage(config, positional, script=None):
     return "\n".join(lines)
 
 
-def unknown_key(key, config, where):
-    """The one line for a key no knob has, with the nearest knob's name when the key looks like a typo of it."""
-    close = difflib.get_close_matches(key, list(config), n=1, cutoff=0.75)
+def unknown_key(key, config, where, renamed=None):
+    """The one line for a key no knob has, with the nearest knob's name when the key looks like a typo of it (or of
+    a knob's old name: then the new name)."""
+    renamed = renamed or {}
+    close = difflib.get_close_matches(key, list(config) + list(renamed), n=1, cutoff=0.75)
+    close = [renamed.get(name, name) for name in close]
     fail(f"{where} {key!r}" + (f"; did you mean {close[0]!r}?" if close else "") + " (see --help for the keys)")
 
 
@@ -212,7 +215,7 @@ def configure(namespace, argv, positional=None, repeatable=(), renamed=None):
         key, sep, text = arg[2:].partition("=")
         key = current_name(key, config, renamed, prefix="--")
         if key not in config:
-            unknown_key(key, config, "unknown config key")
+            unknown_key(key, config, "unknown config key", renamed)
         if not sep:
             if isinstance(config[key], bool):  # a bare flag, or --flag True/False
                 if i < len(args) and args[i] in BOOL_WORDS:

@@ -12,12 +12,12 @@ from helpers import FIXTURE_INPUTS, ONE_THREAD, TINY_BLOCK_SIZE, corpus_file, ru
 
 @pytest.fixture(scope="session")
 def run_script():
-    """run_script(['prepare.py', '--out', d], check=True) -> CompletedProcess (stdout/stderr as text)."""
+    """run_script(['prepare.py', '--out_dir', d], check=True) -> CompletedProcess (stdout/stderr as text)."""
     return _run
 
 
 def _prepare(out, *extra):
-    args = ["prepare.py", "--out", out, "--split", "0.8,0.1,0.1", "--cache_dir", "", "--workers", "2"]
+    args = ["prepare.py", "--out_dir", out, "--split_fractions", "0.8,0.1,0.1", "--cache_dir", "", "--workers", "2"]
     for rel in FIXTURE_INPUTS:
         args += ["--input", corpus_file(rel)]
     _run(args + list(extra))

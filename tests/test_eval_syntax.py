@@ -47,7 +47,7 @@ def report(tmp_path_factory, run_script, char_dataset):
     write_files(folder)
     out = folder.parent / "report.json"
     proc = run_script(["eval_syntax.py", folder, "--reference", char_dataset, "--reference_tunes", "30",
-                       "--workers", "2", "--out", out])
+                       "--workers", "2", "--out_file", out])
     return json.loads(out.read_text()), proc.stdout
 
 
@@ -313,19 +313,19 @@ def test_kernel_density_is_scipys():
 
 
 def test_an_out_that_cannot_be_the_report_is_one_line_before_any_work(tmp_path, monkeypatch, run_script):
-    """--out that is a folder, or whose folder is missing or a file: one line, non-zero, before a tune is checked
+    """--out_file that is a folder, or whose folder is missing or a file: one line, non-zero, before a tune is checked
     (minutes of work never end in a traceback), and nothing is created or replaced."""
     (tmp_path / "t.abc").write_text(FILES["valid.abc"][0])
     (tmp_path / "a_file").write_text("mine")
-    monkeypatch.setattr(eval_syntax, "evaluate_all", lambda *a, **k: pytest.fail("evaluated before checking --out"))
+    monkeypatch.setattr(eval_syntax, "evaluate_all", lambda *a, **k: pytest.fail("evaluated before checking --out_file"))
     for out, says in ((tmp_path, "is a folder"), (tmp_path / "missing" / "r.json", "does not exist"),
                       (tmp_path / "a_file" / "r.json", "is a file")):
         with pytest.raises(SystemExit) as exit_info:
-            eval_syntax.main([str(tmp_path / "t.abc"), "--out", str(out)])
+            eval_syntax.main([str(tmp_path / "t.abc"), "--out_file", str(out)])
         message = str(exit_info.value.code)
         assert message.startswith("error:") and says in message and "\n" not in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "t.abc"]
     assert (tmp_path / "a_file").read_text() == "mine"
     # the same as a user sees it: exit status 1, one line on stderr
-    proc = run_script(["eval_syntax.py", tmp_path / "t.abc", "--out", tmp_path], check=False)
+    proc = run_script(["eval_syntax.py", tmp_path / "t.abc", "--out_file", tmp_path], check=False)
     assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0 and "is a folder" in proc.stderr

@@ -87,7 +87,7 @@ def test_four_sizes_print_no_interval_without_repeats_and_one_with_them(tmp_path
     rng = np.random.default_rng(0)
     once = write_table(tmp_path / "once.csv", ["family", "n_params", "loss"],
                        [("lstm", n, l) for n, l in zip(sizes, law(sizes) * np.exp(rng.normal(0, 0.005, 4)))])
-    r = run_cli("--table", once, "--out", tmp_path / "once", "--n_bootstrap", 200)
+    r = run_cli("--table", once, "--out_dir", tmp_path / "once", "--n_bootstrap", 200)
     assert r.returncode == 0, r.stderr
     fit = json.loads((tmp_path / "once" / "fit.json").read_text())["lstm"]
     assert fit["alpha_ci"] is None and fit["sigma_source"] is None
@@ -99,7 +99,7 @@ def test_four_sizes_print_no_interval_without_repeats_and_one_with_them(tmp_path
     twice = write_table(tmp_path / "twice.csv", ["family", "n_params", "loss", "seed"],
                         [("lstm", n, l * np.exp(rng.normal(0, 0.005)), seed)
                          for n, l in zip(sizes, law(sizes)) for seed in (1, 2)])
-    r = run_cli("--table", twice, "--out", tmp_path / "twice", "--n_bootstrap", 200)
+    r = run_cli("--table", twice, "--out_dir", tmp_path / "twice", "--n_bootstrap", 200)
     assert r.returncode == 0, r.stderr
     fit = json.loads((tmp_path / "twice" / "fit.json").read_text())["lstm"]
     lo, hi = fit["alpha_ci"]
@@ -128,7 +128,7 @@ def test_a_table_with_several_budgets_is_fitted_on_the_largest_only_and_says_so(
     sizes, budgets = np.geomspace(1e5, 1e7, 5), (1e6, 4e6, 1.6e7)
     table = write_table(tmp_path / "grid.csv", ["family", "n_params", "tokens", "loss"],
                         [("gpt", n, d, 1.0 + 30 * n ** -0.3 + 40 * d ** -0.3) for n in sizes for d in budgets])
-    r = run_cli("--table", table, "--out", tmp_path / "fit", "--n_bootstrap", 100)
+    r = run_cli("--table", table, "--out_dir", tmp_path / "fit", "--n_bootstrap", 100)
     assert r.returncode == 0, r.stderr
     f = json.loads((tmp_path / "fit" / "fit.json").read_text())["gpt"]
     assert f["n_points"] == 5 and f["budget_tokens"] == 1.6e7
@@ -176,7 +176,7 @@ def test_scaling_py_and_study_py_write_the_same_fit_for_the_same_runs(tmp_path, 
            "out_dir": str(tmp_path / "study")}
     study.fit_and_plot(plan, cfg, str(tmp_path / "no_data"), Timings(str(tmp_path / "t.json")))
     printed = capsys.readouterr().out
-    r = run_cli(tmp_path / "runs", "--out", tmp_path / "scaling", "--n_bootstrap", 200)
+    r = run_cli(tmp_path / "runs", "--out_dir", tmp_path / "scaling", "--n_bootstrap", 200)
     assert r.returncode == 0, r.stderr
     by_study = json.loads((tmp_path / "study" / "fit.json").read_text())
     assert json.loads((tmp_path / "scaling" / "fit.json").read_text()) == by_study
@@ -200,7 +200,7 @@ def test_fit_params_chooses_the_parameters_every_fit_uses(tmp_path):
         power_law.fit_all([dict(r, n_params_non_embedding=None) for r in rows], fit_params="non_embedding")
     table = write_table(tmp_path / "t.csv", ["family", "n_params", "loss"], [("gpt", r["n_params"], r["loss"])
                                                                               for r in rows])
-    r = run_cli("--table", table, "--out", tmp_path / "fit", "--fit_params", "embedding")
+    r = run_cli("--table", table, "--out_dir", tmp_path / "fit", "--fit_params", "embedding")
     assert r.returncode != 0 and r.stderr.strip().startswith("error: fit_params must be")
     assert len(r.stderr.strip().splitlines()) == 1
 
@@ -237,7 +237,7 @@ def test_a_frontier_that_leaves_the_trained_range_says_so(tmp_path):
     rows = [("gpt", n, d, 1.0 + 30 * n ** -0.3 + 400 * d ** -0.35, 6 * n * d * 1.5, 2e7)
             for n in sizes for d in budgets]
     table = write_table(tmp_path / "T.csv", ["family", "n_params", "tokens", "loss", "flops", "dataset_tokens"], rows)
-    r = run_cli("--table", table, "--out", tmp_path / "fit", "--n_bootstrap", 100)
+    r = run_cli("--table", table, "--out_dir", tmp_path / "fit", "--n_bootstrap", 100)
     assert r.returncode == 0, r.stderr
     j = json.loads((tmp_path / "fit" / "fit.json").read_text())["gpt"]["joint"]
     warnings = " ".join(j["warnings"])

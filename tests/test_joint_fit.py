@@ -155,7 +155,7 @@ def test_table_with_tokens_writes_joint_fit_and_plots(tmp_path):
         w.writerow(["family", "n_params", "tokens", "loss"])
         w.writerows(zip(["gpt"] * 16, GRID_N, GRID_D, noisy_losses(3)))
     out = tmp_path / "fit"
-    r = subprocess.run([sys.executable, str(REPO / "scaling.py"), "--table", str(table), "--out", str(out),
+    r = subprocess.run([sys.executable, str(REPO / "scaling.py"), "--table", str(table), "--out_dir", str(out),
                         "--n_bootstrap", "200"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     fit = json.loads((out / "fit.json").read_text())["gpt"]

@@ -36,8 +36,8 @@ def test_perplexity_equals_hand_computation(tmp_path, tiny_run, run_script, char
     dataset = char_dataset
     run = tiny_run(dataset, model_type)
     out = tmp_path / "ppl.json"
-    args = [str(run), "--split", "val", "--out", str(out), "--batch_size", "7"] + (["--stride", str(stride)] if stride else [])
-    if model_type == "gpt" and stride is None:  # once through the real command line: JSON on stdout and in --out
+    args = [str(run), "--split", "val", "--out_file", str(out), "--batch_size", "7"] + (["--stride", str(stride)] if stride else [])
+    if model_type == "gpt" and stride is None:  # once through the real command line: JSON on stdout and in --out_file
         proc = run_script(["calc_perplexity.py", *args], env=ONE_THREAD)
         assert json.loads(proc.stdout) == json.loads(out.read_text())
     else:
@@ -103,5 +103,5 @@ def test_an_out_that_cannot_be_written_is_one_line(tmp_path, tiny_run, char_data
     run = tiny_run(char_dataset, "gpt")
     (tmp_path / "file").write_text("")  # a file on the way stands for a read-only folder (root writes anywhere)
     with pytest.raises(SystemExit) as e:
-        calc_perplexity.main([str(run), "--split", "val", "--out", str(tmp_path / "file" / "ppl.json")])
-    assert str(e.value.code).startswith("error: cannot write --out")
+        calc_perplexity.main([str(run), "--split", "val", "--out_file", str(tmp_path / "file" / "ppl.json")])
+    assert str(e.value.code).startswith("error: cannot write --out_file")

@@ -153,14 +153,14 @@ def test_dedup_and_filters_are_counted(tmp_path, run_script):
     duplicate = tunes[0].replace("X:1\nT:tune 0", "X:99\nT:Other title")
     (src / "a.abc").write_text("\n".join(tunes + [duplicate, degenerate, short, "X:5\nT:no key\nCDE|\n"]))
     out = tmp_path / "out"
-    run_script(["prepare.py", "--input", src, "--out", out, "--split", "0.8,0.1,0.1", "--max_chars", "5000"])
+    run_script(["prepare.py", "--input", src, "--out_dir", out, "--split_fractions", "0.8,0.1,0.1", "--max_chars", "5000"])
     stats = read_json(out / "stats.json")
     assert stats["duplicates_removed"] == 1
     assert stats["filtered"]["low_gzip_ratio"] == 1
     assert stats["filtered"]["too_short"] == 1
     assert stats["filtered"]["no_key"] == 1
     assert stats["tunes_kept"] == 12
-    proc = run_script(["prepare.py", "--input", src, "--out", out, "--max_chars", "80", "--split", "0.8,0.1,0.1",
+    proc = run_script(["prepare.py", "--input", src, "--out_dir", out, "--max_chars", "80", "--split_fractions", "0.8,0.1,0.1",
                        "--overwrite=True"], check=False)  # every tune too long now: the old dataset must survive
     assert proc.returncode != 0 and "need at least 3" in proc.stderr
     assert read_json(out / "stats.json")["tunes_kept"] == 12
@@ -173,20 +173,20 @@ def test_same_input_and_seed_give_byte_identical_outputs(tmp_path, run_script):
     outs = []
     for name in ("one", "two"):
         outs.append(tmp_path / name)
-        run_script(["prepare.py", "--input", src, "--out", outs[-1], "--tokenizer", "bpe", "--vocab_size", "300",
-                    "--split", "0.8,0.1,0.1", "--seed", "7"])
+        run_script(["prepare.py", "--input", src, "--out_dir", outs[-1], "--tokenizer", "bpe", "--vocab_size", "300",
+                    "--split_fractions", "0.8,0.1,0.1", "--seed", "7"])
     files = sorted(os.listdir(outs[0]))
     assert "bpe.tiktoken" in files and files == sorted(os.listdir(outs[1]))
     for f in files:
         assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
-    run_script(["prepare.py", "--input", src, "--out", tmp_path / "three", "--tokenizer", "bpe",
-                "--vocab_size", "300", "--split", "0.8,0.1,0.1", "--seed", "8"])
+    run_script(["prepare.py", "--input", src, "--out_dir", tmp_path / "three", "--tokenizer", "bpe",
+                "--vocab_size", "300", "--split_fractions", "0.8,0.1,0.1", "--seed", "8"])
     assert (tmp_path / "three" / "train.bin").read_bytes() != (outs[0] / "train.bin").read_bytes()
 
 
 def test_max_train_tokens_cuts_only_the_training_split(tmp_path, run_script, char_dataset):
     out = tmp_path / "cut"
-    args = ["prepare.py", "--out", out, "--split", "0.8,0.1,0.1", "--max_train_tokens", "5000"]
+    args = ["prepare.py", "--out_dir", out, "--split_fractions", "0.8,0.1,0.1", "--max_train_tokens", "5000"]
     for rel in ("airdsAirs/book1.abc", "essenFolksong/ballad10.abc"):
         args += ["--input", corpus_file(rel)]
     run_script(args)
@@ -213,7 +213,7 @@ def test_midi_collection_with_planted_bad_files(tmp_path, run_script):
     (src / "notes.txt").write_text("ignored: not a music file")
     (src / "tunes.abc").write_text("\n".join(many_tunes(6)))
     out = tmp_path / "out"
-    proc = run_script(["prepare.py", "--input", src, "--out", out, "--split", "0.6,0.2,0.2",
+    proc = run_script(["prepare.py", "--input", src, "--out_dir", out, "--split_fractions", "0.6,0.2,0.2",
                        "--cache_dir", tmp_path / "cache"])
     stats = read_json(out / "stats.json")
     assert stats["files_found"] == 9 and stats["files_by_kind"] == {"abc": 2, "midi": 7}
@@ -242,14 +242,14 @@ def test_midi_collection_with_planted_bad_files(tmp_path, run_script):
     fake.write_text("#!/bin/sh\nexit 3\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = {"PATH": f"{fake_bin}:{os.environ['PATH']}"}
-    run_script(["prepare.py", "--input", src, "--out", tmp_path / "again", "--split", "0.6,0.2,0.2",
+    run_script(["prepare.py", "--input", src, "--out_dir", tmp_path / "again", "--split_fractions", "0.6,0.2,0.2",
                 "--cache_dir", tmp_path / "cache"], env=env)
     assert (tmp_path / "again" / "train.bin").read_bytes() == (out / "train.bin").read_bytes()
 
 
 @pytest.mark.parametrize("script, option, reason", [
     # a busy loop: the limit counts CPU seconds (0.25 and its retry's 1 both mean one whole second)
-    ("while :; do :; done", ["--timeout", "0.25"], "midi2abc_timeout"),
+    ("while :; do :; done", ["--midi2abc_timeout", "0.25"], "midi2abc_timeout"),
     ("exec yes 'CDEF GABc|'", ["--max_abc_bytes", "100000"], "midi2abc_output_too_large"),
     ("kill -FPE $$", [], "midi2abc_crashed_SIGFPE"),
 ])
@@ -264,7 +264,7 @@ def test_hanging_runaway_and_crashing_midi2abc_are_counted(tmp_path, run_script,
     src.mkdir()
     write_midi(src / "x.mid", [60, 62, 64])
     (src / "tunes.abc").write_text("\n".join(many_tunes(5)))
-    run_script(["prepare.py", "--input", src, "--out", tmp_path / "out", "--split", "0.6,0.2,0.2",
+    run_script(["prepare.py", "--input", src, "--out_dir", tmp_path / "out", "--split_fractions", "0.6,0.2,0.2",
                 "--cache_dir", "", *option], env={"PATH": f"{fake_bin}:{os.environ['PATH']}"})
     assert read_json(tmp_path / "out" / "stats.json")["conversion_failures"] == {reason: 1}
 
@@ -286,12 +286,12 @@ def test_same_bytes_with_any_workers_and_any_cpu_load(tmp_path, run_script):
         write_midi(src / "sub" / f"m{i}.mid", [60 + i, 62, 64, 65, 67, 69, 71, 72 - i, 60, 64, 67, 72])
     (src / "sub" / "bad.mid").write_text("not a MIDI file\n")
     (src / "tunes.abc").write_text("\n".join(many_tunes(8)))
-    args = ["prepare.py", "--input", src, "--split", "0.6,0.2,0.2", "--cache_dir", "", "--timeout", "1"]
+    args = ["prepare.py", "--input", src, "--split_fractions", "0.6,0.2,0.2", "--cache_dir", "", "--midi2abc_timeout", "1"]
     env = {"PATH": f"{fake_bin}:{os.environ['PATH']}"}
-    run_script([*args, "--out", tmp_path / "one", "--workers", "1"], env=env)
+    run_script([*args, "--out_dir", tmp_path / "one", "--workers", "1"], env=env)
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        run_script([*args, "--out", tmp_path / "two", "--workers", "2"], env=env)
+        run_script([*args, "--out_dir", tmp_path / "two", "--workers", "2"], env=env)
     finally:
         for proc in busy:
             proc.kill()
@@ -315,8 +315,8 @@ def test_the_dataset_does_not_depend_on_where_its_inputs_lie(tmp_path, run_scrip
         (tmp_path / where / first / "jigs.abc").write_text("\n".join(tunes[:6]))
         (tmp_path / where / second / "reels.abc").write_text("\n".join(tunes[6:]))
         run_script(["prepare.py", "--input", tmp_path / where / first / "jigs.abc", "--input",
-                    tmp_path / where / second / "reels.abc", "--out", tmp_path / where / "out",
-                    "--split", "0.5,0.25,0.25", "--cache_dir", ""])
+                    tmp_path / where / second / "reels.abc", "--out_dir", tmp_path / where / "out",
+                    "--split_fractions", "0.5,0.25,0.25", "--cache_dir", ""])
     for split in ("train", "val", "test"):
         name = f"{split}.bin"
         assert (tmp_path / "one" / "out" / name).read_bytes() == (tmp_path / "two" / "out" / name).read_bytes()
@@ -329,7 +329,7 @@ def test_a_score_with_a_zero_length_note_converts(tmp_path, run_script):
     same path."""
     (tmp_path / "tunes.abc").write_text("\n".join(many_tunes(5)))
     run_script(["prepare.py", "--input", corpus_file("monteverdi/madrigal.3.10.mxl"), "--input",
-                tmp_path / "tunes.abc", "--out", tmp_path / "out", "--split", "0.6,0.2,0.2", "--cache_dir", ""])
+                tmp_path / "tunes.abc", "--out_dir", tmp_path / "out", "--split_fractions", "0.6,0.2,0.2", "--cache_dir", ""])
     stats = read_json(tmp_path / "out" / "stats.json")
     assert stats["files_by_kind"] == {"abc": 1, "score": 1} and stats["failed_files"] == []
     assert stats["tunes_kept"] == 6, "the five tunes and the madrigal"
@@ -340,7 +340,7 @@ def test_a_score_with_a_zero_length_note_converts(tmp_path, run_script):
 
 def test_cached_result_holds_only_where_this_run_would_get_the_same():
     from prepare import cached_result_holds
-    longest = {"midi2abc": 120.0, "music21": 240.0}  # e.g. --timeout 30 (retried at 4x) --score_timeout 240
+    longest = {"midi2abc": 120.0, "music21": 240.0}  # e.g. --midi2abc_timeout 30 (retried at 4x), --music21_timeout 240
     first, retry = {"midi2abc": 30.0, "music21": 60.0}, longest
 
     def holds(reason, cpu, limits):
@@ -377,8 +377,8 @@ def test_cache_is_reused_only_where_this_runs_limits_give_the_same(tmp_path, run
     digest = hashlib.sha256((src / "damaged_cache.mid").read_bytes() + _CONVERTER_VERSION.encode()).hexdigest()
     (cache / digest[:2]).mkdir(parents=True, exist_ok=True)
     (cache / digest[:2] / f"{digest}.json").write_text('{"abc": "X:1')  # cut short: converted again
-    run_script(["prepare.py", "--input", src, "--out", tmp_path / "out", "--split", "0.6,0.2,0.2",
-                "--cache_dir", cache])  # --timeout 30: retried at 120 CPU seconds
+    run_script(["prepare.py", "--input", src, "--out_dir", tmp_path / "out", "--split_fractions", "0.6,0.2,0.2",
+                "--cache_dir", cache])  # --midi2abc_timeout 30: retried at 120 CPU seconds
     stats = read_json(tmp_path / "out" / "stats.json")
     assert stats["failed_files"] == [{"file": "timed_out.mid", "reason": "midi2abc_timeout"}]
     tunes = [t for texts in split_texts(tmp_path / "out").values() for t in texts]
@@ -395,10 +395,10 @@ def test_cache_is_reused_only_where_this_runs_limits_give_the_same(tmp_path, run
     (lambda d: ["--input", str(d / "*.nothing")], "matches nothing"),
     (lambda d: ["--input", d / "empty_dir"], "no .mid/.midi/.kar/.abc files"),
     (lambda d: ["--input", d / "two.abc"], "need at least 3"),
-    (lambda d: ["--input", d / "ok.abc", "--split", "0.5,0.5"], "--split"),
+    (lambda d: ["--input", d / "ok.abc", "--split_fractions", "0.5,0.5"], "--split_fractions"),
     (lambda d: ["--input", d / "ok.abc", "--tokenizer", "words"], "char or bpe"),
-    (lambda d: ["--input", d / "ok.abc", "--out", d / "a_file" / "sub"], "cannot write"),
-    (lambda d: ["--input", d / "ok.abc", "--split", "nan,0.5,0.5"], "three non-negative fractions"),
+    (lambda d: ["--input", d / "ok.abc", "--out_dir", d / "a_file" / "sub"], "cannot write"),
+    (lambda d: ["--input", d / "ok.abc", "--split_fractions", "nan,0.5,0.5"], "three non-negative fractions"),
     # a cache that cannot be written is named, not blamed on the input ("only 0 tune(s) left"); a file in its
     # path stands for a read-only folder, which the tests' root user could still write
     (lambda d: ["--input", d / "ok.abc", "--cache_dir", d / "a_file" / "cache"], "--cache_dir"),
@@ -409,8 +409,8 @@ def test_bad_input_is_one_clear_line(tmp_path, run_script, make_args, message):
     (tmp_path / "ok.abc").write_text("\n".join(many_tunes(5)))
     (tmp_path / "a_file").write_text("")
     args = make_args(tmp_path)
-    if "--out" not in args:
-        args += ["--out", tmp_path / "out"]
+    if "--out_dir" not in args:
+        args += ["--out_dir", tmp_path / "out"]
     proc = run_script(["prepare.py", *args], check=False)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
@@ -419,15 +419,15 @@ def test_bad_input_is_one_clear_line(tmp_path, run_script, make_args, message):
 
 
 # ----------------------------------------------------------------------------------------------------
-# --out: never deletes what prepare.py did not write
+# --out_dir: never deletes what prepare.py did not write
 
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory, run_script):
-    """A BPE dataset of 30 tunes, copied by the tests that need one in --out."""
+    """A BPE dataset of 30 tunes, copied by the tests that need one in --out_dir."""
     folder = tmp_path_factory.mktemp("small")
     (folder / "tunes.abc").write_text("\n".join(many_tunes(30)))
-    run_script(["prepare.py", "--input", folder / "tunes.abc", "--out", folder / "data", "--tokenizer", "bpe",
-                "--vocab_size", "300", "--split", "0.8,0.1,0.1", "--cache_dir", ""])
+    run_script(["prepare.py", "--input", folder / "tunes.abc", "--out_dir", folder / "data", "--tokenizer", "bpe",
+                "--vocab_size", "300", "--split_fractions", "0.8,0.1,0.1", "--cache_dir", ""])
     return folder / "data"
 
 
@@ -461,7 +461,7 @@ def out_of(tmp_path, name, *files):
 @pytest.mark.parametrize("make_out, overwrite, message", [
     (lambda d, ds: d / "notes.txt", True, "is a file"),
     (lambda d, ds: out_of(d, "photos", "a.jpg"), True, "folder of other files"),
-    (lambda d, ds: d / "src", True, "holds the input"),  # --out equal to --input
+    (lambda d, ds: d / "src", True, "holds the input"),  # --out_dir equal to --input
     (lambda d, ds: d, True, "holds the input"),  # a folder above the input
     (lambda d, ds: out_of(d, "work/cache/aa", "x.json").parent.parent, True, "--cache_dir"),
     (lambda d, ds: dataset_copy(d, ds), False, "--overwrite=True"),  # a dataset, not asked to replace it
@@ -478,7 +478,7 @@ def test_out_that_holds_other_data_is_refused_and_left_alone(tmp_path, run_scrip
     (tmp_path / "notes.txt").write_text("mine\n")
     out = make_out(tmp_path, small_dataset)
     before = snapshot(tmp_path)
-    proc = run_script(["prepare.py", "--input", tmp_path / "src", "--out", out, "--split", "0.6,0.2,0.2",
+    proc = run_script(["prepare.py", "--input", tmp_path / "src", "--out_dir", out, "--split_fractions", "0.6,0.2,0.2",
                        "--cache_dir", tmp_path / "work" / "cache", f"--overwrite={overwrite}"], check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -490,8 +490,8 @@ def test_overwrite_replaces_a_dataset_and_only_its_files(tmp_path, run_script, s
     out = dataset_copy(tmp_path, small_dataset)
     assert "bpe.tiktoken" in os.listdir(out)
     (tmp_path / "tunes.abc").write_text("\n".join(many_tunes(12)))
-    args = ["prepare.py", "--input", tmp_path / "tunes.abc", "--split", "0.6,0.2,0.2", "--cache_dir", ""]
-    run_script([*args, "--out", out, "--overwrite=True"])
+    args = ["prepare.py", "--input", tmp_path / "tunes.abc", "--split_fractions", "0.6,0.2,0.2", "--cache_dir", ""]
+    run_script([*args, "--out_dir", out, "--overwrite=True"])
     stats = read_json(out / "stats.json")
     assert stats["tokenizer"] == "char" and stats["tunes_kept"] == 12
     # the old dataset's BPE file went with it; nothing else is left beside the folder
@@ -500,7 +500,7 @@ def test_overwrite_replaces_a_dataset_and_only_its_files(tmp_path, run_script, s
     assert sorted(os.listdir(tmp_path)) == [".data.prepare.lock", "data", "tunes.abc"]  # the lock, README says
     # an empty folder is no dataset: it is filled without --overwrite
     (tmp_path / "empty").mkdir()
-    run_script([*args, "--out", tmp_path / "empty"])
+    run_script([*args, "--out_dir", tmp_path / "empty"])
     assert (tmp_path / "empty" / "train.bin").read_bytes() == (out / "train.bin").read_bytes()
 
 
@@ -509,8 +509,8 @@ def test_a_second_prepare_on_the_same_out_stops_with_one_line(tmp_path, run_scri
     lock belongs to a process, so one that was killed leaves nothing that blocks the next run."""
     import fcntl
     (tmp_path / "tunes.abc").write_text("\n".join(many_tunes(12)))
-    args = ["prepare.py", "--input", tmp_path / "tunes.abc", "--split", "0.6,0.2,0.2", "--cache_dir", "",
-            "--out", tmp_path / "data"]
+    args = ["prepare.py", "--input", tmp_path / "tunes.abc", "--split_fractions", "0.6,0.2,0.2", "--cache_dir", "",
+            "--out_dir", tmp_path / "data"]
     with open(tmp_path / ".data.prepare.lock", "a+") as held:  # what a running prepare.py holds
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         proc = run_script(args, check=False)
@@ -531,10 +531,10 @@ def test_a_stopped_prepare_leaves_nothing_running_and_a_rerun_goes_ahead(tmp_pat
     for i in range(3):
         write_midi(src / f"m{i}.mid", [60 + i, 62, 64, 65, 67, 69, 71, 72 - i])
     (src / "tunes.abc").write_text("\n".join(many_tunes(8)))
-    args = ["prepare.py", "--input", src, "--split", "0.6,0.2,0.2", "--cache_dir", "", "--workers", "2"]
+    args = ["prepare.py", "--input", src, "--split_fractions", "0.6,0.2,0.2", "--cache_dir", "", "--workers", "2"]
     tag, calls = tagged(), tmp_path / "calls"
     env = {**os.environ, **tag, **slow_tool(tmp_path / "bin", "midi2abc", calls)}
-    proc = subprocess.Popen([sys.executable, *map(str, args), "--out", tmp_path / "data"], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, *map(str, args), "--out_dir", tmp_path / "data"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: len(os.listdir(calls)) >= 2, proc)  # both workers are waiting for their midi2abc
     proc.send_signal(stop)
@@ -546,8 +546,8 @@ def test_a_stopped_prepare_leaves_nothing_running_and_a_rerun_goes_ahead(tmp_pat
         assert not any(".incomplete-" in name for name in os.listdir(tmp_path))
     else:
         assert proc.returncode == -signal.SIGKILL
-    run_script([*args, "--out", tmp_path / "data"])  # at once: nothing holds the lock
-    run_script([*args, "--out", tmp_path / "whole"])
+    run_script([*args, "--out_dir", tmp_path / "data"])  # at once: nothing holds the lock
+    run_script([*args, "--out_dir", tmp_path / "whole"])
     assert not any(".incomplete-" in name for name in os.listdir(tmp_path))
     umask = os.umask(0)
     os.umask(umask)

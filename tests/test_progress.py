@@ -42,7 +42,7 @@ def test_lines_say_done_total_rate_eta_and_values_at_the_interval_only(capsys, m
 
 
 def test_prepare_and_train_print_plain_lines_into_a_pipe(run_script, tmp_path):
-    args = ["prepare.py", "--out", tmp_path / "data", "--split", "0.8,0.1,0.1", "--cache_dir", "", "--workers", "2"]
+    args = ["prepare.py", "--out_dir", tmp_path / "data", "--split_fractions", "0.8,0.1,0.1", "--cache_dir", "", "--workers", "2"]
     for rel in FIXTURE_INPUTS:
         args += ["--input", corpus_file(rel)]
     proc = run_script(args, env=EVERY_UPDATE)
@@ -64,7 +64,7 @@ def test_prepare_and_train_print_plain_lines_into_a_pipe(run_script, tmp_path):
 
 def test_sample_and_eval_syntax_print_plain_lines_into_a_pipe(run_script, tmp_path, tiny_run, char_dataset):
     run = tiny_run(char_dataset, "gpt")
-    proc = run_script(["sample.py", "--run", run, "--out", tmp_path / "samples", "--num_samples", "2",
+    proc = run_script(["sample.py", "--run", run, "--out_dir", tmp_path / "samples", "--num_samples", "2",
                        "--max_new_tokens", "32", "--seed", "1", "--device", "cpu"], env=EVERY_UPDATE)
     assert_plain(proc)
     assert re.search(r"^samples: 2/2 tune \(100%\), .* \| tok_s \d+", proc.stdout, re.M)
@@ -75,7 +75,7 @@ def test_sample_and_eval_syntax_print_plain_lines_into_a_pipe(run_script, tmp_pa
     folder.mkdir()
     for i, tune in enumerate([t for t in tunes if t.startswith("X:")][:50]):
         (folder / f"t{i:02d}.abc").write_text(tune)
-    proc = run_script(["eval_syntax.py", folder, "--workers", "2", "--out", tmp_path / "report.json"], env=EVERY_UPDATE)
+    proc = run_script(["eval_syntax.py", folder, "--workers", "2", "--out_file", tmp_path / "report.json"], env=EVERY_UPDATE)
     assert_plain(proc)
     assert re.search(r"^files: 50/50 tune \(100%\), [\d.e+]+ tune/s", proc.stdout, re.M)
 

@@ -179,7 +179,7 @@ def test_cli_writes_complete_tunes_and_records_every_conversion(tmp_path, tiny_r
     run = tiny_run(char_dataset, "gpt")
     out = tmp_path / "samples"
     # a prompt that is music only: the file must gain all four headers, and the record must say how
-    proc = run_script(["sample.py", "--run", run, "--out", out, "--num_samples", "3", "--max_new_tokens", "48",
+    proc = run_script(["sample.py", "--run", run, "--out_dir", out, "--num_samples", "3", "--max_new_tokens", "48",
                        "--prompt", "CDEF GABc|", "--midi", "--wav", "--svg", "--device", "cpu"], env=ONE_THREAD)
     assert "tokens/s" in proc.stdout
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
@@ -207,7 +207,7 @@ def test_cli_header_prompt_is_kept_and_bad_input_is_one_line(tmp_path, tiny_run,
     prompt_file = tmp_path / "prompt.abc"
     prompt_file.write_text("X:7\nM:6/8\nL:1/8\nK:G\n")
     out = tmp_path / "s"
-    run_script(["sample.py", "--run", run, "--out", out, "--num_samples", "1", "--max_new_tokens", "16",
+    run_script(["sample.py", "--run", run, "--out_dir", out, "--num_samples", "1", "--max_new_tokens", "16",
                 "--prompt_file", prompt_file, "--seed", "3"], env=ONE_THREAD)
     record = json.loads((out / "samples.jsonl").read_text())
     assert record["headers_added"] == []
@@ -216,7 +216,7 @@ def test_cli_header_prompt_is_kept_and_bad_input_is_one_line(tmp_path, tiny_run,
     for bad in (["--run", str(tmp_path / "missing")], ["--run", str(run), "--top_p", "0"],
                 ["--run", str(run), "--prompt_file", str(tmp_path / "missing.abc")]):
         with pytest.raises(SystemExit) as exit_info:  # configurator.fail prints "error: ..." and exits 1
-            sample.main(["--out", str(tmp_path / "x"), *bad])
+            sample.main(["--out_dir", str(tmp_path / "x"), *bad])
         assert str(exit_info.value.code).startswith("error:") and "\n" not in str(exit_info.value.code)
 
 
@@ -225,23 +225,23 @@ def test_cli_gives_the_same_tunes_whatever_the_batch_size(tmp_path, tiny_run, ch
     common = ["--run", str(run), "--max_new_tokens", "64", "--device", "cpu"]
     texts = {}
     for batch_size in (0, 2, 1):  # all at once, two rows reused, one by one
-        records = sample.main([*common, "--out", str(tmp_path / f"b{batch_size}"), "--num_samples", "5", "--seed", "5",
+        records = sample.main([*common, "--out_dir", str(tmp_path / f"b{batch_size}"), "--num_samples", "5", "--seed", "5",
                                "--batch_size", str(batch_size)])
         assert [r["seed"] for r in records] == [5, 6, 7, 8, 9]
         assert records[0]["batch_size"] == (batch_size or 5)
         texts[batch_size] = [open(r["file"]).read() for r in records]
     assert texts[0] == texts[2] == texts[1] and len(set(texts[0])) == 5
     # any one sample regenerated alone from its recorded seed
-    alone = sample.main([*common, "--out", str(tmp_path / "alone"), "--num_samples", "1", "--seed", "8"])
+    alone = sample.main([*common, "--out_dir", str(tmp_path / "alone"), "--num_samples", "1", "--seed", "8"])
     assert open(alone[0]["file"]).read() == texts[0][3]
 
 
 def test_a_folder_never_mixes_two_calls_tunes(tmp_path, tiny_run, char_dataset):
-    """--out holding samples is refused (nothing touched) unless --overwrite=True, which removes exactly the earlier
+    """--out_dir holding samples is refused (nothing touched) unless --overwrite=True, which removes exactly the earlier
     call's files (tunes, conversions, samples.jsonl), never anything else, and only once the model has loaded."""
     run = tiny_run(char_dataset, "lstm")
     out = tmp_path / "samples"
-    common = ["--run", str(run), "--out", str(out), "--max_new_tokens", "8", "--device", "cpu"]
+    common = ["--run", str(run), "--out_dir", str(out), "--max_new_tokens", "8", "--device", "cpu"]
     sample.main([*common, "--num_samples", "2"])
     # what a longer, rendered call killed half-way leaves, and files of the user's that merely look alike
     leftovers = ["sample_007.abc", "sample_007.mid", "sample_007.wav", "sample_007.svg", "sample_007_page2.svg"]
@@ -259,7 +259,7 @@ def test_a_folder_never_mixes_two_calls_tunes(tmp_path, tiny_run, char_dataset):
 
     assert "--overwrite=True" in refused([*common, "--num_samples", "1"])
     # a call that fails (here: no checkpoint) removes nothing, even with --overwrite=True
-    refused(["--run", str(tmp_path / "no_run"), "--out", str(out), "--overwrite=True"])
+    refused(["--run", str(tmp_path / "no_run"), "--out_dir", str(out), "--overwrite=True"])
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
     records = sample.main([*common, "--num_samples", "1", "--overwrite=True"])
@@ -271,9 +271,9 @@ def test_a_folder_never_mixes_two_calls_tunes(tmp_path, tiny_run, char_dataset):
     # only samples.jsonl left (its tunes deleted by hand) still counts as an earlier call's output
     (out / "sample_001.abc").unlink()
     refused([*common, "--num_samples", "1"])
-    # an --out that is a file, or inside one, is one line and the file stays as it was
-    assert "is a file" in refused(["--run", str(run), "--out", str(out / "notes.txt")])
-    refused(["--run", str(run), "--out", str(out / "notes.txt" / "sub")])
+    # an --out_dir that is a file, or inside one, is one line and the file stays as it was
+    assert "is a file" in refused(["--run", str(run), "--out_dir", str(out / "notes.txt")])
+    refused(["--run", str(run), "--out_dir", str(out / "notes.txt" / "sub")])
     assert (out / "notes.txt").read_text() == "x"
 
 
@@ -290,7 +290,7 @@ def test_unconditional_tunes_start_from_the_end_of_tune_alone_after_tune_aligned
     torch.save(ckpt, stride_run / "ckpt.pt")
     for folder, opening in [(run, ""), (stride_run, "X:1\n")]:
         out = tmp_path / f"samples_{folder.name}"
-        run_script(["sample.py", "--run", folder, "--out", out, "--num_samples", "2", "--max_new_tokens", "16",
+        run_script(["sample.py", "--run", folder, "--out_dir", out, "--num_samples", "2", "--max_new_tokens", "16",
                     "--device", "cpu"], env=ONE_THREAD)
         records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
         assert [r["tune_opening"] for r in records] == [opening, opening]

@@ -87,10 +87,26 @@ def test_published_table_fits_the_same_in_millions_and_in_parameters(tmp_path):
     params = write_table(tmp_path / "params.csv", [(f, n * 1e6, l) for f, n, l in table])
     alphas = []
     for csv_path, out in ((millions, tmp_path / "m"), (params, tmp_path / "p")):
-        r = run_cli("--table", csv_path, "--out", out, "--n_bootstrap", 300)
+        r = run_cli("--table", csv_path, "--out_dir", out, "--n_bootstrap", 300)
         assert r.returncode == 0, r.stderr
         alphas.append(json.loads((out / "fit.json").read_text())["gpt"]["alpha"])
     assert alphas[0] == pytest.approx(alphas[1], rel=1e-6)
+
+
+def test_a_renamed_knob_keeps_working_for_a_release_with_a_note(tmp_path):
+    """--out became --out_dir (2026-11-30): the old name, on the command line or in a config file, still writes the
+    fits where it says, with a one-line note naming the new name; a typo of either is still an error."""
+    table = write_table(tmp_path / "runs.csv", [("gpt", 1e6, 1.0), ("gpt", 4e6, 0.9), ("gpt", 2e7, 0.8)])
+    r = run_cli("--table", table, "--out", tmp_path / "old", "--n_bootstrap", 20)
+    assert r.returncode == 0 and (tmp_path / "old" / "fit.json").is_file(), r.stderr
+    assert r.stderr.splitlines()[0] == "note: --out is now --out_dir; the old name works until the next release"
+    config = tmp_path / "old_names.py"
+    config.write_text(f"out = {str(tmp_path / 'from_config')!r}\n")
+    r = run_cli(config, "--table", table, "--n_bootstrap", 20)
+    assert r.returncode == 0 and (tmp_path / "from_config" / "fit.json").is_file(), r.stderr
+    assert f"note: config file {config}: out is now out_dir" in r.stderr
+    r = run_cli("--table", table, "--outt", tmp_path / "typo")
+    assert r.returncode != 0 and "did you mean" in r.stderr and not (tmp_path / "typo").exists()
 
 
 def test_ill_conditioned_table_warns(tmp_path):
@@ -100,7 +116,7 @@ def test_ill_conditioned_table_warns(tmp_path):
     loss = 5 * sizes ** -0.05 * np.exp(rng.normal(0, 0.01, 5))
     rows = [("lstm", n, l) for n, l in zip(sizes, loss)] + [("gpt", 1e6, 1.1), ("gpt", 4e6, 0.9), ("gpt", 2e7, 0.8)]
     out = tmp_path / "fit"
-    r = run_cli("--table", write_table(tmp_path / "runs.csv", rows), "--out", out, "--n_bootstrap", 300)
+    r = run_cli("--table", write_table(tmp_path / "runs.csv", rows), "--out_dir", out, "--n_bootstrap", 300)
     assert r.returncode == 0, r.stderr
     fits = json.loads((out / "fit.json").read_text())
     lstm_warnings = " ".join(fits["lstm"]["warnings"])
@@ -136,7 +152,7 @@ def test_well_conditioned_fit_has_no_warnings():
 def test_bad_input_gives_one_clear_line(tmp_path, content, args, message):
     if content is not None:
         (tmp_path / "runs.csv").write_text(content)
-    r = subprocess.run([sys.executable, str(REPO / "scaling.py"), *args, "--out", "fit"], capture_output=True,
+    r = subprocess.run([sys.executable, str(REPO / "scaling.py"), *args, "--out_dir", "fit"], capture_output=True,
                        text=True, cwd=tmp_path)
     assert r.returncode != 0
     assert r.stderr.strip().startswith("error: ") and message in r.stderr
@@ -167,7 +183,7 @@ def test_run_folders_give_fits_and_every_plot(tmp_path):
         for n in (5e4, 2e5, 8e5, 3.2e6):
             fake_run(runs, f"{fam}_{int(n)}", fam, int(n), k * (0.5 * (n / 1e5) ** -0.25 + 1.0))
     out = tmp_path / "fit"
-    r = run_cli(runs, "--out", out, "--n_bootstrap", 200)  # a folder of run folders is expanded
+    r = run_cli(runs, "--out_dir", out, "--n_bootstrap", 200)  # a folder of run folders is expanded
     assert r.returncode == 0, r.stderr
     fits = json.loads((out / "fit.json").read_text())
     assert set(fits) == {"gpt", "lstm"}
@@ -185,7 +201,7 @@ def test_run_folders_give_fits_and_every_plot(tmp_path):
 
 def test_run_folder_without_results_is_an_error(tmp_path):
     (tmp_path / "half_trained").mkdir()
-    r = run_cli(tmp_path / "half_trained", "--out", tmp_path / "fit")
+    r = run_cli(tmp_path / "half_trained", "--out_dir", tmp_path / "fit")
     assert r.returncode != 0 and "no results.json" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -197,7 +213,7 @@ def test_run_folders_at_several_token_counts_get_a_joint_fit(tmp_path):
         for d in (1e5, 1e6, 1e7):
             fake_run(runs, f"gpt_{int(n)}_{int(d)}", "gpt", int(n), 1.0 + 30 * n ** -0.3 + 40 * d ** -0.3, tokens=d)
     out = tmp_path / "fit"
-    r = run_cli(runs, "--out", out, "--n_bootstrap", 100)
+    r = run_cli(runs, "--out_dir", out, "--n_bootstrap", 100)
     assert r.returncode == 0, r.stderr
     joint = json.loads((out / "fit.json").read_text())["gpt"]["joint"]
     assert sorted(set(joint["tokens"])) == [1e5, 1e6, 1e7]
@@ -263,27 +279,27 @@ def test_a_wsd_trunk_is_left_out_of_the_fits(tmp_path):
 def test_a_damaged_test_loss_file_counts_as_missing(tmp_path):
     runs = three_sizes(tmp_path / "runs", run_id="current")
     (runs[0] / "test_perplexity.json").write_text('{"loss": 1.')  # cut short
-    r = run_cli(tmp_path / "runs", "--out", tmp_path / "fit", "--n_bootstrap", 20)
+    r = run_cli(tmp_path / "runs", "--out_dir", tmp_path / "fit", "--n_bootstrap", 20)
     assert r.returncode == 0 and "Traceback" not in r.stderr
     assert r.stderr.startswith("warning: ") and "gpt_50000" in r.stderr and "not valid JSON" in r.stderr
     assert "Fits of the val loss" in r.stdout  # as when a run has no test loss
-    r = run_cli(tmp_path / "runs", "--out", tmp_path / "fit", "--loss", "test")
+    r = run_cli(tmp_path / "runs", "--out_dir", tmp_path / "fit", "--loss", "test")
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in r.stderr
 
 
 def test_outputs_of_the_wrong_kind_are_one_line(tmp_path):
-    """--out a file or inside one, a folder where fit.json or a plot goes, a folder given as the table or a file as
+    """--out_dir a file or inside one, a folder where fit.json or a plot goes, a folder given as the table or a file as
     a run folder: one line, non-zero, and the file in the way is left as it was."""
     three_sizes(tmp_path / "runs")
     (tmp_path / "a_file").write_text("mine")
     (tmp_path / "fit_json_taken" / "fit.json").mkdir(parents=True)
     (tmp_path / "plot_taken" / "scaling.png").mkdir(parents=True)
-    for args, says in (([tmp_path / "runs", "--out", tmp_path / "a_file"], "is a file"),
-                       ([tmp_path / "runs", "--out", tmp_path / "a_file" / "fit"], "is a file"),
-                       ([tmp_path / "runs", "--out", tmp_path / "fit_json_taken"], "fit.json is a folder"),
-                       ([tmp_path / "runs", "--out", tmp_path / "plot_taken"], "scaling.png"),
-                       (["--table", tmp_path / "runs", "--out", tmp_path / "fit"], "is a folder"),
-                       ([tmp_path / "a_file", "--out", tmp_path / "fit"], "is a file")):
+    for args, says in (([tmp_path / "runs", "--out_dir", tmp_path / "a_file"], "is a file"),
+                       ([tmp_path / "runs", "--out_dir", tmp_path / "a_file" / "fit"], "is a file"),
+                       ([tmp_path / "runs", "--out_dir", tmp_path / "fit_json_taken"], "fit.json is a folder"),
+                       ([tmp_path / "runs", "--out_dir", tmp_path / "plot_taken"], "scaling.png"),
+                       (["--table", tmp_path / "runs", "--out_dir", tmp_path / "fit"], "is a folder"),
+                       ([tmp_path / "a_file", "--out_dir", tmp_path / "fit"], "is a file")):
         r = run_cli(*args, "--n_bootstrap", 20)
         assert r.returncode != 0 and r.stderr.startswith("error: ") and says in r.stderr, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -300,7 +316,7 @@ def test_a_binary_table_and_counts_that_are_not_positive_are_one_line(tmp_path, 
     """A binary file given as --table, and token or parameter counts of zero or below (once taken for missing
     counts: the joint fit vanished with exit 0), are refused in one line."""
     (tmp_path / "runs.csv").write_bytes(content)
-    r = subprocess.run([sys.executable, str(REPO / "scaling.py"), "--table", "runs.csv", "--out", "fit"],
+    r = subprocess.run([sys.executable, str(REPO / "scaling.py"), "--table", "runs.csv", "--out_dir", "fit"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("error: ") and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
