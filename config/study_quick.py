@@ -35,6 +35,10 @@ lr_sweep_tokens = 0.125
 # limited by the number of steps (docs/results.md, "batch size of the quick study")
 train_args = '--batch_size=8 --eval_interval=100 --eval_iters=10 --compile=False --lr_schedule=wsd'
 device = 'cpu'
+# two runs at once, one thread each: on 2 cores 1.2x the throughput of one run on two threads, and two threads
+# slow down 25x as soon as anything else wants a core (BENCHMARKS.md, "CPU threads per training")
+parallel_runs = 2
+train_threads = 1
 
 n_bootstrap = 1000
 num_samples = 64          # unconditional tunes from the best model: a rate known to within a few points
