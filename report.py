@@ -285,7 +285,7 @@ def section_lr_sweep(st, sweep, plots):
     L = ["## Learning-rate sweep", "",
          f"Every size trained at the rates of `lr_sweep = '{st.cfg['lr_sweep']}'` on "
          f"{'the full budget' if fraction >= 1 else f'{fraction:g}× the budget'}, each run with its own schedule "
-         f"(min_lr scaled with the rate{'' if fraction >= 1 else ', warm-up by the same share'}), sizes in order "
+         f"(min_lr scaled with the rate{'' if fraction >= 1 else ', the warm-up of the full run unless that is over half the run'}), sizes in order "
          f"of N: from the third size on, the grid is shifted by whole steps to centre on the rate the smaller sizes' "
          f"law predicts, and a grid whose best rate is its lowest or highest grows by a step on that side "
          f"(study_plan.py). Final validation loss (exact pass over the val split, nats/token); each size's lowest "
