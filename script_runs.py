@@ -49,6 +49,8 @@ MAX_AUTO_PARALLEL = 4   # more processes than this gained nothing further in the
 GPU_MEMORY_SHARE = 0.8  # of the free GPU memory the concurrent runs may plan to use together
 LAUNCHERS = ("local", "slurm", "submitit_local")
 REPO = os.path.dirname(os.path.abspath(__file__))
+FORKED_SCRIPTS = ("train.py", "train_rnn.py", "calc_perplexity.py", "sample.py")  # what start_fork_server's server starts
+_fork_server = None  # fork_server.ForkServer once started
 
 
 class Timings:
@@ -65,7 +67,7 @@ class Timings:
         return seconds
 
 
-_running = set()   # the scripts running now (Popen), to pass a stop signal on
+_running = set()   # the scripts running now (Popen or fork_server.ForkedProcess), to pass a stop signal on
 _stop_signals = []  # the names of the stop signals the study received
 
 
@@ -109,10 +111,21 @@ def end_session(proc):
         pass
 
 
+def start_fork_server():
+    """From now on, FORKED_SCRIPTS start by a fork of one process that has imported torch and train.py once
+    (fork_server.py: 1.5-3 s saved a run); call it from the main thread. Each run is still a process of its own,
+    the run a fresh python would be."""
+    global _fork_server
+    if _fork_server is None:
+        from fork_server import ForkServer
+        _fork_server = ForkServer()
+
+
 def run_script(args, log_path, what, echo=True, env=None, python_args=()):
-    """Run a repository script with this interpreter (python_args before the script: torchrun's module); its
-    output is shown live and kept in log_path (progress bars reduced to their last state); returns the seconds it
-    took. A failure stops the study with one line naming the log."""
+    """Run a repository script with this interpreter (python_args before the script: torchrun's module), as a fresh
+    process or, after start_fork_server, forked from the fork server (FORKED_SCRIPTS); its output is shown live and
+    kept in log_path (progress bars reduced to their last state); returns the seconds it took. A failure stops the
+    study with one line naming the log."""
     if _stop_signals:  # a stop came while this run was being set up (parallel trainings)
         stopped(what)
     t0 = time.time()
@@ -123,9 +136,12 @@ def run_script(args, log_path, what, echo=True, env=None, python_args=()):
         log.flush()
         # a study killed outright (SIGKILL) still stops its script: SIGHUP, on which train.py checkpoints first
         # (and stops writing to the pipe nobody reads any more); the others end at once, their workers with them
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
-                                preexec_fn=lambda: set_parent_death_signal(signal.SIGHUP))
+        full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        if _fork_server and not python_args and args[0] in FORKED_SCRIPTS:
+            proc = _fork_server.start(cmd[1:], full_env)
+        else:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env=full_env, preexec_fn=lambda: set_parent_death_signal(signal.SIGHUP))
         _running.add(proc)
         if _stop_signals:  # the signal came between the check above and now: pass it on here
             proc.send_signal(signal.SIGTERM)

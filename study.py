@@ -91,7 +91,7 @@ from plots import plot_lr_sweeps, write_outputs
 from report import fmt_duration, write_report
 from run_files import EVAL_SYNTAX, perplexity_path, read_perplexity, read_results, sample_records, samples_path
 from script_runs import (LAUNCHERS, Timings, estimate_plan, pass_stop_signals_on, refuse_other_data, run_script,
-                         slurm_parameters, train_all)
+                         slurm_parameters, start_fork_server, train_all)
 
 # -----------------------------------------------------------------------------
 # default study; config/study_*.py files and --key=value override these
@@ -150,6 +150,8 @@ parallel_runs = 0         # runs at once per device; 0 = automatic: 1 on CPU/MPS
 train_threads = 0         # CPU threads per training; 0 = on CPU torch's default here (OMP_NUM_THREADS, else one per
                           # core) for every run whatever parallel_runs, so the numbers do not depend on it; on a GPU
                           # the cores shared among parallel runs (script_runs.training_threads)
+fork_runs = True          # start each training and test-loss pass as a fork of one process that imported torch and
+                          # train.py once (fork_server.py: 1.5-3 s less a run); False: a fresh python for each
 overwrite = False         # True: runs trained on other data than data_dir holds now are trained again on it (else
                           # the study refuses them in one line: report.md never mixes two datasets)
 # Weights & Biases (tracking.py): every run in one group, and the study's test losses, fits, plots, sample audio
@@ -585,6 +587,8 @@ def main(argv=None):
     refuse_other_data(every, cfg)  # before any training (train_all checks again the runs the sweep's choice adds)
 
     # 2-3. train (the learning-rate sweep first: the other runs take its choice), test loss
+    if cfg["fork_runs"]:
+        start_fork_server()
     if sizes:
         sizes = study_plan.train_sweep(lambda: study_plan.sweep_plan(specs, cfg, resolver()), cfg, timings, logs,
                                        train_all)
