@@ -92,8 +92,6 @@ def test_four_sizes_print_no_interval_without_repeats_and_one_with_them(tmp_path
     fit = json.loads((tmp_path / "once" / "fit.json").read_text())["lstm"]
     assert fit["alpha_ci"] is None and fit["sigma_source"] is None
     assert any("no repeated runs" in w and "alpha_ci is null" in w for w in fit["warnings"])
-    row = next(line for line in r.stdout.splitlines() if line.startswith("| lstm |"))
-    assert row.split("|")[5].strip() == "–"  # the α CI column is empty
     assert "no interval: too few model sizes and no repeated runs" in r.stdout
 
     twice = write_table(tmp_path / "twice.csv", ["family", "n_params", "loss", "seed"],
