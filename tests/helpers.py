@@ -5,6 +5,7 @@ the processes a stopped script leaves behind. The fixtures built on them (datase
 conftest.py; no test module imports another.
 """
 import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -53,6 +54,17 @@ def study_runs(config, *argv):
     import study
     with contextlib.chdir(REPO):
         return study.parse_runs(config_values(study, config, *argv)["runs"])
+
+
+def study_dry_run(*argv):
+    """study.py ARGV --dry_run=True run in this process, as `python study.py` runs it (from the repository): what
+    it prints (the plan; plan.json holds it for reading). Without the interpreter's and torch's start-up of a
+    subprocess (~3 s a dry run on 2 cores); a user mistake is study.py's SystemExit("error: ...")."""
+    import study
+    printed = io.StringIO()
+    with contextlib.chdir(REPO), contextlib.redirect_stdout(printed):
+        study.main([str(a) for a in argv] + ["--dry_run=True"])
+    return printed.getvalue()
 
 
 def tagged():
