@@ -4,16 +4,15 @@ time without being needlessly wide, compute is counted as the models compute it,
 trained range says so."""
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import joint_fit
 import power_law
+import scaling
 import study
-from helpers import REPO
+from helpers import run_main
 from script_runs import Timings
 
 TRUE = {"a": 40.0, "alpha": 0.3, "c": 1.2}
@@ -24,8 +23,8 @@ def law(n):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(REPO / "scaling.py"), *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO)
+    """scaling.py ARGS, in this process (tests/test_scaling.py runs its real command line)."""
+    return run_main(scaling, *args)
 
 
 def write_table(path, header, rows):
