@@ -7,7 +7,7 @@ Exact loss, perplexity and bits per character of a trained run on a whole split 
 Every token of the split is scored exactly once, by the same code as train.py's final validation pass
 (windows.exact_loss): an end-of-tune token precedes the split (as one precedes every tune in train.bin), so
 its first token is scored too and the count equals stats.json's `tokens` for the split. The sequence is cut
-into windows of block_size tokens, each evaluated with a fresh context: non-overlapping by default, or with
+into windows of block_size tokens, each evaluated with a fresh context: non-overlapping by default (--stride 0), or with
 --stride S (< block_size) windows start every S tokens and score only their last S targets, so each token
 sees at least block_size - S tokens of context (the first window scores all of its targets).
 
@@ -32,7 +32,7 @@ from windows import exact_loss, exact_windows
 # -----------------------------------------------------------------------------
 run = ''             # run folder (with ckpt.pt) or a ckpt.pt file; also the first plain argument
 split = 'test'       # train, val or test
-stride = -1          # window stride; -1 = the window length (no overlap)
+stride = 0           # window stride; 0 = the window length (no overlap), as 0 means "the default" for every knob
 block_size = 0       # window length; 0 = the model's block_size (also the maximum for GPT)
 batch_size = 32
 data_dir = ''        # dataset folder, if not the one the run recorded
@@ -63,7 +63,10 @@ def main(argv=None):
     window = cfg["block_size"] or model.config.block_size
     if window < 1 or (model.model_type == "gpt" and window > model.config.block_size):
         fail(f"block_size must be between 1 and the model's block_size {model.config.block_size}")
-    step = window if cfg["stride"] == -1 else cfg["stride"]
+    if cfg["stride"] == -1:  # what 0 means was written -1 before 2026-11-30: the same thing, until the next release
+        print("note: --stride -1 is now --stride 0 (the window length); -1 works until the next release",
+              file=sys.stderr)
+    step = window if cfg["stride"] in (0, -1) else cfg["stride"]
     if not 1 <= step <= window:
         fail(f"stride must be between 1 and the window length {window}")
     tokens = data.split(cfg["split"])

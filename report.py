@@ -12,8 +12,9 @@ from dataset import read_json
 from power_law import fit_markdown, human
 from eval_metrics import YANG_LERCH_FEATURES, YANG_LERCH_NAMES
 from report_html import write_html
-from run_files import (CKPT, EVAL_SYNTAX, FIT_JSON, FIT_MD, LOG, PERPLEXITY_SUFFIX, RESULTS, SAMPLES, perplexity_path,
-                       read_results, sample_records, samples_path)
+from run_files import (CKPT, EVAL_SYNTAX, FIT_JSON, FIT_MD, LOG, LOGS, LR_SWEEP, PERPLEXITY_SUFFIX, PLOTS, REPORT_HTML,
+                       RESULTS, RUNS, SAMPLE_SETS, SAMPLES, STUDY_CONFIG, TIMINGS, perplexity_path, read_results,
+                       report_paths, sample_records, samples_path)
 from progress import fmt_seconds
 from tune_checks import format_table, summarize
 
@@ -333,7 +334,7 @@ def section_lr_sweep(st, sweep, plots):
     warns = [s["warning"] for s in sweep["sizes"] if s["warning"]] + sweep["warnings"]
     if warns:
         L += ["**Warnings:**"] + [f"- {w}" for w in warns] + [""]
-    return L + ["All sweep numbers: [`lr_sweep.json`](lr_sweep.json).", ""]
+    return L + [f"All sweep numbers: [`{LR_SWEEP}`]({LR_SWEEP}).", ""]
 
 
 def section_fits(st, fits, loss_name, plots):
@@ -446,12 +447,12 @@ def section_sizes(st):
 
 def section_files(st):
     return ["## Files", "",
-            f"- `runs/<run>/`: `{RESULTS}`, `{LOG}`, `{CKPT}` and `{st.split}{PERPLEXITY_SUFFIX}` of every model",
-            "- `samples/best/`, `samples/by_size/<run>/`: the tunes (`.abc`, `.mid`, `.wav`, `.svg`) and their "
-            f"`{SAMPLES}`; `report.html`: this report with the plots inline and every tune to listen to",
+            f"- `{RUNS}/<run>/`: `{RESULTS}`, `{LOG}`, `{CKPT}` and `{st.split}{PERPLEXITY_SUFFIX}` of every model",
+            f"- `{SAMPLE_SETS}/best/`, `{SAMPLE_SETS}/by_size/<run>/`: the tunes (`.abc`, `.mid`, `.wav`, `.svg`) and "
+            f"their `{SAMPLES}`; `{REPORT_HTML}`: this report with the plots inline and every tune to listen to",
             f"- `{EVAL_SYNTAX}`: every tune's checks and statistics; `{FIT_JSON}`, `{FIT_MD}`: the fits; "
-            "`lr_sweep.json`: the learning-rate sweep, if the study ran one; `plots/` (each plot as PNG, SVG and PDF); "
-            "`logs/`: the output of every script the study ran; `timings.json`; `study_config.json`", ""]
+            f"`{LR_SWEEP}`: the learning-rate sweep, if the study ran one; `{PLOTS}/` (each plot as PNG, SVG and PDF); "
+            f"`{LOGS}/`: the output of every script the study ran; `{TIMINGS}`; `{STUDY_CONFIG}`", ""]
 
 
 def write_report(plan, best, jobs, cfg, data_path, step_seconds, fits, loss_name, plots, started, invocation_s,
@@ -465,9 +466,9 @@ def write_report(plan, best, jobs, cfg, data_path, step_seconds, fits, loss_name
              + section_training(st, plots) + section_lr_sweep(st, sweep, plots)
              + section_fits(st, fits, loss_name, plots) + section_best_samples(st)
              + section_sizes(st) + section_files(st))
-    path = os.path.join(cfg["out_dir"], "report.md")
+    path, html = report_paths(cfg["out_dir"])
     with open(path, "w") as f:
         f.write("\n".join(lines))
-    write_html(st, lines, fits, os.path.join(cfg["out_dir"], "report.html"))  # the same lines, as a page
+    write_html(st, lines, fits, html)  # the same lines, as a page
     return path
 

@@ -17,6 +17,15 @@ A run folder (train.py's out_dir):
 A sample folder (sample.py's --out): sample_NNN.abc (.mid, .wav, .svg) and samples.jsonl, one record per tune.
 A fit's output folder (scaling.py's --out, a study's out_dir): fit.json and fit.md (power_law.write_fit); a study's
 also eval_syntax.json (eval_syntax.py over every sample folder).
+A study folder (study.py's out_dir), besides those:
+    runs/<name>/              one run folder per planned run
+    samples/, plots/, logs/   the sample folders, every plot (PNG, SVG, PDF), the output of every script it ran
+    plan.json                 the plan of a --dry_run, for programs (study.write_plan)
+    study_config.json         the study's settings; study.lock: held by the one study.py writing the folder
+    timings.json              seconds spent in each step, added up across resumed invocations (script_runs.Timings)
+    lr_sweep.json             the learning-rate sweep's choice of rate per size (study_plan.write_choice)
+    estimate.json             --estimate's projected training time per run, from estimate/<run>.json (bench.py's)
+    report.md, report.html    report.py's report of the finished study
 """
 import json
 import os
@@ -33,6 +42,14 @@ PERPLEXITY_SUFFIX = "_perplexity.json"
 SAMPLES = "samples.jsonl"
 FIT_JSON, FIT_MD = "fit.json", "fit.md"
 EVAL_SYNTAX = "eval_syntax.json"
+PLAN = "plan.json"
+STUDY_CONFIG = "study_config.json"
+STUDY_LOCK = "study.lock"
+TIMINGS = "timings.json"
+LR_SWEEP = "lr_sweep.json"
+ESTIMATE = "estimate.json"
+REPORT_MD, REPORT_HTML = "report.md", "report.html"
+RUNS, SAMPLE_SETS, PLOTS, LOGS = "runs", "samples", "plots", "logs"  # a study's folders
 
 
 # ----------------------------------------------------------------------------- a run folder
@@ -141,3 +158,40 @@ def sample_records(folder):
     name inside the folder (so a study folder that has moved still finds its tunes)."""
     return [dict(rec, path=os.path.abspath(os.path.join(folder, os.path.basename(rec["file"]))))
             for rec in read_jsonl(samples_path(folder))]
+
+
+# ----------------------------------------------------------------------------- a study folder
+
+def study_run_dir(study_dir, name):
+    """The run folder of a study's planned run `name`."""
+    return os.path.join(study_dir, RUNS, name)
+
+
+def plan_path(study_dir):
+    return os.path.join(study_dir, PLAN)
+
+
+def study_config_path(study_dir):
+    return os.path.join(study_dir, STUDY_CONFIG)
+
+
+def study_lock_path(study_dir):
+    return os.path.join(study_dir, STUDY_LOCK)
+
+
+def timings_path(study_dir):
+    return os.path.join(study_dir, TIMINGS)
+
+
+def lr_sweep_path(study_dir):
+    return os.path.join(study_dir, LR_SWEEP)
+
+
+def estimate_path(study_dir, run=None):
+    """estimate.json, the projection of the whole plan; with run, estimate/<run>.json, bench.py's timing of it."""
+    return os.path.join(study_dir, ESTIMATE) if run is None else os.path.join(study_dir, "estimate", f"{run}.json")
+
+
+def report_paths(study_dir):
+    """(report.md, report.html) of a study."""
+    return os.path.join(study_dir, REPORT_MD), os.path.join(study_dir, REPORT_HTML)

@@ -43,7 +43,7 @@ from dataset import load_dataset, read_json, write_json_atomic
 from lifetime import set_parent_death_signal, usable_cpus
 from progress import progress_bar
 from report import fmt_duration
-from run_files import ckpt_path, is_finished, log_path, read_results
+from run_files import ckpt_path, estimate_path, is_finished, log_path, read_results
 
 MAX_AUTO_PARALLEL = 4   # more processes than this gained nothing further in the measurements above
 GPU_MEMORY_SHARE = 0.8  # of the free GPU memory the concurrent runs may plan to use together
@@ -563,7 +563,7 @@ def estimate_plan(plan, cfg, have_data, logs, steps):
     print(f"{'run':{width}s} {'tokens':>13s} {'tokens/s':>11s} {'warm-up':>8s} {'projected':>11s}")
     for r in plan:
         key = tuple(sorted((k, v) for k, v in r["train_config"].items() if k not in SPEED_NEUTRAL))
-        out = timed.get(key) or os.path.join(cfg["out_dir"], "estimate", f"{r['name']}.json")
+        out = timed.get(key) or estimate_path(cfg["out_dir"], r["name"])
         if key not in timed:
             os.makedirs(os.path.dirname(out), exist_ok=True)
             shape = [f"--{k}={r['train_config'][k]}" for k in ("model_type", "n_layer", "n_head", "n_embd")]
@@ -580,7 +580,7 @@ def estimate_plan(plan, cfg, have_data, logs, steps):
         print(f"{r['name']:{width}s} {r['tokens']:13,d} {bench['tokens_per_s']:11,.0f} {bench['warmup_s']:7.1f}s "
               f"{fmt_duration(seconds):>11s}" + ("  (one epoch: unknown before prepare.py)" if not r["tokens"] else ""),
               flush=True)
-    write_json_atomic({"runs": rows, "projected_total_s": total}, os.path.join(cfg["out_dir"], "estimate.json"))
+    write_json_atomic({"runs": rows, "projected_total_s": total}, estimate_path(cfg["out_dir"]))
     print("training one run at a time; parallel_runs > 1 overlaps them on a GPU (not projected)")
     print(f"projected total: {total:.0f} s")
     return total

@@ -89,7 +89,9 @@ from dataset import TrainOrder, hold_lock, iteration_plan, load_dataset, read_js
 from lifetime import usable_cpus
 from plots import plot_lr_sweeps, write_outputs
 from report import fmt_duration, write_report
-from run_files import EVAL_SYNTAX, perplexity_path, read_perplexity, read_results, sample_records, samples_path
+from run_files import (EVAL_SYNTAX, LOGS, PLOTS, SAMPLE_SETS, perplexity_path, plan_path, read_perplexity,
+                       read_results, report_paths, sample_records, samples_path, study_config_path, study_lock_path,
+                       study_run_dir, timings_path)
 from script_runs import (LAUNCHERS, Timings, estimate_plan, pass_stop_signals_on, refuse_other_data, run_script,
                          slurm_parameters, start_fork_server, train_all)
 
@@ -214,7 +216,7 @@ def resolve_run(spec, cfg, data_path, vocab_size, dataset):
     import train  # for its knobs' defaults only; train.py itself runs as a subprocess
     import train_rnn
     from model import build_model, model_args_from_config
-    run_dir = os.path.join(cfg["out_dir"], "runs", spec["name"])
+    run_dir = study_run_dir(cfg["out_dir"], spec["name"])
     argv = ([spec["config"], f"--max_tokens={cfg['max_tokens']}", f"--device={cfg['device']}"]
             + shlex.split(cfg["train_args"]) + spec["overrides"] + tracking.training_args(cfg, spec["name"])
             + [f"--data_dir={data_path}", f"--out_dir={run_dir}"])  # last: the study owns the layout
@@ -308,7 +310,7 @@ def print_plan(table):
 
 def write_plan(table, out):
     """out/plan.json: the plan of a dry run for programs (tests, scripts) to read, instead of the printed columns."""
-    path = os.path.join(out, "plan.json")
+    path = plan_path(out)
     try:
         os.makedirs(out, exist_ok=True)
         write_json_atomic(table, path, indent=1)
@@ -340,7 +342,7 @@ def sample_jobs(plan, best, cfg):
     common = ["--max_new_tokens", cfg["max_new_tokens"], "--temperature", cfg["temperature"], "--top_k",
               cfg["top_k"], "--top_p", cfg["top_p"], "--seed", cfg["sample_seed"], *device_flag(cfg)]
     render = ["--midi", "--wav", "--svg"] if cfg["render"] else []
-    root = os.path.join(cfg["out_dir"], "samples")
+    root = os.path.join(cfg["out_dir"], SAMPLE_SETS)
 
     def job(name, run, n, prompt="", extra=()):
         prompt_args = ["--prompt", prompt] if prompt else []
@@ -420,7 +422,7 @@ def fit_and_plot(plan, cfg, data_path, timings, sweep=None):
     except power_law.InputError as e:
         fail(str(e))
     fitted = {run for f in fits.values() for run in f["runs"]}
-    plot_dir = os.path.join(cfg["out_dir"], "plots")
+    plot_dir = os.path.join(cfg["out_dir"], PLOTS)
     power_law.write_fit(fits, cfg["out_dir"], loss_name)
     plots = write_outputs([row for row in rows if row["run"] in fitted], fits, plot_dir, loss_name)
     plots.update(plot_lr_sweeps(sweep, plot_dir))
@@ -519,7 +521,7 @@ def main(argv=None):
     specs = parse_runs(cfg["runs"])
     out = cfg["out_dir"]
     data_path = cfg["data_dir"] or os.path.join(out, "data")
-    logs = os.path.join(out, "logs")
+    logs = os.path.join(out, LOGS)
     have_data = os.path.isfile(os.path.join(data_path, "meta.json")) and \
         os.path.isfile(os.path.join(data_path, "stats.json"))
 
@@ -558,17 +560,17 @@ def main(argv=None):
         os.makedirs(out, exist_ok=True)
     except OSError as e:
         fail(f"cannot write out_dir {out}: {e.strerror}")
-    lock_path = os.path.join(out, "study.lock")
+    lock_path = study_lock_path(out)
     # one study.py per out_dir (two would train the same runs): held until this process ends, however it ends
     lock = hold_lock(lock_path, f"another study.py is running in {out} (it holds {lock_path}); wait for it or "
                                 f"choose another out_dir")  # noqa: F841
     try:
         write_json_atomic({k: v for k, v in cfg.items() if not k.startswith("_")},
-                          os.path.join(out, "study_config.json"), indent=1)
+                          study_config_path(out), indent=1)
     except OSError as e:
         fail(f"cannot write out_dir {out}: {e.strerror}")
     pass_stop_signals_on()
-    timings = Timings(os.path.join(out, "timings.json"))
+    timings = Timings(timings_path(out))
 
     # 1. data
     if not have_data:
@@ -593,7 +595,7 @@ def main(argv=None):
         sizes = study_plan.train_sweep(lambda: study_plan.sweep_plan(specs, cfg, resolver()), cfg, timings, logs,
                                        train_all)
         choice = study_plan.choose_rates(sizes, cfg)
-        study_plan.write_choice(choice, os.path.join(out, "lr_sweep.json"))
+        study_plan.write_choice(choice, out)
         study_plan.print_choice(choice)
         plan = study_plan.final_plan(specs, cfg, resolver(), sizes, choice)
     train_all(study_plan.trunks(plan), cfg, timings, logs)  # wsd trunks first: their branches start from them
@@ -617,7 +619,7 @@ def main(argv=None):
     path = write_report(plan, best, jobs, cfg, data_path, timings.data, fits, loss_name, plots, started,
                         time.time() - t_start, sweep=choice)
     tracking.log_study(cfg, plan, losses, fits, plots, [(name, folder) for name, folder, *_ in jobs], path)
-    print(f"done in {fmt_duration(time.time() - t_start)}: {path}, {os.path.join(out, 'report.html')}")
+    print(f"done in {fmt_duration(time.time() - t_start)}: {path}, {report_paths(out)[1]}")
     return path
 
 

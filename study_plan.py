@@ -32,7 +32,7 @@ import math
 import lr_law
 from configurator import fail
 from dataset import write_json_atomic
-from run_files import is_diverged, is_finished, read_results
+from run_files import is_diverged, is_finished, lr_sweep_path, read_results
 
 PENDING = "-best"           # the rate part of a run whose rate the unfinished sweep has yet to choose (plans only)
 MAX_EXTEND = 3              # sweep runs added beyond the grid's edge per size before the edge is only a warning
@@ -475,5 +475,6 @@ def print_choice(choice):
         print(f"[lr sweep] WARNING: {w}")
 
 
-def write_choice(choice, path):
-    write_json_atomic(choice, path, indent=1)
+def write_choice(choice, study_dir):
+    """The sweep's choice (choose_rates) into the study folder, where report.md links it."""
+    write_json_atomic(choice, lr_sweep_path(study_dir), indent=1)

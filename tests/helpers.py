@@ -5,6 +5,7 @@ the processes a stopped script leaves behind. The fixtures built on them (datase
 conftest.py; no test module imports another.
 """
 import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -53,6 +54,34 @@ def study_runs(config, *argv):
     import study
     with contextlib.chdir(REPO):
         return study.parse_runs(config_values(study, config, *argv)["runs"])
+
+
+def run_main(module, *args, cwd=REPO):
+    """module.main(args) in this process, as `python module.py args` runs it in cwd: a CompletedProcess with its
+    exit status and what it printed (a SystemExit("error: ...") of configurator.fail is the line on stderr and
+    status 1, as Python prints it). For the scripts whose start-up (numpy, scipy, matplotlib: ~1 s) would cost more
+    than their work; any other exception propagates, failing the test as a traceback would."""
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            module.main([str(a) for a in args])
+        except SystemExit as e:
+            if isinstance(e.code, str):
+                print(e.code, file=sys.stderr)
+            code = e.code if isinstance(e.code, int) else 1 if e.code is not None else 0
+    return subprocess.CompletedProcess([module.__name__, *args], code, out.getvalue(), err.getvalue())
+
+
+def study_dry_run(*argv):
+    """study.py ARGV --dry_run=True run in this process, as `python study.py` runs it (from the repository): what
+    it prints (the plan; plan.json holds it for reading). Without the interpreter's and torch's start-up of a
+    subprocess (~3 s a dry run on 2 cores); a user mistake is study.py's SystemExit("error: ...")."""
+    import study
+    printed = io.StringIO()
+    with contextlib.chdir(REPO), contextlib.redirect_stdout(printed):
+        study.main([str(a) for a in argv] + ["--dry_run=True"])
+    return printed.getvalue()
 
 
 def tagged():

@@ -5,15 +5,14 @@ import csv
 import functools
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import joint_fit
 import power_law
-from helpers import REPO
+import scaling
+from helpers import run_main
 
 TRUE = {"E": 1.0, "A": 112.0, "alpha": 0.35, "B": 126.0, "beta": 0.3}
 TRUE["a"], TRUE["b"] = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"]), TRUE["alpha"] / (TRUE["alpha"] + TRUE["beta"])
@@ -155,8 +154,7 @@ def test_table_with_tokens_writes_joint_fit_and_plots(tmp_path):
         w.writerow(["family", "n_params", "tokens", "loss"])
         w.writerows(zip(["gpt"] * 16, GRID_N, GRID_D, noisy_losses(3)))
     out = tmp_path / "fit"
-    r = subprocess.run([sys.executable, str(REPO / "scaling.py"), "--table", str(table), "--out_dir", str(out),
-                        "--n_bootstrap", "200"], capture_output=True, text=True, cwd=REPO)
+    r = run_main(scaling, "--table", table, "--out_dir", out, "--n_bootstrap", 200)
     assert r.returncode == 0, r.stderr
     fit = json.loads((out / "fit.json").read_text())["gpt"]
     assert "alpha" in fit and "c" in fit  # today's 1-D keys stay

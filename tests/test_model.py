@@ -136,28 +136,32 @@ def config_model(path, vocab_size=100):
 # nominal sizes of the issue, as (low, high) parameter counts; char-level vocabularies are ~100
 NOMINAL = {"tiny": (0.9e6, 1.2e6), "small": (4e6, 6e6), "medium": (17e6, 24e6), "large": (42e6, 58e6),
            "xl": (100e6, 150e6), "xxl": (600e6, 800e6)}
+# every model config (config/<family>_<size>.py): a new one is covered without editing this file
+SIZE_CONFIGS = sorted(glob.glob(os.path.join(REPO, "config", "gpt_*.py")) +
+                      glob.glob(os.path.join(REPO, "config", "lstm_*.py")))
 
 
-@pytest.mark.parametrize("size", list(NOMINAL))
-def test_config_parameter_counts_match_their_names(size):
-    cfg, gpt = config_model(os.path.join(REPO, "config", f"gpt_{size}.py"))
+@pytest.mark.parametrize("path", SIZE_CONFIGS, ids=os.path.basename)
+def test_config_parameter_counts_match_their_names(path):
+    """A gpt_<size> config has the nominal parameter count of its size; an lstm_<size> one has within 15% of its
+    gpt_<size> twin's (the two families are compared at equal sizes)."""
+    family, size = os.path.basename(path)[:-len(".py")].split("_", 1)
+    assert size in NOMINAL, f"{path}: size {size!r} has no nominal parameter count here (NOMINAL)"
+    gpt_path = os.path.join(REPO, "config", f"gpt_{size}.py")
+    assert os.path.isfile(gpt_path), f"{path} has no gpt twin {gpt_path} to be compared with"
+    cfg, model = config_model(path)
+    assert cfg["model_type"] == family
+    gpt = config_model(gpt_path)[1]
     low, high = NOMINAL[size]
-    assert cfg["model_type"] == "gpt"
     assert low <= gpt.num_params() <= high, f"gpt_{size} has {gpt.num_params():,} parameters"
-    lstm_path = os.path.join(REPO, "config", f"lstm_{size}.py")
-    if size != "xxl":
-        lstm_cfg, lstm = config_model(lstm_path)
-        assert lstm_cfg["model_type"] == "lstm"
-        assert abs(lstm.num_params() / gpt.num_params() - 1) <= 0.15, \
-            f"lstm_{size} {lstm.num_params():,} vs gpt_{size} {gpt.num_params():,}"
+    assert abs(model.num_params() / gpt.num_params() - 1) <= 0.15, \
+        f"{family}_{size} {model.num_params():,} vs gpt_{size} {gpt.num_params():,}"
 
 
 def test_every_config_has_the_same_tokens_per_step_and_block_size():
-    paths = sorted(glob.glob(os.path.join(REPO, "config", "gpt_*.py")) +
-                   glob.glob(os.path.join(REPO, "config", "lstm_*.py")))
-    assert len(paths) == 11
+    assert {os.path.basename(p).split("_")[0] for p in SIZE_CONFIGS} == {"gpt", "lstm"}  # the glob finds both
     shapes = set()
-    for path in paths:
+    for path in SIZE_CONFIGS:
         cfg = configure(config_keys(vars(train)), [path])
         shapes.add((cfg["batch_size"] * cfg["gradient_accumulation_steps"], cfg["block_size"]))
     assert len(shapes) == 1, shapes

@@ -82,10 +82,27 @@ def test_windows_score_every_token_once_in_order(n, block_size, stride, batch_si
 
 def test_bad_input_is_a_one_line_error(tmp_path, tiny_run, char_dataset):
     run = tiny_run(char_dataset, "gpt")
-    for args in ([str(tmp_path / "missing")], [str(run), "--stride", "0"], [str(run), "--block_size", "9999"]):
+    for args in ([str(tmp_path / "missing")], [str(run), "--stride", "-2"], [str(run), "--stride", "9999"],
+                 [str(run), "--block_size", "9999"]):
         with pytest.raises(SystemExit) as exit_info:  # sys.exit("error: ...") prints the line and exits 1
             calc_perplexity.main(args)
         assert str(exit_info.value.code).startswith("error:") and "\n" not in str(exit_info.value.code)
+
+
+def test_stride_0_is_the_window_length_and_the_old_minus_1_still_works(tiny_run, char_dataset, capsys):
+    """0 means "the default" for every knob of the project; --stride -1 meant the window length before 2026-11-30
+    and still does, with a one-line note, for one release."""
+    run = tiny_run(char_dataset, "gpt")
+    results = {}
+    for stride in (None, "0", "-1"):
+        results[stride] = calc_perplexity.main([str(run), "--split", "val"] + (["--stride", stride] if stride else []))
+        results[stride]["notes"] = [line for line in capsys.readouterr().err.splitlines() if "stride" in line]
+    window = results[None]["block_size"]
+    for stride, result in results.items():
+        assert result["stride"] == window and result["loss"] == results[None]["loss"], stride
+    assert results[None]["notes"] == results["0"]["notes"] == []
+    assert results["-1"]["notes"] == ["note: --stride -1 is now --stride 0 (the window length); -1 works until the "
+                                      "next release"]
 
 
 def test_a_window_longer_than_the_split_is_one_window_of_the_split(tiny_run, char_dataset):

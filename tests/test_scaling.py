@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import power_law
-from helpers import REPO
+import scaling
+from helpers import REPO, run_main
 
 TRUE = {"a": 40.0, "alpha": 0.3, "c": 1.2}
 SIZES = np.geomspace(1e5, 1e8, 8)  # 8 sizes over 3 decades: a well-designed study
@@ -28,8 +29,8 @@ def synthetic_losses(noise_seed, sizes=SIZES, noise=0.01):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(REPO / "scaling.py"), *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO)
+    """scaling.py ARGS, in this process (the test of every plot below runs the real command line)."""
+    return run_main(scaling, *args)
 
 
 def write_table(path, rows, columns=("family", "n_params", "loss")):
@@ -85,11 +86,9 @@ def test_published_table_fits_the_same_in_millions_and_in_parameters(tmp_path):
     table = [("gpt", 0.8, 1.02), ("gpt", 3.2, 0.83), ("gpt", 12, 0.74), ("gpt", 40, 0.705), ("gpt", 100, 0.69)]
     millions = write_table(tmp_path / "millions.csv", table)
     params = write_table(tmp_path / "params.csv", [(f, n * 1e6, l) for f, n, l in table])
-    alphas = []
-    for csv_path, out in ((millions, tmp_path / "m"), (params, tmp_path / "p")):
-        r = run_cli("--table", csv_path, "--out_dir", out, "--n_bootstrap", 300)
-        assert r.returncode == 0, r.stderr
-        alphas.append(json.loads((out / "fit.json").read_text())["gpt"]["alpha"])
+    # read as scaling.py --table reads a table, fitted as it fits one (its plots are tested below)
+    alphas = [fit_all(power_law.load_table(str(csv_path))[0], n_bootstrap=20)["gpt"]["alpha"]
+              for csv_path in (millions, params)]
     assert alphas[0] == pytest.approx(alphas[1], rel=1e-6)
 
 
@@ -152,8 +151,7 @@ def test_well_conditioned_fit_has_no_warnings():
 def test_bad_input_gives_one_clear_line(tmp_path, content, args, message):
     if content is not None:
         (tmp_path / "runs.csv").write_text(content)
-    r = subprocess.run([sys.executable, str(REPO / "scaling.py"), *args, "--out_dir", "fit"], capture_output=True,
-                       text=True, cwd=tmp_path)
+    r = run_main(scaling, *args, "--out_dir", "fit", cwd=tmp_path)
     assert r.returncode != 0
     assert r.stderr.strip().startswith("error: ") and message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -183,7 +181,8 @@ def test_run_folders_give_fits_and_every_plot(tmp_path):
         for n in (5e4, 2e5, 8e5, 3.2e6):
             fake_run(runs, f"{fam}_{int(n)}", fam, int(n), k * (0.5 * (n / 1e5) ** -0.25 + 1.0))
     out = tmp_path / "fit"
-    r = run_cli(runs, "--out_dir", out, "--n_bootstrap", 200)  # a folder of run folders is expanded
+    r = subprocess.run([sys.executable, str(REPO / "scaling.py"), runs, "--out_dir", out, "--n_bootstrap", "200"],
+                       capture_output=True, text=True, cwd=REPO)  # the real command line; a folder of runs is expanded
     assert r.returncode == 0, r.stderr
     fits = json.loads((out / "fit.json").read_text())
     assert set(fits) == {"gpt", "lstm"}
@@ -316,8 +315,7 @@ def test_a_binary_table_and_counts_that_are_not_positive_are_one_line(tmp_path, 
     """A binary file given as --table, and token or parameter counts of zero or below (once taken for missing
     counts: the joint fit vanished with exit 0), are refused in one line."""
     (tmp_path / "runs.csv").write_bytes(content)
-    r = subprocess.run([sys.executable, str(REPO / "scaling.py"), "--table", "runs.csv", "--out_dir", "fit"],
-                       capture_output=True, text=True, cwd=tmp_path)
+    r = run_main(scaling, "--table", "runs.csv", "--out_dir", "fit", cwd=tmp_path)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().startswith("error: ") and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

@@ -16,7 +16,7 @@ import report
 import study
 import study_plan
 import train
-from helpers import ONE_THREAD, config_values, study_runs
+from helpers import ONE_THREAD, config_values, study_dry_run, study_runs
 from plots import plot_lr_sweeps
 from script_runs import Timings
 
@@ -34,9 +34,9 @@ def plan_rows(out_dir):
     return {r["run"]: (r["family"], r["n_params"], r["tokens"], r["learning_rate"]) for r in plan["runs"]}
 
 
-def test_plan_has_every_size_rate_and_budget(run_script, tmp_path):
-    proc = run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 's'}", "--lr_sweep=x0.5,x1,x2",
-                       "--lr_sweep_tokens=0.5", "--token_budgets=4096,16384", "--dry_run=True"])
+def test_plan_has_every_size_rate_and_budget(tmp_path):
+    printed = study_dry_run(SMOKE, f"--out_dir={tmp_path / 's'}", "--lr_sweep=x0.5,x1,x2", "--lr_sweep_tokens=0.5",
+                            "--token_budgets=4096,16384")
     rows = plan_rows(tmp_path / "s")
     configured = {family: config_values(train, f"config/{family}_tiny.py")["learning_rate"] for family in
                   ("gpt", "lstm")}  # the smoke study's sizes are of these two configs
@@ -52,7 +52,7 @@ def test_plan_has_every_size_rate_and_budget(run_script, tmp_path):
         assert rows.pop(f"{size}.d4096.lr-best")[2:] == (4096, None)
         assert rows.pop(f"{size}.d16384.lr-best")[2:] == (16384, None)
     assert rows == {}, "runs nobody asked for"
-    assert f"{SMOKE_SIZES[0]}: not finished" in proc.stdout
+    assert f"{SMOKE_SIZES[0]}: not finished" in printed
 
 
 def fake_finished(run_dir, val_loss):
@@ -76,11 +76,9 @@ def multiple_name(m):
 
 
 @pytest.mark.slow
-def test_grids_are_centred_on_the_law_extended_at_an_edge_and_every_size_trained_at_the_laws_rate(run_script,
-                                                                                                   tmp_path):
+def test_grids_are_centred_on_the_law_extended_at_an_edge_and_every_size_trained_at_the_laws_rate(tmp_path):
     out = tmp_path / "s"
-    args = ["study.py", SMOKE, f"--out_dir={out}", f"--runs={SIZES}", "--lr_sweep=x0.5,x1,x2",
-            "--lr_sweep_tokens=0.25", "--dry_run=True"]
+    args = [SMOKE, f"--out_dir={out}", f"--runs={SIZES}", "--lr_sweep=x0.5,x1,x2", "--lr_sweep_tokens=0.25"]
 
     def sweep(size, multiples, best):
         for m in multiples:
@@ -89,19 +87,19 @@ def test_grids_are_centred_on_the_law_extended_at_an_edge_and_every_size_trained
     # mid's best rate is the config's, top's 4x it: beyond top's grid, which grows a step at a time
     sweep("mid", (0.5, 1, 2), LR0)
     sweep("top", (0.5, 1, 2), 4 * LR0)
-    proc = run_script(args)
+    printed = study_dry_run(*args)
     rows = plan_rows(out)
     assert rows["top.lr4x.sweep0.25"][3] == pytest.approx(4 * LR0)  # the next step above x2
-    assert rows["big.sweep0.25"][3] is None and "big: not finished" in proc.stdout  # big waits for top
+    assert rows["big.sweep0.25"][3] is None and "big: not finished" in printed  # big waits for top
     sweep("top", (4,), 4 * LR0)
-    run_script(args)
+    study_dry_run(*args)
     rows = plan_rows(out)
     assert rows["top.lr8x.sweep0.25"][3] == pytest.approx(8 * LR0)  # x4 best: still the edge
     sweep("top", (8,), 4 * LR0)
 
     # top's x4 is inside its grid now: big's grid is the configured one moved by whole steps (x2) so that its
     # centre (x1) lies nearest the law's rate for big, a line in log-log through mid's and top's best rates
-    run_script(args)
+    study_dry_run(*args)
     rows = plan_rows(out)
     n = {size: rows[f"{size}.lr-best"][1] for size in ("mid", "top", "big")}
     b = math.log(4) / math.log(n["top"] / n["mid"])
@@ -118,57 +116,58 @@ def test_grids_are_centred_on_the_law_extended_at_an_edge_and_every_size_trained
     # these exact parabolas is each size's own best rate, wherever it fell between the grid's points; named by its
     # value, or by the grid's name for it where the law's rate is one of the grid's
     sweep("big", centred, law_big)
-    proc = run_script(args)
+    printed = study_dry_run(*args)
     rows = plan_rows(out)
     for name, lr in (("mid", LR0), ("top.lr4x", 4 * LR0), (f"big.lr{float(f'{law_big:.3g}'):g}", law_big)):
         assert rows[name][2:] == (16384, pytest.approx(lr, rel=5e-3)), name
-    law_line = next(line for line in proc.stdout.splitlines() if line.startswith("[lr law] gpt:"))
+    law_line = next(line for line in printed.splitlines() if line.startswith("[lr law] gpt:"))
     assert f"N^{b:.3f}" in law_line and "a rate 2x off costs 0.0480 nats" in law_line  # 0.1 * ln(2)^2
-    assert "WARNING" not in proc.stdout
+    assert "WARNING" not in printed
 
     # lr_choice='argmin': each size at its own sweep's best grid rate instead
-    run_script(args + ["--lr_choice=argmin"])
+    study_dry_run(*args, "--lr_choice=argmin")
     rows = plan_rows(out)
     assert rows["mid"][3] == pytest.approx(LR0) and rows["top.lr4x"][3] == pytest.approx(4 * LR0)
     best_big = min(centred, key=lambda m: abs(math.log(m * LR0 / law_big)))
     assert rows[f"big{multiple_name(best_big)}"][3] == pytest.approx(best_big * LR0)
 
 
-def test_fewer_than_three_sizes_take_their_argmin_and_a_diverged_rate_is_a_result(run_script, tmp_path):
+def test_fewer_than_three_sizes_take_their_argmin_and_a_diverged_rate_is_a_result(tmp_path):
     out = tmp_path / "s"
-    args = ["study.py", SMOKE, f"--out_dir={out}", "--runs=solo config/gpt_tiny.py --n_layer=1 --n_head=2 "
-            "--n_embd=16", "--lr_sweep=x0.5,x1,x2", "--lr_sweep_tokens=0.25", "--dry_run=True"]
+    args = [SMOKE, f"--out_dir={out}", "--runs=solo config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16",
+            "--lr_sweep=x0.5,x1,x2", "--lr_sweep_tokens=0.25"]
     fake_finished(out / "runs" / "solo.lr0.5x.sweep0.25", 1.6)
     fake_finished(out / "runs" / "solo.sweep0.25", 1.5)
     os.makedirs(out / "runs" / "solo.lr2x.sweep0.25")
     (out / "runs" / "solo.lr2x.sweep0.25" / "diverged.json").write_text("{}")
-    proc = run_script(args)
+    printed = study_dry_run(*args)
     rows = plan_rows(out)
     assert rows["solo"][2:] == (16384, LR0)  # x1 is best; x2 diverged, so x1 is no edge and nothing is added
     assert set(rows) == {"solo", "solo.lr0.5x.sweep0.25", "solo.sweep0.25", "solo.lr2x.sweep0.25"}
-    assert "x2: diverged" in proc.stdout
-    warnings = [line for line in proc.stdout.splitlines() if "WARNING" in line]
+    assert "x2: diverged" in printed
+    warnings = [line for line in printed.splitlines() if "WARNING" in line]
     assert len(warnings) == 1 and "fewer than the 3 a learning-rate law needs" in warnings[0], warnings
 
     # every rate diverged: nothing to choose, one line
     for name in ("solo.lr0.5x.sweep0.25", "solo.sweep0.25"):
         (out / "runs" / name / "results.json").unlink()
         (out / "runs" / name / "diverged.json").write_text("{}")
-    proc = run_script(args, check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "every learning rate of the sweep of solo diverged" in proc.stderr.strip().splitlines()[-1]
+    with pytest.raises(SystemExit) as stop:  # configurator.fail: one line on stderr and exit 1
+        study_dry_run(*args)
+    assert str(stop.value.code).startswith("error: ") and "\n" not in str(stop.value.code)
+    assert "every learning rate of the sweep of solo diverged" in str(stop.value.code)
 
 
-def test_seeds_repeat_the_runs_for_the_fits_in_their_own_folders(run_script, tmp_path):
-    run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 's'}", "--seeds=2", "--seed_sizes=gpt_16:3,lstm_40",
-                       "--token_budgets=4096,16384", "--dry_run=True"])
+def test_seeds_repeat_the_runs_for_the_fits_in_their_own_folders(tmp_path):
+    study_dry_run(SMOKE, f"--out_dir={tmp_path / 's'}", "--seeds=2", "--seed_sizes=gpt_16:3,lstm_40",
+                  "--token_budgets=4096,16384")
     rows = plan_rows(tmp_path / "s")
     repeats = {name for name in rows if ".seed" in name}
     assert repeats == {"gpt_16.d4096.seed2", "gpt_16.d4096.seed3", "gpt_16.d16384.seed2", "gpt_16.d16384.seed3",
                        "lstm_40.d4096.seed2", "lstm_40.d16384.seed2"}
     for name in repeats:
         assert rows[name] == rows[name.rsplit(".", 1)[0]]  # the same model, tokens and rate
-    run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 's'}", "--seeds=3", "--dry_run=True"])
+    study_dry_run(SMOKE, f"--out_dir={tmp_path / 's'}", "--seeds=3")
     assert sum(".seed" in name for name in plan_rows(tmp_path / "s")) == 12  # 6 sizes x 2 repeats
 
 
@@ -271,10 +270,11 @@ def test_a_diverged_sweep_run_is_a_result_not_a_failure(tmp_path):
     ("--seed_sizes=gpt_16:two", "seed_sizes entry 'gpt_16:two'"),
     ("--lr_choice=best", "lr_choice must be 'law'"),
 ])
-def test_bad_sweep_seed_and_budget_values_are_one_line(run_script, tmp_path, override, message):
-    proc = run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 's'}", override, "--dry_run=True"], check=False)
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert message in proc.stderr.strip().splitlines()[-1]
+def test_bad_sweep_seed_and_budget_values_are_one_line(tmp_path, override, message):
+    with pytest.raises(SystemExit) as stop:  # configurator.fail: one line on stderr and exit 1, no traceback
+        study_dry_run(SMOKE, f"--out_dir={tmp_path / 's'}", override)
+    assert str(stop.value.code).startswith("error: ") and "\n" not in str(stop.value.code)
+    assert message in str(stop.value.code)
 
 
 def surface(n, d):
@@ -352,15 +352,18 @@ def test_report_shows_the_sweep_the_law_and_the_rate_each_size_is_trained_at(tmp
     assert "lr_sweep_gpt.png" in text
 
 
-def test_wsd_budgets_branch_from_one_trunk_per_size_and_seed(run_script, char_dataset, tmp_path):
-    """With lr_schedule='wsd' and token_budgets, each size and seed trains one trunk up to its largest budget's
-    cooldown, and every budget's run is a branch of it: the whole budget's tokens, its trunk recorded; the plan
-    shows the trunk (8 + 24 of 32 steps: 16 steps of 512 tokens, 8,192 tokens) and the fits never see it."""
-    out = tmp_path / "s"
-    args = ["study.py", SMOKE, f"--out_dir={out}", f"--data_dir={char_dataset}", "--token_budgets=4096,16384",
+def wsd_study(out, data_dir):
+    return [SMOKE, f"--out_dir={out}", f"--data_dir={data_dir}", "--token_budgets=4096,16384",
             f"--train_args={TINY} --lr_schedule=wsd --cooldown_frac=0.5", "--seeds=2",
             "--runs=g config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16"]
-    run_script([*args, "--dry_run=True"])
+
+
+def test_wsd_plan_has_one_trunk_per_size_and_seed(char_dataset, tmp_path):
+    """With lr_schedule='wsd' and token_budgets, each size and seed trains one trunk up to its largest budget's
+    cooldown and every budget's run is a branch of it: the plan shows the trunk (8 + 24 of 32 steps: 16 steps of
+    512 tokens, 8,192 tokens) and counts each trunk's compute once."""
+    out = tmp_path / "s"
+    study_dry_run(*wsd_study(out, char_dataset))
     rows = plan_rows(out)
     assert {name: row[2] for name, row in rows.items()} == {
         "g.trunk": 8192, "g.d4096": 4096, "g.d16384": 16384,
@@ -369,7 +372,14 @@ def test_wsd_budgets_branch_from_one_trunk_per_size_and_seed(run_script, char_da
     plan = json.loads((out / "plan.json").read_text())
     trunk_flops = next(r["train_flops"] for r in plan["runs"] if r["run"] == "g.trunk")
     assert plan["total_train_flops"] == pytest.approx(trunk_flops * 2 * (8192 + 2048 + 8192) / 8192, rel=1e-9)
-    run_script([*args, "--stop_after=train"], timeout=600, env=ONE_THREAD)
+
+
+@pytest.mark.slow  # end-to-end: six real train.py runs (two trunks, four branches) through study.py, ~25 s
+def test_wsd_budgets_branch_from_one_trunk_per_size_and_seed(run_script, char_dataset, tmp_path):
+    """Every budget's run of a wsd study is a branch of its size's and seed's trunk: the whole budget's tokens,
+    its trunk recorded, and the trunk keeps a branch checkpoint per budget."""
+    out = tmp_path / "s"
+    run_script(["study.py", *wsd_study(out, char_dataset), "--stop_after=train"], timeout=600, env=ONE_THREAD)
     for seed in ("", ".seed2"):
         trunk = out / "runs" / f"g{seed}.trunk"
         assert sorted(p.name for p in trunk.glob("branch_*.pt")) == ["branch_16384.pt", "branch_4096.pt"]

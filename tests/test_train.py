@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+import calc_perplexity
 import train
 from dataset import TrainOrder, iteration_plan, tune_windows, window_starts
 from windows import Tokens, TrainBatches, exact_windows, spread_windows
 from configurator import configure
 from checkpoint import load_checkpoint
-from helpers import wait_for
+from helpers import run_main, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -147,8 +148,8 @@ def test_configurator_rejects_unknown_keys_in_config_files(tmp_path):
     assert "unknown key 'n_layers'" in exit_message(excinfo)
 
 
-def test_cli_rejects_an_unknown_key_with_one_line_and_nonzero_exit(run_script):
-    proc = run_script(["train.py", "config/gpt_tiny.py", "--learning_rat=1e-3"], check=False)
+def test_cli_rejects_an_unknown_key_with_one_line_and_nonzero_exit():
+    proc = run_main(train, "config/gpt_tiny.py", "--learning_rat=1e-3")  # in this process: no torch start-up
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [
         "error: unknown config key 'learning_rat'; did you mean 'learning_rate'? (see --help for the keys)"]
@@ -280,7 +281,7 @@ def test_max_tokens_sets_the_budget_and_more_than_one_epoch_is_recorded(char_dat
 # ---------------------------------------------------------------------------------------------
 # outputs, learning, determinism
 
-def test_run_writes_the_contract_files_and_learns(gpt_run, char_dataset, run_script):
+def test_run_writes_the_contract_files_and_learns(gpt_run, char_dataset):
     out, res = gpt_run
     for key in ("model_type", "n_params", "n_params_non_embedding", "n_layer", "n_embd", "n_head", "tokens_trained",
                 "epochs", "train_loss", "val_loss", "val_bpc", "wall_time_s", "tokens_per_s", "peak_mem_bytes",
@@ -296,7 +297,7 @@ def test_run_writes_the_contract_files_and_learns(gpt_run, char_dataset, run_scr
     assert res["val_bpc"] == pytest.approx(res["val_loss"] / math.log(2) * stats["tokens"] / stats["chars"])
     # the final pass scores every val token once, exactly as calc_perplexity.py does: one number, not two
     assert res["val_targets"] == stats["tokens"]
-    ppl = json.loads(run_script(["calc_perplexity.py", out, "--split", "val"]).stdout)
+    ppl = calc_perplexity.main([str(out), "--split", "val"])  # (tests/test_perplexity.py runs its command line)
     assert ppl["tokens"] == stats["tokens"] and ppl["loss"] == pytest.approx(res["val_loss"], rel=1e-5)
 
     log = read_log(out)
@@ -374,19 +375,39 @@ def test_compile_is_auto_on_cuda_only_and_true_compiles_on_cpu(char_dataset, tmp
 # ---------------------------------------------------------------------------------------------
 # resume
 
+# the signal comes at iteration 10 at the latest (its first checkpoint or second log line): 160 iterations
+# leave the run seconds of work after it, however busy the machine (at 80 a run could end unseen: ~1 s)
+STOPPED_RUN = ["--max_iters=160", "--dropout=0.1", "--eval_interval=20"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(char_dataset, tmp_path_factory):
+    """uninterrupted() -> (folder, results) of STOPPED_RUN trained without a stop, in this process: what every
+    stopped and resumed run below must end exactly like, whichever way it was checkpointed. Trained once for the
+    four of them, per number of CPU threads (another count orders float sums differently)."""
+    trained = {}
+
+    def get():
+        threads = torch.get_num_threads()
+        if threads not in trained:
+            out = tmp_path_factory.mktemp("whole")
+            trained[threads] = out, run(char_dataset, out, *STOPPED_RUN)
+        return trained[threads]
+    return get
+
+
 @pytest.mark.parametrize("every, stop, during", [("--ckpt_interval=10", signal.SIGKILL, "training"),
                                                  ("--ckpt_interval_s=1e-6", signal.SIGKILL, "training"),
                                                  ("--ckpt_interval=0", signal.SIGTERM, "training"),
                                                  ("--ckpt_interval=0", signal.SIGTERM, "setup")])
-def test_stopped_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dataset, tmp_path, every, stop, during):
+def test_stopped_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dataset, uninterrupted, tmp_path, every,
+                                                                        stop, during):
     """Killed (SIGKILL: the last periodic checkpoint, every 10 iterations or by the clock) or stopped (SIGTERM, as
     docker stop and pre-emption do: a checkpoint at the next step and a one-line message; also when the signal
     comes while the run still sets up, before its first step), a resumed run ends exactly like one that was never
-    interrupted."""
-    # the signal comes at iteration 10 at the latest (its first checkpoint or second log line): 160 iterations
-    # leave the run seconds of work after it, however busy the machine (at 80 a run could end unseen: ~1 s)
+    interrupted (and checkpoints at any interval leave the numbers as they are)."""
     max_iters = 160
-    args = [f"--max_iters={max_iters}", every, "--dropout=0.1", "--eval_interval=20"]
+    args = [*STOPPED_RUN, every]
     killed = tmp_path / "killed"
     # the resume below runs in this process: the killed run must use the same number of CPU threads, or
     # float sums are ordered differently (another test may have called torch.set_num_threads earlier)
@@ -411,11 +432,11 @@ def test_stopped_and_resumed_run_ends_exactly_like_an_uninterrupted_one(char_dat
 
     # the checkpoint's settings are the defaults of a resume: out_dir and init_from are enough
     resumed = train.main([f"--out_dir={killed}", "--init_from=resume"])
-    uninterrupted = run(char_dataset, tmp_path / "whole", *args)
-    assert resumed["val_loss"] == uninterrupted["val_loss"]
-    assert resumed["tokens_trained"] == uninterrupted["tokens_trained"]
+    whole, whole_results = uninterrupted()
+    assert resumed["val_loss"] == whole_results["val_loss"]
+    assert resumed["tokens_trained"] == whole_results["tokens_trained"]
     strip = lambda log: [(e["iter"], e["train_loss"], e.get("val_loss")) for e in log]
-    assert strip(read_log(killed)) == strip(read_log(tmp_path / "whole"))
+    assert strip(read_log(killed)) == strip(read_log(whole))
 
 
 def test_resume_refuses_changed_settings_and_a_different_vocabulary(gpt_run, char_dataset, tmp_path):
