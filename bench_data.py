@@ -51,7 +51,7 @@ def lakh_like_midi(path, rng, n_tracks=6, notes_per_track=500, seconds=180.0):
 
 def conversion_rate(files, workers):
     # generous limits and no cache: every file is really converted, and timed
-    settings = {"timeout": 60, "score_timeout": 60, "max_abc_bytes": 50_000_000, "cache_dir": ""}
+    settings = {"midi2abc_timeout": 60, "music21_timeout": 60, "max_abc_bytes": 50_000_000, "cache_dir": ""}
     t0 = time.perf_counter()
     # the workers die with this process however it ends (lifetime.worker_init)
     with ProcessPoolExecutor(max_workers=workers, initializer=worker_init, initargs=(os.getpid(),)) as pool:

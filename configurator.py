@@ -39,7 +39,7 @@ BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False, "1": T
 
 
 # knobs that hold paths (one per line for runs, inputs, input) besides the *_dir, *_path, ... names
-PATH_KNOBS = ("out", "run", "runs", "input", "inputs", "table", "reference", "soundfont")
+PATH_KNOBS = ("out", "run", "runs", "input", "inputs", "table", "reference", "soundfont", "branch_from", "script")
 PATH_SUFFIXES = ("_dir", "_path", "_file", "_input", "_out")
 UNSET_VARIABLE = re.compile(r"\$(\w+|\{\w+\})")
 KNOB_LINE = re.compile(r"^([a-z_][a-z0-9_]*)\s*=[^#]*?(?:#\s?(.*))?$")  # a top-level knob and its comment

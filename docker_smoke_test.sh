@@ -8,7 +8,7 @@
 #
 #   bash docker_smoke_test.sh [BASE_IMAGE]          # or BASE_IMAGE=... bash docker_smoke_test.sh
 #
-# BASE_IMAGE     default: the Dockerfile's own (an official PyTorch CUDA runtime image; needs a registry).
+# BASE_IMAGE     default: the Dockerfile's own (python:3.11-slim, torch installed by pip; needs a registry).
 #                `local-debian`: where no image registry can be reached, make a Debian bookworm + python3
 #                image here with debootstrap (needs root and Debian's debootstrap) and build on that.
 # TORCH_INSTALL  pip arguments for torch when the base image has none (see the Dockerfile). Default: the

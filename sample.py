@@ -53,7 +53,7 @@ max_new_tokens = 1024
 temperature = 1.0   # 0 = greedy
 top_k = 0           # 0 = off
 top_p = 0.9         # nucleus sampling keeps the smallest set of tokens with this much probability; 1.0 = off
-                    # (the model's own distribution). 0.9: far fewer broken tunes (README, "Sampling settings")
+                    # (the model's own distribution). 0.9: far fewer broken tunes (docs/results.md, "Sampling settings")
 seed = 1337         # sample i (from 1) uses seed + i - 1, whatever the batch, so any one can be regenerated alone
 batch_size = 0      # tunes decoded together; 0 = all of them, as many as batch_memory allows
 batch_memory = 4.0  # GiB of per-tune decoding state (the GPT KV cache) that batch_size 0 may fill

@@ -3,7 +3,8 @@
 # own run with its own schedule -- on the default dataset data/music21; then the joint fit
 # L(N, D) = E + A/N^alpha + B/D^beta with bootstrap intervals, the compute-optimal N(C) and D(C), iso-loss and
 # iso-FLOP plots, and report.md. The L(N) fits use the largest budget's runs.
-# Sized to finish inside 30 minutes on a 2-core CPU (projected by --estimate=True; see README).
+# Its time on a 2-core CPU: BENCHMARKS.md, "Whole study" (41 runs; 33 min for the second part of a run stopped
+# once, under heavy load, 2026-11-29); --estimate=True projects it on any machine.
 #   python study.py config/study_chinchilla_quick.py
 out_dir = 'out/study_chinchilla_quick'
 data_dir = 'data/music21'   # prepared by prepare.py's defaults (the music21 corpus) when missing

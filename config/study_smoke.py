@@ -1,6 +1,6 @@
 # Smoke study: the whole pipeline of study.py -- prepare, train 3 GPT + 3 LSTM sizes, test perplexity, fits,
-# samples with MIDI/WAV/SVG, eval_syntax, report -- in about 2 minutes on a 2-core CPU. tests/test_study.py runs
-# it end to end; its numbers say nothing about music (tiny models, 16k training tokens).
+# samples with MIDI/WAV/SVG, eval_syntax, report -- in 1-2 minutes on a 2-core CPU (BENCHMARKS.md).
+# tests/test_study.py runs it end to end; its numbers say nothing about music (tiny models, 16k training tokens).
 #   python study.py config/study_smoke.py
 import importlib.util
 import os
