@@ -13,8 +13,8 @@ from power_law import fit_markdown, human
 from eval_metrics import YANG_LERCH_FEATURES, YANG_LERCH_NAMES
 from report_html import write_html
 from run_files import (CKPT, EVAL_SYNTAX, FIT_JSON, FIT_MD, LOG, LOGS, LR_SWEEP, PERPLEXITY_SUFFIX, PLOTS, REPORT_HTML,
-                       RESULTS, RUNS, SAMPLE_SETS, SAMPLES, STUDY_CONFIG, TIMINGS, perplexity_path, read_results,
-                       report_paths, sample_records, samples_path)
+                       RESULTS, RUN_TIMINGS, RUNS, SAMPLE_SETS, SAMPLES, STUDY_CONFIG, TIMINGS, perplexity_path,
+                       read_results, report_paths, run_timings_path, sample_records, samples_path)
 from progress import fmt_seconds
 from tune_checks import format_table, summarize
 
@@ -193,7 +193,20 @@ def section_header(st, step_seconds, started, invocation_s):
             f"Time per step, summed over every invocation of this study (this invocation: "
             f"{fmt_duration(invocation_s)}):", "",
             md_table(["step", "wall-clock"], [[k, fmt_duration(v)] for k, v in step_seconds.items()]
-                     + [["**total**", f"**{fmt_duration(total)}**"]]), ""]
+                     + [["**total**", f"**{fmt_duration(total)}**"]]), ""] + training_overhead(st.cfg["out_dir"])
+
+
+def training_overhead(out_dir):
+    """One line: the training processes' wall-clock against their steps' seconds (run_timings.json), i.e. what the
+    runs cost besides their steps: start-up, evaluations, the final exact pass, checkpoints."""
+    path = run_timings_path(out_dir)
+    runs = read_json(path) if os.path.isfile(path) else {}
+    steps, wall = sum(r["steps_s"] for r in runs.values()), sum(r["wall_s"] for r in runs.values())
+    if not runs or steps <= 0:
+        return []
+    return [f"The {len(runs)} training processes took {fmt_duration(wall)} of wall-clock in all for "
+            f"{fmt_duration(steps)} of optimizer steps ({wall / steps:.2f}x: start-up, evaluations, final exact "
+            f"passes, checkpoints; `{RUN_TIMINGS}` has each run).", ""]
 
 
 def section_dataset(st, plots):

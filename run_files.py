@@ -46,6 +46,7 @@ PLAN = "plan.json"
 STUDY_CONFIG = "study_config.json"
 STUDY_LOCK = "study.lock"
 TIMINGS = "timings.json"
+RUN_TIMINGS = "run_timings.json"
 LR_SWEEP = "lr_sweep.json"
 ESTIMATE = "estimate.json"
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
@@ -181,6 +182,11 @@ def study_lock_path(study_dir):
 
 def timings_path(study_dir):
     return os.path.join(study_dir, TIMINGS)
+
+
+def run_timings_path(study_dir):
+    """{run: {wall_s, steps_s}}: each training process's wall-clock (start-up included) and its steps' seconds."""
+    return os.path.join(study_dir, RUN_TIMINGS)
 
 
 def lr_sweep_path(study_dir):

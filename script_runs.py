@@ -54,16 +54,28 @@ _fork_server = None  # fork_server.ForkServer once started
 
 
 class Timings:
-    """Seconds spent in each step, kept in out_dir/timings.json across invocations (a resumed study adds up)."""
+    """Seconds spent in each step, kept in out_dir/timings.json across invocations (a resumed study adds up), and
+    per training process its wall-clock against its steps' seconds (run_timings.json): what a run costs besides
+    its steps (start-up, evaluations, the final exact pass, checkpoints)."""
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, path, runs_path=None):
+        self.path, self.runs_path = path, runs_path
         self.data = read_json(path) if os.path.isfile(path) else {}
+        self.runs = read_json(runs_path) if runs_path and os.path.isfile(runs_path) else {}
 
     def add(self, step, seconds):
         """Count seconds to step (saved at once: a killed study keeps what it spent); returns seconds."""
         self.data[step] = self.data.get(step, 0.0) + seconds
         write_json_atomic(self.data, self.path, indent=1)
+        return seconds
+
+    def add_run(self, r, seconds):
+        """Count a finished training process of run r: its wall-clock seconds and its steps' (results.json)."""
+        if self.runs_path and is_finished(r["run_dir"]):
+            before = self.runs.get(r["name"], {"wall_s": 0.0, "steps_s": 0.0})
+            steps = read_results(r["run_dir"]).get("process_steps_s") or 0.0
+            self.runs[r["name"]] = {"wall_s": before["wall_s"] + seconds, "steps_s": before["steps_s"] + steps}
+            write_json_atomic(self.runs, self.runs_path, indent=1)
         return seconds
 
 
@@ -353,8 +365,8 @@ def train_one_by_one(todo, n_runs, timings, logs, env, device_args=()):
         print(f"{run_head(r, i, n_runs)}: {'resuming from ckpt.pt' if resume else 'training'}; "
               f"{len(remaining)} run(s) to go, ETA {fmt_duration(eta) if eta is not None else 'after this run'}",
               flush=True)
-        seconds = timings.add("train", run_script(args, os.path.join(logs, f"train_{r['name']}.log"),
-                                                  f"training {r['name']}", env=env))
+        seconds = run_script(args, os.path.join(logs, f"train_{r['name']}.log"), f"training {r['name']}", env=env)
+        timings.add("train", timings.add_run(r, seconds))
         fam = r["model_type"]
         done_seconds[fam] = done_seconds.get(fam, 0.0) + seconds
         done_flops[fam] = done_flops.get(fam, 0.0) + r["flops_per_token"] * trains(r)
@@ -400,7 +412,8 @@ def train_in_parallel(todo, n_runs, slots, timings, logs, env, jobs=None, study_
                 i, r, _ = running.pop(future)
                 bar.update()
                 try:
-                    say(f"[run {i}/{n_runs}] {r['name']}: done in {fmt_duration(future.result())}")
+                    seconds = timings.add_run(r, future.result())
+                    say(f"[run {i}/{n_runs}] {r['name']}: done in {fmt_duration(seconds)}")
                 except SystemExit as e:  # run_script's one-line failure, raised in the worker thread
                     failure = failure or str(e.code).removeprefix("error: ")
                     say(f"[run {i}/{n_runs}] {r['name']}: FAILED")

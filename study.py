@@ -90,8 +90,8 @@ from lifetime import usable_cpus
 from plots import plot_lr_sweeps, write_outputs
 from report import fmt_duration, write_report
 from run_files import (EVAL_SYNTAX, LOGS, PLOTS, SAMPLE_SETS, perplexity_path, plan_path, read_perplexity,
-                       read_results, report_paths, sample_records, samples_path, study_config_path, study_lock_path,
-                       study_run_dir, timings_path)
+                       read_results, report_paths, run_timings_path, sample_records, samples_path, study_config_path,
+                       study_lock_path, study_run_dir, timings_path)
 from script_runs import (LAUNCHERS, Timings, estimate_plan, pass_stop_signals_on, refuse_other_data, run_script,
                          slurm_parameters, start_fork_server, train_all)
 
@@ -570,7 +570,7 @@ def main(argv=None):
     except OSError as e:
         fail(f"cannot write out_dir {out}: {e.strerror}")
     pass_stop_signals_on()
-    timings = Timings(timings_path(out))
+    timings = Timings(timings_path(out), run_timings_path(out))
 
     # 1. data
     if not have_data:

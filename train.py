@@ -456,6 +456,7 @@ def run_results(c, raw_model, data, plan, progress, losses, device_type, dtype_n
         "lr_schedule": c.lr_schedule, "branch_budgets": parse_budgets(c.branch_budgets) if c.branch_budgets else None,
         "trunk": progress.get("trunk"),
         "wall_time_s": wall_time_s, "train_time_s": progress["train_time_s"],
+        "process_steps_s": progress["process_steps_s"],  # the steps of the process that finished the run
         "compile_time_s": progress["compile_time_s"], "tokens_per_s": tokens_per_s,
         "mfu": mfu(flops_per_token, tokens_per_s, peak, world_size),
         "peak_mem_bytes": peak_memory_bytes(device_type), "device": device_type,
@@ -578,6 +579,7 @@ class LoopState:
     start_iter: int             # where this process began: its first step (compilation, warm-up) is timed apart
     wall_before: float          # wall-clock seconds of the run before this process (a resume's)
     bad: torch.Tensor           # note_divergence's [first non-finite iteration, its loss], on the device
+    steps_before: float = 0.0   # train_time_s of the run before this process (a resume's, a branch's trunk)
     loss: torch.Tensor = None   # the last step's mean loss, on the device; None before this process's first step
     interval_tokens: int = 0    # tokens of the steady steps since the last log line
     last_ckpt: float = field(default_factory=time.time)  # when the last checkpoint was written (or the loop began)
@@ -589,7 +591,7 @@ class LoopState:
         """The state at the start of this process's loop: at progress's iteration, the clock running."""
         bad = torch.tensor([-1.0, 0.0], dtype=torch.float64, device=device)
         return cls(progress, StepClock(device_type), t_start, progress["iter_num"], progress["iter_num"],
-                   progress["wall_time_s"], bad)
+                   progress["wall_time_s"], bad, progress["compile_time_s"] + progress["steady_time_s"])
 
     def train_loss(self):
         """The last step's loss (the host waits for it), or the checkpoint's when this process has made no step."""
@@ -632,9 +634,11 @@ class LoopState:
         return tokens_per_s
 
     def finish(self):
-        """After the last step: stop the clock; train_time_s is the first steps' and the steady steps' time."""
+        """After the last step: stop the clock; train_time_s is the first steps' and the steady steps' time,
+        process_steps_s the part of it this process spent (study.py sets it against the process's wall-clock)."""
         self.clock.stop()
         self.progress["train_time_s"] = self.progress["compile_time_s"] + self.progress["steady_time_s"]
+        self.progress["process_steps_s"] = self.progress["train_time_s"] - self.steps_before
 
 
 def print_plan(c, raw_model, compiled, data, plan, order, device, ranks):
