@@ -388,7 +388,8 @@ def train_in_parallel(todo, n_runs, slots, timings, logs, env, jobs=None, study_
     # where stdout is a log, a plain line of runs done every PROGRESS_INTERVAL_S (their output is in their logs)
     bar = progress_bar(total=len(todo), desc="[train] runs", unit="run", disable=sys.stdout.isatty())
     with ThreadPoolExecutor(n) as pool:
-        running, queue = {}, list(todo)
+        # the costliest runs first (by FLOPs): the last ones to finish are short, so no slot idles long at the end
+        running, queue = {}, sorted(todo, key=lambda item: -item[1]["flops_per_token"] * trains(item[1]))
         while running or (queue and failure is None and not _stop_signals):
             while queue and failure is None and not _stop_signals and len(running) < n:
                 i, r = queue.pop(0)
