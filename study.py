@@ -546,6 +546,8 @@ def main(argv=None):
         write_plan(table, out)
         study_plan.print_choice(choice)
         if cfg["estimate"]:
+            if cfg["fork_runs"]:
+                start_fork_server()
             estimate_plan(every, cfg, have_data, logs, cfg["estimate_steps"])
         return None
     if cfg["dataset_input_required"] and not cfg["dataset_input"] and not have_data:

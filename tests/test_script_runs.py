@@ -57,3 +57,13 @@ def test_a_slurm_job_asks_for_the_resources_of_the_study_config():
         assert f"#SBATCH {line}\n" in script, line
     assert f"export PYTHONPATH={script_runs.REPO}" in script  # the job can load script_runs.run_job
     assert script_runs.torchrun_args(2)[-1] == "--nproc_per_node=2" and script_runs.torchrun_args(1) == []
+
+
+def test_an_estimate_counts_the_tokens_of_a_run_s_evaluations():
+    """125,385 tokens at 8 x 256 a step: 61 steps, an estimate at iteration 0 (every 100), the train-loss estimate
+    at the end (10 batches each), and the exact pass over a validation split of 23,401 tokens."""
+    run = {"tokens": 125385, "train_config": {"batch_size": 8, "block_size": 256, "gradient_accumulation_steps": 1,
+                                              "eval_interval": 100, "eval_iters": 10}}
+    assert script_runs.evaluation_tokens(run, 23401) == 2 * 10 * 2048 + 23401
+    run["train_config"]["eval_interval"] = 0  # a sweep run: the final passes only
+    assert script_runs.evaluation_tokens(run, 23401) == 10 * 2048 + 23401
