@@ -1,10 +1,12 @@
-# Chinchilla-style quick study: a small N x D grid -- the 4 GPT sizes of config/study_quick.py (37k to 838k
-# parameters) and one smaller (12k), each trained on 4 token budgets spanning a decade, every (size, budget) its
-# own run with its own schedule -- on the default dataset data/music21; then the joint fit
-# L(N, D) = E + A/N^alpha + B/D^beta with bootstrap intervals, the compute-optimal N(C) and D(C), iso-loss and
-# iso-FLOP plots, and report.md. The L(N) fits use the largest budget's runs.
+# Chinchilla-style quick study: a small N x D grid -- 5 GPT sizes (12k to 838k parameters), each trained on 4 token
+# budgets spanning a decade, every (size, budget) its own run with its own cosine schedule -- on the default dataset
+# data/music21; then the joint fit L(N, D) = E + A/N^alpha + B/D^beta with bootstrap intervals, the compute-optimal
+# N(C) and D(C), iso-loss and iso-FLOP plots, and report.md. The L(N) fits use the largest budget's runs.
+# What it adds to config/study_quick.py (make demo): a decade of D where the demo spans 4x (its joint fit warns that
+# beta needs more), and separate runs per budget in Hoffmann et al.'s design, the check at study scale that the
+# demo's warmup-stable-decay branches lead to the same L(N, D) (docs/wsd.md compares the two schedules).
 # Its time on a 2-core CPU: BENCHMARKS.md, "Whole study" (41 runs; 33 min for the second part of a run stopped
-# once, under heavy load, 2026-11-29); --estimate=True projects it on any machine.
+# once, under heavy load, 2026-11-29, before runs were forked from one process); --estimate=True projects it.
 #   python study.py config/study_chinchilla_quick.py
 out_dir = 'out/study_chinchilla_quick'
 data_dir = 'data/music21'   # prepared by prepare.py's defaults (the music21 corpus) when missing
@@ -28,6 +30,8 @@ lr_sweep_tokens = 0.125
 # warm-up 10 steps (not 30): the 200k-token runs take 24 steps of 8192 tokens, and their cosine must have room
 train_args = '--eval_interval=50 --eval_iters=10 --compile=False --warmup_iters=10'
 device = 'cpu'
+parallel_runs = 2         # two runs at once on one thread each: BENCHMARKS.md, "CPU threads per training"
+train_threads = 1
 
 n_bootstrap = 1000
 num_samples = 16          # the grid is the point here; a few tunes from the best model show it works
