@@ -26,6 +26,7 @@ import numpy as np
 from configurator import fail
 
 SPLITS = ("train", "val", "test")
+META, STATS = "meta.json", "stats.json"  # a dataset folder's tokenizer and statistics, beside <split>.bin
 
 
 # ----------------------------------------------------------------------------- JSON files
@@ -141,7 +142,7 @@ def load_dataset(data_dir, need_stats=True):
     """The Dataset of a prepare.py folder, or a one-line error saying what is missing."""
     if not os.path.isdir(data_dir):
         fail(f"dataset folder {data_dir} not found (run prepare.py first or set --data_dir)")
-    meta_path, stats_path = os.path.join(data_dir, "meta.json"), os.path.join(data_dir, "stats.json")
+    meta_path, stats_path = os.path.join(data_dir, META), os.path.join(data_dir, STATS)
     for path in (meta_path, stats_path) if need_stats else (meta_path,):
         if not os.path.isfile(path):
             fail(f"{path} not found; {data_dir} is not a complete prepare.py dataset")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from configurator import fail
-from dataset import hold_lock
+from dataset import META, SPLITS, STATS, hold_lock
 from tokenizer import BPE_FILE
 
 _LISTED_FAILURES = 20  # failed files named in stats.md
@@ -83,7 +83,7 @@ def stats_markdown(stats):
 # ----------------------------------------------------------------------------------------------------
 # the --out_dir folder
 
-OUTPUTS = ("train.bin", "val.bin", "test.bin", "meta.json", "stats.json", "stats.md", "length_histogram.png",
+OUTPUTS = (*(f"{split}.bin" for split in SPLITS), META, STATS, "stats.md", "length_histogram.png",
            BPE_FILE)  # everything prepare.py writes into --out_dir, so everything it may ever delete there
 
 
@@ -110,7 +110,7 @@ def check_out(cfg, out_dir, inputs):
             fail(f"--out_dir {out} is a file, not a folder: give a folder to write the dataset into")
         return
     names = set(os.listdir(out_dir))
-    if names and not {"meta.json", "stats.json"} <= names:
+    if names and not {META, STATS} <= names:
         fail(f"--out_dir {out} is a folder of other files, not a prepare.py dataset: give a new or empty folder")
     if names - set(OUTPUTS):
         fail(f"--out_dir {out} holds files prepare.py did not write ({', '.join(sorted(names - set(OUTPUTS))[:3])}): "

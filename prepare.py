@@ -61,7 +61,7 @@ import numpy as np
 
 import abc_text
 from configurator import configure, fail, lines_of
-from dataset import SPLITS, fingerprints, read_json, write_json_atomic
+from dataset import META, SPLITS, STATS, fingerprints, read_json, write_json_atomic
 from dataset_output import check_out, lock_output, percentiles, plot_lengths, replace_folder, stats_markdown
 from external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
 from lifetime import end_pool, sigterm_stops, signal_name, usable_cpus, worker_init
@@ -542,8 +542,8 @@ def build_dataset(cfg, items, names, source, fractions, out):
     prints = fingerprints(out, meta)  # the splits and the BPE ranks are written by now
     meta.update(prints)
     stats.update(prints)
-    write_json_atomic(meta, os.path.join(out, "meta.json"))
-    write_json_atomic(stats, os.path.join(out, "stats.json"))
+    write_json_atomic(meta, os.path.join(out, META))
+    write_json_atomic(stats, os.path.join(out, STATS))
     with open(os.path.join(out, "stats.md"), "w") as f:
         f.write(stats_markdown(stats))
     plot_lengths(lengths, os.path.join(out, "length_histogram.png"), tok.name)

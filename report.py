@@ -8,7 +8,7 @@ import os
 import platform
 import shlex
 
-from dataset import read_json
+from dataset import STATS, read_json
 from power_law import fit_markdown, human
 from eval_metrics import YANG_LERCH_FEATURES, YANG_LERCH_NAMES
 from report_html import write_html
@@ -210,7 +210,7 @@ def training_overhead(out_dir):
 
 
 def section_dataset(st, plots):
-    stats = read_json(os.path.join(st.data_path, "stats.json"))
+    stats = read_json(os.path.join(st.data_path, STATS))
     L = ["## Dataset", "",
          f"`{st.data_path}` — {stats.get('source', '?')}; tokenizer **{stats.get('tokenizer')}** "
          f"(vocabulary {stats.get('vocab_size')}); {stats.get('files_converted', '?')} of "

@@ -85,7 +85,7 @@ import power_law
 import study_plan
 import tracking
 from configurator import config_keys, configure, fail, lines_of
-from dataset import TrainOrder, hold_lock, iteration_plan, load_dataset, read_json, write_json_atomic
+from dataset import META, STATS, TrainOrder, hold_lock, iteration_plan, load_dataset, read_json, write_json_atomic
 from lifetime import usable_cpus
 from plots import plot_lr_sweeps, write_outputs
 from report import fmt_duration, write_report
@@ -522,8 +522,7 @@ def main(argv=None):
     out = cfg["out_dir"]
     data_path = cfg["data_dir"] or os.path.join(out, "data")
     logs = os.path.join(out, LOGS)
-    have_data = os.path.isfile(os.path.join(data_path, "meta.json")) and \
-        os.path.isfile(os.path.join(data_path, "stats.json"))
+    have_data = os.path.isfile(os.path.join(data_path, META)) and os.path.isfile(os.path.join(data_path, STATS))
 
     def resolver():
         """resolve_run on this study's dataset; before prepare.py (a dry run), a vocabulary of 128 and an unknown

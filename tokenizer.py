@@ -153,10 +153,11 @@ def _bytes_to_unicode():
 
 
 def read_meta(data_dir):
-    path = os.path.join(data_dir, "meta.json")
+    from dataset import META  # here: dataset.py is the folder's contract, and this module loads without it
+    path = os.path.join(data_dir, META)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no dataset at {data_dir} (missing meta.json): run prepare.py first")
-    with open(path) as f:  # json directly, not dataset.read_json: dataset.py imports this module
+    with open(path) as f:
         return json.load(f)
 
 
