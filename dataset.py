@@ -24,9 +24,10 @@ import weakref
 import numpy as np
 
 from configurator import fail
+from tokenizer import META, load_tokenizer
 
 SPLITS = ("train", "val", "test")
-META, STATS = "meta.json", "stats.json"  # a dataset folder's tokenizer and statistics, beside <split>.bin
+STATS = "stats.json"  # a dataset folder's statistics, beside <split>.bin and META (tokenizer.py)
 
 
 # ----------------------------------------------------------------------------- JSON files
@@ -127,7 +128,6 @@ class Dataset:
 
     def tokenizer(self):
         """The tokenizer prepare.py trained (char table in meta.json, or bpe.tiktoken), or a one-line error."""
-        from tokenizer import load_tokenizer
         try:
             return load_tokenizer(self.data_dir)
         except (OSError, ValueError, KeyError) as e:

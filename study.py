@@ -2,7 +2,7 @@
 Run a whole scaling-law study with one command: prepare the data, train every model, fit the scaling laws,
 sample and score tunes, and write the report.
 
-    python study.py config/study_quick.py                      # GPT + LSTM, 6 sizes x 3 budgets each, ~13 min on 2 CPU cores
+    python study.py config/study_quick.py                      # GPT + LSTM, 6 sizes x 3 budgets each, ~8 min on 2 CPU cores
     python study.py config/study_quick.py --out_dir=out/mine    # same study, another folder
     python study.py config/study_lakh.py --dataset_input=/data/lmd_full   # the full study, one GPU
     python study.py config/study_quick.py --dry_run=True        # the plan only (sizes, tokens, FLOPs): printed,

@@ -28,6 +28,7 @@ UNK_DECODED = "\ufffd"
 # Pre-tokenization pattern for BPE: a line with its newline, or a trailing line without one.
 ABC_SPLIT_PATTERN = r"[^\n]*\n|[^\n]+"
 BPE_FILE = "bpe.tiktoken"
+META = "meta.json"  # a dataset folder's description: its tokenizer, vocabulary, dtype, fingerprint
 
 
 class CharTokenizer:
@@ -153,7 +154,6 @@ def _bytes_to_unicode():
 
 
 def read_meta(data_dir):
-    from dataset import META  # here: dataset.py is the folder's contract, and this module loads without it
     path = os.path.join(data_dir, META)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no dataset at {data_dir} (missing meta.json): run prepare.py first")

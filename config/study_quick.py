@@ -4,7 +4,7 @@
 # two sizes of each family trained twice (another seed: the run-to-run noise the fits' intervals need), every
 # size at the rate of its family's learning-rate law fitted to a short sweep; then test loss, L(N) per family with
 # bootstrap intervals, the joint L(N, D) fit, samples, syntax evaluation and report.md. Sized for 15 minutes on a
-# 2-core CPU (measured: docs/results.md).
+# 2-core CPU; measured 7 min 46 s with data prepared (BENCHMARKS.md, "Whole study").
 #   python study.py config/study_quick.py
 out_dir = 'out/study_quick'
 data_dir = 'data/music21'   # prepared by prepare.py's defaults (the music21 corpus) when missing
