@@ -17,6 +17,9 @@ Protocol (a SOCK_SEQPACKET socket pair, one JSON message per packet): the study 
 that child ends, {"exited": pid, "returncode": as subprocess reports it (-N: killed by signal N)}.
 
     server = ForkServer(); proc = server.start(["train.py", "config/gpt_tiny.py"], env)   # proc acts as a Popen
+
+Where the server has ended (it found CUDA initialised after its imports, or it failed), start() raises OSError and
+script_runs.run_script starts a fresh python instead.
 """
 import atexit
 import json
@@ -96,6 +99,9 @@ def serve(sock):
     when the study closes its end."""
     for name in PRELOAD:
         __import__(name)
+    import torch
+    if torch.cuda.is_initialized():  # a forked child cannot use a CUDA context it inherits: the study starts fresh
+        return                       # pythons instead (script_runs.run_script)
     children = set()
     while True:
         ready, _, _ = select.select([sock], [], [], 0.05)

@@ -149,9 +149,13 @@ def run_script(args, log_path, what, echo=True, env=None, python_args=()):
         # a study killed outright (SIGKILL) still stops its script: SIGHUP, on which train.py checkpoints first
         # (and stops writing to the pipe nobody reads any more); the others end at once, their workers with them
         full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        proc = None
         if _fork_server and not python_args and args[0] in FORKED_SCRIPTS:
-            proc = _fork_server.start(cmd[1:], full_env)
-        else:
+            try:
+                proc = _fork_server.start(cmd[1:], full_env)
+            except OSError:  # the server has ended (e.g. it found CUDA initialised, which a fork cannot inherit)
+                proc = None
+        if proc is None:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                     env=full_env, preexec_fn=lambda: set_parent_death_signal(signal.SIGHUP))
         _running.add(proc)

@@ -104,3 +104,10 @@ def test_the_server_ends_with_the_study(tmp_path):
     probe.kill()
     probe.wait()
     wait_until_gone(pid, timeout=10)
+
+
+def test_a_study_whose_server_has_ended_starts_fresh_pythons(tmp_path, char_dataset, server):
+    server.close()
+    script_runs.run_script(tiny_args(char_dataset, tmp_path / "r", "--max_iters=5"), tmp_path / "r.log", "training r",
+                           echo=False, env=ONE_THREAD)
+    assert (tmp_path / "r" / "results.json").exists()
