@@ -136,7 +136,7 @@ max_new_tokens = 1024
 temperature = 1.0
 top_k = 0
 top_p = 0.9               # nucleus sampling: on 448 tunes of the quick study's best model, 95% convert to MIDI
-                          # without errors against 79% at 1.0 (README, "Sampling settings, measured")
+                          # without errors against 79% at 1.0 (docs/results.md, "Sampling settings")
 sample_seed = 1337
 render = True             # MIDI, WAV and SVG of every tune sampled (needs abc2midi, fluidsynth, abcm2ps)
 reference_tunes = 100     # real test tunes eval_syntax scores as the reference

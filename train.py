@@ -82,7 +82,7 @@ wandb_group = ''           # runs of one study share a group (study.py sets it)
 # data and budget
 data_seed = 1337           # the window order; keep it fixed across a study
 data_order = 'tunes'       # 'tunes': each window starts at a tune; 'stride': windows at stride block_size (dataset.py;
-                           # README "Training order" has both measured: tunes gives the better samples)
+                           # docs/results.md "Training order" has both measured: tunes gives the better samples)
 batch_size = 32            # sequences per micro-step; under DDP at most this many per rank (rank_split)
 block_size = 256
 gradient_accumulation_steps = 1   # micro-steps per optimizer step: batch_size x this = windows per step, on any
