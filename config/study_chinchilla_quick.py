@@ -5,8 +5,8 @@
 # What it adds to config/study_quick.py (make demo): a decade of D where the demo spans 4x (its joint fit warns that
 # beta needs more), and separate runs per budget in Hoffmann et al.'s design, the check at study scale that the
 # demo's warmup-stable-decay branches lead to the same L(N, D) (docs/wsd.md compares the two schedules).
-# Its time on a 2-core CPU: BENCHMARKS.md, "Whole study" (41 runs; 33 min for the second part of a run stopped
-# once, under heavy load, 2026-11-29, before runs were forked from one process); --estimate=True projects it.
+# Its time on a 2-core CPU: 11 min 01 s with data prepared (41 runs; BENCHMARKS.md, "Whole study", 2026-11-30);
+# --estimate=True projects it on any machine. Its results: docs/results.md.
 #   python study.py config/study_chinchilla_quick.py
 out_dir = 'out/study_chinchilla_quick'
 data_dir = 'data/music21'   # prepared by prepare.py's defaults (the music21 corpus) when missing
@@ -22,9 +22,9 @@ token_budgets = '2e5,4e5,1e6,2e6'   # a decade of D (2M tokens is 0.7 epoch: no 
 # learning rate per size from a learning-rate law (lr_law.py), not gpt_tiny's 6e-3 for all: each size swept at
 # 0.25x-2x on an eighth of the largest budget (250k tokens, the length of the shortest runs; larger sizes' grids
 # centred on the law of the smaller ones, grown a step at an edge), the law's rate reused for every budget.
-# Measured (2026-11-29, docs/lr_law.md): lr* = 1.28 N^-0.505, 0.0111 for gpt_16 down to 0.0013 for gpt_128; the
-# losses now fall with N at every budget, but the 30-step sweep favours low rates, and at 2M tokens gpt_64-128
-# end 0.05-0.10 nats above their runs at 6e-3
+# Measured (2026-11-30, docs/results.md): lr* = 0.416 N^-0.377, 0.012 for gpt_16 down to 0.0024 for gpt_128; the
+# losses fall with N at every budget (with the sweep's warm-up shrunk, 2026-11-29, the rates were ~2x lower and the
+# larger sizes ended 0.05-0.10 nats worse at 2M tokens)
 lr_sweep = 'x0.25,x0.5,x1,x2'
 lr_sweep_tokens = 0.125
 # warm-up 10 steps (not 30): the 200k-token runs take 24 steps of 8192 tokens, and their cosine must have room
