@@ -7,8 +7,8 @@ Exact loss, perplexity and bits per character of a trained run on a whole split 
 Every token of the split is scored exactly once, by the same code as train.py's final validation pass
 (windows.exact_loss): an end-of-tune token precedes the split (as one precedes every tune in train.bin), so
 its first token is scored too and the count equals stats.json's `tokens` for the split. The sequence is cut
-into windows of block_size tokens, each evaluated with a fresh context: non-overlapping by default (--stride 0), or with
---stride S (< block_size) windows start every S tokens and score only their last S targets, so each token
+into windows of block_size tokens, each evaluated with a fresh context: non-overlapping by default (--stride 0),
+or with --stride S (< block_size) windows start every S tokens and score only their last S targets, so each token
 sees at least block_size - S tokens of context (the first window scores all of its targets).
 
 Perplexity is per token, so it depends on the tokenizer: a BPE token holds ~3 characters and a char

@@ -50,7 +50,7 @@ def run_child(request, out_fd):
     try:
         os.setsid()  # a session of its own: the study kills whatever it leaves there (script_runs.end_session)
         set_parent_death_signal(signal.SIGHUP)  # the server gone (the study killed): checkpoint and stop
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh python: KeyboardInterrupt
         null = os.open(os.devnull, os.O_RDONLY)
@@ -135,9 +135,7 @@ class ForkedProcess:
         return self.returncode
 
     def poll(self):
-        with self.server.changed:
-            if self.pid in self.server.exited or self.server.closed:
-                self.returncode = self.server.exited.get(self.pid, -signal.SIGKILL)
+        self.returncode = self.server.wait(self.pid, block=False)
         return self.returncode
 
     def send_signal(self, sig):
@@ -204,9 +202,12 @@ class ForkServer:
                 pid = self.started[count]
         return ForkedProcess(self, pid, os.fdopen(read_end, "rb"))
 
-    def wait(self, pid):
+    def wait(self, pid, block=True):
+        """A child's returncode (killed, as -SIGKILL, when the server ended first); block=False: None while it runs."""
         with self.changed:
-            self.changed.wait_for(lambda: pid in self.exited or self.closed)
+            ended = lambda: pid in self.exited or self.closed  # noqa: E731
+            if not (self.changed.wait_for(ended) if block else ended()):
+                return None
             return self.exited.get(pid, -signal.SIGKILL)
 
     def close(self):

@@ -23,6 +23,7 @@ A study folder (study.py's out_dir), besides those:
     plan.json                 the plan of a --dry_run, for programs (study.write_plan)
     study_config.json         the study's settings; study.lock: held by the one study.py writing the folder
     timings.json              seconds spent in each step, added up across resumed invocations (script_runs.Timings)
+    run_timings.json          each training process's wall-clock against its steps' seconds (script_runs.Timings)
     lr_sweep.json             the learning-rate sweep's choice of rate per size (study_plan.write_choice)
     estimate.json             --estimate's projected training time per run, from estimate/<run>.json (bench.py's)
     report.md, report.html    report.py's report of the finished study

@@ -49,7 +49,8 @@ MAX_AUTO_PARALLEL = 4   # more processes than this gained nothing further in the
 GPU_MEMORY_SHARE = 0.8  # of the free GPU memory the concurrent runs may plan to use together
 LAUNCHERS = ("local", "slurm", "submitit_local")
 REPO = os.path.dirname(os.path.abspath(__file__))
-FORKED_SCRIPTS = ("train.py", "train_rnn.py", "calc_perplexity.py", "sample.py", "bench.py")  # what start_fork_server's server starts
+# the scripts start_fork_server's server starts
+FORKED_SCRIPTS = ("train.py", "train_rnn.py", "calc_perplexity.py", "sample.py", "bench.py")
 _fork_server = None  # fork_server.ForkServer once started
 
 
@@ -223,14 +224,19 @@ def train_all(plan, cfg, timings, logs):
         slots = device_slots(devices, parallel_runs(cfg, [r for _, r in todo], devices))
         jobs = Jobs(cfg, logs) if launcher == "submitit_local" else None
     n = min(len(slots), len(todo))
-    # a SLURM job's cores are its own node's: only an explicit train_threads is passed on there
-    threads = training_threads(cfg, n) if launcher != "slurm" else cfg["train_threads"]
-    # torch reads it at start; on CPU the thread count also decides the order of float sums
-    env = {"OMP_NUM_THREADS": str(threads)} if threads else {}
+    env = training_env(cfg, n)
     if n == 1 and jobs is None:
         train_one_by_one(todo, len(plan), timings, logs, env, child_device_args(cfg["device"], slots[0]))
     else:
         train_in_parallel(todo, len(plan), slots[:n], timings, logs, env, jobs, cfg["device"])
+
+
+def training_env(cfg, n):
+    """The environment every training gets, n of them at once: OMP_NUM_THREADS of training_threads (torch reads it at
+    start; on CPU the thread count also decides the order of float sums). A SLURM job's cores are its own node's:
+    only an explicit train_threads is passed on there."""
+    threads = training_threads(cfg, n) if cfg.get("launcher", "local") != "slurm" else cfg["train_threads"]
+    return {"OMP_NUM_THREADS": str(threads)} if threads else {}
 
 
 def on_cpu(device):
@@ -588,8 +594,9 @@ def estimate_plan(plan, cfg, have_data, logs, steps):
     differ only in SPEED_NEUTRAL settings (a learning-rate sweep, token budgets) share one timing. Checkpoints and
     start-up are not included (~0.1 s a run forked by the fork server, on the 2-core CPU sandbox)."""
     total, rows, timed = 0.0, [], {}
-    threads = training_threads(cfg, max(1, cfg["parallel_runs"])) if cfg["launcher"] != "slurm" else cfg["train_threads"]
-    env = {"OMP_NUM_THREADS": str(threads)} if threads else {}  # timed on the threads each training will have
+    env = training_env(cfg, max(1, cfg["parallel_runs"]))  # timed on the threads each training will have
+    data_dir = plan[0]["train_config"]["data_dir"] if plan else ""  # every run's: the study's dataset
+    val_tokens = len(_dataset(data_dir).split("val")) if have_data and plan else 0
     width = max([14] + [len(r["name"]) for r in plan])
     print(f"{'run':{width}s} {'tokens':>13s} {'tokens/s':>11s} {'warm-up':>8s} {'projected':>11s}")
     for r in plan:
@@ -605,7 +612,6 @@ def estimate_plan(plan, cfg, have_data, logs, steps):
                        env=env)
             timed[key] = out
         bench = read_json(out)
-        val_tokens = len(_dataset(r["train_config"]["data_dir"]).split("val")) if have_data else 0
         seconds = (bench["warmup_s"] + trains(r) / bench["tokens_per_s"]
                    + evaluation_tokens(r, val_tokens) / (3 * bench["tokens_per_s"]))
         total += seconds
