@@ -19,11 +19,12 @@ from types import SimpleNamespace
 import torch
 
 import train
-from configurator import config_keys, configure, fail
-from dataset import TrainOrder, iteration_plan, load_dataset
-from hardware import device_name, lookup_peak_flops, mfu, peak_memory_bytes, setup_device, synchronize
+from music_scaling_laws.configurator import config_keys, configure
+from music_scaling_laws.errors import exit_on_user_error, fail
+from music_scaling_laws.data.dataset import TrainOrder, iteration_plan, load_dataset
+from music_scaling_laws.training.hardware import device_name, lookup_peak_flops, mfu, peak_memory_bytes, setup_device, synchronize
 from model import model_args_from_config
-from windows import Tokens, TrainBatches
+from music_scaling_laws.training.windows import Tokens, TrainBatches
 
 # bench's own knobs; every train.py knob (model shape, batch, device, dtype, compile...) applies too
 bench_warmup = 3       # optimizer steps run before timing: compilation, allocator and cache warm-up
@@ -33,6 +34,7 @@ vocab_size = 100       # vocabulary of synthetic data (real data uses meta.json'
 json_out = ''          # also write the result to this file
 
 
+@exit_on_user_error
 def main(argv):
     # bench.py reads train.py's knobs (model, batch, device, compile ...) as well as its own
     cfg = configure({**config_keys(vars(train)), **config_keys(globals())}, argv)

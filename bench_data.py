@@ -18,11 +18,12 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from configurator import configure, fail
-from dataset import load_dataset
-from lifetime import worker_init
+from music_scaling_laws.configurator import configure
+from music_scaling_laws.errors import exit_on_user_error, fail
+from music_scaling_laws.data.dataset import load_dataset
+from music_scaling_laws.lifetime import worker_init
 from prepare import evenly_spaced, process_file
-from tokenizer import BPETokenizer, load_tokenizer
+from music_scaling_laws.data.tokenizer import BPETokenizer, load_tokenizer
 
 # settings (config files, --key=value or --key value)
 midi_dir = ''                   # real MIDI files to convert ('': synthetic Lakh-like files)
@@ -70,6 +71,7 @@ def encode_rate(tokenizer, text, repeats=3):
     return len(text.encode("utf-8")) / best / 1e6
 
 
+@exit_on_user_error
 def main(argv=None):
     cfg = configure(globals(), sys.argv[1:] if argv is None else argv)
     if cfg["n_files"] < 1 or cfg["workers"] < 1:

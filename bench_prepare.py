@@ -25,7 +25,8 @@ import sys
 import tempfile
 import time
 
-from configurator import configure, fail
+from music_scaling_laws.configurator import configure
+from music_scaling_laws.errors import exit_on_user_error, fail
 
 # settings (config files, --key=value or --key value)
 corpus_dir = '/tmp/bench_prepare_corpus'  # where the generated MIDI files go (made once, reused when complete)
@@ -150,6 +151,7 @@ def measure(cmd):
     return time.time() - t0, top / 1024, child / 1024, tree / 1024, output.strip().splitlines()[-1]
 
 
+@exit_on_user_error
 def main(argv=None):
     cfg = configure(globals(), sys.argv[1:] if argv is None else argv)
     try:

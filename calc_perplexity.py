@@ -23,11 +23,12 @@ import time
 
 import torch
 
-from checkpoint import load_run
-from configurator import configure, fail
-from dataset import bits_per_char, load_dataset, write_json_atomic
-from hardware import setup_device
-from windows import exact_loss, exact_windows
+from model import load_run
+from music_scaling_laws.configurator import configure
+from music_scaling_laws.errors import exit_on_user_error, fail
+from music_scaling_laws.data.dataset import bits_per_char, load_dataset, write_json_atomic
+from music_scaling_laws.training.hardware import setup_device
+from music_scaling_laws.training.windows import exact_loss, exact_windows
 
 # -----------------------------------------------------------------------------
 run = ''             # run folder (with ckpt.pt) or a ckpt.pt file; also the first plain argument
@@ -46,6 +47,7 @@ out_file = ''         # also write the JSON here (it is printed either way)
 RENAMED = {"out": "out_file"}
 
 
+@exit_on_user_error
 def main(argv=None):
     cfg = configure(globals(), sys.argv[1:] if argv is None else argv, positional="run", renamed=RENAMED)
     if not cfg["run"] or "\n" in cfg["run"]:

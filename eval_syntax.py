@@ -23,12 +23,13 @@ import time
 
 import numpy as np
 
-from configurator import configure, fail, lines_of
-from dataset import load_dataset, write_json_atomic
-from eval_metrics import (YANG_LERCH_MIN_TUNES, format_yang_lerch, muspy_available, statistic_values,
+from music_scaling_laws.configurator import configure, lines_of
+from music_scaling_laws.errors import exit_on_user_error, fail
+from music_scaling_laws.data.dataset import load_dataset, write_json_atomic
+from music_scaling_laws.evaluation.eval_metrics import (YANG_LERCH_MIN_TUNES, format_yang_lerch, muspy_available, statistic_values,
                           yang_lerch)
-from lifetime import sigterm_stops, signal_name, usable_cpus
-from tune_checks import DEFAULT_SETTINGS, STATISTICS, evaluate_all, format_table, summarize
+from music_scaling_laws.lifetime import sigterm_stops, signal_name, usable_cpus
+from music_scaling_laws.evaluation.tune_checks import DEFAULT_SETTINGS, STATISTICS, evaluate_all, format_table, summarize
 
 # -----------------------------------------------------------------------------
 inputs = ""              # folders, files or globs (the plain arguments), one per line
@@ -135,6 +136,7 @@ def compare_sets(results, ref_results, cfg):
 RENAMED = {"out": "out_file", "timeout": "parse_timeout"}
 
 
+@exit_on_user_error
 def main(argv=None):
     cfg = configure(globals(), sys.argv[1:] if argv is None else argv, positional="inputs", renamed=RENAMED)
     check_config(cfg)

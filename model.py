@@ -11,16 +11,22 @@ Both share:
   num_params(non_embedding=False), flops_per_token(), config.block_size,
   init_state(batch_size, device) -> state, step(idx, state) -> (logits, state),   # incremental decoding,
   reset_rows(state, rows, idx), select_rows(state, rows) -> state                 # rows independent
-plus configure_optimizer(model, ...) used by train.py and bench.py (checkpoint.py reads a saved model back).
+plus configure_optimizer(model, ...) used by train.py and bench.py and load_run / load_checkpoint, which read a trained run back.
 """
 
 import math
+import os
 from dataclasses import dataclass, asdict
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
+
+from music_scaling_laws.data.dataset import load_dataset
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.run_files import ckpt_path
+from music_scaling_laws.training.checkpoint import read_checkpoint
 
 
 # -----------------------------------------------------------------------------
@@ -360,3 +366,46 @@ def configure_optimizer(model, learning_rate, weight_decay, betas, device_type):
     extra = {"fused": True} if device_type == "cuda" else {}
     return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
+
+# -----------------------------------------------------------------------------
+# a trained run read back (nanoGPT's from_pretrained): the model of a ckpt.pt with the tokenizer of its data
+
+def model_from_checkpoint(ckpt, device="cpu"):
+    """The checkpoint's model, with its weights, on device and in eval mode."""
+    model = build_model(ckpt["model_type"], **ckpt["model_args"])
+    # a state dict saved from a torch.compile'd module carries this prefix
+    model.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+    return model.to(device).eval()
+
+
+def load_checkpoint(path, device="cpu"):
+    """(model in eval mode, checkpoint dict) from a run folder or a ckpt.pt file."""
+    if os.path.isdir(path):
+        path = ckpt_path(path)
+    ckpt = read_checkpoint(path, device)
+    return model_from_checkpoint(ckpt, device), ckpt
+
+
+def load_run(run, device, data_dir=""):
+    """(model in eval mode, checkpoint dict, tokenizer, data_dir) for a run folder or its ckpt.pt; the
+    tokenizer comes from data_dir, or the dataset the run recorded, and must match the model."""
+    path = ckpt_path(run) if os.path.isdir(run) else run
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path} (give a run folder holding ckpt.pt, or the ckpt.pt itself)")
+    ckpt = read_checkpoint(path, device)
+    model = model_from_checkpoint(ckpt, device)
+    data_dir = data_dir or ckpt.get("config", {}).get("data_dir")
+    if not data_dir:
+        raise UserError(f"{path} does not record its data_dir; pass --data_dir")
+    if not os.path.isdir(data_dir):
+        raise UserError(f"the run's dataset {data_dir} is not there (pass --data_dir if it moved)")
+    dataset = load_dataset(data_dir, need_stats=False)
+    tokenizer = dataset.tokenizer()
+    trained_with = ckpt.get("dataset", {}).get("tokenizer_fingerprint")
+    if trained_with and trained_with != dataset.fingerprints()["tokenizer_fingerprint"]:
+        raise UserError(f"the tokenizer of {data_dir} is not the one {path} was trained with (its token ids would decode to "
+             f"other characters): pass the run's own --data_dir")
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise UserError(f"tokenizer in {data_dir} has {tokenizer.vocab_size} tokens but the model was trained "
+             f"with {model.config.vocab_size}: wrong --data_dir?")
+    return model, ckpt, tokenizer, data_dir

@@ -59,14 +59,15 @@ from concurrent.futures import FIRST_COMPLETED as _FIRST_COMPLETED  # private: a
 
 import numpy as np
 
-import abc_text
-from configurator import configure, fail, lines_of
-from dataset import META, SPLITS, STATS, fingerprints, read_json, write_json_atomic
-from dataset_output import check_out, lock_output, percentiles, plot_lengths, replace_folder, stats_markdown
-from external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
-from lifetime import end_pool, sigterm_stops, signal_name, usable_cpus, worker_init
-from progress import progress_bar
-from tokenizer import BPETokenizer, CharTokenizer
+from music_scaling_laws.data import abc_text
+from music_scaling_laws.configurator import configure, lines_of
+from music_scaling_laws.errors import exit_on_user_error, fail
+from music_scaling_laws.data.dataset import META, SPLITS, STATS, fingerprints, read_json, write_json_atomic
+from music_scaling_laws.data.dataset_output import check_out, lock_output, percentiles, plot_lengths, replace_folder, stats_markdown
+from music_scaling_laws.external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
+from music_scaling_laws.lifetime import end_pool, sigterm_stops, signal_name, usable_cpus, worker_init
+from music_scaling_laws.progress import progress_bar
+from music_scaling_laws.data.tokenizer import BPETokenizer, CharTokenizer
 
 # ----------------------------------------------------------------------------------------------------
 # settings; stats.json records them all but workers, cache_dir, out_dir and overwrite (they do not change the dataset)
@@ -604,6 +605,7 @@ def user_mode(path):
     os.chmod(path, 0o777 & ~mask)
 
 
+@exit_on_user_error
 def main(argv=None):
     cfg = configure(globals(), sys.argv[1:] if argv is None else argv, repeatable=("input",), renamed=RENAMED)
     fractions = check_settings(cfg)

@@ -36,14 +36,15 @@ import time
 
 import torch
 
-import abc_text
-from checkpoint import load_run
-from configurator import configure, fail
-from external_tools import abc_to_midi, abc_to_svg, midi_to_wav
-from hardware import resolve_device
+from music_scaling_laws.data import abc_text
+from model import load_run
+from music_scaling_laws.configurator import configure
+from music_scaling_laws.errors import exit_on_user_error, fail
+from music_scaling_laws.external_tools import abc_to_midi, abc_to_svg, midi_to_wav
+from music_scaling_laws.training.hardware import resolve_device
 from model import to_device
-from progress import progress_bar
-from run_files import SAMPLES, samples_path
+from music_scaling_laws.progress import progress_bar
+from music_scaling_laws.run_files import SAMPLES, samples_path
 
 # -----------------------------------------------------------------------------
 run = ""            # run folder (with ckpt.pt) or a ckpt.pt file (required)
@@ -352,6 +353,7 @@ def print_summary(records, total_tokens, total_seconds, out_dir):
 RENAMED = {"out": "out_dir"}
 
 
+@exit_on_user_error
 def main(argv=None):
     cfg = configure(globals(), sys.argv[1:] if argv is None else argv, renamed=RENAMED)
     check_config(cfg)

@@ -21,10 +21,11 @@ iso_flop.png. docs/fits.md explains the intervals and what a simulation measured
 import os
 import sys
 
-from configurator import configure, fail, lines_of
-from plots import write_outputs
-from power_law import InputError, fit_all, fit_markdown, load_runs, load_table, write_fit
-from run_files import FIT_JSON, FIT_MD
+from music_scaling_laws.configurator import configure, lines_of
+from music_scaling_laws.errors import exit_on_user_error, fail
+from music_scaling_laws.fits.plots import write_outputs
+from music_scaling_laws.fits.power_law import UserError, fit_all, fit_markdown, load_runs, load_table, write_fit
+from music_scaling_laws.run_files import FIT_JSON, FIT_MD
 
 # -----------------------------------------------------------------------------
 # knobs; a config file or --key=value overrides them, plain arguments are run folders
@@ -58,6 +59,7 @@ def check_out(out):
 RENAMED = {"out": "out_dir"}
 
 
+@exit_on_user_error
 def main(argv=None):
     cfg = configure(globals(), sys.argv[1:] if argv is None else argv, positional="runs", renamed=RENAMED)
     run_dirs = lines_of(cfg["runs"])
@@ -72,7 +74,7 @@ def main(argv=None):
         rows, loss_name = load_table(cfg["table"]) if cfg["table"] else load_runs(run_dirs, cfg["loss"])
         fits = fit_all(rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"], seed=cfg["seed"],
                        fit_params=cfg["fit_params"])
-    except InputError as e:
+    except UserError as e:
         fail(str(e))
     try:
         written = write_fit(fits, cfg["out_dir"], loss_name)

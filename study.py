@@ -79,20 +79,21 @@ import shutil
 import sys
 import time
 
-import abc_text
-import joint_fit
-import power_law
-import study_plan
-import tracking
-from configurator import config_keys, configure, fail, lines_of
-from dataset import META, STATS, TrainOrder, hold_lock, iteration_plan, load_dataset, read_json, write_json_atomic
-from lifetime import usable_cpus
-from plots import plot_lr_sweeps, write_outputs
-from report import fmt_duration, write_report
-from run_files import (EVAL_SYNTAX, LOGS, PLOTS, SAMPLE_SETS, perplexity_path, plan_path, read_perplexity,
+from music_scaling_laws.data import abc_text
+from music_scaling_laws.fits import joint_fit
+from music_scaling_laws.fits import power_law
+from music_scaling_laws.study import study_plan
+from music_scaling_laws.training import tracking
+from music_scaling_laws.configurator import config_keys, configure, lines_of
+from music_scaling_laws.errors import UserError, exit_on_user_error, fail
+from music_scaling_laws.data.dataset import META, STATS, TrainOrder, hold_lock, iteration_plan, load_dataset, read_json, write_json_atomic
+from music_scaling_laws.lifetime import usable_cpus
+from music_scaling_laws.fits.plots import plot_lr_sweeps, write_outputs
+from music_scaling_laws.study.report import fmt_duration, write_report
+from music_scaling_laws.run_files import (EVAL_SYNTAX, LOGS, PLOTS, SAMPLE_SETS, perplexity_path, plan_path, read_perplexity,
                        read_results, report_paths, run_timings_path, sample_records, samples_path, study_config_path,
                        study_lock_path, study_run_dir, timings_path)
-from script_runs import (LAUNCHERS, Timings, estimate_plan, pass_stop_signals_on, refuse_other_data, run_script,
+from music_scaling_laws.study.script_runs import (LAUNCHERS, Timings, estimate_plan, pass_stop_signals_on, refuse_other_data, run_script,
                          slurm_parameters, start_fork_server, train_all)
 
 # -----------------------------------------------------------------------------
@@ -229,8 +230,8 @@ def resolve_run(spec, cfg, data_path, vocab_size, dataset):
             script = "train_rnn.py"
         with torch.device("meta"):  # the shapes without allocating the weights
             model = build_model(tcfg["model_type"], **model_args_from_config(tcfg, vocab_size))
-    except SystemExit as e:
-        fail(f"run {spec['name']}: {str(e.code).removeprefix('error: ')}")
+    except UserError as e:
+        fail(f"run {spec['name']}: {e}")
     except (ValueError, TypeError, AssertionError) as e:
         fail(f"run {spec['name']}: cannot build the model: {e}")
     try:
@@ -419,7 +420,7 @@ def fit_and_plot(plan, cfg, data_path, timings, sweep=None):
                                               "test" if cfg["perplexity_split"] == "test" else "val")
         fits = power_law.fit_all(rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"],
                                  fit_params=cfg.get("fit_params", "all"))
-    except power_law.InputError as e:
+    except UserError as e:
         fail(str(e))
     fitted = {run for f in fits.values() for run in f["runs"]}
     plot_dir = os.path.join(cfg["out_dir"], PLOTS)
@@ -478,7 +479,7 @@ def check_config(cfg):
     study_plan.check_knobs(cfg)
     try:
         power_law.check_settings(cfg["n_bootstrap"], cfg["ci_level"], cfg["fit_params"])
-    except power_law.InputError as e:
+    except UserError as e:
         fail(str(e))
 
 
@@ -509,6 +510,7 @@ def check_launcher(cfg):
             fail(f"launcher={cfg['launcher']} needs submitit: pip install submitit")
 
 
+@exit_on_user_error
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     started = datetime.datetime.now(datetime.timezone.utc)

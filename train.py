@@ -51,16 +51,17 @@ from types import SimpleNamespace
 
 import torch
 
-import run_files
-from checkpoint import claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
-from configurator import config_keys, configure, fail
-from dataset import TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
-from hardware import (check_compile, compile_model, device_name, lookup_peak_flops, mfu, peak_memory_bytes,
+from music_scaling_laws import run_files
+from music_scaling_laws.training.checkpoint import claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
+from music_scaling_laws.configurator import config_keys, configure
+from music_scaling_laws.errors import exit_on_user_error, fail
+from music_scaling_laws.data.dataset import TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
+from music_scaling_laws.training.hardware import (check_compile, compile_model, device_name, lookup_peak_flops, mfu, peak_memory_bytes,
                       setup_device, synchronize)
 from model import MODEL_CLASSES, build_model, configure_optimizer, model_args_from_config
-from progress import progress_bar
-from tracking import log_training, start_training_run
-from windows import Tokens, TrainBatches, exact_loss, spread_windows, windows_loss
+from music_scaling_laws.progress import progress_bar
+from music_scaling_laws.training.tracking import log_training, start_training_run
+from music_scaling_laws.training.windows import Tokens, TrainBatches, exact_loss, spread_windows, windows_loss
 
 # -----------------------------------------------------------------------------
 # default config values; config/*.py files and --key=value override them
@@ -670,6 +671,7 @@ def write_results(results, out_dir, log, last_train_loss, wandb):
 
 # -----------------------------------------------------------------------------
 
+@exit_on_user_error
 def main(argv=None, **defaults):
     """Train with the module defaults, updated by defaults (train_rnn.py's LSTM ones), config files
     and --key=value in argv. Returns the results dict (on rank 0; None on other DDP ranks)."""

@@ -44,7 +44,7 @@ def config_values(script, *argv):
     """The knobs of a script (its module) as config files and --key=value overrides in argv set them, read through
     the configurator as the script reads them (paths relative to the repository): tests take a config's values
     from here instead of copying them, so that retuning a config does not break them."""
-    from configurator import config_keys, configure
+    from music_scaling_laws.configurator import config_keys, configure
     with contextlib.chdir(REPO):
         return configure(config_keys(vars(script)), [str(a) for a in argv])
 

@@ -9,10 +9,9 @@ import time
 import numpy as np
 import pytest
 
-import eval_metrics
+from music_scaling_laws.evaluation import eval_metrics
 import eval_syntax
-import tune_checks
-
+from music_scaling_laws.evaluation import tune_checks
 LONG_BODY = "B|E>GE GEG|B>AB e2f|g>fe dgB|A>GA BG E|E>GE GEG|B>AB e2f|g>fe dcB|AGF E2:|\n"
 FILES = {
     # name: (content, parse_ok, converts to MIDI, converts without errors, degenerate)

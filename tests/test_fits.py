@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-import joint_fit
-import power_law
+from music_scaling_laws.fits import joint_fit
+from music_scaling_laws.fits import power_law
 import scaling
 import study
 from helpers import run_main
-from script_runs import Timings
+from music_scaling_laws.study.script_runs import Timings
 
 TRUE = {"a": 40.0, "alpha": 0.3, "c": 1.2}
 
@@ -193,7 +193,7 @@ def test_fit_params_chooses_the_parameters_every_fit_uses(tmp_path):
     f = power_law.fit_all(rows, n_bootstrap=50, fit_params="non_embedding")["gpt"]
     assert f["n_fitted"] == "non_embedding" and f["n_params"] == pytest.approx(0.5 * sizes)
     assert "N = non-embedding parameters" in power_law.fit_markdown({"gpt": f})
-    with pytest.raises(power_law.InputError, match="no non-embedding parameter count"):
+    with pytest.raises(power_law.UserError, match="no non-embedding parameter count"):
         power_law.fit_all([dict(r, n_params_non_embedding=None) for r in rows], fit_params="non_embedding")
     table = write_table(tmp_path / "t.csv", ["family", "n_params", "loss"], [("gpt", r["n_params"], r["loss"])
                                                                               for r in rows])

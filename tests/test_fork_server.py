@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-import script_runs
-from fork_server import ForkServer
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.study import script_runs
+from music_scaling_laws.study.fork_server import ForkServer
 from helpers import ONE_THREAD, REPO, wait_for
 
 
@@ -63,10 +64,10 @@ def test_a_forked_child_has_the_environment_threads_arguments_and_stdio_of_a_fre
 
 
 def test_a_forked_run_fails_with_its_one_line_error(tmp_path, char_dataset, server):
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(UserError) as stop:
         script_runs.run_script(tiny_args(char_dataset, tmp_path / "r", "--n_embd=15"), tmp_path / "bad.log",
                                "training r", echo=False, env=ONE_THREAD)
-    assert str(stop.value.code).startswith("error: training r failed (exit 1): error: n_embd=15 must be a multiple")
+    assert str(stop.value).startswith("training r failed (exit 1): error: n_embd=15 must be a multiple")
     assert "Traceback" not in (tmp_path / "bad.log").read_text()
 
 
@@ -99,7 +100,7 @@ def wait_until_gone(pid, timeout=60):
 def test_the_server_ends_with_the_study(tmp_path):
     """The server gets SIGKILL when the study process dies (Linux prctl), so it never outlives a killed study."""
     probe = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);\n"
-                              "from fork_server import ForkServer; s = ForkServer(); print(s.proc.pid, flush=True);\n"
+                              "from music_scaling_laws.study.fork_server import ForkServer; s = ForkServer(); print(s.proc.pid, flush=True);\n"
                               "time.sleep(60)", str(REPO)], stdout=subprocess.PIPE, text=True)
     pid = int(probe.stdout.readline())
     probe.kill()

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-import joint_fit
-import power_law
+from music_scaling_laws.fits import joint_fit
+from music_scaling_laws.fits import power_law
 import scaling
 from helpers import run_main
 

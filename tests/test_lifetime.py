@@ -10,14 +10,15 @@ import textwrap
 
 import pytest
 
-from dataset import hold_lock
+from music_scaling_laws.data.dataset import hold_lock
+from music_scaling_laws.errors import UserError
 from helpers import REPO, left_running, tagged, wait_for
 
 POOL = textwrap.dedent("""
     import os, sys, time
     from concurrent.futures import ProcessPoolExecutor
-    from dataset import hold_lock
-    from lifetime import worker_init
+    from music_scaling_laws.data.dataset import hold_lock
+    from music_scaling_laws.lifetime import worker_init
     lock = hold_lock(sys.argv[1], "busy")
     pool = ProcessPoolExecutor(2, initializer=worker_init, initargs=(os.getpid(), sys.argv[2] == "fallback"))
     futures = [pool.submit(time.sleep, 300) for _ in range(2)]
@@ -41,7 +42,7 @@ def test_pool_workers_die_with_a_killed_parent_and_release_its_lock(tmp_path, ho
 
 
 @pytest.mark.parametrize("code, message", [
-    (errno.EWOULDBLOCK, "error: another writer"),
+    (errno.EWOULDBLOCK, "another writer"),
     (errno.ENOLCK, "does not support locking"),
     (errno.EOPNOTSUPP, "does not support locking"),
 ])
@@ -49,12 +50,12 @@ def test_a_held_lock_and_a_file_system_without_locks_are_different_lines(tmp_pat
     def flock(*args):
         raise OSError(code, os.strerror(code))
     monkeypatch.setattr(fcntl, "flock", flock)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UserError) as e:
         hold_lock(tmp_path / "x.lock", "another writer")
-    assert message in str(e.value.code) and "\n" not in str(e.value.code)
+    assert message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_a_lock_that_cannot_be_created_is_one_line(tmp_path):
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(UserError) as e:
         hold_lock(tmp_path / "missing" / "x.lock", "another writer")
-    assert str(e.value.code).startswith("error: cannot create the lock")
+    assert str(e.value).startswith("cannot create the lock")

@@ -6,8 +6,7 @@ import math
 import numpy as np
 import pytest
 
-import lr_law
-
+from music_scaling_laws.fits import lr_law
 A, B, K = -1.5, -0.4, 0.06   # ln lr*(N) = A + B ln N; loss rises by K per (ln lr)^2 off the best rate
 SIZES = (20_000, 60_000, 200_000, 800_000)
 

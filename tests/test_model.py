@@ -10,8 +10,8 @@ import torch
 from torch.nn import functional as F
 
 import train
-from checkpoint import load_checkpoint
-from configurator import config_keys, configure
+from model import load_checkpoint
+from music_scaling_laws.configurator import config_keys, configure
 from model import GPT, LSTM, build_model, configure_optimizer, model_args_from_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,6 +1,6 @@
 """README: "`~` and `$VARS` in path knobs are expanded". The shell leaves `--key=~/x` alone, so the configurator must
 expand every knob that names a path, including those whose names end in no path suffix."""
-from configurator import configure
+from music_scaling_laws.configurator import configure
 
 
 def test_the_trunk_of_a_branch_and_the_prepare_script_of_bench_prepare_expand_home_and_variables(tmp_path,

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import calc_perplexity
-from checkpoint import load_checkpoint
+from model import load_checkpoint
 from helpers import ONE_THREAD
-from windows import Tokens, exact_windows, window_batches
+from music_scaling_laws.training.windows import Tokens, exact_windows, window_batches
 
 
 def hand_loss(model, tokens, eot_id, window, stride):

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import abc_text
-from dataset import read_json
+from music_scaling_laws.data import abc_text
+from music_scaling_laws.data.dataset import read_json
 from helpers import REPO, corpus_file, left_running, many_tunes, slow_tool, tagged, wait_for, write_midi
-from tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
+from music_scaling_laws.data.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 
 TUNE_A = """X:12
 T:The Title Leaks Identity

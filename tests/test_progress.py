@@ -8,8 +8,8 @@ import sys
 import pytest
 from helpers import FIXTURE_INPUTS, ONE_THREAD, corpus_file
 
-import progress
-from progress import LogProgress, progress_bar
+from music_scaling_laws import progress
+from music_scaling_laws.progress import LogProgress, progress_bar
 
 EVERY_UPDATE = {"PROGRESS_INTERVAL_S": "0", **ONE_THREAD}
 

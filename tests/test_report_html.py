@@ -3,8 +3,8 @@ SVG), and plots.compute_frontier is the lowest loss reached with at most C FLOPs
 opened in a browser by tests/test_study.py."""
 import numpy as np
 
-import plots
-from report_html import inline, markdown_to_html, plot_figure
+from music_scaling_laws.fits import plots
+from music_scaling_laws.study.report_html import inline, markdown_to_html, plot_figure
 
 LINES = [
     "## Scaling laws", "",
@@ -41,7 +41,7 @@ def test_report_markdown_becomes_the_same_html(tmp_path):
 
 def test_a_section_of_several_lines_in_one_string_is_split(tmp_path, monkeypatch):
     """report.py's sections may hand over a block (fit_markdown's table) as one string with line breaks."""
-    import report_html
+    from music_scaling_laws.study import report_html
     seen = {}
     monkeypatch.setattr(report_html, "markdown_to_html", lambda lines, figure: seen.setdefault("lines", lines) and "")
     monkeypatch.setattr(report_html, "listening_grid", lambda st: [])

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import sample
-from abc_text import parse_header
-from checkpoint import load_run
+from music_scaling_laws.data.abc_text import parse_header
+from model import load_run
 from helpers import ONE_THREAD, TINY_BLOCK_SIZE as BLOCK_SIZE
 from sample import Decoder, generate, pick_tokens
 

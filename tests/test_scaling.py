@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-import power_law
+from music_scaling_laws.fits import power_law
 import scaling
 from helpers import REPO, run_main
 
@@ -253,7 +253,7 @@ def test_a_stale_test_loss_is_never_used(tmp_path, capsys, change, says):
     assert len(warning.splitlines()) == 1
     assert loss_name == "val_loss" and all(r["loss"] == r["val_loss"] for r in rows)
     assert {r["run"]: r["test_loss"] for r in rows}["gpt_400000"] is None
-    with pytest.raises(power_law.InputError, match="gpt_400000"):
+    with pytest.raises(power_law.UserError, match="gpt_400000"):
         power_law.load_runs([tmp_path / "runs"], loss="test")
 
 
@@ -323,7 +323,7 @@ def test_a_binary_table_and_counts_that_are_not_positive_are_one_line(tmp_path, 
 def test_a_study_runs_folder_leaves_its_learning_rate_sweep_out_of_the_fits(tmp_path, capsys):
     """scaling.py on a study's runs/ fits the runs study.py fits: the sweep runs (NAME.sweepFRACTION, trained on a
     share of the budget) are left out with a note, and fitted only when named directly."""
-    from power_law import find_run_dirs
+    from music_scaling_laws.fits.power_law import find_run_dirs
     for name in ("gpt_64", "gpt_64.lr0.00344", "gpt_64.lr2x.sweep0.125", "gpt_64.sweep0.125", "gpt_64.d200k.sweep1"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text("{}")

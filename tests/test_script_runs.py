@@ -1,7 +1,5 @@
 """How study.py restarts the runs of a study that was stopped (script_runs.train_args)."""
-import script_runs
-
-
+from music_scaling_laws.study import script_runs
 def run_spec(run_dir):
     return {"script": "train.py", "argv": ["config/gpt_tiny.py", f"--out_dir={run_dir}"], "run_dir": str(run_dir)}
 

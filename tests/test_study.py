@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 import study
-import study_plan
+from music_scaling_laws.study import study_plan
 import train
 from helpers import REPO, config_values, study_runs
 

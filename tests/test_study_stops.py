@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-import script_runs
+from music_scaling_laws.study import script_runs
 from helpers import ONE_THREAD, REPO, left_running, many_tunes, slow_tool, tagged, wait_for, write_midi
 
 pytestmark = pytest.mark.slow  # end-to-end: each test runs real studies (make test-fast leaves them out)

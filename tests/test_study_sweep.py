@@ -12,13 +12,14 @@ from types import SimpleNamespace
 
 import pytest
 
-import report
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.study import report
 import study
-import study_plan
+from music_scaling_laws.study import study_plan
 import train
 from helpers import ONE_THREAD, config_values, study_dry_run, study_runs
-from plots import plot_lr_sweeps
-from script_runs import Timings
+from music_scaling_laws.fits.plots import plot_lr_sweeps
+from music_scaling_laws.study.script_runs import Timings
 
 SMOKE = "config/study_smoke.py"
 SMOKE_SIZES = [spec["name"] for spec in study_runs(SMOKE)]
@@ -241,7 +242,7 @@ def test_a_diverged_sweep_run_is_a_result_not_a_failure(tmp_path):
         if len(calls) == 1:  # as train.py does: the marker in the run's folder, then its one-line failure
             (tmp_path / "a.lr2x").mkdir()
             (tmp_path / "a.lr2x" / "diverged.json").write_text('{"iteration": 3, "loss": "nan"}')
-            sys.exit("error: training a.lr2x failed (exit 1): error: loss became nan at iteration 3; stopped -- "
+            raise UserError("training a.lr2x failed (exit 1): error: loss became nan at iteration 3; stopped -- "
                      "full output in x.log")
         fake_finished(tmp_path / "a", 1.5)
 
@@ -250,9 +251,9 @@ def test_a_diverged_sweep_run_is_a_result_not_a_failure(tmp_path):
     assert study_plan.run_outcome(str(tmp_path / "a.lr2x")) == (math.inf, True)
 
     def broken(todo, cfg, timings, logs):
-        sys.exit("error: training a failed (exit 1): error: out of memory")
+        raise UserError("training a failed (exit 1): error: out of memory")
     (tmp_path / "a" / "results.json").unlink()
-    with pytest.raises(SystemExit, match="out of memory"):
+    with pytest.raises(UserError, match="out of memory"):
         study_plan.train_sweep(lambda: sizes, {}, None, None, broken)
 
 

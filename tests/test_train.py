@@ -16,10 +16,11 @@ import torch
 
 import calc_perplexity
 import train
-from dataset import TrainOrder, iteration_plan, tune_windows, window_starts
-from windows import Tokens, TrainBatches, exact_windows, spread_windows
-from configurator import configure
-from checkpoint import load_checkpoint
+from music_scaling_laws.data.dataset import TrainOrder, iteration_plan, tune_windows, window_starts
+from music_scaling_laws.training.windows import Tokens, TrainBatches, exact_windows, spread_windows
+from music_scaling_laws.configurator import configure
+from music_scaling_laws.errors import UserError
+from model import load_checkpoint
 from helpers import run_main, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,8 +49,9 @@ def read_log(out):
 
 
 def exit_message(excinfo):
-    """The message of a sys.exit("error: ...") -- what the user sees on stderr."""
-    message = excinfo.value.code
+    """The message of a sys.exit("error: ...") -- what the user sees on stderr -- or of a UserError, which a
+    script's exit_on_user_error turns into that line."""
+    message = excinfo.value.code if isinstance(excinfo.value, SystemExit) else f"error: {excinfo.value}"
     assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
     return message
 
@@ -85,7 +87,7 @@ def test_configurator_types_overrides_like_their_defaults(tmp_path):
     (["no_such_config.py"], "not found"),
 ])
 def test_configurator_rejects_unknown_keys_and_wrong_types(argv, expected):
-    with pytest.raises(SystemExit) as excinfo:
+    with pytest.raises(UserError) as excinfo:
         configure({"lr": 0.1, "steps": 10, "flag": False}, argv)
     assert expected in exit_message(excinfo)
 
@@ -99,7 +101,7 @@ def test_configurator_reads_today_s_command_lines_too(tmp_path):
     assert cfg == {"run": "out/run", "inputs": "", "num": 3, "midi": True, "wav": False, "prompt": "X:1\\nK:D\\n"}
     cfg = configure(defaults, ["a", "b c", "--inputs", "x", "--inputs=y"], positional="run", repeatable=("inputs",))
     assert cfg["run"].splitlines() == ["a", "b c"] and cfg["inputs"].splitlines() == ["x", "y"]
-    with pytest.raises(SystemExit) as excinfo:
+    with pytest.raises(UserError) as excinfo:
         configure(defaults, ["a"])  # a script without a positional knob
     assert "unexpected argument" in exit_message(excinfo)
 
@@ -123,7 +125,7 @@ def test_configurator_expands_home_and_variables_in_path_knobs_only(tmp_path, mo
     assert cfg["prompt_file"] == f"{home}/p.abc"
     assert cfg["prompt"] == "X:1 ~$HOME" and cfg["wandb_run_name"] == "~me"  # not paths: as typed
     monkeypatch.delenv("LAKH_RUN")
-    with pytest.raises(SystemExit) as excinfo:
+    with pytest.raises(UserError) as excinfo:
         configure(defaults, ["--out_dir=~/runs/$LAKH_RUN"])
     assert "out_dir=~/runs/$LAKH_RUN: the environment variable LAKH_RUN is not set" in exit_message(excinfo)
 
@@ -143,7 +145,7 @@ def test_study_finds_a_dataset_input_typed_with_a_tilde(run_script, tmp_path):
 def test_configurator_rejects_unknown_keys_in_config_files(tmp_path):
     cfg_file = tmp_path / "typo.py"
     cfg_file.write_text("n_layers = 4\n")
-    with pytest.raises(SystemExit) as excinfo:
+    with pytest.raises(UserError) as excinfo:
         configure({"n_layer": 2}, [str(cfg_file)])
     assert "unknown key 'n_layers'" in exit_message(excinfo)
 
@@ -354,7 +356,7 @@ def test_compile_is_auto_on_cuda_only_and_true_compiles_on_cpu(char_dataset, tmp
     """--compile=True compiles on CPU too (inductor's C++ backend: what the Docker smoke test checks the image's
     compiler with); the default 'auto' does not compile on CPU. The compiled run learns what the eager one does."""
     model = torch.nn.Linear(2, 2)
-    from hardware import compile_model
+    from music_scaling_laws.training.hardware import compile_model
     assert compile_model(model, "auto", "default", "cpu") is model
     assert compile_model(model, "False", "default", "cuda") is model
     args = [*tiny_args(char_dataset, tmp_path / "compiled", "--max_iters=3", "--eval_interval=0", "--eval_iters=2",

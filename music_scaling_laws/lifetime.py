@@ -108,7 +108,7 @@ def worker_init(parent_pid, fallback_only=False):
     """Initializer of every worker pool of the suite (ProcessPoolExecutor(initializer=worker_init,
     initargs=(os.getpid(),))): the worker dies with its parent, holds none of its locks, and leaves Ctrl-C to it
     (a terminal sends SIGINT to the whole process group; the parent stops the workers itself)."""
-    from dataset import release_inherited_locks
+    from music_scaling_laws.data.dataset import release_inherited_locks
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not run the parent's stop handler
     release_inherited_locks()

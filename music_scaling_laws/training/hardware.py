@@ -9,7 +9,7 @@ from contextlib import nullcontext
 
 import torch
 
-from configurator import fail
+from music_scaling_laws.errors import UserError
 
 # bf16 dense tensor-core peaks (FLOP/s), matched against torch.cuda.get_device_name(); first hit wins
 PEAK_FLOPS = [
@@ -26,11 +26,11 @@ def resolve_device(device):
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     device_type = device.split(":")[0]
     if device_type not in ("cpu", "cuda", "mps"):
-        fail(f"device must be auto, cpu, cuda[:N] or mps, got {device!r}")
+        raise UserError(f"device must be auto, cpu, cuda[:N] or mps, got {device!r}")
     if device_type == "cuda" and not torch.cuda.is_available():
-        fail("device cuda requested but CUDA is not available")
+        raise UserError("device cuda requested but CUDA is not available")
     if device_type == "mps" and not torch.backends.mps.is_available():
-        fail("device mps requested but MPS is not available")
+        raise UserError("device mps requested but MPS is not available")
     return device
 
 
@@ -44,7 +44,7 @@ def setup_device(device, dtype):
         else:
             dtype = "float32"
     if dtype not in ("float32", "bfloat16", "float16"):
-        fail(f"dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
+        raise UserError(f"dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls (and the fp32 parts) on tensor cores
         torch.backends.cudnn.allow_tf32 = True
@@ -58,7 +58,7 @@ COMPILE_CHOICES = {"auto": None, "True": True, "true": True, "False": False, "fa
 
 def check_compile(compile):
     if compile not in COMPILE_CHOICES:
-        fail(f"compile must be auto, True or False, got {compile!r}")
+        raise UserError(f"compile must be auto, True or False, got {compile!r}")
 
 
 def compile_model(model, compile, compile_mode, device_type):

@@ -31,7 +31,7 @@ A study folder (study.py's out_dir), besides those:
 import json
 import os
 
-from dataset import read_json, read_jsonl, write_json_atomic
+from music_scaling_laws.data.dataset import read_json, read_jsonl, write_json_atomic
 
 CKPT = "ckpt.pt"
 LOG = "log.jsonl"

@@ -22,7 +22,7 @@ import wave
 
 import numpy as np
 
-from lifetime import set_parent_death_signal
+from music_scaling_laws.lifetime import set_parent_death_signal
 
 MIDI2ABC_ARGS = ["-s"]  # keep short notes: without -s a round trip kept the note count within 2% on only
                         # 37 of 60 real files, with it on 58 of 60

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 
-from configurator import fail
-from dataset import META, SPLITS, STATS, hold_lock
-from tokenizer import BPE_FILE
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.data.dataset import META, SPLITS, STATS, hold_lock
+from music_scaling_laws.data.tokenizer import BPE_FILE
 
 _LISTED_FAILURES = 20  # failed files named in stats.md
 
@@ -99,24 +99,24 @@ def check_out(cfg, out_dir, inputs):
     other files in it, or a dataset without --overwrite=True. Missing and empty folders are fine."""
     out = cfg["out_dir"]
     if os.path.islink(out_dir):  # renaming the link would leave its target behind, half replaced
-        fail(f"--out_dir {out} is a symbolic link: give the folder it points to")
+        raise UserError(f"--out_dir {out} is a symbolic link: give the folder it points to")
     for path in inputs:
         if inside(path, out_dir):
-            fail(f"--out_dir {out} holds the input {path}: writing the dataset there would delete it")
+            raise UserError(f"--out_dir {out} holds the input {path}: writing the dataset there would delete it")
     if cfg["cache_dir"] and inside(cfg["cache_dir"], out_dir):
-        fail(f"--cache_dir {cfg['cache_dir']} is inside --out_dir {out}: replacing the dataset would delete it")
+        raise UserError(f"--cache_dir {cfg['cache_dir']} is inside --out_dir {out}: replacing the dataset would delete it")
     if not os.path.isdir(out_dir):
         if os.path.lexists(out_dir):
-            fail(f"--out_dir {out} is a file, not a folder: give a folder to write the dataset into")
+            raise UserError(f"--out_dir {out} is a file, not a folder: give a folder to write the dataset into")
         return
     names = set(os.listdir(out_dir))
     if names and not {META, STATS} <= names:
-        fail(f"--out_dir {out} is a folder of other files, not a prepare.py dataset: give a new or empty folder")
+        raise UserError(f"--out_dir {out} is a folder of other files, not a prepare.py dataset: give a new or empty folder")
     if names - set(OUTPUTS):
-        fail(f"--out_dir {out} holds files prepare.py did not write ({', '.join(sorted(names - set(OUTPUTS))[:3])}): "
+        raise UserError(f"--out_dir {out} holds files prepare.py did not write ({', '.join(sorted(names - set(OUTPUTS))[:3])}): "
              f"move them away to replace the dataset")
     if names and not cfg["overwrite"]:
-        fail(f"--out_dir {out} already holds a dataset: --overwrite=True replaces it")
+        raise UserError(f"--out_dir {out} already holds a dataset: --overwrite=True replaces it")
 
 
 def lock_output(out_dir):

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from fitting import (ALPHA_BOUNDS, CI_LEVEL, N_BOOTSTRAP, SEED, fit_batch, fmt, huber, human, intervals, percent,
+from music_scaling_laws.fits.fitting import (ALPHA_BOUNDS, CI_LEVEL, N_BOOTSTRAP, SEED, fit_batch, fmt, huber, human, intervals, percent,
                      refit, resample_runs, with_ci)
 
 NAMES = ("E", "A", "alpha", "B", "beta", "a", "b")  # the fitted constants and the frontier exponents, in fit.json

@@ -29,11 +29,11 @@ import tempfile
 import time
 
 
-from abc_text import body_bars, parse_header, split_tunes
-from eval_metrics import MUSPY_STATISTICS, muspy_available, muspy_statistics, wilson_interval
-from external_tools import TimeLimitExceeded, abc_to_midi, time_limit
-from lifetime import usable_cpus, worker_init
-from progress import progress_bar
+from music_scaling_laws.data.abc_text import body_bars, parse_header, split_tunes
+from music_scaling_laws.evaluation.eval_metrics import MUSPY_STATISTICS, muspy_available, muspy_statistics, wilson_interval
+from music_scaling_laws.external_tools import TimeLimitExceeded, abc_to_midi, time_limit
+from music_scaling_laws.lifetime import usable_cpus, worker_init
+from music_scaling_laws.progress import progress_bar
 
 DEFAULT_SETTINGS = {
     "parse_timeout": 10.0,  # seconds for music21 on one tune (a normal folk tune takes ~0.02 s)

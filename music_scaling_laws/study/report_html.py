@@ -13,10 +13,10 @@ import html
 import os
 import re
 
-from eval_metrics import YANG_LERCH_NAMES
-from fitting import with_ci
-from power_law import N_WORDS, noise_text
-from run_files import samples_path
+from music_scaling_laws.evaluation.eval_metrics import YANG_LERCH_NAMES
+from music_scaling_laws.fits.fitting import with_ci
+from music_scaling_laws.fits.power_law import N_WORDS, noise_text
+from music_scaling_laws.run_files import samples_path
 
 # -----------------------------------------------------------------------------
 # Markdown to HTML: the subset report.py writes (headings, paragraphs, pipe tables, fenced code, bullet lists,

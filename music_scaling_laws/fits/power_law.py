@@ -36,12 +36,13 @@ import sys
 
 import numpy as np
 
-from dataset import write_json_atomic
-from fitting import (ALPHA_BOUNDS, CI_LEVEL, N_BOOTSTRAP, SEED, ci_text, fit_batch, fmt, human, interval, percent,
+from music_scaling_laws.data.dataset import write_json_atomic
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.fits.fitting import (ALPHA_BOUNDS, CI_LEVEL, N_BOOTSTRAP, SEED, ci_text, fit_batch, fmt, human, interval, percent,
                      refit, simulated_noise)
-from fitting import with_ci  # noqa: F401  (study.py reads it from here)
-from joint_fit import fit_family_joint, joint_markdown
-from run_files import FIT_JSON, FIT_MD, PERPLEXITY_SUFFIX, RESULTS, is_finished, read_perplexity, read_results
+from music_scaling_laws.fits.fitting import with_ci  # noqa: F401  (study.py reads it from here)
+from music_scaling_laws.fits.joint_fit import fit_family_joint, joint_markdown
+from music_scaling_laws.run_files import FIT_JSON, FIT_MD, PERPLEXITY_SUFFIX, RESULTS, is_finished, read_perplexity, read_results
 
 SWEEP_RUN = re.compile(r"\.sweep[0-9.e+-]+$")  # the suffix study_plan.run_name gives a learning-rate sweep run
 MIN_POINTS = 3         # fewer distinct model sizes than this cannot define a 3-parameter curve
@@ -60,18 +61,14 @@ NUMBER_COLUMNS = ("n_params_non_embedding", "tokens", "wall_time_s", "peak_mem_b
 OPTIONAL_COLUMNS = NUMBER_COLUMNS + ("seed", "run")
 
 
-class InputError(Exception):
-    """A user mistake (bad file, bad column, too few runs, bad setting): the caller turns it into one line."""
-
-
 def check_settings(n_bootstrap, ci_level, fit_params="all"):
-    """Raise InputError for settings no fit can use (study.py checks before hours of training, not after)."""
+    """Raise UserError for settings no fit can use (study.py checks before hours of training, not after)."""
     if n_bootstrap < 1:
-        raise InputError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
+        raise UserError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
     if not 0 < ci_level < 1:
-        raise InputError(f"ci_level must be between 0 and 1, got {ci_level}")
+        raise UserError(f"ci_level must be between 0 and 1, got {ci_level}")
     if fit_params not in FIT_PARAMS:
-        raise InputError(f"fit_params must be {' or '.join(repr(x) for x in FIT_PARAMS)}, got {fit_params!r}")
+        raise UserError(f"fit_params must be {' or '.join(repr(x) for x in FIT_PARAMS)}, got {fit_params!r}")
 
 
 # -----------------------------------------------------------------------------
@@ -81,30 +78,30 @@ def _number(value, what):
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"{what} is not a number: {value!r}")
+        raise UserError(f"{what} is not a number: {value!r}")
     if not math.isfinite(x):
-        raise InputError(f"{what} is not finite: {value!r}")
+        raise UserError(f"{what} is not finite: {value!r}")
     return x
 
 
 def load_table(path):
     """Rows of a CSV with columns family,n_params,loss (+ optional columns) -> list of run dicts. A file that is not
-    text, and counts of parameters or tokens that are not positive, are InputErrors (a zero or negative token
+    text, and counts of parameters or tokens that are not positive, are UserErrors (a zero or negative token
     count used to be taken for a missing one, and the joint fit vanished without a word)."""
     if not os.path.isfile(path):
-        raise InputError(f"table {path} " + ("is a folder, not a CSV file" if os.path.isdir(path) else "not found"))
+        raise UserError(f"table {path} " + ("is a folder, not a CSV file" if os.path.isdir(path) else "not found"))
     try:
         with open(path, newline="", encoding="utf-8") as f:
             return _table_rows(path, csv.DictReader(f))
     except (UnicodeDecodeError, csv.Error) as e:
-        raise InputError(f"{path} is not a CSV text file ({e.__class__.__name__}: {str(e)[:80]})")
+        raise UserError(f"{path} is not a CSV text file ({e.__class__.__name__}: {str(e)[:80]})")
 
 
 def _table_rows(path, reader):
     columns = [c.strip() for c in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        raise InputError(f"{path} lacks column(s) {','.join(missing)} (needs {','.join(REQUIRED_COLUMNS)}; "
+        raise UserError(f"{path} lacks column(s) {','.join(missing)} (needs {','.join(REQUIRED_COLUMNS)}; "
                          f"has {','.join(columns) or 'nothing'})")
     rows = []
     for line_no, raw in enumerate(reader, start=2):
@@ -123,12 +120,12 @@ def _table_rows(path, reader):
         row["lr"] = None
         for col in ("n_params", "n_params_non_embedding", "tokens", "flops", "dataset_tokens"):
             if row[col] is not None and row[col] <= 0:
-                raise InputError(f"{where}: {col} must be positive, got {raw[col]}")
+                raise UserError(f"{where}: {col} must be positive, got {raw[col]}")
         if not row["family"]:
-            raise InputError(f"{where}: empty family")
+            raise UserError(f"{where}: empty family")
         rows.append(row)
     if not rows:
-        raise InputError(f"{path} has no data rows")
+        raise UserError(f"{path} has no data rows")
     return rows, "loss"
 
 
@@ -137,14 +134,14 @@ def find_run_dirs(paths):
     run_dirs = []
     for p in paths:
         if not os.path.isdir(p):
-            raise InputError(f"run folder {p} " + ("is a file, not a folder" if os.path.exists(p) else "not found"))
+            raise UserError(f"run folder {p} " + ("is a file, not a folder" if os.path.exists(p) else "not found"))
         if is_finished(p):
             run_dirs.append(p)
             continue
         subs = sorted(os.path.join(p, d) for d in os.listdir(p)
                       if is_finished(os.path.join(p, d)))
         if not subs:
-            raise InputError(f"{p} has no {RESULTS} (is training finished?) and no run folders inside")
+            raise UserError(f"{p} has no {RESULTS} (is training finished?) and no run folders inside")
         # a study's learning-rate sweep runs (study_plan.run_name: NAME.sweepFRACTION) trained on a share of the
         # budget with their own schedule: measurements of the rate, not points of a law (study.py leaves them out
         # of its fits, so scaling.py on the study's runs/ folder must too); named directly they are fitted
@@ -173,12 +170,12 @@ def load_runs(paths, loss="auto"):
         try:
             res = read_results(d)
         except json.JSONDecodeError as e:
-            raise InputError(f"{d}/{RESULTS} is not valid JSON ({e})")
+            raise UserError(f"{d}/{RESULTS} is not valid JSON ({e})")
         if res.get("branch_budgets"):  # a wsd trunk (train.py): stopped before any cooldown, its branches are the runs
             continue
         for key in ("model_type", "n_params", "val_loss"):
             if res.get(key) is None:
-                raise InputError(f"{d}/{RESULTS} lacks {key}")
+                raise UserError(f"{d}/{RESULTS} lacks {key}")
         config = res.get("config") or {}
         tokens, epochs = _float_or_none(res.get("tokens_trained")), _float_or_none(res.get("epochs"))
         rows.append({"family": res["model_type"], "run": os.path.basename(os.path.normpath(d)), "run_dir": d,
@@ -196,7 +193,7 @@ def load_runs(paths, loss="auto"):
     have_test = all(r["test_loss"] is not None for r in rows)
     if loss == "test" and not have_test:
         missing = [r["run"] for r in rows if r["test_loss"] is None]
-        raise InputError(f"--loss=test but no test{PERPLEXITY_SUFFIX} of the finished model in {', '.join(missing)}")
+        raise UserError(f"--loss=test but no test{PERPLEXITY_SUFFIX} of the finished model in {', '.join(missing)}")
     loss_name = "test_loss" if loss == "test" or (loss == "auto" and have_test) else "val_loss"
     for r in rows:
         r["loss"] = r[loss_name]
@@ -208,18 +205,18 @@ def _float_or_none(x):
 
 
 def group_by_family(rows):
-    """{family: its runs sorted by size}, or InputError for a family no curve can be fitted to."""
+    """{family: its runs sorted by size}, or UserError for a family no curve can be fitted to."""
     families = {}
     for r in rows:
         families.setdefault(r["family"], []).append(r)
     for fam, rs in families.items():
         sizes = {r["n_params"] for r in rs}
         if len(sizes) < MIN_POINTS:
-            raise InputError(f"family '{fam}' has {len(sizes)} model size(s); a power-law fit needs at least "
+            raise UserError(f"family '{fam}' has {len(sizes)} model size(s); a power-law fit needs at least "
                              f"{MIN_POINTS} different sizes")
         bad = [r["run"] for r in rs if r["n_params"] <= 0 or r["loss"] <= 0]
         if bad:
-            raise InputError(f"family '{fam}': n_params and loss must be positive (runs {', '.join(bad)})")
+            raise UserError(f"family '{fam}': n_params and loss must be positive (runs {', '.join(bad)})")
         rs.sort(key=lambda r: r["n_params"])
     return families
 
@@ -513,7 +510,7 @@ def fit_family(rows, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED, fit_
     n_key = "n_params" if fit_params == "all" else "n_params_non_embedding"
     missing = [r["run"] for r in policy["joint"] if not (r.get(n_key) or 0) > 0]
     if missing:
-        raise InputError(f"fit_params=non_embedding, but run(s) {', '.join(missing)} have no non-embedding parameter "
+        raise UserError(f"fit_params=non_embedding, but run(s) {', '.join(missing)} have no non-embedding parameter "
                          f"count (n_params_non_embedding)")
     fitted = sorted(policy["fitted"], key=lambda r: (r[n_key], r["run"]))
     L = np.array([r["loss"] for r in fitted])
@@ -573,7 +570,7 @@ def _without_largest(out, N, L, noise, settings):
 
 
 def fit_all(rows, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED, fit_params="all"):
-    """{family: fit_family(...)} for every family of rows (InputError for too few sizes or bad settings): the one
+    """{family: fit_family(...)} for every family of rows (UserError for too few sizes or bad settings): the one
     fit policy scaling.py and study.py share, so the same runs give the same fit.json."""
     check_settings(n_bootstrap, ci_level, fit_params)
     return {fam: fit_family(rs, n_bootstrap, ci_level, seed, fit_params)

@@ -38,17 +38,17 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-from configurator import fail
-from dataset import load_dataset, read_json, write_json_atomic
-from lifetime import set_parent_death_signal, usable_cpus
-from progress import progress_bar
-from report import fmt_duration
-from run_files import ckpt_path, estimate_path, is_finished, log_path, read_results
+from music_scaling_laws import REPO
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.data.dataset import load_dataset, read_json, write_json_atomic
+from music_scaling_laws.lifetime import set_parent_death_signal, usable_cpus
+from music_scaling_laws.progress import progress_bar
+from music_scaling_laws.study.report import fmt_duration
+from music_scaling_laws.run_files import ckpt_path, estimate_path, is_finished, log_path, read_results
 
 MAX_AUTO_PARALLEL = 4   # more processes than this gained nothing further in the measurements above
 GPU_MEMORY_SHARE = 0.8  # of the free GPU memory the concurrent runs may plan to use together
 LAUNCHERS = ("local", "slurm", "submitit_local")
-REPO = os.path.dirname(os.path.abspath(__file__))
 # the scripts start_fork_server's server starts
 FORKED_SCRIPTS = ("train.py", "train_rnn.py", "calc_perplexity.py", "sample.py", "bench.py")
 _fork_server = None  # fork_server.ForkServer once started
@@ -130,7 +130,7 @@ def start_fork_server():
     the run a fresh python would be."""
     global _fork_server
     if _fork_server is None:
-        from fork_server import ForkServer
+        from music_scaling_laws.study.fork_server import ForkServer
         _fork_server = ForkServer()
 
 
@@ -186,7 +186,7 @@ def run_script(args, log_path, what, echo=True, env=None, python_args=()):
         stopped(what)
     if proc.returncode != 0:
         reason = next((l for l in reversed(last_lines) if l.startswith("error")), last_lines[-1] if last_lines else "")
-        fail(f"{what} failed (exit {proc.returncode}): {reason} -- full output in {log_path}")
+        raise UserError(f"{what} failed (exit {proc.returncode}): {reason} -- full output in {log_path}")
     return time.time() - t0
 
 
@@ -310,7 +310,7 @@ def refuse_other_data(runs, cfg):
     if other and not cfg["overwrite"]:
         names = list(other)
         shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-        fail(f"{len(names)} run(s) in {cfg['out_dir']} were trained on other data than "
+        raise UserError(f"{len(names)} run(s) in {cfg['out_dir']} were trained on other data than "
              f"{runs[0]['train_config']['data_dir']} ({shown}; {names[0]}: {other[names[0]]}): --overwrite=True "
              f"trains them again on it, or choose another out_dir")
     return other
@@ -425,16 +425,16 @@ def train_in_parallel(todo, n_runs, slots, timings, logs, env, jobs=None, study_
                 try:
                     seconds = timings.add_run(r, future.result())
                     say(f"[run {i}/{n_runs}] {r['name']}: done in {fmt_duration(seconds)}")
-                except SystemExit as e:  # run_script's one-line failure, raised in the worker thread
-                    failure = failure or str(e.code).removeprefix("error: ")
+                except UserError as e:  # run_script's one-line failure, raised in the worker thread
+                    failure = failure or str(e)
                     say(f"[run {i}/{n_runs}] {r['name']}: FAILED")
     bar.close()
     timings.add("train", time.time() - t0)  # wall-clock, not the sum of the runs' times
     if _stop_signals and (failure or queue):  # the runs it stopped failed for that reason, or none had started
-        fail(f"stopped by {_stop_signals[0]} during training; the same command continues the study (finished runs "
+        raise UserError(f"stopped by {_stop_signals[0]} during training; the same command continues the study (finished runs "
              f"are kept, an interrupted one resumes from its checkpoint)")
     if failure:
-        fail(failure)
+        raise UserError(failure)
 
 
 def run_job(args, log_path, what, env, python_args=()):
@@ -448,8 +448,8 @@ def run_job(args, log_path, what, env, python_args=()):
     signal.signal(signal.SIGUSR2, lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
     try:
         return run_script(args, log_path, what, echo=False, env=env, python_args=python_args), None
-    except SystemExit as e:
-        return None, str(e.code).removeprefix("error: ")
+    except UserError as e:
+        return None, str(e)
 
 
 def slurm_parameters(cfg, name):
@@ -458,7 +458,7 @@ def slurm_parameters(cfg, name):
     for word in shlex.split(cfg["slurm_args"]):
         key, sep, value = word.partition("=")
         if not sep or not key:
-            fail(f"slurm_args entries must look like key=value (sbatch's --key=value), got {word!r}")
+            raise UserError(f"slurm_args entries must look like key=value (sbatch's --key=value), got {word!r}")
         extra[key.lstrip("-").replace("-", "_")] = value
     params = {"job_name": name, "time": cfg["slurm_time"], "nodes": 1, "ntasks_per_node": 1,
               "gpus_per_node": cfg["slurm_gpus_per_run"], "cpus_per_task": cfg["slurm_cpus_per_run"],
@@ -521,13 +521,13 @@ class Jobs:
         try:
             seconds, failure = job.result()
         except Exception:  # the job ended without an answer: cancelled, killed, out of time or memory, a node lost
-            fail(f"{what} failed: submitit job {job.job_id} ended ({job.state}) without an answer -- the job's "
+            raise UserError(f"{what} failed: submitit job {job.job_id} ended ({job.state}) without an answer -- the job's "
                  f"output in {job.paths.stdout.parent}")
         finally:
             with self.lock:
                 self.jobs.discard(job)
         if failure:
-            fail(failure)
+            raise UserError(failure)
         return seconds
 
     def cancel(self):

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataset import epoch_order
-from progress import progress_bar
+from music_scaling_laws.data.dataset import epoch_order
+from music_scaling_laws.progress import progress_bar
 
 
 class Tokens:

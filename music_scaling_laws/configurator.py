@@ -34,6 +34,8 @@ import sys
 import types
 from ast import literal_eval
 
+from music_scaling_laws.errors import UserError
+
 CONFIG_TYPES = (bool, int, float, str)
 BOOL_WORDS = {"True": True, "False": False, "true": True, "false": False, "1": True, "0": False}
 
@@ -43,11 +45,6 @@ PATH_KNOBS = ("out", "run", "runs", "input", "inputs", "table", "reference", "so
 PATH_SUFFIXES = ("_dir", "_path", "_file", "_input", "_out")
 UNSET_VARIABLE = re.compile(r"\$(\w+|\{\w+\})")
 KNOB_LINE = re.compile(r"^([a-z_][a-z0-9_]*)\s*=[^#]*?(?:#\s?(.*))?$")  # a top-level knob and its comment
-
-
-def fail(message):
-    """A user mistake or a failed run: one line on stderr, a non-zero exit, no traceback."""
-    sys.exit(f"error: {message}")
 
 
 def config_keys(namespace):
@@ -77,7 +74,7 @@ def coerce(key, value, default):
     elif want is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-    fail(f"{key} must be {want.__name__} (default {default!r}), got {value!r}")
+    raise UserError(f"{key} must be {want.__name__} (default {default!r}), got {value!r}")
 
 
 def parse_value(key, text, default):
@@ -103,14 +100,14 @@ def current_name(key, config, renamed, prefix="", where=""):
 def run_config_file(path, config, renamed=None):
     """Execute a config file and apply its assignments to config (in place)."""
     if not os.path.isfile(path):
-        fail(f"config file {path} not found")
+        raise UserError(f"config file {path} not found")
     namespace = {"__file__": os.path.abspath(path)}  # so a config can read a neighbour (config/study_lakh_timing.py)
     with open(path) as f:
         source = f.read()
     try:
         exec(compile(source, path, "exec"), namespace)
     except Exception as e:  # a broken config file is a user mistake: say where, not a traceback
-        fail(f"config file {path} failed: {type(e).__name__}: {e}")
+        raise UserError(f"config file {path} failed: {type(e).__name__}: {e}")
     for key, value in namespace.items():
         if key.startswith("_") or isinstance(value, (types.ModuleType, types.FunctionType, type)):
             continue  # imports and helpers a config file may use
@@ -131,7 +128,7 @@ def expand_path(key, value):
         expanded = os.path.expandvars(os.path.expanduser(line))
         unset = UNSET_VARIABLE.search(expanded)
         if unset:
-            fail(f"{key}={line}: the environment variable {unset.group(1).strip('{}')} is not set")
+            raise UserError(f"{key}={line}: the environment variable {unset.group(1).strip('{}')} is not set")
         lines.append(expanded)
     return "\n".join(lines)
 
@@ -175,7 +172,7 @@ def unknown_key(key, config, where, renamed=None):
     renamed = renamed or {}
     close = difflib.get_close_matches(key, list(config) + list(renamed), n=1, cutoff=0.75)
     close = [renamed.get(name, name) for name in close]
-    fail(f"{where} {key!r}" + (f"; did you mean {close[0]!r}?" if close else "") + " (see --help for the keys)")
+    raise UserError(f"{where} {key!r}" + (f"; did you mean {close[0]!r}?" if close else "") + " (see --help for the keys)")
 
 
 def configure(namespace, argv, positional=None, repeatable=(), renamed=None):
@@ -210,7 +207,7 @@ def configure(namespace, argv, positional=None, repeatable=(), renamed=None):
             elif positional:
                 assign(positional, arg)
             else:
-                fail(f"unexpected argument {arg!r}: give config files (*.py) and --key=value options")
+                raise UserError(f"unexpected argument {arg!r}: give config files (*.py) and --key=value options")
             continue
         key, sep, text = arg[2:].partition("=")
         key = current_name(key, config, renamed, prefix="--")
@@ -225,7 +222,7 @@ def configure(namespace, argv, positional=None, repeatable=(), renamed=None):
                     config[key] = True
                 continue
             if i >= len(args) or args[i].startswith("--") and args[i][2:].partition("=")[0] in config:
-                fail(f"--{key} needs a value")
+                raise UserError(f"--{key} needs a value")
             text = args[i]
             i += 1
         assign(key, parse_value(key, text, config[key]))

@@ -23,8 +23,8 @@ import weakref
 
 import numpy as np
 
-from configurator import fail
-from tokenizer import META, load_tokenizer
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.data.tokenizer import META, load_tokenizer
 
 SPLITS = ("train", "val", "test")
 STATS = "stats.json"  # a dataset folder's statistics, beside <split>.bin and META (tokenizer.py)
@@ -56,7 +56,7 @@ _held_locks = weakref.WeakSet()  # the locks this process holds (hold_lock), for
 
 def hold_lock(path, busy_message, what="the lock"):
     """The open file at path under an exclusive kernel lock, held while it stays open: a second writer gets
-    fail(busy_message); the kernel lets go when the process ends, however it ends, so no lock is left stuck. A
+    raise UserError(busy_message); the kernel lets go when the process ends, however it ends, so no lock is left stuck. A
     file system without locks (some network and FUSE mounts) is one line of its own, not taken for a second
     writer; so is a folder where the lock file cannot be created."""
     import errno
@@ -64,14 +64,14 @@ def hold_lock(path, busy_message, what="the lock"):
     try:
         lock = open(path, "a+")
     except OSError as e:
-        fail(f"cannot create {what} {path}: {e.strerror}")
+        raise UserError(f"cannot create {what} {path}: {e.strerror}")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
         lock.close()
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            fail(busy_message)
-        fail(f"the file system of {os.path.dirname(os.path.abspath(path))} does not support locking ({what} "
+            raise UserError(busy_message)
+        raise UserError(f"the file system of {os.path.dirname(os.path.abspath(path))} does not support locking ({what} "
              f"{path}: {e.strerror}); use a folder on a local disk")
     _held_locks.add(lock)
     return lock
@@ -106,15 +106,15 @@ class Dataset:
         if name not in self._splits:
             path = self.path(name)
             if not os.path.isfile(path):
-                fail(f"{path} not found; {self.data_dir} is not a complete prepare.py dataset")
+                raise UserError(f"{path} not found; {self.data_dir} is not a complete prepare.py dataset")
             size, width = os.path.getsize(path), np.dtype(self.dtype).itemsize
             if size == 0:
-                fail(f"{path} is empty")
+                raise UserError(f"{path} is empty")
             if size % width:
-                fail(f"{path} is damaged: {size} bytes is not a whole number of {self.dtype} tokens")
+                raise UserError(f"{path} is damaged: {size} bytes is not a whole number of {self.dtype} tokens")
             tokens = np.memmap(path, dtype=self.dtype, mode="c")
             if self.stats and self.stats.get("splits", {}).get(name, {}).get("tokens", len(tokens)) != len(tokens):
-                fail(f"{path} holds {len(tokens)} tokens but stats.json says {self.stats['splits'][name]['tokens']}: "
+                raise UserError(f"{path} holds {len(tokens)} tokens but stats.json says {self.stats['splits'][name]['tokens']}: "
                      f"the dataset changed after prepare.py wrote it; prepare it again")
             self._splits[name] = tokens
         return self._splits[name]
@@ -131,7 +131,7 @@ class Dataset:
         try:
             return load_tokenizer(self.data_dir)
         except (OSError, ValueError, KeyError) as e:
-            fail(f"cannot load the tokenizer of the dataset at {self.data_dir}: {e}")
+            raise UserError(f"cannot load the tokenizer of the dataset at {self.data_dir}: {e}")
 
     def split_stats(self, name):
         """{tunes, tokens, chars, ...} of a split as stats.json counts them."""
@@ -141,23 +141,23 @@ class Dataset:
 def load_dataset(data_dir, need_stats=True):
     """The Dataset of a prepare.py folder, or a one-line error saying what is missing."""
     if not os.path.isdir(data_dir):
-        fail(f"dataset folder {data_dir} not found (run prepare.py first or set --data_dir)")
+        raise UserError(f"dataset folder {data_dir} not found (run prepare.py first or set --data_dir)")
     meta_path, stats_path = os.path.join(data_dir, META), os.path.join(data_dir, STATS)
     for path in (meta_path, stats_path) if need_stats else (meta_path,):
         if not os.path.isfile(path):
-            fail(f"{path} not found; {data_dir} is not a complete prepare.py dataset")
+            raise UserError(f"{path} not found; {data_dir} is not a complete prepare.py dataset")
     try:
         meta = read_json(meta_path)
         stats = read_json(stats_path) if os.path.isfile(stats_path) else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        fail(f"{data_dir}: meta.json or stats.json is not valid JSON ({e})")
+        raise UserError(f"{data_dir}: meta.json or stats.json is not valid JSON ({e})")
     if not isinstance(meta, dict) or meta.get("dtype") not in ("uint16", "uint32"):
-        fail(f"{meta_path}: dtype must be uint16 or uint32, got {meta.get('dtype') if isinstance(meta, dict) else meta!r}")
+        raise UserError(f"{meta_path}: dtype must be uint16 or uint32, got {meta.get('dtype') if isinstance(meta, dict) else meta!r}")
     for key in ("vocab_size", "eot_id"):
         if not isinstance(meta.get(key), int) or not 0 <= meta[key] < 2 ** 32:
-            fail(f"{meta_path}: {key} missing or not a token id")
+            raise UserError(f"{meta_path}: {key} missing or not a token id")
     if meta.get("tokenizer") == "char" and len(meta.get("chars", [])) + 2 != meta["vocab_size"]:  # + EOT, UNK
-        fail(f"{meta_path} is damaged: {len(meta.get('chars', []))} characters for a vocabulary of {meta['vocab_size']}")
+        raise UserError(f"{meta_path} is damaged: {len(meta.get('chars', []))} characters for a vocabulary of {meta['vocab_size']}")
     return Dataset(data_dir, meta, stats)
 
 

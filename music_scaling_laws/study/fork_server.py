@@ -32,9 +32,11 @@ import sys
 import threading
 import traceback
 
-from lifetime import set_parent_death_signal
+from music_scaling_laws import REPO
+from music_scaling_laws.lifetime import set_parent_death_signal
 
-PRELOAD = ("torch", "torch._dynamo", "train")  # what every training imports; torch._dynamo at AdamW's first step
+PRELOAD = ("torch", "torch._dynamo", "music_scaling_laws.training.checkpoint", "music_scaling_laws.training.windows")
+# what every training imports (torch._dynamo at AdamW's first step); the script itself is read by runpy in the child
 MAX_MESSAGE = 1 << 20  # bytes of one request (the environment is most of it)
 
 
@@ -152,7 +154,7 @@ class ForkServer:
 
     def __init__(self):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(theirs.fileno())],
+        self.proc = subprocess.Popen([sys.executable, "-m", __name__, str(theirs.fileno())], cwd=REPO,
                                      pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
                                      preexec_fn=lambda: set_parent_death_signal(signal.SIGKILL))
         theirs.close()

@@ -29,10 +29,10 @@ fraction. The runs of token_budgets keep the config's warm-up (in steps), as Chi
 """
 import math
 
-import lr_law
-from configurator import fail
-from dataset import write_json_atomic
-from run_files import is_diverged, is_finished, lr_sweep_path, read_results
+from music_scaling_laws.fits import lr_law
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.data.dataset import write_json_atomic
+from music_scaling_laws.run_files import is_diverged, is_finished, lr_sweep_path, read_results
 
 PENDING = "-best"           # the rate part of a run whose rate the unfinished sweep has yet to choose (plans only)
 MAX_EXTEND = 3              # sweep runs added beyond the grid's edge per size before the edge is only a warning
@@ -52,18 +52,18 @@ def parse_rates(text):
         try:
             value = float(word[1:] if kind == "x" else word)
         except ValueError:
-            fail(f"lr_sweep entry {word!r} is neither a multiplier like x0.5 nor a learning rate like 3e-4")
+            raise UserError(f"lr_sweep entry {word!r} is neither a multiplier like x0.5 nor a learning rate like 3e-4")
         if not (math.isfinite(value) and value > 0):
-            fail(f"lr_sweep entry {word!r}: a {'multiplier' if kind == 'x' else 'learning rate'} must be a positive "
+            raise UserError(f"lr_sweep entry {word!r}: a {'multiplier' if kind == 'x' else 'learning rate'} must be a positive "
                  f"number")
         rate = make_rate(kind, value)
         if any(r["text"] == rate["text"] for r in rates):
-            fail(f"lr_sweep lists {rate['text']} twice")
+            raise UserError(f"lr_sweep lists {rate['text']} twice")
         rates.append(rate)
     if len({r["kind"] for r in rates}) > 1:
-        fail(f"lr_sweep mixes multipliers (x0.5) and learning rates (3e-4): {text!r}; use one kind")
+        raise UserError(f"lr_sweep mixes multipliers (x0.5) and learning rates (3e-4): {text!r}; use one kind")
     if len(rates) == 1:
-        fail(f"lr_sweep needs at least two rates to compare, got {text!r}")
+        raise UserError(f"lr_sweep needs at least two rates to compare, got {text!r}")
     return rates
 
 
@@ -79,7 +79,7 @@ def parse_seeds(cfg, names=None):
     """{size: runs of it} from seeds (every size, 1 = no repeat) and seed_sizes ('gpt_64:3,lstm_96': only those
     sizes repeated, a size without a count `seeds` times); names: the sizes of `runs`, to check seed_sizes against."""
     if cfg["seeds"] < 1:
-        fail(f"seeds must be at least 1 (1 = every run trained once), got {cfg['seeds']}")
+        raise UserError(f"seeds must be at least 1 (1 = every run trained once), got {cfg['seeds']}")
     counts = {}
     for word in (w.strip() for w in cfg["seed_sizes"].split(",")):
         if not word:
@@ -88,9 +88,9 @@ def parse_seeds(cfg, names=None):
         if not count:
             count = str(cfg["seeds"])
         if not count.isdigit() or int(count) < 1:
-            fail(f"seed_sizes entry {word!r}: write a size of runs, optionally with a count, like gpt_64:3")
+            raise UserError(f"seed_sizes entry {word!r}: write a size of runs, optionally with a count, like gpt_64:3")
         if names is not None and name not in names:
-            fail(f"seed_sizes names {name!r}, which is not a line of runs")
+            raise UserError(f"seed_sizes names {name!r}, which is not a line of runs")
         counts[name] = int(count)
     if names is None:
         return counts
@@ -114,11 +114,11 @@ def parse_budgets(text):
         try:
             value = float(word)
         except ValueError:
-            fail(f"token_budgets entry {word!r} is not a number of tokens like 1e6")
+            raise UserError(f"token_budgets entry {word!r} is not a number of tokens like 1e6")
         if not (math.isfinite(value) and value >= 1 and value.is_integer()):
-            fail(f"token_budgets entry {word!r} must be a whole number of tokens, at least 1")
+            raise UserError(f"token_budgets entry {word!r} must be a whole number of tokens, at least 1")
         if any(t == int(value) for _, t in budgets):
-            fail(f"token_budgets lists {word} twice")
+            raise UserError(f"token_budgets lists {word} twice")
         budgets.append((tokens_label(int(value)), int(value)))
     return sorted(budgets, key=lambda b: b[1])
 
@@ -129,10 +129,10 @@ def check_knobs(cfg):
     parse_budgets(cfg["token_budgets"])
     parse_seeds(cfg)
     if cfg["lr_choice"] not in ("law", "argmin"):
-        fail(f"lr_choice must be 'law' (every size at the learning-rate law's rate) or 'argmin' (each size at its "
+        raise UserError(f"lr_choice must be 'law' (every size at the learning-rate law's rate) or 'argmin' (each size at its "
              f"sweep's best), got {cfg['lr_choice']!r}")
     if not 0 < cfg["lr_sweep_tokens"] <= 1:
-        fail(f"lr_sweep_tokens is the share of the budget a sweep run trains on, in (0, 1]; got "
+        raise UserError(f"lr_sweep_tokens is the share of the budget a sweep run trains on, in (0, 1]; got "
              f"{cfg['lr_sweep_tokens']}")
 
 
@@ -266,7 +266,7 @@ def best_point(points, size):
     """The index of the finished point with the lowest loss; every rate diverged is an error."""
     finite = [i for i, p in enumerate(points) if not p["diverged"]]
     if not finite:
-        fail(f"every learning rate of the sweep of {size} diverged; lower the rates of lr_sweep")
+        raise UserError(f"every learning rate of the sweep of {size} diverged; lower the rates of lr_sweep")
     return min(finite, key=lambda i: points[i]["val_loss"])
 
 
@@ -304,7 +304,7 @@ def choose_rates(sizes, cfg, strict=True):
                            f"sweep even after {s['extended']} more step(s) {way}, so the optimum may lie beyond it; "
                            f"add a {way} rate to lr_sweep.")
         elif strict:
-            fail(f"the sweep of {s['size']} is not finished")
+            raise UserError(f"the sweep of {s['size']} is not finished")
         for p in points:
             del p["finished"]
         first = s["runs"][0]
@@ -410,7 +410,7 @@ def check_names(sizes, plan):
     owner = {}
     for r in [r for s in sizes for r in s["runs"]] + plan:
         if owner.setdefault(r["name"], r["size"]) != r["size"]:
-            fail(f"run name {r['name']} is made by both {owner[r['name']]} and {r['size']}; rename one of them in runs")
+            raise UserError(f"run name {r['name']} is made by both {owner[r['name']]} and {r['size']}; rename one of them in runs")
 
 
 def all_runs(sizes, plan):
@@ -446,7 +446,7 @@ def train_sweep(replan, cfg, timings, logs, train_all):
         first = False
         try:
             train_all(todo, cfg, timings, logs)
-        except SystemExit:
+        except UserError:
             # train.py leaves the diverged marker in a run whose loss became NaN/inf; any other failure stops the study
             hit = [r for r in todo if is_diverged(r["run_dir"])]
             if not hit:

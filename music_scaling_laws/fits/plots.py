@@ -11,12 +11,12 @@ import os
 
 import numpy as np
 
-import lr_law
-from dataset import read_jsonl
-from fitting import human, percent, with_ci
-from joint_fit import compute_optimal, predict, tokens_at
-from power_law import N_WORDS
-from run_files import log_path
+from music_scaling_laws.fits import lr_law
+from music_scaling_laws.data.dataset import read_jsonl
+from music_scaling_laws.fits.fitting import human, percent, with_ci
+from music_scaling_laws.fits.joint_fit import compute_optimal, predict, tokens_at
+from music_scaling_laws.fits.power_law import N_WORDS
+from music_scaling_laws.run_files import log_path
 
 COLORS = {"gpt": "tab:blue", "lstm": "tab:orange"}
 PNG_DPI = 200  # the PNG beside each SVG and PDF: sharp on a high-density screen
