@@ -54,6 +54,8 @@ import torch
 from music_scaling_laws import run_files
 from music_scaling_laws.training.checkpoint import claim_out_dir, read_checkpoint, restore_progress, save_checkpoint
 from music_scaling_laws.configurator import config_keys, configure
+from music_scaling_laws.training.settings import (AT_LEAST, BRANCH_MAY_CHANGE, COMPILE_MODES, changed_settings,
+                                                  parse_budgets)
 from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.data.dataset import TrainOrder, bits_per_char, iteration_plan, load_dataset, write_json_atomic
 from music_scaling_laws.training.hardware import (check_compile, compile_model, device_name, lookup_peak_flops, mfu, peak_memory_bytes,
@@ -120,21 +122,6 @@ compile_mode = 'default'   # torch.compile mode: 'default', 'reduce-overhead' (C
 seed = 1337                # initialisation and dropout
 peak_flops = 0.0           # the device's peak FLOP/s for MFU; 0 = look the GPU up in hardware.PEAK_FLOPS
 # -----------------------------------------------------------------------------
-
-# keys that change the trained result; a resumed run must keep them
-RESUME_MUST_MATCH = ("model_type", "n_layer", "n_head", "n_embd", "dropout", "bias", "data_seed", "data_order",
-                     "batch_size", "block_size", "gradient_accumulation_steps", "max_tokens", "max_iters",
-                     "learning_rate", "min_lr", "warmup_iters", "weight_decay", "beta1", "beta2",
-                     "grad_clip", "seed", "lr_schedule", "cooldown_frac", "branch_budgets")
-# a branch keeps its trunk's RESUME_MUST_MATCH settings except these, which set its own budget
-BRANCH_MAY_CHANGE = ("max_tokens", "max_iters", "branch_budgets")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
-# (knob, smallest allowed value); checked where the configuration is read
-AT_LEAST = (("batch_size", 1), ("block_size", 1), ("gradient_accumulation_steps", 1), ("n_layer", 1),
-            ("n_head", 1), ("n_embd", 1), ("log_interval", 1), ("eval_iters", 1), ("eval_interval", 0),
-            ("ckpt_interval", 0), ("ckpt_interval_s", 0), ("max_tokens", 0), ("max_iters", 0), ("warmup_iters", 0),
-            ("learning_rate", 0), ("min_lr", 0), ("weight_decay", 0), ("grad_clip", 0), ("peak_flops", 0))
-
 
 # -----------------------------------------------------------------------------
 # configuration, resume and the pieces of one optimizer step
@@ -211,25 +198,6 @@ def read_config(argv, defaults):
     if cfg["model_type"] == "gpt" and cfg["n_embd"] % cfg["n_head"]:
         fail(f"n_embd={cfg['n_embd']} must be a multiple of n_head={cfg['n_head']}")
     return cfg, ckpt
-
-
-def changed_settings(saved, cfg, may_change):
-    """'key: old -> new' for each setting that shapes the result and differs (cooldown_frac only under wsd)."""
-    keys = [k for k in RESUME_MUST_MATCH if k not in may_change and k in saved and saved[k] != cfg[k]]
-    if "cooldown_frac" in keys and saved.get("lr_schedule", "cosine") == cfg["lr_schedule"] == "cosine":
-        keys.remove("cooldown_frac")
-    return [f"{k}: {saved[k]!r} -> {cfg[k]!r}" for k in keys]
-
-
-def parse_budgets(text):
-    """'5e5,1e6,2e6' -> [500000, 1000000, 2000000] (sorted, whole tokens), or a one-line error."""
-    try:
-        budgets = sorted({int(float(b)) for b in str(text).split(",") if b.strip()})
-    except ValueError:
-        budgets = []
-    if not budgets or budgets[0] <= 0:
-        fail(f"branch_budgets must be positive token counts separated by commas, e.g. '5e5,1e6,2e6', got {text!r}")
-    return budgets
 
 
 def wsd_decay_start(total_iters, warmup_iters, cooldown_frac):

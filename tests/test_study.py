@@ -237,6 +237,18 @@ def test_changed_settings_are_reported_not_silently_mixed(smoke_study, run_scrip
     assert json.loads(results.read_text())["tokens_trained"] == before  # kept, not retrained
 
 
+def test_a_setting_cosine_runs_never_read_changes_no_finished_run(smoke_study, run_script):
+    """cooldown_frac shapes only wsd runs: after a change of it, the smoke study's finished cosine runs are the same
+    runs, skipped without a warning that they were trained with other settings (settings.changed_settings, the one
+    rule train.py's resume and the study share)."""
+    out, _ = smoke_study
+    train_args = SMOKE_CFG["train_args"] + " --cooldown_frac=0.5"
+    proc = run_script(["study.py", "config/study_smoke.py", f"--out_dir={out}", f"--train_args={train_args}",
+                       "--stop_after=train"], timeout=900, env={"OMP_NUM_THREADS": "1"})
+    assert "finished earlier, skipped" in proc.stdout
+    assert "WARNING" not in proc.stdout, proc.stdout
+
+
 @pytest.mark.parametrize("config", ["config/study_quick.py", "config/study_lakh.py"])
 def test_study_plans_have_both_families_and_every_size_at_every_budget(run_script, tmp_path, config):
     """The shipped studies resolve (every config file and override valid) into >= 4 sizes per family over more

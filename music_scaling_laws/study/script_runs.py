@@ -44,6 +44,7 @@ from music_scaling_laws.data.dataset import load_dataset, read_json, write_json_
 from music_scaling_laws.lifetime import set_parent_death_signal, usable_cpus
 from music_scaling_laws.progress import progress_bar
 from music_scaling_laws.study.report import fmt_duration
+from music_scaling_laws.training import settings
 from music_scaling_laws.run_files import ckpt_path, estimate_path, is_finished, log_path, read_results
 
 MAX_AUTO_PARALLEL = 4   # more processes than this gained nothing further in the measurements above
@@ -632,12 +633,9 @@ def estimate_plan(plan, cfg, have_data, logs, steps):
 
 
 def changed_settings(run):
-    """'key: trained -> now; ...' for the settings that change a result (train.py's RESUME_MUST_MATCH) where the
-    finished run's results.json differs from the run's config as the study resolves it today."""
-    import train
+    """'key: trained -> now; ...' for the settings that change a result (settings.changed_settings, train.py's own
+    rule) where the finished run's results.json differs from the run's config as the study resolves it today."""
     trained = read_results(run["run_dir"]).get("config") or {}
-    show = lambda v: f"{v:g}" if isinstance(v, float) else repr(v)  # noqa: E731
-    return "; ".join(f"{k}: {show(trained[k])} -> {show(run['train_config'][k])}" for k in train.RESUME_MUST_MATCH
-                     if k in trained and trained[k] != run["train_config"][k])
+    return "; ".join(settings.changed_settings(trained, run["train_config"]))
 
 
