@@ -24,6 +24,7 @@ from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.data.dataset import TrainOrder, iteration_plan, load_dataset
 from music_scaling_laws.training.hardware import device_name, lookup_peak_flops, mfu, peak_memory_bytes, setup_device, synchronize
 from model import model_args_from_config
+from music_scaling_laws.training.step import accumulate_gradients, apply_gradients
 from music_scaling_laws.training.windows import Tokens, TrainBatches
 
 # bench's own knobs; every train.py knob (model shape, batch, device, dtype, compile...) applies too
@@ -72,8 +73,8 @@ def main(argv):
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.time()
             warmup_s = t0 - t_warmup  # compilation and the first steps: what a run pays once
-        train.accumulate_gradients(fast_model, scaler, ctx, micro_batches(it), accum, by_targets=c.data_order == "tunes")
-        train.apply_gradients(model, optimizer, scaler, c.grad_clip)
+        accumulate_gradients(fast_model, scaler, ctx, micro_batches(it), accum, by_targets=c.data_order == "tunes")
+        apply_gradients(model, optimizer, scaler, c.grad_clip)
     synchronize(device_type)
     elapsed = time.time() - t0
 

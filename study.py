@@ -86,6 +86,7 @@ from music_scaling_laws.study import study_plan
 from music_scaling_laws.training import tracking
 from music_scaling_laws.configurator import config_keys, configure, lines_of
 from music_scaling_laws.errors import UserError, exit_on_user_error, fail
+from music_scaling_laws.training.schedule import branch_points, wsd_decay_start
 from music_scaling_laws.data.dataset import META, STATS, TrainOrder, hold_lock, iteration_plan, load_dataset, read_json, write_json_atomic
 from music_scaling_laws.lifetime import usable_cpus
 from music_scaling_laws.fits.plots import plot_lr_sweeps, write_outputs
@@ -253,9 +254,8 @@ def planned_tokens(tcfg, dataset):
         return 0
     order = train_order(tcfg, dataset)
     if tcfg["branch_budgets"]:  # a wsd trunk: up to its largest budget's cooldown (train.py's own rule)
-        import train
         return iteration_plan(tcfg["batch_size"], tcfg["gradient_accumulation_steps"], 0,
-                              max(train.branch_points(tcfg, order)[0]), order)["tokens"]
+                              max(branch_points(tcfg, order)[0]), order)["tokens"]
     return iteration_plan(tcfg["batch_size"], tcfg["gradient_accumulation_steps"], tcfg["max_tokens"],
                           tcfg["max_iters"], order)["tokens"]
 
@@ -274,12 +274,11 @@ def branch_tokens(tcfg, dataset, tokens):
     rest); what the ETA, --estimate and the plan's total compute count."""
     if tcfg["init_from"] != "branch" or not tokens:
         return tokens
-    import train
     order = train_order(tcfg, dataset)
     windows = tcfg["batch_size"] * tcfg["gradient_accumulation_steps"]
     total = iteration_plan(tcfg["batch_size"], tcfg["gradient_accumulation_steps"], tcfg["max_tokens"], 0,
                            order)["total_iters"]
-    return tokens - order.targets_before(windows * train.wsd_decay_start(total, tcfg["warmup_iters"],
+    return tokens - order.targets_before(windows * wsd_decay_start(total, tcfg["warmup_iters"],
                                                                          tcfg["cooldown_frac"]))
 
 

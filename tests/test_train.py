@@ -20,6 +20,7 @@ from music_scaling_laws.data.dataset import TrainOrder, iteration_plan, tune_win
 from music_scaling_laws.training.windows import Tokens, TrainBatches, exact_windows, spread_windows
 from music_scaling_laws.configurator import configure
 from music_scaling_laws.errors import UserError
+from music_scaling_laws.training import schedule, step
 from model import load_checkpoint
 from helpers import run_main, wait_for
 
@@ -471,7 +472,7 @@ def test_a_checkpoint_from_before_data_order_resumes_in_stride_order(gpt_run, tm
     torch.save(ckpt, old / "ckpt.pt")
     cfg, _ = train.read_config([f"--out_dir={old}", "--init_from=resume"], {})
     assert cfg["data_order"] == "stride" and train.data_order == "tunes"
-    with pytest.raises(SystemExit) as excinfo:  # and asking for the other order is a changed setting
+    with pytest.raises(UserError) as excinfo:  # and asking for the other order is a changed setting
         train.read_config([f"--out_dir={old}", "--init_from=resume", "--data_order=tunes"], {})
     assert "data_order" in exit_message(excinfo)
 
@@ -520,15 +521,15 @@ def test_an_infinite_learning_rate_is_caught_as_divergence(char_dataset, tmp_pat
 
 def test_rank_split_keeps_the_step_and_bounds_the_micro_batch():
     # accumulation split across ranks where it divides (as before), else the micro-batch
-    assert train.rank_split(32, 1, 1) == (32, 1)
-    assert train.rank_split(4, 2, 2) == (4, 1)
-    assert train.rank_split(32, 1, 8) == (4, 1)
-    assert train.rank_split(32, 3, 2) == (24, 2)
+    assert step.rank_split(32, 1, 1) == (32, 1)
+    assert step.rank_split(4, 2, 2) == (4, 1)
+    assert step.rank_split(32, 1, 8) == (4, 1)
+    assert step.rank_split(32, 3, 2) == (24, 2)
     for batch, accum, world in [(32, 1, 8), (8, 6, 4), (5, 3, 15), (32, 3, 2), (7, 4, 2)]:
-        micro, steps = train.rank_split(batch, accum, world)
+        micro, steps = step.rank_split(batch, accum, world)
         assert micro * steps * world == batch * accum and micro <= batch
     with pytest.raises(ValueError, match="32 windows per optimizer step cannot be shared evenly by 3 DDP ranks"):
-        train.rank_split(32, 1, 3)
+        step.rank_split(32, 1, 3)
 
 
 @pytest.mark.parametrize("ranks, args", [
@@ -687,6 +688,7 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_and_writes_its_results(c
 
 
 @pytest.mark.parametrize("bad, message", [("--compile_mode=bogus", "compile_mode must be one of"),
+                                          ("--run_role=trunk", "run_role must be one of run, sweep, seed_repeat"),
                                           ("--max_iters=1", "cannot create out_dir")])
 def test_a_bogus_compile_mode_and_an_out_dir_that_cannot_be_made_are_one_line(char_dataset, tmp_path, bad, message):
     """compile_mode is checked on the CPU too, where compile is not used; an out_dir whose parent cannot hold it
@@ -708,17 +710,17 @@ BUDGETS = (10240, 20480)  # 40 and 80 steps of 256 tokens in stride order; coold
 
 
 def test_wsd_schedule_warms_up_holds_the_rate_and_decays_to_min_lr():
-    lr = lambda it, total: train.lr_at(it, total, 1.0, 0.1, 5, "wsd", 0.2)  # noqa: E731
+    lr = lambda it, total: schedule.lr_at(it, total, 1.0, 0.1, 5, "wsd", 0.2)  # noqa: E731
     for total in (50, 100, 400):
-        start = train.wsd_decay_start(total, 5, 0.2)
+        start = schedule.wsd_decay_start(total, 5, 0.2)
         assert start == total - round(0.2 * total)
         # the warm-up is cosine's, and nothing before the decay depends on the run's length
         assert [lr(i, total) for i in range(start)] == [lr(i, 400) for i in range(start)]
-        assert [lr(i, total) for i in range(5)] == [train.lr_at(i, total, 1.0, 0.1, 5) for i in range(5)]
+        assert [lr(i, total) for i in range(5)] == [schedule.lr_at(i, total, 1.0, 0.1, 5) for i in range(5)]
         assert all(lr(i, total) == 1.0 for i in range(5, start + 1))
         decay = [lr(i, total) for i in range(start, total)]
         assert all(a > b for a, b in zip(decay, decay[1:])) and decay[-1] == pytest.approx(0.1)
-    assert train.wsd_decay_start(10, 8, 0.5) == 8  # a cooldown never starts inside the warm-up
+    assert schedule.wsd_decay_start(10, 8, 0.5) == 8  # a cooldown never starts inside the warm-up
 
 
 def strip_log(out):
@@ -732,7 +734,8 @@ def same_run(branch, alone, trunk):
     for key in ("val_loss", "train_loss", "tokens_trained", "train_flops", "iters", "lr_schedule"):
         assert branch[key] == alone[key], key
     assert branch["trunk"]["out_dir"] == os.path.abspath(trunk) and alone["trunk"] is None
-    assert branch["trunk"]["iter"] == train.wsd_decay_start(alone["iters"], 5, 0.5)
+    assert (branch["role"], alone["role"]) == ("branch", "run")  # what a study's fits read (run_files.run_role)
+    assert branch["trunk"]["iter"] == schedule.wsd_decay_start(alone["iters"], 5, 0.5)
 
 
 @pytest.mark.parametrize("order", ["tunes", "stride"])
@@ -744,7 +747,7 @@ def test_a_wsd_branch_is_exactly_the_budget_trained_alone(char_dataset, tmp_path
     trunk_res = run(char_dataset, trunk, *WSD, f"--data_order={order}", f"--branch_budgets={budgets}")
     assert sorted(os.listdir(trunk)) == ["branch_10240.pt", "branch_20480.pt", "ckpt.pt", "log.jsonl",
                                          "results.json", "train.lock"]
-    assert trunk_res["branch_budgets"] == list(BUDGETS)
+    assert trunk_res["branch_budgets"] == list(BUDGETS) and trunk_res["role"] == "trunk"
     assert {e["lr"] for e in read_log(trunk) if e["iter"] > 5 and e["lr"] is not None} == {3e-3}  # after warm-up
     for budget in BUDGETS:
         branch = train.main([f"--out_dir={tmp_path / f'branch_{budget}'}", "--init_from=branch",

@@ -35,7 +35,8 @@ import traceback
 from music_scaling_laws import REPO
 from music_scaling_laws.lifetime import set_parent_death_signal
 
-PRELOAD = ("torch", "torch._dynamo", "music_scaling_laws.training.checkpoint", "music_scaling_laws.training.windows")
+PRELOAD = ("torch", "torch._dynamo", "music_scaling_laws.training.loop_state", "music_scaling_laws.training.run_output",
+           "music_scaling_laws.training.schedule", "music_scaling_laws.training.step")
 # what every training imports (torch._dynamo at AdamW's first step); the script itself is read by runpy in the child
 MAX_MESSAGE = 1 << 20  # bytes of one request (the environment is most of it)
 
