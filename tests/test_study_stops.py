@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from music_scaling_laws.study import script_runs
+from music_scaling_laws.study import train_runs
 from helpers import ONE_THREAD, REPO, left_running, many_tunes, slow_tool, tagged, wait_for, write_midi
 
 pytestmark = pytest.mark.slow  # end-to-end: each test runs real studies (make test-fast leaves them out)
@@ -94,7 +94,7 @@ def test_a_stopped_study_continues_and_never_reuses_runs_of_other_data(tmp_path,
     for r in trained:
         again = json.loads((out / "runs" / r / "results.json").read_text())
         assert again["run_id"] != trained[r]["run_id"] and again["data_fingerprint"] != fingerprint  # meta: old
-        assert again["data_fingerprint"] == script_runs.load_dataset(str(other)).fingerprints()["fingerprint"]
+        assert again["data_fingerprint"] == train_runs.load_dataset(str(other)).fingerprints()["fingerprint"]
     assert not list(out.glob("runs/*/test_perplexity.json"))  # the old test losses went with the old runs
 
 
@@ -119,8 +119,8 @@ def test_every_run_gets_the_same_threads_whatever_parallel_runs(parallel):
     """On the CPU the thread count orders a run's float sums: it is the same with any parallel_runs."""
     import torch
     cfg = {"train_threads": 0, "device": "cpu"}
-    assert script_runs.training_threads(cfg, parallel) == torch.get_num_threads()
-    assert script_runs.training_threads({**cfg, "train_threads": 3}, parallel) == 3
+    assert train_runs.training_threads(cfg, parallel) == torch.get_num_threads()
+    assert train_runs.training_threads({**cfg, "train_threads": 3}, parallel) == 3
 
 
 @pytest.mark.parametrize("override, message", [
