@@ -166,6 +166,9 @@ def run_script(args, log_path, what, echo=True, env=None, python_args=()):
             last_lines.append(pending.strip())
     if _stop_signals:  # also when the script finished just as the signal came: the study stops here
         stopped(what)
+    if proc.returncode != 0 and getattr(proc, "server_gone", False):
+        raise UserError(f"{what} stopped: the fork server (pid {proc.server.proc.pid}) was killed; the run got SIGHUP and "
+                        f"checkpointed, the same command resumes it -- its output in {log_path}")
     if proc.returncode != 0:
         reason = next((l for l in reversed(last_lines) if l.startswith("error")), last_lines[-1] if last_lines else "")
         raise UserError(f"{what} failed (exit {proc.returncode}): {reason} -- full output in {log_path}")
