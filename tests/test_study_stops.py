@@ -143,3 +143,33 @@ def test_an_out_dir_that_cannot_be_written_is_one_line(tmp_path, run_script):
     proc = run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 'file' / 's'}"], check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot write out_dir")
+
+
+@pytest.mark.parametrize("launcher", ["submitit_local", "slurm"])
+def test_a_stopped_study_cancels_its_jobs_which_checkpoint_and_the_same_command_resumes(tmp_path, char_dataset,
+                                                                                         launcher):
+    """SIGTERM to a study whose trainings are submitit jobs (issue #31): no process of the study is training then,
+    yet the study cancels its jobs and waits for them, so within 10 s nothing trains any more, no run's lock is held
+    and the run has its checkpoint; the same command resumes it. launcher=slurm through tests/fake_slurm."""
+    pytest.importorskip("submitit")
+    import fcntl
+    out, tag = tmp_path / "s", tagged()
+    env = {**os.environ, **ONE_THREAD, **tag}
+    if launcher == "slurm":
+        state = tmp_path / "slurm_state"
+        state.mkdir()
+        env.update(PATH=f"{REPO / 'tests' / 'fake_slurm'}{os.pathsep}{os.environ['PATH']}", FAKE_SLURM_STATE=str(state))
+    args = ["study.py", SMOKE, f"--out_dir={out}", f"--data_dir={char_dataset}", "--max_tokens=60000",
+            "--runs=g config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16", f"--launcher={launcher}",
+            "--stop_after=train"]
+    log = out / "runs" / "g" / "log.jsonl"
+    seconds, code, stderr = stop_when(args, lambda: log.exists() and log.read_text().count("\n") >= 2, env)
+    assert seconds < 10 and code == 1, stderr
+    assert "stopped by SIGTERM during training" in stderr.strip().splitlines()[-1], stderr
+    assert left_running(tag, wait=10 - seconds) == []
+    with open(out / "runs" / "g" / "train.lock", "a+") as lock:  # nobody holds the run any more
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert (out / "runs" / "g" / "ckpt.pt").exists() and not (out / "runs" / "g" / "results.json").exists()
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming" in proc.stdout and (out / "runs" / "g" / "results.json").exists()

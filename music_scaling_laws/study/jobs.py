@@ -20,20 +20,26 @@ import threading
 
 from music_scaling_laws import REPO
 from music_scaling_laws.errors import UserError
+from music_scaling_laws.study import script_runs
 from music_scaling_laws.study.script_runs import pass_stop_signals_on, run_script, say
 
 LAUNCHERS = ("local", "slurm", "submitit_local")
 
 
-def run_job(args, log_path, what, env, python_args=()):
+def run_job(args, log_path, what, env, python_args=(), stop_file=None):
     """A training inside a submitit job: run_script as the local launcher runs it, with the signals the job gets
     (SLURM's warning before its time limit, pre-emption, scancel) passed on to train.py, which then writes its
     checkpoint, so the next study resumes the run. Returns (seconds, None) or (None, the one-line failure): an
-    exception would reach the study as a traceback."""
+    exception would reach the study as a traceback. stop_file: written by a stopped study before it cancels its jobs;
+    a job that finds it does not start (a SIGTERM that came before the handlers below was ignored by submitit's own,
+    which bypasses SIGTERM, and the job would have trained on after the study had gone)."""
+    script_runs._in_job = True  # a stop ends run_script with its one line as the job's answer, not os._exit
     pass_stop_signals_on()
     # submitit has SLURM send SIGUSR2 90 s before the job's time limit: taken as a stop, so train.py checkpoints
     # then rather than at the limit's SIGTERM
     signal.signal(signal.SIGUSR2, lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
+    if stop_file and os.path.exists(stop_file):
+        return None, f"{what} not started: the study was stopped"
     try:
         return run_script(args, log_path, what, echo=False, env=env, python_args=python_args), None
     except UserError as e:
@@ -75,9 +81,14 @@ class Jobs:
 
     def __init__(self, cfg, logs):
         import submitit  # here: only a study with a submitit launcher needs it
-        self.cfg, self.kind, self.lock = cfg, cfg["launcher"], threading.Lock()
+        # reentrant: a stop signal's handler (script_runs) asks in_flight and cancels in the main thread, which may
+        # be inside cancel already
+        self.cfg, self.kind, self.lock = cfg, cfg["launcher"], threading.RLock()
         self.jobs, self.cancelled = set(), False  # the jobs in flight; whether a stop cancelled them
         folder = os.path.join(logs, "submitit", "%j")
+        self.stop_file = os.path.join(logs, "submitit", "stopped")  # see run_job; this study's jobs start afresh
+        if os.path.exists(self.stop_file):
+            os.remove(self.stop_file)
         if self.kind == "slurm":
             self.executor = submitit.SlurmExecutor(folder=folder)
         else:  # the repository on the jobs' module path by their environment (a setup line would put a shell
@@ -87,12 +98,20 @@ class Jobs:
                 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, python_path) if p)
             self.executor = submitit.LocalExecutor(folder=folder)
             self.executor.update_parameters(timeout_min=cfg["slurm_time"])
+        script_runs._job_sets.append(self)  # a stop signal to the study cancels the jobs in flight
+
+    def in_flight(self):
+        """Whether any job of this study is running (or queued) now."""
+        with self.lock:
+            return bool(self.jobs)
 
     def run(self, name, args, log_path, what, env, device):
         """Train one run as a job (on device with submitit_local); its seconds, or SystemExit with the run's
         one-line failure, as run_script."""
         gpus = 1
         with self.lock:  # the executor's parameters are shared by the threads
+            if self.cancelled:  # the study was stopped while this run was being set up: no new job
+                raise UserError(f"{what} not started: the study was stopped")
             if self.kind == "slurm":
                 gpus = self.cfg["slurm_gpus_per_run"]
                 self.executor.update_parameters(**slurm_parameters(self.cfg, name))
@@ -103,7 +122,7 @@ class Jobs:
                                                 visible_gpus=(index,) if cuda else ())
                 if cuda:
                     args = args + ["--device=cuda"]
-            job = self.executor.submit(run_job, args, log_path, what, env, torchrun_args(gpus))
+            job = self.executor.submit(run_job, args, log_path, what, env, torchrun_args(gpus), self.stop_file)
             self.jobs.add(job)
         say(f"[job] {name}: submitit job {job.job_id}")
         try:
@@ -124,6 +143,12 @@ class Jobs:
         then SIGKILL the job a second later, before train.py could write its checkpoint)."""
         with self.lock:
             jobs, self.jobs, self.cancelled = ([] if self.cancelled else list(self.jobs)), set(), True
+            if jobs:
+                try:  # before the signals: a job that has not installed its handlers yet reads it (run_job)
+                    os.makedirs(os.path.dirname(self.stop_file), exist_ok=True)
+                    open(self.stop_file, "w").close()
+                except OSError:
+                    pass
             for job in jobs:
                 try:
                     if self.kind == "slurm":

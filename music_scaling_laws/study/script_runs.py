@@ -64,20 +64,26 @@ class Timings:
 
 _running = set()   # the scripts running now (Popen or fork_server.ForkedProcess), to pass a stop signal on
 _stop_signals = []  # the names of the stop signals the study received
+_job_sets = []      # the study's jobs.Jobs: a stop cancels their jobs in flight, and the study waits for them
+_in_job = False     # this process is a submitit job (jobs.run_job), not the study
 
 
 def pass_stop_signals_on():
     """SIGTERM or SIGINT to the study (docker stop, pre-emption, Ctrl-C) is passed on to every script it runs:
     train.py then writes a checkpoint and exits, the others stop their workers and exit, and the study stops with
-    one line; run again, it resumes. A second signal is passed on too (train.py then ends at once). Between
-    scripts the study itself stops at once. The scripts run in their own session, so a terminal's Ctrl-C reaches
+    one line; run again, it resumes. A second signal is passed on too (train.py then ends at once). The study's
+    submitit/SLURM jobs in flight are cancelled (jobs.Jobs.cancel: train.py checkpoints) and waited for, so a stopped
+    study leaves no job training. Between scripts the study itself stops at once. The scripts run in their own session, so a terminal's Ctrl-C reaches
     them only through here."""
     def forward(signum, frame):
         _stop_signals.append(signal.Signals(signum).name)
-        if not _running:  # the study's own work (planning, fits, report): nothing to wait for
+        busy = [jobs for jobs in _job_sets if jobs.in_flight()]
+        if not _running and not busy:  # the study's own work (planning, fits, report): nothing to wait for
             stopped("")
         for proc in list(_running):
             proc.send_signal(signum)
+        for jobs in busy:  # submitit/SLURM jobs are no processes of the study: cancelled, then waited for
+            jobs.cancel()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
 
@@ -90,6 +96,8 @@ def stopped(what):
                f"the study (finished runs are kept, an interrupted one resumes from its checkpoint)")
     if threading.current_thread() is not threading.main_thread():
         sys.exit(message)
+    if _in_job:  # inside a submitit job (jobs.run_job): its answer is this line, which the study waits for
+        raise UserError(message[len("error: "):])
     sys.stdout.flush()
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
