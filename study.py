@@ -86,7 +86,7 @@ from music_scaling_laws.study import study_plan
 from music_scaling_laws.study.estimate import estimate_plan
 from music_scaling_laws.study.options import check_config, parse_runs
 from music_scaling_laws.study.report import fmt_duration, write_report
-from music_scaling_laws.study.script_runs import Timings, pass_stop_signals_on, run_script, start_fork_server
+from music_scaling_laws.study.script_runs import Timings, pass_stop_signals_on, run_script, start_fork_server, start_runs
 from music_scaling_laws.study.steps import (eval_all, fit_and_plot, perplexity_all, plan_table, print_plan, sample_all,
                                             sample_jobs, write_plan)
 from music_scaling_laws.study.train_runs import refuse_other_data, train_all
@@ -150,7 +150,12 @@ train_threads = 0         # CPU threads per training; 0 = on CPU torch's default
                           # core) for every run whatever parallel_runs, so the numbers do not depend on it; on a GPU
                           # the cores shared among parallel runs (train_runs.training_threads)
 fork_runs = True          # start each training and test-loss pass as a fork of one process that imported torch and
-                          # train.py once (fork_server.py: 1.5-3 s less a run); False: a fresh python for each
+                          # train.py once (fork_server.py: 1.5-3 s less a run), or in a worker (worker_runs);
+                          # False: a fresh python for each, the plain mode to debug a study in (pdb, prints, py-spy)
+worker_runs = 'auto'      # one long-lived process per device slot runs the slot's trainings, test losses and samples
+                          # in itself: one CUDA context and compiled graphs reused (worker.py). 'auto': on CUDA;
+                          # True: on any device; False: never (the fork server). All share one persistent
+                          # torch.compile cache (TORCHINDUCTOR_CACHE_DIR, ~/.cache/music_scaling_laws/torchinductor)
 overwrite = False         # True: runs trained on other data than data_dir holds now are trained again on it (else
                           # the study refuses them in one line: report.md never mixes two datasets)
 # Weights & Biases (tracking.py): every run in one group, and the study's test losses, fits, plots, sample audio
@@ -327,8 +332,7 @@ def main(argv=None):
     refuse_other_data(every, cfg)  # before any training (train_all checks again the runs the sweep's choice adds)
 
     # 2-3. train (the learning-rate sweep first: the other runs take its choice), test loss
-    if cfg["fork_runs"]:
-        start_fork_server()
+    start_runs(cfg)  # fresh pythons, forks of the fork server, or long-lived workers (fork_runs, worker_runs)
     if sizes:
         sizes = study_plan.train_sweep(lambda: study_plan.sweep_plan(specs, cfg, resolver()), cfg, timings, logs,
                                        train_all)

@@ -11,6 +11,7 @@ from music_scaling_laws.errors import UserError
 from music_scaling_laws.fits import power_law
 from music_scaling_laws.study import study_plan
 from music_scaling_laws.study.jobs import LAUNCHERS, slurm_parameters
+from music_scaling_laws.study.script_runs import WORKER_RUNS
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -58,6 +59,8 @@ def check_config(cfg):
     for key in ("top_p", "capability_share"):
         if not 0 < cfg[key] <= 1:
             raise UserError(f"{key} must be in (0, 1], got {cfg[key]}")
+    if str(cfg["worker_runs"]) not in WORKER_RUNS:
+        raise UserError(f"worker_runs must be auto, True or False, got {cfg['worker_runs']!r}")
     if cfg["perplexity_split"] not in ("train", "val", "test"):
         raise UserError(f"perplexity_split must be train, val or test, got {cfg['perplexity_split']!r}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg["device"]):

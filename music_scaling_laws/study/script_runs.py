@@ -30,9 +30,13 @@ from music_scaling_laws.data.dataset import read_json, write_json_atomic
 from music_scaling_laws.lifetime import set_parent_death_signal
 from music_scaling_laws.run_files import is_finished, read_results
 
-# the scripts start_fork_server's server starts
+# the scripts start_fork_server's server starts, and those a worker runs (bench.py's timing wants a fresh process)
 FORKED_SCRIPTS = ("train.py", "train_rnn.py", "calc_perplexity.py", "sample.py", "bench.py")
+WORKER_SCRIPTS = ("train.py", "train_rnn.py", "calc_perplexity.py", "sample.py")
+WORKER_RUNS = ("auto", "True", "False")  # the study's worker_runs knob
 _fork_server = None  # fork_server.ForkServer once started
+_workers = None      # [worker.Worker] once start_runs chose workers; a worker serves the runs of one device
+_workers_lock = threading.Lock()
 
 
 
@@ -108,10 +112,104 @@ def end_session(proc):
     """Wait for a script, then kill whatever it left running in its session (pool workers or tools that did not
     die with it): they would keep its output pipe open and run_script would wait for them forever."""
     proc.wait()
+    if not getattr(proc, "own_session", True):  # a worker's run: the worker is no session of the run's
+        return
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):  # nothing left: the usual case
         pass
+
+
+def run_mode(cfg):
+    """How the study starts its scripts: 'fresh' (fork_runs=False: a fresh python each, the mode to debug a study
+    in), 'worker' (worker_runs True, or 'auto' where the trainings run on CUDA) or 'fork' (the fork server)."""
+    if not cfg["fork_runs"]:
+        return "fresh"
+    if str(cfg.get("worker_runs", "auto")) != "auto":
+        return "worker" if str(cfg["worker_runs"]) == "True" else "fork"
+    devices = [d for d in cfg.get("devices", "").split(",") if d.strip()] or [cfg["device"]]
+    if any(d.strip().startswith("cuda") for d in devices):
+        return "worker"
+    if cfg["device"] == "auto":
+        import torch  # here: torch takes seconds to import, and a study on a named device never needs it here
+        return "worker" if torch.cuda.is_available() else "fork"
+    return "fork"
+
+
+def compile_cache_env():
+    """The environment that gives every process of every study one persistent torch.compile cache: inductor's FX
+    graph and autograd caches in TORCHINDUCTOR_CACHE_DIR (by default ~/.cache/music_scaling_laws/torchinductor),
+    so a shape compiled once, by any run of any study, is read from disk rather than compiled again. Settings
+    already in the environment are kept."""
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "music_scaling_laws",
+                         "torchinductor")
+    wanted = {"TORCHINDUCTOR_CACHE_DIR": cache, "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+              "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
+    return {k: v for k, v in wanted.items() if k not in os.environ}
+
+
+def start_runs(cfg):
+    """Choose how this study starts its scripts (run_mode) and start what that needs; call it from the main
+    thread. Every process the study starts from now on shares the persistent compile cache (compile_cache_env)."""
+    global _workers
+    os.environ.update(compile_cache_env())
+    mode = run_mode(cfg)
+    if mode == "fork":
+        start_fork_server()
+    elif mode == "worker" and _workers is None:
+        _workers = []
+        print("[runs] trainings, test losses and samples run in one long-lived worker process per device slot "
+              "(worker_runs; fork_runs=False runs each in a fresh python, the mode to debug a study in)", flush=True)
+    return mode
+
+
+def device_key(args):
+    """The device a script's arguments name (its last --device), which decides the worker that runs it."""
+    key = ""
+    for k, a in enumerate(args):
+        if a.startswith("--device="):
+            key = a.split("=", 1)[1]
+        elif a == "--device" and k + 1 < len(args):
+            key = str(args[k + 1])
+    return key or "auto"
+
+
+def start_workers(devices):
+    """Workers for runs at once on these devices (one entry per slot), started now from the main thread (the
+    kernel's parent-death signal follows the thread that starts a process; run_script may be called from threads
+    that end). Nothing outside worker mode."""
+    if _workers is None or threading.current_thread() is not threading.main_thread():
+        return
+    from music_scaling_laws.study.worker import Worker
+    with _workers_lock:
+        _workers[:] = [w for w in _workers if w.alive()]
+        for device in set(devices):
+            have = sum(1 for w in _workers if w.device == device)
+            for _ in range(devices.count(device) - have):
+                w = Worker()
+                w.device = device
+                _workers.append(w)
+
+
+def worker_start(args, env):
+    """Start a script in an idle worker of its device (a new one from the main thread); None where no worker can
+    take it (a fresh python then)."""
+    key = device_key(args)
+    with _workers_lock:
+        _workers[:] = [w for w in _workers if w.alive()]
+        worker = next((w for w in _workers if w.device == key and not w.busy), None)
+        if worker is None:
+            if threading.current_thread() is not threading.main_thread():
+                return None
+            from music_scaling_laws.study.worker import Worker
+            worker = Worker()
+            worker.device = key
+            _workers.append(worker)
+        worker.busy = True
+    try:
+        return worker.start(args, env)
+    except OSError:
+        return None
 
 
 def start_fork_server():
@@ -141,7 +239,9 @@ def run_script(args, log_path, what, echo=True, env=None, python_args=()):
         # (and stops writing to the pipe nobody reads any more); the others end at once, their workers with them
         full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         proc = None
-        if _fork_server and not python_args and args[0] in FORKED_SCRIPTS:
+        if _workers is not None and not python_args and args[0] in WORKER_SCRIPTS:
+            proc = worker_start(cmd[1:], full_env)
+        elif _fork_server and not python_args and args[0] in FORKED_SCRIPTS:
             try:
                 proc = _fork_server.start(cmd[1:], full_env)
             except OSError:  # the server has ended (e.g. it found CUDA initialised, which a fork cannot inherit)
@@ -177,6 +277,9 @@ def run_script(args, log_path, what, echo=True, env=None, python_args=()):
     if proc.returncode != 0 and getattr(proc, "server_gone", False):
         raise UserError(f"{what} stopped: the fork server (pid {proc.server.proc.pid}) was killed; the run got SIGHUP and "
                         f"checkpointed, the same command resumes it -- its output in {log_path}")
+    if proc.returncode != 0 and getattr(proc, "worker_gone", False):
+        raise UserError(f"{what} failed: its worker process (pid {proc.pid}) ended (exit {proc.returncode}) -- its "
+                        f"output in {log_path}")
     if proc.returncode != 0:
         reason = next((l for l in reversed(last_lines) if l.startswith("error")), last_lines[-1] if last_lines else "")
         raise UserError(f"{what} failed (exit {proc.returncode}): {reason} -- full output in {log_path}")

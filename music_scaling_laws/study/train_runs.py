@@ -23,7 +23,7 @@ from music_scaling_laws.lifetime import usable_cpus
 from music_scaling_laws.progress import progress_bar
 from music_scaling_laws.study.report import fmt_duration
 from music_scaling_laws.study.jobs import Jobs
-from music_scaling_laws.study.script_runs import _stop_signals, run_script, say
+from music_scaling_laws.study.script_runs import _stop_signals, run_script, say, start_workers
 from music_scaling_laws.training import settings
 from music_scaling_laws.run_files import ckpt_path, is_finished, log_path, read_results
 
@@ -62,6 +62,8 @@ def train_all(plan, cfg, timings, logs):
         jobs = Jobs(cfg, logs) if launcher == "submitit_local" else None
     n = min(len(slots), len(todo))
     env = training_env(cfg, n)
+    if jobs is None:
+        start_workers(slots[:n])  # worker mode: one long-lived process per slot, started from this (main) thread
     if n == 1 and jobs is None:
         train_one_by_one(todo, len(plan), timings, logs, env, child_device_args(cfg["device"], slots[0]))
     else:
