@@ -286,7 +286,7 @@ def test_study_plans_have_both_families_and_every_size_at_every_budget(run_scrip
 
 def test_a_sample_folder_holds_its_job_only_with_every_setting_equal(tmp_path):
     """samples_hold: the tunes of this training of the run, with these settings, seeds and rendering, or redo."""
-    from study import samples_hold
+    from music_scaling_laws.study.steps import samples_hold
     expect = {"run_id": "abc", "prompt": "X:1\nM:6/8\n", "max_new_tokens": 64, "temperature": 1.0, "top_k": 0,
               "top_p": 0.9, "seeds": [7, 8], "rendered": True}
     assert not samples_hold(tmp_path / "missing", expect)
