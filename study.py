@@ -189,6 +189,8 @@ def resolve_run(spec, cfg, data_path, vocab_size, dataset):
             + shlex.split(cfg["train_args"]) + spec["overrides"] + tracking.training_args(cfg, spec["name"])
             + [f"--data_dir={data_path}", f"--out_dir={run_dir}"])  # last: the study owns the layout
     base = config_keys(vars(train))
+    if "run_role" not in base:  # a train.py without the knob: the role is read back from the folder instead
+        argv = [a for a in argv if not a.startswith("--run_role=")]
     try:
         tcfg = configure(base, argv)
         script = "train.py"

@@ -26,7 +26,7 @@ def plan_table(plan, vocab_known):
     """The plan as print_plan shows it and plan.json holds it: one row per run (learning_rate None while the sweep
     has to choose it, learning_rate_note saying why), the total training compute, and whether the vocabulary and
     the epoch are known yet (before prepare.py: a vocabulary of 128 assumed, one epoch planned as 0 tokens)."""
-    rows = [{"run": r["name"], "family": r["model_type"], "n_params": r["n_params"],
+    rows = [{"run": r["name"], "family": r["model_type"], "role": r.get("role", "run"), "n_params": r["n_params"],
              "n_params_non_embedding": r["n_params_non_embedding"], "tokens": r["tokens"],
              "train_flops": r["flops_per_token"] * r["tokens"],
              "learning_rate": None if r.get("pending") or r.get("waiting") else r["train_config"]["learning_rate"],
