@@ -144,3 +144,27 @@ def test_a_study_in_worker_mode_stops_as_any_study(tmp_path, char_dataset, how):
     assert (out / "runs" / "g" / "ckpt.pt").exists() and not (out / "runs" / "g" / "results.json").exists()
     again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "resuming" in again.stdout, again.stderr[-2000:]
+
+
+def test_what_a_script_changes_in_torch_and_the_process_is_not_the_next_script_s(tmp_path):
+    """A script's process-wide changes (torch's TF32 and default dtype, the environment, the working directory,
+    sys.argv) are gone for the next script in the same worker, as for a fresh python."""
+    change, show = tmp_path / "change.py", tmp_path / "show.py"
+    change.write_text("import os, sys, torch\ntorch.backends.cuda.matmul.allow_tf32 = True\n"
+                      "torch.set_default_dtype(torch.float64)\nos.environ['MSL_LEFT'] = '1'\nos.chdir('/')\n"
+                      "sys.path.append('/nowhere')\n")
+    show.write_text("import json, os, sys, torch\nprint(json.dumps({'tf32': torch.backends.cuda.matmul.allow_tf32,\n"
+                    "    'dtype': str(torch.get_default_dtype()), 'left': os.environ.get('MSL_LEFT'),\n"
+                    "    'cwd': os.getcwd(), 'argv': sys.argv, 'path': '/nowhere' in sys.path, 'name': __name__}))\n")
+    worker = Worker()
+    try:
+        outputs = []
+        for script in (show, change, show):
+            run = worker.start([str(script), "--x=1"], dict(os.environ))
+            outputs.append(run.stdout.read().decode())
+            assert run.wait() == 0, outputs[-1]
+        first, after = json.loads(outputs[0]), json.loads(outputs[2])
+        assert first == after and after["dtype"] == "torch.float32" and after["left"] is None
+        assert after["argv"] == [str(show), "--x=1"] and after["cwd"] == os.getcwd() and after["name"] == "__main__"
+    finally:
+        worker.close()

@@ -171,7 +171,7 @@ def device_key(args):
             key = a.split("=", 1)[1]
         elif a == "--device" and k + 1 < len(args):
             key = str(args[k + 1])
-    return key or "auto"
+    return "cuda:0" if key == "cuda" else key or "auto"  # 'cuda' is the first visible GPU
 
 
 def start_workers(devices):

@@ -13,7 +13,8 @@ environment, working directory, arguments and CPU thread count, its stdout and s
 default signal handlers; train.py seeds everything it draws from and configures from its own defaults (the
 configurator never changes a module's globals), so on CPU the numbers are bit for bit those of a fresh python
 (tests/test_worker.py). What stays from an earlier run is what a run must not depend on: imported modules, torch's
-compiled graphs and allocator caches. Two settings of dynamo are the worker's own: shapes stay static (no automatic
+compiled graphs and allocator caches; torch's process-wide settings (TF32, cuDNN's, the default dtype) are restored
+after each run. Two settings of dynamo are the worker's own: shapes stay static (no automatic
 dynamic-shape recompilation, which would change a later run's kernels from those a fresh process compiles) and a
 graph cache per function large enough for every shape of a study.
 
@@ -58,12 +59,34 @@ def configure_torch():
             setattr(dynamo, name, max(getattr(dynamo, name), 4 * GRAPHS_PER_FUNCTION))
 
 
+def global_settings():
+    """torch's process-wide settings a script may change (train.py turns TF32 on for CUDA): restored after every
+    run, so that a test-loss pass after a training computes as in a fresh process."""
+    import torch
+    return {"matmul_tf32": torch.backends.cuda.matmul.allow_tf32, "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark, "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "matmul_precision": torch.get_float32_matmul_precision(), "dtype": torch.get_default_dtype(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(), "grad": torch.is_grad_enabled()}
+
+
+def restore_global_settings(saved):
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = saved["matmul_tf32"]
+    torch.backends.cudnn.allow_tf32 = saved["cudnn_tf32"]
+    torch.backends.cudnn.benchmark = saved["cudnn_benchmark"]
+    torch.backends.cudnn.deterministic = saved["cudnn_deterministic"]
+    torch.set_float32_matmul_precision(saved["matmul_precision"])
+    torch.set_default_dtype(saved["dtype"])
+    torch.use_deterministic_algorithms(saved["deterministic"])
+    torch.set_grad_enabled(saved["grad"])
+
+
 def run_script_here(request, out_fd):
     """Run one script in this process as `python SCRIPT ARGS` would, its output on out_fd; returns its exit status
     as a process would have it (0, 1, 128 + SIGINT after Ctrl-C)."""
     import runpy
     import torch
-    saved_path = list(sys.path)
+    saved_path, saved_settings = list(sys.path), global_settings()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -107,6 +130,7 @@ def run_script_here(request, out_fd):
         os.dup2(null, 2)
         os.close(null)
         sys.path[:] = saved_path
+        restore_global_settings(saved_settings)
         sys.argv = [sys.argv[0]]
         gc.collect()
         if torch.cuda.is_initialized():
