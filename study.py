@@ -4,6 +4,7 @@ sample and score tunes, and write the report.
 
     python study.py config/study_quick.py                      # GPT + LSTM, 6 sizes x 3 budgets each, ~8 min on 2 CPU cores
     python study.py config/study_quick.py --out_dir=out/mine    # same study, another folder
+    python study.py config/study_gpu.py                        # GPT + LSTM over 2.7 decades of N, one GPU, ~10 min
     python study.py config/study_lakh.py --dataset_input=/data/lmd_full   # the full study, one GPU
     python study.py config/study_quick.py --dry_run=True        # the plan only (sizes, tokens, FLOPs): printed,
                                                                 # and in out_dir/plan.json for programs
@@ -39,6 +40,10 @@ Where the trainings run (train_runs.py and jobs.py in music_scaling_laws/study/ 
                            sweep before the runs that take its choice), then does steps 3-7 itself. Run it again
                            after an interruption: finished runs are skipped, stopped ones resume.
   launcher=submitit_local  the same jobs as local processes through submitit (no SLURM): a check of the job path
+How a local study starts each training, test-loss pass and sample set (script_runs.py, each the run a fresh python
+would train): on CUDA in one long-lived worker process per device slot (worker.py: one CUDA context, compiled graphs
+kept; worker_runs), elsewhere as a fork of one process that imported torch once (fork_server.py); fork_runs=False
+starts a fresh python for each, the plain mode to debug a study in.
 
 Two knobs add runs to every line of `runs` (study_plan.py names them and says how):
   lr_sweep        each size is trained at every rate of the list ('x0.5,x1,x2': multiples of its config's rate;
