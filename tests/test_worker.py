@@ -168,3 +168,24 @@ def test_what_a_script_changes_in_torch_and_the_process_is_not_the_next_script_s
         assert after["argv"] == [str(show), "--x=1"] and after["cwd"] == os.getcwd() and after["name"] == "__main__"
     finally:
         worker.close()
+
+
+def test_a_process_a_script_leaves_holding_its_output_does_not_hold_the_study(tmp_path, workers):
+    """A script that leaves a process behind with its stdout (as inductor's compile workers or wandb's service
+    would): the study reads the run's output up to its end and goes on, rather than waiting for that process."""
+    import time
+    script = tmp_path / "leave.py"
+    script.write_text("import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+                      "print('the last line')\n")
+    t0 = time.time()
+    script_runs.run_script([str(script)], tmp_path / "leave.log", "leave", echo=False)  # a fresh python: no worker
+    fresh = time.time() - t0
+    script_runs.WORKER_SCRIPTS += (str(script),)  # run it in a worker as the study runs train.py
+    try:
+        t0 = time.time()
+        script_runs.run_script([str(script)], tmp_path / "worker.log", "leave", echo=False)
+        assert time.time() - t0 < 10 and len(workers) == 1
+    finally:
+        script_runs.WORKER_SCRIPTS = script_runs.WORKER_SCRIPTS[:-1]
+    assert fresh < 10  # (a fresh python's session is ended by end_session)
+    assert "the last line" in (tmp_path / "worker.log").read_text()

@@ -268,6 +268,7 @@ def run_script(args, log_path, what, echo=True, env=None, python_args=()):
                 if line.strip():
                     last_lines = (last_lines + [line.strip()])[-5:]
         proc.wait()
+        proc.stdout.close()
         _running.discard(proc)
         if pending.strip():
             log.write(pending.rsplit("\r", 1)[-1] + "\n")

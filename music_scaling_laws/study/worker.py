@@ -32,6 +32,7 @@ answers {"started": its pid} and, when the script has ended, {"exited": its pid,
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -48,8 +49,13 @@ GRAPHS_PER_FUNCTION = 256  # dynamo's compiled graphs kept per function (its def
 
 
 def configure_torch():
-    """The worker's own settings of torch, once: static shapes, and room for every shape's graph."""
+    """The worker's own settings of torch, once: static shapes, room for every shape's graph, and inductor's compile
+    processes (started by the first compilation, then kept) writing to /dev/null, not to the output of the run that
+    happened to start them."""
     import torch._dynamo.config as dynamo
+    import torch._inductor.config as inductor
+    if hasattr(inductor, "worker_suppress_logging"):
+        inductor.worker_suppress_logging = True
     dynamo.automatic_dynamic_shapes = False
     for name in ("cache_size_limit", "recompile_limit"):
         if hasattr(dynamo, name):
@@ -168,6 +174,36 @@ def serve(sock):
             return
 
 
+class RunOutput:
+    """The read end of a run's output pipe, read until the run has ended and the pipe is drained, rather than until
+    every holder of its write end has closed it: a process a script leaves running in the worker (inductor's compile
+    workers, wandb's service) may hold it open for the worker's life, and the study would wait for it forever."""
+
+    def __init__(self, fd, ended):
+        self.fd, self.ended = fd, ended
+
+    def read1(self, n=65536):
+        while self.fd is not None:
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if ready:
+                return os.read(self.fd, n)  # b"" at the end of the pipe
+            if self.ended():  # what the run wrote came before its end: drained, nothing more is its
+                ready, _, _ = select.select([self.fd], [], [], 0)
+                return os.read(self.fd, n) if ready else b""
+        return b""
+
+    def read(self):
+        return b"".join(iter(self.read1, b""))
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self):
+        self.close()
+
+
 class WorkerRun:
     """A script running in a worker, as script_runs uses a subprocess.Popen: pid (the worker's), stdout, wait(),
     poll(), returncode, send_signal(). own_session False: the worker is no session of the run's to clean up after."""
@@ -255,7 +291,7 @@ class Worker:
             os.close(write_end)
         with self.changed:
             self.changed.wait_for(lambda: self.started or self.gone)
-        return WorkerRun(self, os.fdopen(read_end, "rb"))
+        return WorkerRun(self, RunOutput(read_end, lambda: self.returncode is not None or self.gone))
 
     def wait(self, block=True):
         """The running script's exit status (the worker's own, as subprocess reports it, where the worker died
