@@ -91,7 +91,8 @@ from music_scaling_laws.study import study_plan
 from music_scaling_laws.study.estimate import estimate_plan
 from music_scaling_laws.study.options import check_config, parse_runs
 from music_scaling_laws.study.report import fmt_duration, write_report
-from music_scaling_laws.study.script_runs import Timings, pass_stop_signals_on, run_script, start_fork_server, start_runs
+from music_scaling_laws.study.script_runs import (Timings, compile_cache_env, pass_stop_signals_on, run_script,
+                                                  start_fork_server, start_runs)
 from music_scaling_laws.study.steps import (eval_all, fit_and_plot, perplexity_all, plan_table, print_plan, sample_all,
                                             sample_jobs, write_plan)
 from music_scaling_laws.study.train_runs import refuse_other_data, train_all
@@ -294,6 +295,7 @@ def main(argv=None):
         write_plan(table, out)
         study_plan.print_choice(choice)
         if cfg["estimate"]:
+            os.environ.update(compile_cache_env())  # bench.py's compilations shared with the study's runs
             if cfg["fork_runs"]:
                 start_fork_server()
             estimate_plan(every, cfg, have_data, logs, cfg["estimate_steps"])
