@@ -20,7 +20,7 @@ also eval_syntax.json (eval_syntax.py over every sample folder).
 A study folder (study.py's out_dir), besides those:
     runs/<name>/              one run folder per planned run
     samples/, plots/, logs/   the sample folders, every plot (PNG, SVG, PDF), the output of every script it ran
-    plan.json                 the plan of a --dry_run, for programs (study.write_plan)
+    plan.json                 the plan of a --dry_run, for programs (study/steps.write_plan)
     study_config.json         the study's settings; study.lock: held by the one study.py writing the folder
     timings.json              seconds spent in each step, added up across resumed invocations (script_runs.Timings)
     run_timings.json          each training process's wall-clock against its steps' seconds (script_runs.Timings)

@@ -436,7 +436,7 @@ def all_runs(sizes, plan):
 # training and reporting the sweep
 
 def train_sweep(replan, cfg, timings, logs, train_all):
-    """Train the sweep round by round (script_runs.train_all: finished runs skipped, interrupted ones resumed):
+    """Train the sweep round by round (train_runs.train_all: finished runs skipped, interrupted ones resumed):
     replan() is sweep_plan on the runs finished so far, so each round trains what the last one made known (a
     larger size's centred grid, a step beyond an edge) until nothing is left; returns the final sweep_plan. A run
     whose loss becomes NaN or inf is a result of the sweep (its rate is too high), marked diverged and not run
