@@ -4,6 +4,7 @@ sample and score tunes, and write the report.
 
     python study.py config/study_quick.py                      # GPT + LSTM, 6 sizes x 3 budgets each, ~8 min on 2 CPU cores
     python study.py config/study_quick.py --out_dir=out/mine    # same study, another folder
+    python study.py config/study_gpu.py                        # GPT + LSTM over 2.7 decades of N, one GPU, ~10 min
     python study.py config/study_lakh.py --dataset_input=/data/lmd_full   # the full study, one GPU
     python study.py config/study_quick.py --dry_run=True        # the plan only (sizes, tokens, FLOPs): printed,
                                                                 # and in out_dir/plan.json for programs
@@ -24,12 +25,12 @@ The steps; the scripts run as subprocesses (their output is shown and kept in ou
 Everything a study writes goes under out_dir: runs/, samples/, plots/, logs/, fit.json, fit.md, report.md,
 report.html (docs/report.md says how to read it).
 SIGTERM or Ctrl-C (docker stop, pre-emption) is passed on to the step running; the study exits within seconds
-with one line, and the same command continues (script_runs.py). Runs found in out_dir that were trained on other
+with one line, and the same command continues (music_scaling_laws/study/script_runs.py). Runs found in out_dir that were trained on other
 data than data_dir holds now (another dataset, another tokenizer, a changed train.bin) are refused in one line
 naming them, or with overwrite=True trained again: report.md never mixes two datasets.
 One study.py at a time per out_dir: a second one stops with one line (out_dir/study.lock).
 
-Where the trainings run (script_runs.py has the details):
+Where the trainings run (train_runs.py and jobs.py in music_scaling_laws/study/ have the details):
   launcher=local           processes of this study: one at a time, or parallel_runs at once on each of `devices`
                            (by default every visible GPU: on an 8-GPU node, 8 runs at once, one per GPU)
   launcher=slurm           each training is one SLURM job submitted through submitit (pip install submitit), with
@@ -39,6 +40,10 @@ Where the trainings run (script_runs.py has the details):
                            sweep before the runs that take its choice), then does steps 3-7 itself. Run it again
                            after an interruption: finished runs are skipped, stopped ones resume.
   launcher=submitit_local  the same jobs as local processes through submitit (no SLURM): a check of the job path
+How a local study starts each training, test-loss pass and sample set (script_runs.py, each the run a fresh python
+would train): on CUDA in one long-lived worker process per device slot (worker.py: one CUDA context, compiled graphs
+kept; worker_runs), elsewhere as a fork of one process that imported torch once (fork_server.py); fork_runs=False
+starts a fresh python for each, the plain mode to debug a study in.
 
 Two knobs add runs to every line of `runs` (study_plan.py names them and says how):
   lr_sweep        each size is trained at every rate of the list ('x0.5,x1,x2': multiples of its config's rate;
@@ -73,29 +78,26 @@ PROGRESS_INTERVAL_S seconds (progress.py).
 """
 import datetime
 import os
-import re
 import shlex
-import shutil
 import sys
 import time
 
-from music_scaling_laws.data import abc_text
-from music_scaling_laws.fits import joint_fit
-from music_scaling_laws.fits import power_law
-from music_scaling_laws.study import study_plan
-from music_scaling_laws.training import tracking
-from music_scaling_laws.configurator import config_keys, configure, lines_of
-from music_scaling_laws.errors import UserError, exit_on_user_error, fail
-from music_scaling_laws.training.schedule import branch_points, wsd_decay_start
+from music_scaling_laws.configurator import config_keys, configure
 from music_scaling_laws.data.dataset import META, STATS, TrainOrder, hold_lock, iteration_plan, load_dataset, read_json, write_json_atomic
-from music_scaling_laws.lifetime import usable_cpus
-from music_scaling_laws.fits.plots import plot_lr_sweeps, write_outputs
+from music_scaling_laws.errors import UserError, exit_on_user_error, fail
+from music_scaling_laws.run_files import (LOGS, perplexity_path, report_paths, run_timings_path, study_config_path,
+                                          study_lock_path, study_run_dir, timings_path)
+from music_scaling_laws.study import study_plan
+from music_scaling_laws.study.estimate import estimate_plan
+from music_scaling_laws.study.options import check_config, parse_runs
 from music_scaling_laws.study.report import fmt_duration, write_report
-from music_scaling_laws.run_files import (EVAL_SYNTAX, LOGS, PLOTS, SAMPLE_SETS, perplexity_path, plan_path, read_perplexity,
-                       read_results, report_paths, run_timings_path, sample_records, samples_path, study_config_path,
-                       study_lock_path, study_run_dir, timings_path)
-from music_scaling_laws.study.script_runs import (LAUNCHERS, Timings, estimate_plan, pass_stop_signals_on, refuse_other_data, run_script,
-                         slurm_parameters, start_fork_server, train_all)
+from music_scaling_laws.study.script_runs import (Timings, compile_cache_env, pass_stop_signals_on, run_script,
+                                                  start_fork_server, start_runs)
+from music_scaling_laws.study.steps import (eval_all, fit_and_plot, perplexity_all, plan_table, print_plan, sample_all,
+                                            sample_jobs, write_plan)
+from music_scaling_laws.study.train_runs import refuse_other_data, train_all
+from music_scaling_laws.training.schedule import branch_points, wsd_decay_start
+from music_scaling_laws.training import tracking
 
 # -----------------------------------------------------------------------------
 # default study; config/study_*.py files and --key=value override these
@@ -148,14 +150,19 @@ dry_run = False           # print the plan, write it to out_dir/plan.json, and s
 stop_after = ''           # '' = every step; 'prepare' or 'train' stops the study after that step
 estimate = False          # time a few steps of every planned run on this device, print the projected time, stop
 estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 warm-up steps)
-# several trainings at once on one device; each is the same run it would be alone (see script_runs.py)
+# several trainings at once on one device; each is the same run it would be alone (see train_runs.py)
 parallel_runs = 0         # runs at once per device; 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free
                           # memory holds (at most 4)
 train_threads = 0         # CPU threads per training; 0 = on CPU torch's default here (OMP_NUM_THREADS, else one per
                           # core) for every run whatever parallel_runs, so the numbers do not depend on it; on a GPU
-                          # the cores shared among parallel runs (script_runs.training_threads)
+                          # the cores shared among parallel runs (train_runs.training_threads)
 fork_runs = True          # start each training and test-loss pass as a fork of one process that imported torch and
-                          # train.py once (fork_server.py: 1.5-3 s less a run); False: a fresh python for each
+                          # train.py once (fork_server.py: 1.5-3 s less a run), or in a worker (worker_runs);
+                          # False: a fresh python for each, the plain mode to debug a study in (pdb, prints, py-spy)
+worker_runs = 'auto'      # one long-lived process per device slot runs the slot's trainings, test losses and samples
+                          # in itself: one CUDA context and compiled graphs reused (worker.py). 'auto': on CUDA;
+                          # True: on any device; False: never (the fork server). All share one persistent
+                          # torch.compile cache (TORCHINDUCTOR_CACHE_DIR, ~/.cache/music_scaling_laws/torchinductor)
 overwrite = False         # True: runs trained on other data than data_dir holds now are trained again on it (else
                           # the study refuses them in one line: report.md never mixes two datasets)
 # Weights & Biases (tracking.py): every run in one group, and the study's test losses, fits, plots, sample audio
@@ -175,41 +182,7 @@ slurm_time = 240          # time limit of each job in minutes (submitit_local's 
 slurm_args = ''           # more sbatch options for every job, e.g. 'account=myproj qos=high constraint=h100'
 # -----------------------------------------------------------------------------
 
-RUN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-# -----------------------------------------------------------------------------
 # the plan
-
-def parse_runs(text):
-    """[{name, config, overrides}] from the `runs` table."""
-    specs = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        try:
-            words = shlex.split(line)
-        except ValueError as e:
-            fail(f"runs line {line_no} ({line!r}): {e}")
-        if len(words) < 2:
-            fail(f"runs line {line_no} ({line!r}): expected a name and a config file")
-        name, config, overrides = words[0], words[1], words[2:]
-        if not RUN_NAME.match(name):
-            fail(f"run name {name!r} may hold only letters, digits, '_', '-' and '.'")
-        if any(s["name"] == name for s in specs):
-            fail(f"run name {name!r} appears twice in runs")
-        if not os.path.isfile(config):
-            fail(f"run {name}: config file {config} not found")
-        bad = [w for w in overrides if not w.startswith("--") or "=" not in w]
-        if bad:
-            fail(f"run {name}: overrides must look like --key=value, got {' '.join(bad)}")
-        specs.append({"name": name, "config": config, "overrides": overrides})
-    if not specs:
-        fail("the study has no runs")
-    return specs
-
-
 
 def resolve_run(spec, cfg, data_path, vocab_size, dataset):
     """The run's full training config (as train.py will see it), its size, budget and command line."""
@@ -282,233 +255,6 @@ def branch_tokens(tcfg, dataset, tokens):
                                                                          tcfg["cooldown_frac"]))
 
 
-def plan_table(plan, vocab_known):
-    """The plan as print_plan shows it and plan.json holds it: one row per run (learning_rate None while the sweep
-    has to choose it, learning_rate_note saying why), the total training compute, and whether the vocabulary and
-    the epoch are known yet (before prepare.py: a vocabulary of 128 assumed, one epoch planned as 0 tokens)."""
-    rows = [{"run": r["name"], "family": r["model_type"], "n_params": r["n_params"],
-             "n_params_non_embedding": r["n_params_non_embedding"], "tokens": r["tokens"],
-             "train_flops": r["flops_per_token"] * r["tokens"],
-             "learning_rate": None if r.get("pending") or r.get("waiting") else r["train_config"]["learning_rate"],
-             "learning_rate_note": "sweep's best" if r.get("pending") else "centred later" if r.get("waiting") else ""}
-            for r in plan]
-    total = sum(r["flops_per_token"] * r.get("trains", r["tokens"]) for r in plan)  # a wsd branch: its cooldown
-    return {"runs": rows, "total_train_flops": total, "vocab_known": vocab_known}
-
-
-def print_plan(table):
-    width = max([14] + [len(r["run"]) for r in table["runs"]])
-    print(f"{'run':{width}s} {'family':6s} {'params':>12s} {'non-emb':>12s} {'tokens':>13s} {'train FLOPs':>11s} "
-          f"{'learning rate':>13s}")
-    for r in table["runs"]:
-        lr = r["learning_rate_note"] or f"{r['learning_rate']:.4g}"
-        print(f"{r['run']:{width}s} {r['family']:6s} {r['n_params']:12,d} {r['n_params_non_embedding']:12,d} "
-              f"{r['tokens']:13,d} {r['train_flops']:11.2e} {lr:>13s}")
-    print(f"total training compute {table['total_train_flops']:.2e} FLOPs" + (
-        "" if table["vocab_known"] else " (dataset not prepared yet: vocabulary of 128 assumed, one epoch unknown)"))
-
-
-def write_plan(table, out):
-    """out/plan.json: the plan of a dry run for programs (tests, scripts) to read, instead of the printed columns."""
-    path = plan_path(out)
-    try:
-        os.makedirs(out, exist_ok=True)
-        write_json_atomic(table, path, indent=1)
-    except OSError as e:
-        fail(f"cannot write {path}: {e.strerror}")
-
-
-# -----------------------------------------------------------------------------
-# the steps after training
-
-def device_flag(cfg):
-    return [] if cfg["device"] == "auto" else ["--device", cfg["device"]]
-
-
-def perplexity_all(plan, cfg, timings, logs):
-    """The exact loss of every run on perplexity_split (calc_perplexity.py), unless the run has it already."""
-    for i, r in enumerate(plan, start=1):
-        out = perplexity_path(r["run_dir"], cfg["perplexity_split"])
-        if read_perplexity(r["run_dir"], cfg["perplexity_split"])[0] is not None:
-            continue  # measured on this very run; one measured before it was retrained is measured again
-        print(f"[perplexity {i}/{len(plan)}] {r['name']} on the {cfg['perplexity_split']} split", flush=True)
-        timings.add("perplexity", run_script(
-            ["calc_perplexity.py", r["run_dir"], "--split", cfg["perplexity_split"], "--out_file", out, *device_flag(cfg)],
-            os.path.join(logs, f"perplexity_{r['name']}.log"), f"calc_perplexity on {r['name']}", echo=False))
-
-
-def sample_jobs(plan, best, cfg):
-    """(name, folder, sample.py arguments, what its samples.jsonl must record) of every sample set of the study."""
-    common = ["--max_new_tokens", cfg["max_new_tokens"], "--temperature", cfg["temperature"], "--top_k",
-              cfg["top_k"], "--top_p", cfg["top_p"], "--seed", cfg["sample_seed"], *device_flag(cfg)]
-    render = ["--midi", "--wav", "--svg"] if cfg["render"] else []
-    root = os.path.join(cfg["out_dir"], SAMPLE_SETS)
-
-    def job(name, run, n, prompt="", extra=()):
-        prompt_args = ["--prompt", prompt] if prompt else []
-        expect = {"run_id": read_results(run["run_dir"]).get("run_id"),
-                  "prompt": abc_text.prompt_from_command_line(prompt), "max_new_tokens": cfg["max_new_tokens"],
-                  "temperature": cfg["temperature"], "top_k": cfg["top_k"], "top_p": cfg["top_p"],
-                  "seeds": [cfg["sample_seed"] + i for i in range(n)], "rendered": "--midi" in extra}
-        return (name, os.path.join(root, *name.split("/")),
-                ["--run", run["run_dir"], "--num_samples", n, *prompt_args, *extra, *common], expect)
-
-    jobs = [job("best/unconditional", best, cfg["num_samples"], extra=render)]
-    for j, prompt in enumerate(lines_of(cfg["prompts"]), start=1):
-        jobs.append(job(f"best/prompt_{j}", best, cfg["samples_per_prompt"], prompt, render))
-    if cfg["samples_per_size"] > 0:
-        for r in plan:
-            jobs.append(job(f"by_size/{r['name']}", r, cfg["samples_per_size"], extra=render))  # report.html plays them
-    return jobs
-
-
-def samples_hold(folder, expect):
-    """Whether a sample folder holds what its job would write: the tunes of this very training of the run
-    (run_id), with these sampling settings, prompt and seeds, rendered (MIDI, WAV, SVG) or not as asked. A
-    folder written by a killed call (no samples.jsonl), by an earlier training or with other settings is stale."""
-    try:
-        records = sample_records(folder)
-    except (OSError, ValueError):
-        return False
-    settings = {k: v for k, v in expect.items() if k not in ("seeds", "rendered")}
-    return ([rec.get("seed") for rec in records] == expect["seeds"]
-            and all(("midi" in rec) == expect["rendered"] and all(rec.get(k) == v for k, v in settings.items())
-                    for rec in records))
-
-
-def sample_all(jobs, timings, logs):
-    """Every sample set of sample_jobs that its folder does not hold yet (see samples_hold)."""
-    for i, (name, folder, args, expect) in enumerate(jobs, start=1):
-        if samples_hold(folder, expect):
-            continue
-        print(f"[samples {i}/{len(jobs)}] {name}", flush=True)
-        # a stale folder is replaced (only sample.py's own files), never mixed with the new tunes
-        timings.add("sample", run_script(["sample.py", *args, "--out_dir", folder, "--overwrite=True"],
-                                         os.path.join(logs, f"sample_{name.replace('/', '_')}.log"),
-                                         f"sampling {name}", echo=False))
-
-
-def eval_all(jobs, data_path, cfg, timings, logs):
-    """One eval_syntax.py call over every sample folder, with the real test tunes as reference; skipped when
-    eval_syntax.json already scores every tune, is newer than every sample set and has what report.md shows
-    (intervals, Yang & Lerch's comparison: an eval_syntax.json of an older version has none, and is redone)."""
-    out = os.path.join(cfg["out_dir"], EVAL_SYNTAX)
-    folders = [folder for _, folder, _, _ in jobs]
-    wanted = {rec["path"] for f in folders for rec in sample_records(f)}
-    done = read_json(out) if os.path.isfile(out) else None
-    newest_samples = max(os.path.getmtime(samples_path(f)) for f in folders)
-    if (done and "ci95" in done and "yang_lerch" in done
-            and wanted <= {os.path.abspath(x["path"]) for x in done["files"]}
-            and os.path.getmtime(out) >= newest_samples):
-        return
-    print(f"[eval_syntax] {len(wanted)} generated tunes and {cfg['reference_tunes']} real test tunes", flush=True)
-    workers = cfg["eval_workers"] or usable_cpus()
-    timings.add("eval_syntax", run_script(
-        ["eval_syntax.py", *folders, "--reference", data_path, "--reference_tunes", cfg["reference_tunes"],
-         "--workers", workers, "--out_file", out], os.path.join(logs, "eval_syntax.log"), "eval_syntax", echo=False))
-
-
-def fit_and_plot(plan, cfg, data_path, timings, sweep=None):
-    """Step 4, in this process: the fits of every family, fit.json, fit.md and the plots (out_dir/plots/, with the
-    dataset's length histogram and the learning-rate sweep's). The fit policy is power_law's, the same as
-    scaling.py's on these runs: L(N) on each family's largest token budget (the plots of runs show those runs), the
-    joint L(N, D) on every run. Returns (fits, name of the loss fitted, {plot name: path})."""
-    t0 = time.time()
-    try:
-        rows, loss_name = power_law.load_runs([r["run_dir"] for r in plan],
-                                              "test" if cfg["perplexity_split"] == "test" else "val")
-        fits = power_law.fit_all(rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"],
-                                 fit_params=cfg.get("fit_params", "all"))
-    except UserError as e:
-        fail(str(e))
-    fitted = {run for f in fits.values() for run in f["runs"]}
-    plot_dir = os.path.join(cfg["out_dir"], PLOTS)
-    power_law.write_fit(fits, cfg["out_dir"], loss_name)
-    plots = write_outputs([row for row in rows if row["run"] in fitted], fits, plot_dir, loss_name)
-    plots.update(plot_lr_sweeps(sweep, plot_dir))
-    hist = os.path.join(data_path, "length_histogram.png")
-    if os.path.isfile(hist):
-        plots["length_histogram"] = shutil.copy(hist, os.path.join(plot_dir, "length_histogram.png"))
-    timings.add("fit", time.time() - t0)
-    for fam, f in fits.items():
-        print(fit_summary(fam, f))
-    return fits, loss_name, plots
-
-
-def fit_summary(fam, f):
-    """The [fit] lines of a family: alpha with its interval, the N fitted, the noise behind the interval, alpha
-    without the largest model where that is not the best, and every warning in words."""
-    budget = f", {power_law.human(f['budget_tokens'])}-token budget" if f.get("budget_tokens") else ""
-    lines = [f"[fit] {fam}: alpha = {power_law.with_ci(f, 'alpha')}, c = {f['c']:.3g} "
-             f"(N = {power_law.N_WORDS[f['n_fitted']]}, {f['n_points']} runs{budget})",
-             f"[fit] {fam}: {power_law.noise_text(f)}"]
-    if f.get("alpha_without_largest") is not None:
-        lines.append(f"[fit] {fam}: the largest model is not the best; without it alpha = "
-                     f"{power_law.with_ci(f, 'alpha_without_largest')}")
-    lines += [f"[fit] {fam} warning: {w}" for w in f["warnings"]]
-    if "joint" in f:
-        j = f["joint"]
-        lines.append(f"[fit] {fam} L(N, D): alpha = {power_law.with_ci(j, 'alpha')}, beta = "
-                     f"{power_law.with_ci(j, 'beta')}, E = {j['E']:.3g}; {joint_fit.compute_text(j)}")
-        lines += [f"[fit] {fam} L(N, D) warning: {w}" for w in j["warnings"]]
-    return "\n".join(lines)
-
-
-# -----------------------------------------------------------------------------
-
-def check_config(cfg):
-    """Settings no study can use: one line now rather than a failure hours into the study."""
-    for key in ("num_samples", "samples_per_prompt", "reference_tunes", "max_new_tokens", "estimate_steps"):
-        if cfg[key] < 1:
-            fail(f"{key} must be at least 1, got {cfg[key]}")
-    if cfg["stop_after"] not in ("", "prepare", "train"):
-        fail(f"stop_after must be '', 'prepare' or 'train', got {cfg['stop_after']!r}")
-    for key in ("max_tokens", "samples_per_size", "parallel_runs", "train_threads", "eval_workers", "top_k",
-                "temperature"):
-        if not cfg[key] >= 0:  # also catches nan
-            fail(f"{key} must not be negative, got {cfg[key]}")
-    for key in ("top_p", "capability_share"):
-        if not 0 < cfg[key] <= 1:
-            fail(f"{key} must be in (0, 1], got {cfg[key]}")
-    if cfg["perplexity_split"] not in ("train", "val", "test"):
-        fail(f"perplexity_split must be train, val or test, got {cfg['perplexity_split']!r}")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg["device"]):
-        fail(f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg['device']!r}")
-    check_launcher(cfg)
-    study_plan.check_knobs(cfg)
-    try:
-        power_law.check_settings(cfg["n_bootstrap"], cfg["ci_level"], cfg["fit_params"])
-    except UserError as e:
-        fail(str(e))
-
-
-def check_launcher(cfg):
-    """launcher, devices and the slurm_* knobs: one line now rather than when the first run is submitted."""
-    if cfg["launcher"] not in LAUNCHERS:
-        fail(f"launcher must be one of {', '.join(LAUNCHERS)}, got {cfg['launcher']!r}")
-    for d in (d.strip() for d in cfg["devices"].split(",")):
-        if d and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", d):
-            fail(f"devices entries must look like cuda:0, cuda, cpu or mps, got {d!r}")
-    for key in ("slurm_gpus_per_run", "slurm_cpus_per_run", "slurm_time"):
-        if cfg[key] < 1:
-            fail(f"{key} must be at least 1, got {cfg[key]}")
-    if cfg["slurm_mem_gb"] < 0:
-        fail(f"slurm_mem_gb must not be negative (0: the partition's default), got {cfg['slurm_mem_gb']}")
-    if cfg["launcher"] == "slurm":
-        if cfg["devices"]:
-            fail("devices is for launcher=local or submitit_local; under SLURM each job gets its own GPUs "
-                 "(slurm_gpus_per_run)")
-        slurm_parameters(cfg, "check")  # slurm_args
-        if not (cfg["dry_run"] or cfg["estimate"]) and not (shutil.which("sbatch") and shutil.which("srun")):
-            fail("launcher=slurm needs SLURM's sbatch and srun on this machine's PATH (run study.py on the "
-                 "cluster's login node)")
-    if cfg["launcher"] != "local":
-        try:
-            import submitit  # noqa: F401
-        except ImportError:
-            fail(f"launcher={cfg['launcher']} needs submitit: pip install submitit")
-
-
 @exit_on_user_error
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
@@ -546,6 +292,7 @@ def main(argv=None):
         write_plan(table, out)
         study_plan.print_choice(choice)
         if cfg["estimate"]:
+            os.environ.update(compile_cache_env())  # bench.py's compilations shared with the study's runs
             if cfg["fork_runs"]:
                 start_fork_server()
             estimate_plan(every, cfg, have_data, logs, cfg["estimate_steps"])
@@ -591,8 +338,7 @@ def main(argv=None):
     refuse_other_data(every, cfg)  # before any training (train_all checks again the runs the sweep's choice adds)
 
     # 2-3. train (the learning-rate sweep first: the other runs take its choice), test loss
-    if cfg["fork_runs"]:
-        start_fork_server()
+    start_runs(cfg)  # fresh pythons, forks of the fork server, or long-lived workers (fork_runs, worker_runs)
     if sizes:
         sizes = study_plan.train_sweep(lambda: study_plan.sweep_plan(specs, cfg, resolver()), cfg, timings, logs,
                                        train_all)

@@ -20,7 +20,7 @@ also eval_syntax.json (eval_syntax.py over every sample folder).
 A study folder (study.py's out_dir), besides those:
     runs/<name>/              one run folder per planned run
     samples/, plots/, logs/   the sample folders, every plot (PNG, SVG, PDF), the output of every script it ran
-    plan.json                 the plan of a --dry_run, for programs (study.write_plan)
+    plan.json                 the plan of a --dry_run, for programs (study/steps.write_plan)
     study_config.json         the study's settings; study.lock: held by the one study.py writing the folder
     timings.json              seconds spent in each step, added up across resumed invocations (script_runs.Timings)
     run_timings.json          each training process's wall-clock against its steps' seconds (script_runs.Timings)
@@ -30,6 +30,7 @@ A study folder (study.py's out_dir), besides those:
 """
 import json
 import os
+import re
 
 from music_scaling_laws.data.dataset import read_json, read_jsonl, write_json_atomic
 
@@ -202,3 +203,32 @@ def estimate_path(study_dir, run=None):
 def report_paths(study_dir):
     """(report.md, report.html) of a study."""
     return os.path.join(study_dir, REPORT_MD), os.path.join(study_dir, REPORT_HTML)
+
+
+# ----------------------------------------------------------------------------- a run's role in its study
+
+ROLES = ("run", "sweep", "seed_repeat", "trunk", "branch")
+SWEEP_SUFFIX = re.compile(r"\.sweep[0-9.e+-]+$")  # study_plan.run_name's suffix of a learning-rate sweep run
+SEED_SUFFIX = re.compile(r"\.seed\d+$")           # study_plan's suffix of a repeat with another seed
+
+
+def run_role(results, name=None):
+    """What a finished run is to its study, from its results.json: 'run' (for the fits), 'sweep' (a learning-rate
+    sweep run on a share of the budget), 'seed_repeat' (a run for the fits repeated with another seed), 'trunk' (a
+    wsd trunk: no budget's run) or 'branch' (a wsd budget's cooldown from a trunk). results["role"] where train.py
+    wrote it (the study passes --run_role); for a results.json written before, from what it records: branch_budgets
+    (a trunk), init_from 'branch', else the folder name (name, or the config's out_dir) as study_plan names runs."""
+    role = results.get("role")
+    if role:
+        return role
+    config = results.get("config") or {}
+    if results.get("branch_budgets") or config.get("branch_budgets"):
+        return "trunk"
+    if config.get("init_from") == "branch":
+        return "branch"
+    name = name or os.path.basename(str(config.get("out_dir", "")).rstrip("/"))
+    if SWEEP_SUFFIX.search(name):
+        return "sweep"
+    if SEED_SUFFIX.search(name):
+        return "seed_repeat"
+    return "run"

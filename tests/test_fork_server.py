@@ -107,3 +107,25 @@ def test_the_server_ends_with_the_study(tmp_path):
     probe.wait()
     wait_until_gone(pid, timeout=10)
 
+
+
+def test_a_killed_fork_server_is_said_in_one_line_and_its_running_training_checkpoints(tmp_path, char_dataset, server):
+    """The fork server killed under a training (issue #31): the training gets SIGHUP, not the study's SIGKILL, so it
+    writes its checkpoint; the study waits for it and says what died."""
+    import threading
+    out, failure = tmp_path / "r", []
+
+    def train():
+        try:
+            script_runs.run_script(tiny_args(char_dataset, out, "--max_iters=100000"), tmp_path / "r.log",
+                                   "training r", echo=False, env=ONE_THREAD)
+        except UserError as e:
+            failure.append(str(e))
+    thread = threading.Thread(target=train)
+    thread.start()
+    wait_for(lambda: (out / "log.jsonl").exists() and (out / "log.jsonl").read_text().count("\n") >= 2, server.proc)
+    os.kill(server.proc.pid, signal.SIGKILL)
+    thread.join(60)
+    assert not thread.is_alive() and len(failure) == 1
+    assert failure[0].startswith(f"training r stopped: the fork server (pid {server.proc.pid}) was killed"), failure
+    assert (out / "ckpt.pt").exists() and not (out / "results.json").exists()

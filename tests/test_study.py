@@ -286,7 +286,7 @@ def test_study_plans_have_both_families_and_every_size_at_every_budget(run_scrip
 
 def test_a_sample_folder_holds_its_job_only_with_every_setting_equal(tmp_path):
     """samples_hold: the tunes of this training of the run, with these settings, seeds and rendering, or redo."""
-    from study import samples_hold
+    from music_scaling_laws.study.steps import samples_hold
     expect = {"run_id": "abc", "prompt": "X:1\nM:6/8\n", "max_new_tokens": 64, "temperature": 1.0, "top_k": 0,
               "top_p": 0.9, "seeds": [7, 8], "rendered": True}
     assert not samples_hold(tmp_path / "missing", expect)
@@ -327,3 +327,46 @@ def test_the_docstring_s_slurm_command_plans_the_lakh_study(run_script, tmp_path
     proc = run_script(["study.py", "config/study_lakh.py", "--launcher=slurm", "--slurm_partition=gpu",
                        f"--out_dir={tmp_path}", "--dry_run=True"])
     assert "total training compute" in proc.stdout and (tmp_path / "plan.json").is_file()
+
+
+def fit_design(plan):
+    """From a dry run's plan.json: {family: sorted N of the runs for the fits}, the budgets of the wsd branches,
+    {family: sizes with a seed repeat}, and the sweep runs."""
+    rows = plan["runs"]
+    fit_rows = [r for r in rows if r["role"] in ("run", "branch", "seed_repeat")]
+    sizes = {fam: sorted({r["n_params"] for r in fit_rows if r["family"] == fam}) for fam in ("gpt", "lstm")}
+    budgets = sorted({r["tokens"] for r in rows if r["role"] == "branch"})
+    seeded = {fam: {r["run"].split(".")[0] for r in rows if r["family"] == fam and ".seed" in r["run"]}
+              for fam in ("gpt", "lstm")}
+    return sizes, budgets, seeded, [r for r in rows if r["role"] == "sweep"]
+
+
+def test_the_gpu_study_plans_a_design_whose_fits_can_conclude(tmp_path):
+    """config/study_gpu.py (issue #30): per family >= 6 sizes over >= 2.5 decades of N, budgets from wsd branches
+    over a decade of D up to at most one epoch of data/music21 (~2.85M training tokens), a learning-rate sweep fitted
+    as the law, and seed repeats of >= 2 sizes per family; asserted from the plan.json of its dry run."""
+    from helpers import study_dry_run
+    cfg = config_values(study, "config/study_gpu.py")
+    study_dry_run("config/study_gpu.py", f"--out_dir={tmp_path}")
+    sizes, budgets, seeded, sweep = fit_design(json.loads((tmp_path / "plan.json").read_text()))
+    for fam, n in sizes.items():
+        assert len(n) >= 6 and n[-1] / n[0] >= 10 ** 2.5 and n[0] < 20_000 and n[-1] > 2_000_000, (fam, n)
+        assert len(seeded[fam]) >= 2, fam
+    assert len(budgets) >= 4 and budgets[-1] / budgets[0] >= 9.9 and budgets[-1] <= 2_850_000, budgets
+    assert cfg["wsd_branches"] and "--lr_schedule=wsd" in cfg["train_args"]
+    assert cfg["lr_choice"] == "law" and cfg["lr_sweep_tokens"] < 1
+    assert len(sweep) == len(study_plan.parse_rates(cfg["lr_sweep"])) * sum(len(n) for n in sizes.values())
+    assert cfg["device"] == "cuda"
+
+
+def test_the_lakh_study_plans_the_same_design_at_the_seeds_scale(tmp_path):
+    """config/study_lakh.py: a sweep on a share of the budget, wsd budgets over >= 4x up to 100M tokens, seed
+    repeats of 2 sizes per family."""
+    from helpers import study_dry_run
+    cfg = config_values(study, "config/study_lakh.py")
+    study_dry_run("config/study_lakh.py", f"--out_dir={tmp_path}")
+    sizes, budgets, seeded, sweep = fit_design(json.loads((tmp_path / "plan.json").read_text()))
+    assert len(budgets) >= 4 and budgets[-1] / budgets[0] >= 4 and 0.95e8 < budgets[-1] <= 1e8, budgets
+    assert all(len(seeded[fam]) == 2 for fam in sizes), seeded
+    assert sweep and all(r["tokens"] <= cfg["lr_sweep_tokens"] * 1e8 for r in sweep)
+    assert len(sweep) == len(study_plan.parse_rates(cfg["lr_sweep"])) * sum(len(n) for n in sizes.values())

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from music_scaling_laws.study import script_runs
+from music_scaling_laws.study import train_runs
 from helpers import ONE_THREAD, REPO, left_running, many_tunes, slow_tool, tagged, wait_for, write_midi
 
 pytestmark = pytest.mark.slow  # end-to-end: each test runs real studies (make test-fast leaves them out)
@@ -94,7 +94,7 @@ def test_a_stopped_study_continues_and_never_reuses_runs_of_other_data(tmp_path,
     for r in trained:
         again = json.loads((out / "runs" / r / "results.json").read_text())
         assert again["run_id"] != trained[r]["run_id"] and again["data_fingerprint"] != fingerprint  # meta: old
-        assert again["data_fingerprint"] == script_runs.load_dataset(str(other)).fingerprints()["fingerprint"]
+        assert again["data_fingerprint"] == train_runs.load_dataset(str(other)).fingerprints()["fingerprint"]
     assert not list(out.glob("runs/*/test_perplexity.json"))  # the old test losses went with the old runs
 
 
@@ -119,8 +119,8 @@ def test_every_run_gets_the_same_threads_whatever_parallel_runs(parallel):
     """On the CPU the thread count orders a run's float sums: it is the same with any parallel_runs."""
     import torch
     cfg = {"train_threads": 0, "device": "cpu"}
-    assert script_runs.training_threads(cfg, parallel) == torch.get_num_threads()
-    assert script_runs.training_threads({**cfg, "train_threads": 3}, parallel) == 3
+    assert train_runs.training_threads(cfg, parallel) == torch.get_num_threads()
+    assert train_runs.training_threads({**cfg, "train_threads": 3}, parallel) == 3
 
 
 @pytest.mark.parametrize("override, message", [
@@ -143,3 +143,33 @@ def test_an_out_dir_that_cannot_be_written_is_one_line(tmp_path, run_script):
     proc = run_script(["study.py", SMOKE, f"--out_dir={tmp_path / 'file' / 's'}"], check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot write out_dir")
+
+
+@pytest.mark.parametrize("launcher", ["submitit_local", "slurm"])
+def test_a_stopped_study_cancels_its_jobs_which_checkpoint_and_the_same_command_resumes(tmp_path, char_dataset,
+                                                                                         launcher):
+    """SIGTERM to a study whose trainings are submitit jobs (issue #31): no process of the study is training then,
+    yet the study cancels its jobs and waits for them, so within 10 s nothing trains any more, no run's lock is held
+    and the run has its checkpoint; the same command resumes it. launcher=slurm through tests/fake_slurm."""
+    pytest.importorskip("submitit")
+    import fcntl
+    out, tag = tmp_path / "s", tagged()
+    env = {**os.environ, **ONE_THREAD, **tag}
+    if launcher == "slurm":
+        state = tmp_path / "slurm_state"
+        state.mkdir()
+        env.update(PATH=f"{REPO / 'tests' / 'fake_slurm'}{os.pathsep}{os.environ['PATH']}", FAKE_SLURM_STATE=str(state))
+    args = ["study.py", SMOKE, f"--out_dir={out}", f"--data_dir={char_dataset}", "--max_tokens=60000",
+            "--runs=g config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16", f"--launcher={launcher}",
+            "--stop_after=train"]
+    log = out / "runs" / "g" / "log.jsonl"
+    seconds, code, stderr = stop_when(args, lambda: log.exists() and log.read_text().count("\n") >= 2, env)
+    assert seconds < 10 and code == 1, stderr
+    assert "stopped by SIGTERM during training" in stderr.strip().splitlines()[-1], stderr
+    assert left_running(tag, wait=10 - seconds) == []
+    with open(out / "runs" / "g" / "train.lock", "a+") as lock:  # nobody holds the run any more
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert (out / "runs" / "g" / "ckpt.pt").exists() and not (out / "runs" / "g" / "results.json").exists()
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming" in proc.stdout and (out / "runs" / "g" / "results.json").exists()

@@ -402,3 +402,39 @@ def test_report_names_the_schedule():
     text = report.schedule_text(SimpleNamespace(plan=plan, results=results))
     assert "**cosine**: a linear warm-up over 30 steps" in text
     assert "**wsd** (warmup-stable-decay" in text and "over the last 20% of the steps; 1 run(s) are branches" in text
+
+
+def test_a_run_s_role_is_read_from_results_or_from_what_older_results_record():
+    from music_scaling_laws.run_files import run_role
+    assert run_role({"role": "seed_repeat", "config": {"out_dir": "x/gpt_64.sweep0.125"}}) == "seed_repeat"
+    assert run_role({"branch_budgets": [1, 2], "config": {"out_dir": "runs/gpt_64.trunk"}}) == "trunk"
+    assert run_role({"config": {"init_from": "branch", "out_dir": "runs/gpt_64.d1M.seed2"}}) == "branch"
+    assert run_role({"config": {"out_dir": "runs/gpt_64.d1M.lr2x.sweep0.125"}}) == "sweep"
+    assert run_role({"config": {"out_dir": "runs/gpt_64.lr0.00213.seed2/"}}) == "seed_repeat"
+    assert run_role({"config": {"out_dir": "runs/gpt_64.d1M.lr0.00213"}}) == "run"
+    assert run_role({}, name="gpt_64.lr2x.sweep0.25") == "sweep"
+
+
+def test_the_study_tells_train_py_each_run_s_role(tmp_path, monkeypatch):
+    """Sweep runs on a share of the budget get --run_role=sweep, seed repeats --run_role=seed_repeat (train.py writes
+    it into results.json; it marks trunks and branches itself); plan.json says every run's role. Where train.py
+    has no run_role knob yet, the study leaves the option out."""
+    seen, real = {}, study.resolve_run
+
+    def resolve(*args):
+        r = real(*args)
+        seen[r["name"]] = r["argv"]
+        return r
+    monkeypatch.setattr(study, "resolve_run", resolve)
+    study_dry_run("config/study_quick.py", f"--out_dir={tmp_path / 'without'}")
+    assert not any(a.startswith("--run_role") for argv in seen.values() for a in argv)
+    monkeypatch.setattr(train, "run_role", "run", raising=False)  # a train.py with the knob
+    seen.clear()
+    study_dry_run("config/study_quick.py", f"--out_dir={tmp_path}")
+    roles = {r["run"]: r["role"] for r in json.loads((tmp_path / "plan.json").read_text())["runs"]}
+    role_arg = {name: [a for a in argv if a.startswith("--run_role=")] for name, argv in seen.items()}
+    assert role_arg["gpt_32.d1M.lr0.5x.sweep0.125"] == ["--run_role=sweep"] == role_arg["gpt_16.d1M.sweep0.125"]
+    assert roles["gpt_32.d1M.lr0.5x.sweep0.125"] == "sweep"
+    seed_runs = [n for n in roles if n.endswith(".seed2")]
+    assert seed_runs and all(role_arg[n] == ["--run_role=seed_repeat"] for n in seed_runs)
+    assert roles["gpt_16.lr-best.trunk"] == "trunk" and roles["gpt_16.d1M.lr-best"] == "branch"

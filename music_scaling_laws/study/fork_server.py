@@ -10,7 +10,9 @@ thread pool, no CUDA context), with the study's environment, working directory a
 as with subprocess), in a session of its own, with the default signal handlers; torch's CPU thread count is set
 from the environment's OMP_NUM_THREADS (libgomp read it once, when the server imported torch). The server dies with
 the study (SIGKILL on the study's death, Linux prctl), and then every child gets SIGHUP, on which train.py
-checkpoints, as a subprocess of a killed study does.
+checkpoints, as a subprocess of a killed study does. A server killed on its own does the same to its children: the
+study waits for each to end (its checkpoint written) and fails it with one line saying that the fork server was
+killed (script_runs.run_script), never with a SIGKILL of its own.
 
 Protocol (a SOCK_SEQPACKET socket pair, one JSON message per packet): the study sends {"script", "args", "env",
 "cwd"} with the write end of the child's output pipe attached (SCM_RIGHTS); the server answers {"pid"} and, when
@@ -30,6 +32,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 
 from music_scaling_laws import REPO
@@ -39,6 +42,22 @@ PRELOAD = ("torch", "torch._dynamo", "music_scaling_laws.training.loop_state", "
            "music_scaling_laws.training.schedule", "music_scaling_laws.training.step")
 # what every training imports (torch._dynamo at AdamW's first step); the script itself is read by runpy in the child
 MAX_MESSAGE = 1 << 20  # bytes of one request (the environment is most of it)
+SERVER_GONE = -signal.SIGHUP  # the returncode of a child whose server was killed while it ran (ForkServer.wait)
+
+
+def running(pid):
+    """Whether process pid runs (a zombie, ended but not reaped yet, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # gone; or no /proc (not Linux): asked the kernel instead
+        if os.path.isdir("/proc/self"):
+            return False
+        try:
+            os.kill(pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
 
 
 def returncode(status):
@@ -141,6 +160,11 @@ class ForkedProcess:
         self.returncode = self.server.wait(self.pid, block=False)
         return self.returncode
 
+    @property
+    def server_gone(self):
+        """Whether the server ended (was killed) before this child did: its returncode is then SERVER_GONE."""
+        return self.server.closed and self.pid not in self.server.exited
+
     def send_signal(self, sig):
         if self.returncode is None:
             try:
@@ -206,12 +230,20 @@ class ForkServer:
         return ForkedProcess(self, pid, os.fdopen(read_end, "rb"))
 
     def wait(self, pid, block=True):
-        """A child's returncode (killed, as -SIGKILL, when the server ended first); block=False: None while it runs."""
+        """A child's returncode; block=False: None while it runs. When the server has ended first (killed), the child
+        got SIGHUP (its parent-death signal), on which train.py writes its checkpoint: it is waited for by its pid
+        (a child of nobody here, so its exit status is lost) and reported as SERVER_GONE."""
         with self.changed:
             ended = lambda: pid in self.exited or self.closed  # noqa: E731
             if not (self.changed.wait_for(ended) if block else ended()):
                 return None
-            return self.exited.get(pid, -signal.SIGKILL)
+            if pid in self.exited:
+                return self.exited[pid]
+        while running(pid):
+            if not block:
+                return None
+            time.sleep(0.05)
+        return SERVER_GONE
 
     def close(self):
         """End the server (its running children get SIGHUP) and wait for it."""

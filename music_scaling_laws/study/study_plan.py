@@ -22,6 +22,9 @@ A run's folder name (out_dir/runs/NAME) says everything that sets it apart from 
     gpt_64.lr0.00213            the rate the learning-rate law gives this size, absolute, 3 significant digits
     gpt_64.lr0.00213.seed2      a repeat: the same run with train.py's seed + 1 (initialisation only; the data
                                 order is data_seed's, unchanged); .seed3 is seed + 2, and so on
+Each run also tells train.py its role (--run_role, written into results.json as "role"; run_files.run_role reads
+it): 'sweep' for a sweep run on a share of the budget, 'seed_repeat' for a repeat, 'run' otherwise; train.py marks
+a wsd trunk 'trunk' and a branch 'branch' itself. (Until train.py has the knob, study.resolve_run leaves it out.)
 So a finished run is reused only where it is the same run, and a new choice of rate trains a new run instead of
 overwriting one. A rate other than the config's scales the whole schedule: min_lr keeps its ratio to learning_rate.
 A sweep run on a fraction of the budget is the full run's schedule compressed: its warm-up shrinks by the same
@@ -185,8 +188,12 @@ def sweep_plan(specs, cfg, resolve):
         lr0 = s["base"]["train_config"]["learning_rate"]
         lr = _lr_of(rate, lr0)
         name = run_name(s["size"], top[0], None if lr == lr0 else rate["name"], fraction)
-        return resolve(_variant(s["spec"], name, s["extra"] + _rate(s["base"], lr), lr=lr, rate=rate["text"],
-                                rate_name=rate["name"], grid_rate=rate, waiting=s["waiting"]))
+        # a sweep on a share of the budget is a run of its own (role 'sweep'); on the whole budget it is the size's
+        # run for the fits at that rate
+        role = ["--run_role=sweep"] if fraction else []
+        return resolve(_variant(s["spec"], name, s["extra"] + _rate(s["base"], lr) + role, lr=lr,
+                                rate=rate["text"], rate_name=rate["name"], grid_rate=rate, waiting=s["waiting"],
+                                role="sweep" if fraction else "run"))
 
     for fam in dict.fromkeys(s["family"] for s in sizes):
         swept, blocked = [], False
@@ -367,7 +374,8 @@ def final_plan(specs, cfg, resolve, sizes, choice):
             for seed in range(2, repeats[spec["name"]] + 1):
                 # only the initialisation seed differs: data_seed (the data order) is left as it is
                 plan.append(resolve(_variant(spec, run["name"] + f".seed{seed}", extra + [
-                    f"--seed={run['train_config']['seed'] + seed - 1}"], **info, repeat=seed)))
+                    f"--seed={run['train_config']['seed'] + seed - 1}", "--run_role=seed_repeat"], **info,
+                    repeat=seed, role="seed_repeat")))
     plan = wsd_branches(plan, cfg, resolve)
     check_names(sizes, plan)
     return plan
@@ -393,9 +401,9 @@ def wsd_branches(plan, cfg, resolve):
         key = r["size"] + rest.replace(budget, "", 1) + ".trunk"  # gpt_64.d500k.lr2x.seed2 -> gpt_64.lr2x.seed2.trunk
         if key not in trunk_of:
             trunk_of[key] = resolve({"name": key, "config": r["config"], "size": r["size"], "trunk": True,
-                                     "overrides": r["overrides"] + trunk_args})
+                                     "role": "trunk", "overrides": r["overrides"] + trunk_args})
         trunk = trunk_of[key]
-        out.append(resolve({**r, "trunk_run": trunk,
+        out.append(resolve({**r, "trunk_run": trunk, "role": "branch",
                             "overrides": r["overrides"] + ["--init_from=branch", f"--branch_from={trunk['run_dir']}"]}))
     return out
 
@@ -428,7 +436,7 @@ def all_runs(sizes, plan):
 # training and reporting the sweep
 
 def train_sweep(replan, cfg, timings, logs, train_all):
-    """Train the sweep round by round (script_runs.train_all: finished runs skipped, interrupted ones resumed):
+    """Train the sweep round by round (train_runs.train_all: finished runs skipped, interrupted ones resumed):
     replan() is sweep_plan on the runs finished so far, so each round trains what the last one made known (a
     larger size's centred grid, a step beyond an edge) until nothing is left; returns the final sweep_plan. A run
     whose loss becomes NaN or inf is a result of the sweep (its rate is too high), marked diverged and not run
