@@ -6,7 +6,6 @@ run only in the seed, bad values are one-line errors, and several budgets give t
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -417,8 +416,7 @@ def test_a_run_s_role_is_read_from_results_or_from_what_older_results_record():
 
 def test_the_study_tells_train_py_each_run_s_role(tmp_path, monkeypatch):
     """Sweep runs on a share of the budget get --run_role=sweep, seed repeats --run_role=seed_repeat (train.py writes
-    it into results.json; it marks trunks and branches itself); plan.json says every run's role. Where train.py
-    has no run_role knob yet, the study leaves the option out."""
+    it into results.json; it marks trunks and branches itself); plan.json says every run's role."""
     seen, real = {}, study.resolve_run
 
     def resolve(*args):
@@ -426,10 +424,6 @@ def test_the_study_tells_train_py_each_run_s_role(tmp_path, monkeypatch):
         seen[r["name"]] = r["argv"]
         return r
     monkeypatch.setattr(study, "resolve_run", resolve)
-    study_dry_run("config/study_quick.py", f"--out_dir={tmp_path / 'without'}")
-    assert not any(a.startswith("--run_role") for argv in seen.values() for a in argv)
-    monkeypatch.setattr(train, "run_role", "run", raising=False)  # a train.py with the knob
-    seen.clear()
     study_dry_run("config/study_quick.py", f"--out_dir={tmp_path}")
     roles = {r["run"]: r["role"] for r in json.loads((tmp_path / "plan.json").read_text())["runs"]}
     role_arg = {name: [a for a in argv if a.startswith("--run_role=")] for name, argv in seen.items()}
