@@ -24,7 +24,10 @@ import sys
 from music_scaling_laws.configurator import configure, lines_of
 from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.fits.plots import write_outputs
-from music_scaling_laws.fits.power_law import UserError, fit_all, fit_markdown, load_runs, load_table, write_fit
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.fits.fit_text import fit_markdown, write_fit
+from music_scaling_laws.fits.power_law import fit_all
+from music_scaling_laws.fits.run_table import load_runs, load_table
 from music_scaling_laws.run_files import FIT_JSON, FIT_MD
 
 # -----------------------------------------------------------------------------

@@ -81,7 +81,8 @@ import time
 
 from music_scaling_laws.data import abc_text
 from music_scaling_laws.fits import joint_fit
-from music_scaling_laws.fits import power_law
+from music_scaling_laws.fits import fit_policy, fit_text, power_law, run_table
+from music_scaling_laws.fits.fitting import human, with_ci
 from music_scaling_laws.study import study_plan
 from music_scaling_laws.training import tracking
 from music_scaling_laws.configurator import config_keys, configure, lines_of
@@ -416,7 +417,7 @@ def fit_and_plot(plan, cfg, data_path, timings, sweep=None):
     joint L(N, D) on every run. Returns (fits, name of the loss fitted, {plot name: path})."""
     t0 = time.time()
     try:
-        rows, loss_name = power_law.load_runs([r["run_dir"] for r in plan],
+        rows, loss_name = run_table.load_runs([r["run_dir"] for r in plan],
                                               "test" if cfg["perplexity_split"] == "test" else "val")
         fits = power_law.fit_all(rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"],
                                  fit_params=cfg.get("fit_params", "all"))
@@ -424,7 +425,7 @@ def fit_and_plot(plan, cfg, data_path, timings, sweep=None):
         fail(str(e))
     fitted = {run for f in fits.values() for run in f["runs"]}
     plot_dir = os.path.join(cfg["out_dir"], PLOTS)
-    power_law.write_fit(fits, cfg["out_dir"], loss_name)
+    fit_text.write_fit(fits, cfg["out_dir"], loss_name)
     plots = write_outputs([row for row in rows if row["run"] in fitted], fits, plot_dir, loss_name)
     plots.update(plot_lr_sweeps(sweep, plot_dir))
     hist = os.path.join(data_path, "length_histogram.png")
@@ -439,18 +440,18 @@ def fit_and_plot(plan, cfg, data_path, timings, sweep=None):
 def fit_summary(fam, f):
     """The [fit] lines of a family: alpha with its interval, the N fitted, the noise behind the interval, alpha
     without the largest model where that is not the best, and every warning in words."""
-    budget = f", {power_law.human(f['budget_tokens'])}-token budget" if f.get("budget_tokens") else ""
-    lines = [f"[fit] {fam}: alpha = {power_law.with_ci(f, 'alpha')}, c = {f['c']:.3g} "
-             f"(N = {power_law.N_WORDS[f['n_fitted']]}, {f['n_points']} runs{budget})",
-             f"[fit] {fam}: {power_law.noise_text(f)}"]
+    budget = f", {human(f['budget_tokens'])}-token budget" if f.get("budget_tokens") else ""
+    lines = [f"[fit] {fam}: alpha = {with_ci(f, 'alpha')}, c = {f['c']:.3g} "
+             f"(N = {fit_text.N_WORDS[f['n_fitted']]}, {f['n_points']} runs{budget})",
+             f"[fit] {fam}: {fit_text.noise_text(f)}"]
     if f.get("alpha_without_largest") is not None:
         lines.append(f"[fit] {fam}: the largest model is not the best; without it alpha = "
-                     f"{power_law.with_ci(f, 'alpha_without_largest')}")
+                     f"{with_ci(f, 'alpha_without_largest')}")
     lines += [f"[fit] {fam} warning: {w}" for w in f["warnings"]]
     if "joint" in f:
         j = f["joint"]
-        lines.append(f"[fit] {fam} L(N, D): alpha = {power_law.with_ci(j, 'alpha')}, beta = "
-                     f"{power_law.with_ci(j, 'beta')}, E = {j['E']:.3g}; {joint_fit.compute_text(j)}")
+        lines.append(f"[fit] {fam} L(N, D): alpha = {with_ci(j, 'alpha')}, beta = "
+                     f"{with_ci(j, 'beta')}, E = {j['E']:.3g}; {joint_fit.compute_text(j)}")
         lines += [f"[fit] {fam} L(N, D) warning: {w}" for w in j["warnings"]]
     return "\n".join(lines)
 
@@ -478,7 +479,7 @@ def check_config(cfg):
     check_launcher(cfg)
     study_plan.check_knobs(cfg)
     try:
-        power_law.check_settings(cfg["n_bootstrap"], cfg["ci_level"], cfg["fit_params"])
+        fit_policy.check_settings(cfg["n_bootstrap"], cfg["ci_level"], cfg["fit_params"])
     except UserError as e:
         fail(str(e))
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from music_scaling_laws.fits import joint_fit
-from music_scaling_laws.fits import power_law
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.fits import fit_policy, fit_text, power_law
 import scaling
 import study
 from helpers import run_main
@@ -74,7 +75,7 @@ def test_four_sizes_with_repeats_cover_the_truth_with_the_measured_noise():
     for i in range(60):
         loss = law(sizes) * np.exp(rng.normal(0, 0.01, len(sizes)))
         rows = [{"n_params": n, "loss": l} for n, l in zip(sizes, loss)]
-        noise = power_law.run_to_run_noise(rows)
+        noise = fit_policy.run_to_run_noise(rows)
         assert noise["df"] == 4 and noise["repeated_sizes"] == 4
         lo, hi = power_law.fit_power_law(sizes, loss, n_bootstrap=100, seed=i, noise=noise)["alpha_ci"]
         inside.append(lo <= TRUE["alpha"] <= hi)
@@ -113,7 +114,7 @@ def test_alpha_is_also_given_without_a_largest_model_that_is_not_the_best():
     f = power_law.fit_all(rows, n_bootstrap=100)["gpt"]
     assert f["alpha_without_largest"] == pytest.approx(TRUE["alpha"], abs=0.01)
     assert any("largest model is not the best" in w and "Fitted without it, alpha = " in w for w in f["warnings"])
-    assert "α without the largest model (it is not the best): 0.3" in power_law.fit_markdown({"gpt": f})
+    assert "α without the largest model (it is not the best): 0.3" in fit_text.fit_markdown({"gpt": f})
     rows[-1]["loss"] = law(sizes[-1])
     assert "alpha_without_largest" not in power_law.fit_all(rows, n_bootstrap=100)["gpt"]
 
@@ -139,7 +140,7 @@ def test_runs_at_another_rate_and_copies_of_a_run_are_left_out_and_named():
     rows = [{"family": "gpt", "run": f"n{n}.lr{lr}.s{seed}", "n_params": n, "loss": law(n) * k, "lr": lr,
              "seed": seed, "tokens": 1e6}
             for n in (1e5, 1e6, 1e7) for lr, k in ((1e-3, 1.0), (3e-3, 1.05)) for seed in (1, 1, 2)]
-    policy = power_law.select_runs(rows)
+    policy = fit_policy.select_runs(rows)
     assert {r["lr"] for r in policy["fitted"]} == {1e-3} and len(policy["fitted"]) == 6  # seeds 1 and 2 per size
     assert "9 run(s) at another learning rate" in policy["notes"][0]
     assert "same run twice" in policy["notes"][1]
@@ -192,8 +193,8 @@ def test_fit_params_chooses_the_parameters_every_fit_uses(tmp_path):
             for i, (n, l) in enumerate(zip(sizes, law(sizes)))]
     f = power_law.fit_all(rows, n_bootstrap=50, fit_params="non_embedding")["gpt"]
     assert f["n_fitted"] == "non_embedding" and f["n_params"] == pytest.approx(0.5 * sizes)
-    assert "N = non-embedding parameters" in power_law.fit_markdown({"gpt": f})
-    with pytest.raises(power_law.UserError, match="no non-embedding parameter count"):
+    assert "N = non-embedding parameters" in fit_text.fit_markdown({"gpt": f})
+    with pytest.raises(UserError, match="no non-embedding parameter count"):
         power_law.fit_all([dict(r, n_params_non_embedding=None) for r in rows], fit_params="non_embedding")
     table = write_table(tmp_path / "t.csv", ["family", "n_params", "loss"], [("gpt", r["n_params"], r["loss"])
                                                                               for r in rows])

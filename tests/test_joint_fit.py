@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from music_scaling_laws.fits import joint_fit
-from music_scaling_laws.fits import power_law
+from music_scaling_laws.fits import fit_text, power_law
 import scaling
 from helpers import run_main
 
@@ -120,7 +120,7 @@ def test_one_token_count_gives_no_joint_fit():
                 for i, (n, d) in enumerate(zip(N, D))]
         fits = power_law.fit_all(rows, n_bootstrap=50)
         assert "joint" not in fits["gpt"] and "alpha" in fits["gpt"]
-        assert "Joint fit" not in power_law.fit_markdown(fits)
+        assert "Joint fit" not in fit_text.fit_markdown(fits)
 
 
 def test_two_token_counts_fit_with_a_warning_and_no_intervals():

@@ -15,7 +15,7 @@ from music_scaling_laws.fits import lr_law
 from music_scaling_laws.data.dataset import read_jsonl
 from music_scaling_laws.fits.fitting import human, percent, with_ci
 from music_scaling_laws.fits.joint_fit import compute_optimal, predict, tokens_at
-from music_scaling_laws.fits.power_law import N_WORDS
+from music_scaling_laws.fits.fit_text import N_WORDS
 from music_scaling_laws.run_files import log_path
 
 COLORS = {"gpt": "tab:blue", "lstm": "tab:orange"}

@@ -9,7 +9,8 @@ import platform
 import shlex
 
 from music_scaling_laws.data.dataset import STATS, read_json
-from music_scaling_laws.fits.power_law import fit_markdown, human
+from music_scaling_laws.fits.fit_text import fit_markdown
+from music_scaling_laws.fits.fitting import human
 from music_scaling_laws.evaluation.eval_metrics import YANG_LERCH_FEATURES, YANG_LERCH_NAMES
 from music_scaling_laws.study.report_html import write_html
 from music_scaling_laws.run_files import (CKPT, EVAL_SYNTAX, FIT_JSON, FIT_MD, LOG, LOGS, LR_SWEEP, PERPLEXITY_SUFFIX, PLOTS, REPORT_HTML,

@@ -15,7 +15,7 @@ import re
 
 from music_scaling_laws.evaluation.eval_metrics import YANG_LERCH_NAMES
 from music_scaling_laws.fits.fitting import with_ci
-from music_scaling_laws.fits.power_law import N_WORDS, noise_text
+from music_scaling_laws.fits.fit_text import N_WORDS, noise_text
 from music_scaling_laws.run_files import samples_path
 
 # -----------------------------------------------------------------------------
