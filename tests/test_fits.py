@@ -11,6 +11,7 @@ import pytest
 from music_scaling_laws.fits import joint_fit
 from music_scaling_laws.errors import UserError
 from music_scaling_laws.fits import fit_policy, fit_text, power_law
+import coverage_audit
 import scaling
 import study
 from helpers import run_main
@@ -82,6 +83,21 @@ def test_four_sizes_with_repeats_cover_the_truth_with_the_measured_noise():
     assert np.mean(inside) >= 0.8, np.mean(inside)
 
 
+def test_an_error_per_size_that_its_seeds_share_is_in_the_intervals():
+    """The quick study's design (6 sizes over 1.6 decades, two of them run twice) with 0.3% seed noise and a 1% error
+    per size that its seeds share, through fit_all (scaling.py --table's path): intervals scaled by the seeds alone
+    held the true alpha in 57% of such studies (issue 29); with the error per size fitted as a random effect they
+    hold it in >= 90% (coverage_audit.py, docs/fits.md). 60 studies with 100 resamples: a method covering 95% falls
+    below 80% with probability < 1e-4, the seeds-only one (57%) reaches it with probability < 1e-4."""
+    rng = np.random.default_rng(3)
+    hits = []
+    for i in range(60):
+        f = power_law.fit_all(coverage_audit.DESIGNS["quick"](rng), n_bootstrap=100, seed=i)["gpt"]
+        assert f["sigma_source"] == "repeats+sizes" and f["size_scatter_df"] == 3
+        hits.append(f["alpha_ci"][0] <= coverage_audit.LAW["alpha"] <= f["alpha_ci"][1])
+    assert np.mean(hits) >= 0.8, np.mean(hits)
+
+
 def test_four_sizes_print_no_interval_without_repeats_and_one_with_them(tmp_path):
     sizes = np.geomspace(4e4, 1e6, 4)
     rng = np.random.default_rng(0)
@@ -101,7 +117,7 @@ def test_four_sizes_print_no_interval_without_repeats_and_one_with_them(tmp_path
     assert r.returncode == 0, r.stderr
     fit = json.loads((tmp_path / "twice" / "fit.json").read_text())["lstm"]
     lo, hi = fit["alpha_ci"]
-    assert lo < TRUE["alpha"] < hi and fit["sigma_source"] == "repeats"
+    assert lo < TRUE["alpha"] < hi and fit["sigma_source"] == "repeats+sizes"
     assert fit["noise"]["df"] == 4 and 0.001 < fit["sigma"] < 0.02
     assert "run-to-run noise σ" in r.stdout and not any("no interval" in w for w in fit["warnings"])
 
@@ -180,7 +196,7 @@ def test_scaling_py_and_study_py_write_the_same_fit_for_the_same_runs(tmp_path, 
     assert json.loads((tmp_path / "scaling" / "fit.json").read_text()) == by_study
     f = by_study["gpt"]
     assert f["budget_tokens"] == 2e6 and f["n_points"] == 7 and f["n_fitted"] == "all"
-    assert f["sigma_source"] == "repeats" and f["noise"]["df"] == 2 and f["alpha_ci"] is not None
+    assert f["sigma_source"] == "repeats+sizes" and f["noise"]["df"] == 2 and f["alpha_ci"] is not None
     assert f["joint"]["n_points"] == 12 and f["joint"]["compute"]["source"] == "flops"
     # the [fit] lines say which N, which noise, and every warning
     assert "N = all parameters" in printed and "run-to-run noise σ" in printed

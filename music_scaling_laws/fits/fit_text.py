@@ -14,14 +14,22 @@ N_WORDS = {"all": "all parameters", "non_embedding": "non-embedding parameters"}
 
 def noise_text(f):
     """What the family's intervals are scaled by, in words."""
-    if f["sigma_source"] == "repeats":
+    if f["sigma_source"] in ("repeats", "repeats+sizes"):
         n = f["noise"]
-        return (f"run-to-run noise σ = {f['sigma']:.2g} in ln loss ({100 * f['sigma']:.2g}% of the loss), measured "
+        text = (f"run-to-run noise σ = {f['sigma']:.2g} in ln loss ({100 * f['sigma']:.2g}% of the loss), measured "
                 f"from {n['runs']} runs of {n['repeated_sizes']} size(s) trained more than once "
-                f"({n['df']} degree(s) of freedom); the intervals are scaled by it")
+                f"({n['df']} degree(s) of freedom)")
+        if f.get("size_scatter") is None:
+            return text + "; the intervals are scaled by it"
+        tau = f.get("size_sigma") or 0.0
+        return (text + f"; the sizes miss the curve by {100 * f['size_scatter']:.2g}% on average, so the intervals "
+                + (f"also carry an error per size of {100 * tau:.2g}% that its seeds share (a random effect per size, "
+                   f"{f['size_scatter_df']} degree(s) of freedom)" if tau > 0 else
+                   f"rest on the seeds' noise, which explains that scatter (an error per size beyond it is drawn "
+                   f"from what {f['size_scatter_df']} degree(s) of freedom allow)"))
     if f["sigma_source"] == "residual":
         return (f"no repeated runs, so σ = {f['sigma']:.2g} in ln loss comes from the fit's own residual scatter "
-                f"({f['sigma_df']} degree(s) of freedom) and includes any misfit of the curve")
+                f"({f['sigma_df']} degree(s) of freedom), which holds the seeds' noise and any error per size alike")
     return "no interval: too few model sizes and no repeated runs to measure the noise"
 
 

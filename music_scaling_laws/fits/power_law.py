@@ -29,9 +29,19 @@ import numpy as np
 from music_scaling_laws.errors import UserError
 from music_scaling_laws.fits.fit_policy import (MIN_POINTS, MIN_SIZES_FOR_CI, REFIT_MAX_ITER, check_settings,
                                                group_by_family, run_to_run_noise, select_runs)
-from music_scaling_laws.fits.fitting import (ALPHA_BOUNDS, CI_LEVEL, N_BOOTSTRAP, SEED, fit_batch, interval, percent,
-                                            refit, simulated_noise, with_ci)
+from music_scaling_laws.fits.fitting import (ALPHA_BOUNDS, CI_LEVEL, N_BOOTSTRAP, SEED, fit_batch, interval,
+                                            open_interval, percent, refit, simulated_noise, with_ci)
 from music_scaling_laws.fits.joint_fit import fit_family_joint
+
+# what the bootstrap of each sigma_source simulates (fit.json's noise_model, in words)
+NOISE_MODELS = {
+    "repeats+sizes": "per-run noise with the repeats' sigma plus an error per size that its runs share, as large as "
+                     "the sizes' misses show beyond the seeds (a random effect per size)",
+    "residual": "per-run noise with the residual scatter about the curve (no repeats: seeds and any error per size "
+                "are measured together)",
+    None: "none: too few sizes and no repeats to measure the noise, so no interval",
+}
+
 
 # -----------------------------------------------------------------------------
 # fitting. Parameters theta = (A, alpha, C) in centred units u = ln N - mean(ln N):
@@ -117,14 +127,23 @@ def fit_power_law(N, L, pure=False, grid=None, n_bootstrap=N_BOOTSTRAP, ci_level
     n_free = 2 if pure else 3
     theta = fit_one(u, L, pure)
     fitted = np.log(predict(theta, u))
-    sizes = len(np.unique(N))
+    size_values, size_of = np.unique(N, return_inverse=True)
+    sizes = len(size_values)
+    resid = np.log(L) - fitted
+    size_scatter = size_df = None
     if noise is not None and sizes > n_free:
-        sigma, df, source = noise["sigma"], noise["df"], "repeats"
+        # seeds measure the run-to-run noise; the sizes' mean misses measure whatever error a size's runs share
+        # (a rate set a little off, a lucky architecture), which the seeds cannot see: both enter the bootstrap
+        sigma, df = noise["sigma"], noise["df"]
+        size_mean = np.bincount(size_of, resid) / np.bincount(size_of)
+        size_scatter, size_df = float(np.sqrt(np.sum(size_mean ** 2) / (sizes - n_free))), sizes - n_free
+        source = "repeats+sizes"
     elif sizes >= MIN_SIZES_FOR_CI and n > n_free:
-        sigma, df, source = float(np.sqrt(np.sum((fitted - np.log(L)) ** 2) / (n - n_free))), n - n_free, "residual"
+        sigma, df, source = float(np.sqrt(np.sum(resid ** 2) / (n - n_free))), n - n_free, "residual"
     else:  # as many sizes as parameters, or too few to tell noise from curve: an interval would be made up
         sigma = df = source = None
-    sims = fitted + simulated_noise(n_bootstrap, n, sigma, df, seed) if source else np.zeros((0, n))
+    sims = (fitted + simulated_noise(n_bootstrap, n, sigma, df, seed, size_of, size_scatter, size_df) if source
+            else np.zeros((0, n)))
     boot = _refit(u, L, sims, theta, pure)
 
     def to_user(th):  # (A, alpha[, C]) -> (a, alpha[, c]) with a in the user's unit of N
@@ -139,7 +158,14 @@ def fit_power_law(N, L, pure=False, grid=None, n_bootstrap=N_BOOTSTRAP, ci_level
     grid = np.geomspace(N.min() / 1.5, N.max() * 1.5, 80) if grid is None else np.asarray(grid, float)
     u_grid = np.log(grid) - mean_logN
     band = interval(np.array([predict(th, u_grid) for th in boot]), ci_level) if len(boot) else (None, None)
-    out = {"n_points": n, "n_bootstrap": len(boot), "sigma": sigma, "sigma_df": df, "sigma_source": source}
+    out = {"n_points": n, "n_bootstrap": len(boot), "sigma": sigma, "sigma_df": df, "sigma_source": source,
+           "size_scatter": size_scatter, "size_scatter_df": size_df,
+           # the per-size error beyond the seeds (tau), as the point estimate of the random effect
+           "size_sigma": (None if size_scatter is None else
+                          float(math.sqrt(max(size_scatter ** 2 - sigma ** 2 * float(np.mean(1 / np.bincount(size_of))),
+                                              0.0))))}
+    if not pure:  # the box c was searched in: an interval reaching its floor bounds c only from above
+        out["c_bounds"] = [float(L.min()) * 1e-6, float(L.max())]
     for i, name in enumerate(["a", "alpha"] + ([] if pure else ["c"])):
         out[name] = float(point[i])
         out[name + "_ci"] = [float(lo[i]), float(hi[i])] if len(boot) else None
@@ -199,16 +225,23 @@ def diagnose(N, L, sat, pure, ci_level=CI_LEVEL, noise=None):
             warns.append(f"c's {pct} interval reaches the smallest observed loss ({Lmin:.3g}): the curve may be "
                          f"flattening at the largest models, so alpha rests on the smallest ones.")
         a_lo, a_hi = sat["alpha_ci"]
-        if a_hi - a_lo > sat["alpha"]:
-            warns.append(f"alpha is poorly determined: its {pct} interval [{a_lo:.3g}, {a_hi:.3g}] is wider than "
-                         f"alpha ({sat['alpha']:.3g}) itself; read it as an order of magnitude.")
+        if open_interval(sat, "alpha"):
+            warns.append(f"alpha is not bounded by these runs: its {pct} interval reaches the search bound "
+                         f"({with_ci(sat, 'alpha')}), so they support only that one-sided statement about alpha.")
+        elif a_hi - a_lo > sat["alpha"]:
+            warns.append(f"alpha is poorly determined: its {pct} interval [{a_lo:.3g}, {a_hi:.3g}] is "
+                         f"{a_hi / max(a_lo, 1e-9):.2g}x from end to end, wider than alpha ({sat['alpha']:.3g}) "
+                         f"itself; only the interval, not the point, is a result.")
     if sat["alpha"] <= ALPHA_BOUNDS[0] + 1e-6 or sat["alpha"] >= ALPHA_BOUNDS[1] - 1e-6:
         warns.append(f"alpha sits at the search bound {sat['alpha']:.3g}: the losses do not follow a power law in N.")
     p = lack_of_fit(N, L, sat, noise)
     if p is not None and p < 0.05:
-        warns.append(f"the curve misses the sizes by more than the run-to-run noise explains (lack-of-fit F test, "
-                     f"p = {p:.2g}): the form of the law, not the seeds, dominates the error, and intervals scaled by "
-                     f"the measured noise are too narrow.")
+        tau = sat.get("size_sigma")
+        warns.append(f"the curve misses the sizes by more than the seeds explain (lack-of-fit F test, p = {p:.2g}): "
+                     f"each size carries an error its seeds share (a rate or a setting a little off for that size, "
+                     f"or a law of another form)"
+                     + (f", about {100 * tau:.2g}% of the loss; the intervals include it as an error per size, "
+                        f"so they are wider than the seeds alone would make them." if tau else "."))
     means = size_means(N, L)
     by_size = list(means.values())
     if by_size[-1] > min(by_size) * 1.001:
@@ -241,6 +274,7 @@ def fit_family(rows, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED, fit_
         N = np.array(N, float)
         sat = fit_power_law(N, L, noise=noise, **settings)
         pure = fit_power_law(N, L, pure=True, noise=noise, **settings)
+        out["c_bounds" + suffix] = sat["c_bounds"]
         for name in ("alpha", "a", "c"):  # keys like alpha, alpha_ci, alpha_non_embedding, alpha_non_embedding_ci
             out[name + suffix], out[name + suffix + "_ci"] = sat[name], sat[name + "_ci"]
         for name in ("alpha", "a"):
@@ -256,7 +290,9 @@ def fit_family(rows, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED, fit_
             out["loss"] = L.tolist()
             out["residual_rms_log"] = sat["residual_rms"]
             out["n_bootstrap"] = sat["n_bootstrap"]
-            out["sigma"], out["sigma_df"], out["sigma_source"] = sat["sigma"], sat["sigma_df"], sat["sigma_source"]
+            for key in ("sigma", "sigma_df", "sigma_source", "size_sigma", "size_scatter", "size_scatter_df"):
+                out[key] = sat[key]
+            out["noise_model"] = NOISE_MODELS[sat["sigma_source"]]
             _without_largest(out, N, L, noise, settings)
         out["curve" + suffix] = sat["curve"]
         out["curve_pure" + suffix] = {k: pure["curve"][k] for k in ("n", "loss")}
