@@ -7,8 +7,9 @@ Fit scaling laws L(N) to finished training runs (or to a published table) and pl
     python scaling.py out/study_quick/runs --out_dir fits_ne/ --fit_params=non_embedding
 
 Plain arguments are run folders (with results.json) or folders holding run folders; --table is a CSV with columns
-family,n_params,loss[,n_params_non_embedding,tokens,flops,dataset_tokens,seed,wall_time_s,peak_mem_bytes,run]
-(flops: a run's total training FLOPs; dataset_tokens: the size of its training set; seed: its initialisation seed).
+family,n_params,loss[,n_params_non_embedding,tokens,flops,dataset_tokens,seed,trunk,wall_time_s,peak_mem_bytes,run]
+(flops: a run's total training FLOPs; dataset_tokens: the size of its training set; seed: its initialisation seed;
+trunk: the wsd trunk a branch was cooled down from, so branches of one trunk are resampled together).
 The fit policy is study.py's (power_law.select_runs): for every model family it fits L = a*N^(-alpha) + c and the
 pure L = a*N^(-alpha) on the family's largest token budget, on all or non-embedding parameters (fit_params), with
 intervals scaled by the run-to-run noise that repeats (rows of one size and budget with different seeds) measure,

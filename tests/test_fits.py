@@ -159,7 +159,21 @@ def test_runs_at_another_rate_and_copies_of_a_run_are_left_out_and_named():
     policy = fit_policy.select_runs(rows)
     assert {r["lr"] for r in policy["fitted"]} == {1e-3} and len(policy["fitted"]) == 6  # seeds 1 and 2 per size
     assert "9 run(s) at another learning rate" in policy["notes"][0]
-    assert "same run twice" in policy["notes"][1]
+    assert "winner's curse" in policy["notes"][1] and "same run twice" in policy["notes"][2]
+
+
+def test_a_sweeps_rate_is_chosen_by_every_rate_not_by_its_luckiest_run():
+    """Winner's curse: at the edge of a sweep (rates 0.5-8e-3, true optimum 2e-3 at loss 2.02) a run 5-8% luckier
+    than its rate deserves has the lowest loss, and taking the lowest loss would fit that lucky number; the parabola
+    through every rate's loss chooses a rate next to the optimum instead, so the loss fitted is not the lucky one."""
+    true = {5e-4: 2.20, 1e-3: 2.08, 2e-3: 2.02, 4e-3: 2.04, 8e-3: 2.12}
+    for lucky, luck in ((8e-3, 0.95), (5e-4, 0.915)):
+        losses = {lr: [x * (luck if lr == lucky else 1.0)] for lr, x in true.items()}
+        assert min(losses, key=losses.get) == lucky  # what the lowest loss would choose
+        chosen = fit_policy.choose_rate(losses)
+        assert chosen != lucky and chosen in (1e-3, 2e-3, 4e-3)
+    assert fit_policy.choose_rate({1e-3: [2.1], 2e-3: [2.0]}) == 2e-3           # two rates: the lower loss
+    assert fit_policy.choose_rate({1e-3: [2.3], 2e-3: [2.2], 4e-3: [2.1]}) == 4e-3  # no interior optimum: the lowest
 
 
 def fake_run(root, name, n, loss, tokens, seed=1337, lr=1e-3):

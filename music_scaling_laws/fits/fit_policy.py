@@ -80,13 +80,15 @@ def select_runs(rows):
     groups = {}
     for r, b in zip(rows, budget):
         groups.setdefault((r["n_params"], b), []).append((r, b))
-    kept, other_rates, twins = [], [], []
+    kept, other_rates, twins, selected = [], [], [], []
     for runs in groups.values():
         by_rate = {}
         for r, b in runs:
             by_rate.setdefault(r.get("lr"), []).append((r, b))
-        best = min(by_rate.values(), key=lambda g: np.mean([math.log(r["loss"]) for r, _ in g]))
+        best = by_rate[choose_rate({lr: [r["loss"] for r, _ in g] for lr, g in by_rate.items()})]
         other_rates += [r["run"] for g in by_rate.values() if g is not best for r, _ in g]
+        if len(by_rate) > 1:
+            selected.append(best[0][0]["run"])
         seeds = set()
         for r, b in best:
             if r.get("seed") is not None and r["seed"] in seeds:
@@ -98,6 +100,12 @@ def select_runs(rows):
     if other_rates:
         notes.append(f"{len(other_rates)} run(s) at another learning rate than the best of their size and budget are "
                      f"left out: {', '.join(sorted(other_rates))}.")
+    if selected:
+        notes.append(f"{len(selected)} size(s) had runs at several learning rates; the rate was chosen by a parabola "
+                     f"through every rate's loss (in ln rate), not by the lowest single loss, so that one lucky run "
+                     f"wins less often, but the chosen run's loss is still one of those it was chosen by (a winner's "
+                     f"curse of up to the seed noise): that error differs between sizes, and the intervals carry it "
+                     f"as part of the error per size (sigma_source 'residual' or 'repeats+sizes').")
     if twins:
         notes.append(f"{len(twins)} run(s) repeat another run's size, budget, rate and seed, so they are the same "
                      f"run twice and left out: {', '.join(sorted(twins))}.")
@@ -125,6 +133,23 @@ def select_runs(rows):
     fitted = sorted(fitted, key=lambda r: r["n_params"])
     return {"joint": [r for r, _ in kept], "fitted": fitted, "budget": chosen, "n_budgets": len(known),
             "notes": notes, "warnings": warns}
+
+
+def choose_rate(losses):
+    """The learning rate (a key of losses: {rate: [losses of its runs]}) that stands for a size: with 3 or more
+    positive rates whose mean ln losses bend upwards around an interior minimum, the tried rate nearest the vertex of
+    a parabola through them in ln rate (it reads every rate's loss, so the noise of one run moves the choice less than
+    taking the lowest loss does, and the chosen loss is less biased low); otherwise the rate with the lowest mean."""
+    mean = {lr: float(np.mean(np.log(v))) for lr, v in losses.items()}
+    lowest = min(mean, key=mean.get)
+    rates = [lr for lr in mean if lr is not None and lr > 0]
+    if len(rates) < 3 or len(rates) < len(mean):
+        return lowest
+    x = np.log(rates)
+    curv, slope, _ = np.polyfit(x, [mean[lr] for lr in rates], 2)
+    if curv <= 0 or not x.min() < -slope / (2 * curv) < x.max():
+        return lowest
+    return rates[int(np.argmin(np.abs(x + slope / (2 * curv))))]
 
 
 def run_to_run_noise(rows):

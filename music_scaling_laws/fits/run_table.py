@@ -16,7 +16,7 @@ from music_scaling_laws.run_files import PERPLEXITY_SUFFIX, RESULTS, is_finished
 SWEEP_RUN = re.compile(r"\.sweep[0-9.e+-]+$")  # the suffix study_plan.run_name gives a learning-rate sweep run
 REQUIRED_COLUMNS = ("family", "n_params", "loss")
 NUMBER_COLUMNS = ("n_params_non_embedding", "tokens", "wall_time_s", "peak_mem_bytes", "flops", "dataset_tokens")
-OPTIONAL_COLUMNS = NUMBER_COLUMNS + ("seed", "run")
+OPTIONAL_COLUMNS = NUMBER_COLUMNS + ("seed", "run", "trunk")
 
 
 # -----------------------------------------------------------------------------
@@ -66,6 +66,9 @@ def _table_rows(path, reader):
         # table repeat?); with one, rows that share a seed are the same run twice
         row["seed"] = raw.get("seed") or None if "seed" in columns else f"row {line_no}"
         row["lr"] = None
+        # runs that share a trunk (wsd branches cooled down from one trunk) share its errors: the joint fit resamples
+        # them together
+        row["trunk"] = raw.get("trunk") or None
         for col in ("n_params", "n_params_non_embedding", "tokens", "flops", "dataset_tokens"):
             if row[col] is not None and row[col] <= 0:
                 raise UserError(f"{where}: {col} must be positive, got {raw[col]}")
@@ -137,6 +140,9 @@ def load_runs(paths, loss="auto"):
                      # the training split's size: tokens_trained / epochs (one epoch = every train window once)
                      "dataset_tokens": tokens / epochs if tokens and epochs else None,
                      "seed": config.get("seed"), "lr": config.get("learning_rate"),
+                     # a wsd branch (train.py --init_from=branch) shares its trunk's weights and so its errors
+                     "trunk": (os.path.basename(os.path.normpath(config["branch_from"]))
+                               if config.get("init_from") == "branch" and config.get("branch_from") else None),
                      "val_loss": float(res["val_loss"]), "test_loss": _float_or_none(test_loss_of(d, res))})
     have_test = all(r["test_loss"] is not None for r in rows)
     if loss == "test" and not have_test:
