@@ -13,6 +13,8 @@ Designs (the law L = 14.3·N^-0.3 + 1.75 over 12k-481k parameters: the quick stu
   two_decades 6 sizes over 2 decades, one run each, 1% independent noise
   branches    the joint fit L(N, D): 6 sizes x 3 token budgets, each size's 3 budgets branches of one wsd trunk that
               share a 0.7% offset, plus 0.3% noise per branch (true alpha 0.35, beta 0.3)
+  lack_of_fit not a coverage: how often the joint fit's lack-of-fit check fails on 6 N x 5 D grids (1% noise) drawn
+              from the additive law (false alarms) and from Kaplan et al. 2020's L(N, D) (a misfit it must catch)
 """
 import sys
 
@@ -26,7 +28,7 @@ JOINT = {"E": 1.0, "A": 112.0, "alpha": 0.35, "B": 126.0, "beta": 0.3}
 QUICK_SIZES = np.geomspace(12.1e3, 481e3, 6)
 
 # -----------------------------------------------------------------------------
-design = 'all'        # 'quick', 'quick_seeds', 'two_decades', 'branches' or 'all'
+design = 'all'        # 'quick', 'quick_seeds', 'two_decades', 'branches', 'lack_of_fit' or 'all'
 studies = 200          # synthetic studies per design
 n_bootstrap = 300      # resamples per fit
 seed = 0               # the studies' RNG seed
@@ -83,9 +85,30 @@ def audit(name, n_studies, n_boot, seed=0):
     return {"coverage": float(np.mean(hits)), "median_width": float(np.median(widths)), "studies": n_studies}
 
 
+def grid_table(rng, kaplan):
+    """A 6 N x 5 D grid with 1% noise from the additive joint law, or from Kaplan et al.'s L(N, D)."""
+    N, D = (x.ravel() for x in np.meshgrid(np.geomspace(1e5, 1e8, 6), np.geomspace(1e6, 1e9, 5)))
+    loss = (((8.8e13 / N) ** (0.076 / 0.095) + 5.4e13 / D) ** 0.095 if kaplan else
+            JOINT["E"] + JOINT["A"] * N ** -JOINT["alpha"] + JOINT["B"] * D ** -JOINT["beta"])
+    return [{"family": "gpt", "run": f"r{i}", "n_params": float(n), "tokens": float(d), "seed": 0, "lr": None,
+             "loss": float(x * np.exp(rng.normal(0, 0.01)))} for i, (n, d, x) in enumerate(zip(N, D, loss))]
+
+
+def lack_of_fit_audit(n_studies, n_boot, seed=0):
+    """{law: share of grids whose joint fit failed its lack-of-fit check}."""
+    rng = np.random.default_rng(seed)
+    return {law: float(np.mean([fit_all(grid_table(rng, law == "kaplan"), n_bootstrap=n_boot, seed=i)["gpt"]["joint"]
+                                ["lack_of_fit"]["failed"] for i in range(n_studies)]))
+            for law in ("additive", "kaplan")}
+
+
 def main(argv=None):
     cfg = configure(globals(), sys.argv[1:] if argv is None else argv)
-    for name in DESIGNS if cfg["design"] == "all" else [cfg["design"]]:
+    if cfg["design"] in ("lack_of_fit", "all"):
+        r = lack_of_fit_audit(cfg["studies"], cfg["n_bootstrap"], cfg["seed"])
+        print(f"lack_of_fit: the check failed on {100 * r['additive']:.1f}% of {cfg['studies']} additive-law grids "
+              f"(false alarms) and {100 * r['kaplan']:.1f}% of as many Kaplan-law grids", flush=True)
+    for name in DESIGNS if cfg["design"] == "all" else [] if cfg["design"] == "lack_of_fit" else [cfg["design"]]:
         r = audit(name, cfg["studies"], cfg["n_bootstrap"], cfg["seed"])
         print(f"{name}: alpha's 95% interval held the truth in {100 * r['coverage']:.1f}% of {r['studies']} studies, "
               f"median width {r['median_width']:.3g}", flush=True)
