@@ -447,6 +447,8 @@ def fit_summary(fam, f):
     if f.get("alpha_without_largest") is not None:
         lines.append(f"[fit] {fam}: the largest model is not the best; without it alpha = "
                      f"{with_ci(f, 'alpha_without_largest')}")
+    if fit_text.n_definition_text(f):
+        lines.append(f"[fit] {fam}: {fit_text.n_definition_text(f)}")
     lines += [f"[fit] {fam} warning: {w}" for w in f["warnings"]]
     if "joint" in f:
         j = f["joint"]

@@ -131,3 +131,17 @@ def test_the_summary_leads_with_the_fits_and_holds_warnings_behind_one_click():
     assert "which N is fitted matters" in items[0]["text"] and "no compute-optimal frontier" in items[0]["text"]
     warn = next(i for i in items if "warnings" in i and i["text"].startswith("GPT"))
     assert "11 warning(s)" in warn["text"] and "L(N, D): j2" in warn["warnings"]
+
+
+def test_the_page_title_shows_an_escaped_config_name_as_it_is(tmp_path, monkeypatch):
+    from music_scaling_laws.study import report, report_html
+    for name in ("listening_grid", "best_tunes"):
+        monkeypatch.setattr(report_html, name, lambda st: [])
+    monkeypatch.setattr(report_html, "summary", lambda st, fits: [])
+
+    class St:
+        out, best, split = str(tmp_path), {"name": "gpt_16"}, "test"
+    report_html.write_html(St(), [f"# Scaling study: {report.md_text('study_[x](javascript:1)')}"], {},
+                           str(tmp_path / "r.html"))
+    page = (tmp_path / "r.html").read_text()
+    assert "<title>Scaling study: study_[x](javascript:1)</title>" in page and "<a " not in page

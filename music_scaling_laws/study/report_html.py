@@ -380,6 +380,7 @@ def write_html(st, md_lines, fits, path):
     body = markdown_to_html(md_lines[1:] if md_lines and md_lines[0].startswith("# ") else md_lines,
                             plot_figure(st.out))
     title = md_lines[0][2:] if md_lines and md_lines[0].startswith("# ") else "Scaling study"
+    title = re.sub(r"\\([\\`*_\[\]()<>|!#])", r"\1", title)  # report.md escapes a config name's Markdown
     grid, best = listening_grid(st), best_tunes(st)
     nav = ([{"id": "listen", "text": "Listen"}] if grid else []) + \
         ([{"id": "best-tunes", "text": "Best model's tunes"}] if best else []) + \
