@@ -10,6 +10,8 @@ Designs (the law L = 14.3·N^-0.3 + 1.75 over 12k-481k parameters: the quick stu
   quick       6 sizes over 1.6 decades, two of them run twice; 0.3% seed noise and a 1% error per size that its
               seeds share (a rate set a little off, an architecture choice)
   quick_seeds the same without the per-size error (seed noise only)
+  quick_twice the quick design with every size run twice (more repeats: seeds-only intervals got narrower and
+              covered less)
   two_decades 6 sizes over 2 decades, one run each, 1% independent noise
   branches    the joint fit L(N, D): 6 sizes x 3 token budgets, each size's 3 budgets branches of one wsd trunk that
               share a 0.7% offset, plus 0.3% noise per branch (true alpha 0.35, beta 0.3)
@@ -28,7 +30,7 @@ JOINT = {"E": 1.0, "A": 112.0, "alpha": 0.35, "B": 126.0, "beta": 0.3}
 QUICK_SIZES = np.geomspace(12.1e3, 481e3, 6)
 
 # -----------------------------------------------------------------------------
-design = 'all'        # 'quick', 'quick_seeds', 'two_decades', 'branches', 'lack_of_fit' or 'all'
+design = 'all'        # 'quick', 'quick_seeds', 'quick_twice', 'two_decades', 'branches', 'lack_of_fit', 'all'
 studies = 200          # synthetic studies per design
 n_bootstrap = 300      # resamples per fit
 seed = 0               # the studies' RNG seed
@@ -67,6 +69,7 @@ def branch_table(rng, seed_noise=0.003, trunk_noise=0.007):
 DESIGNS = {
     "quick": lambda rng: table(rng, QUICK_SIZES, [1, 2, 1, 2, 1, 1], 0.003, 0.01),
     "quick_seeds": lambda rng: table(rng, QUICK_SIZES, [1, 2, 1, 2, 1, 1], 0.003, 0.0),
+    "quick_twice": lambda rng: table(rng, QUICK_SIZES, [2] * 6, 0.003, 0.01),
     "two_decades": lambda rng: table(rng, np.geomspace(12.1e3, 1.21e6, 6), [1] * 6, 0.01, 0.0),
     "branches": branch_table,
 }

@@ -70,7 +70,8 @@ def select_runs(rows):
     "n_budgets", "notes": what was left out and why, "warnings"}.
 
     - Runs of one size and budget at different learning rates (a sweep's runs given to scaling.py) are not points of
-      one law: the rate with the lowest mean loss stands for the size, as a sweep chooses; the others are left out.
+      one law: one rate stands for the size (choose_rate: a parabola through every rate's loss, against the winner's
+      curse); the others are left out.
     - Runs of one size, budget and rate that share a seed are the same run twice: the first is kept. Those with
       different seeds are repeats: they measure the run-to-run noise (run_to_run_noise) and all enter the fits.
     - L(N) is fitted on the largest token budget with MIN_POINTS model sizes, so that its exponent is not mixed with

@@ -263,8 +263,8 @@ def lack_of_fit(N, D, resid, u, v, a, a_loso, a_ci, ci_level=CI_LEVEL):
         if rest > 0:
             out["interaction_p"] = p = float(f_dist.sf(b * b * float(x @ x) / rest, 1, n - N_FREE - 1))
             if p < LOF_P:
-                out["reasons"].append(f"the residuals follow log N × log D (F test, p = {p:.2g}): the loss's dependence "
-                                      f"on N changes with D in a way E + A/N^α + B/D^β cannot bend to")
+                out["reasons"].append(f"the residuals follow log N × log D (F test, p = {p:.2g}): the loss's "
+                                      f"dependence on N changes with D in a way E + A/N^α + B/D^β cannot bend to")
     if a_ci is not None and len(a_loso):
         worst = float(a_loso[np.argmax(np.abs(a_loso - a))])
         if (worst < a_ci[0] or worst > a_ci[1]) and abs(worst - a) > LOSO_MIN_SHIFT:
