@@ -276,3 +276,20 @@ def test_a_frontier_that_leaves_the_trained_range_says_so(tmp_path):
     assert any("budget beyond the trained range" in row["extrapolation"] for row in j["frontier"])
     assert "budget beyond the trained range" in (tmp_path / "fit" / "fit.md").read_text()
     assert j["compute"]["source"] == "flops" and j["compute"]["k"] == pytest.approx(9, rel=1e-6)
+
+
+def test_alpha_on_both_n_definitions_is_given_side_by_side_where_they_disagree():
+    """Issue 29: with a fixed 20k embedding parameters, alpha on all parameters and alpha on non-embedding ones differ
+    beyond their intervals; fit.md then gives both and says which one the headline uses. Where N only changes
+    by a factor (no disagreement), it says nothing."""
+    ne = np.geomspace(2e3, 2e5, 6)
+    loss = law(ne) * np.exp(np.random.default_rng(0).normal(0, 0.002, 6))
+    rows = [{"family": "gpt", "run": str(i), "n_params": n + 2e4, "n_params_non_embedding": n, "loss": x}
+            for i, (n, x) in enumerate(zip(ne, loss))]
+    f = power_law.fit_all(rows, n_bootstrap=100)["gpt"]
+    assert not f["alpha_ci"][0] <= f["alpha_non_embedding"] <= f["alpha_ci"][1]
+    md = fit_text.fit_markdown({"gpt": f})
+    assert "α depends on which N is fitted" in md and "The headline α uses all parameters" in md
+    same = [dict(r, n_params=2 * r["n_params_non_embedding"]) for r in rows]
+    f_same = power_law.fit_all(same, n_bootstrap=100)["gpt"]
+    assert "α depends on which N is fitted" not in fit_text.fit_markdown({"gpt": f_same})
