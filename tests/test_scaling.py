@@ -331,3 +331,27 @@ def test_a_study_runs_folder_leaves_its_learning_rate_sweep_out_of_the_fits(tmp_
     assert [p.rsplit("/", 1)[-1] for p in find_run_dirs([str(tmp_path)])] == ["gpt_64", "gpt_64.lr0.00344"]
     assert "3 learning-rate sweep run(s)" in capsys.readouterr().err
     assert find_run_dirs([str(tmp_path / "gpt_64.sweep0.125")]) == [str(tmp_path / "gpt_64.sweep0.125")]
+
+
+def test_an_interval_that_reaches_the_search_bound_is_printed_as_a_one_sided_bound(tmp_path):
+    """Issue 29: an exponent's 95% percentiles that land on the search box [0, 10] are where the solver stopped, not
+    where the runs put it: fit.md and fit.json's warnings say 'α > 0.02, no upper bound', never '[0.02, 10]'."""
+    from music_scaling_laws.fits.fitting import ci_text, with_ci
+    fit = {"alpha": 0.3, "alpha_ci": [0.0213, 10.0], "c": 1.2, "c_ci": [2e-6, 1.9], "c_bounds": [1e-6, 3.0]}
+    assert with_ci(fit, "alpha") == "0.3 (α > 0.0213, no upper bound)"
+    assert with_ci(dict(fit, alpha_ci=[0.0, 0.5]), "alpha") == "0.3 (α < 0.5, no lower bound)"
+    assert with_ci(dict(fit, alpha_ci=[0.0, 10.0]), "alpha") == "0.3 (not bounded by the runs)"
+    assert with_ci(dict(fit, alpha_ci=[0.1, 0.5]), "alpha") == "0.3 [0.1, 0.5]"
+    assert ci_text(fit["c_ci"], fit["c_bounds"], "c") == "c < 1.9, no lower bound"
+    # through scaling.py: 5 sizes over a factor 3, 3% noise: alpha's interval runs into the box
+    sizes = np.geomspace(1e6, 3e6, 5)
+    loss = (40 * sizes ** -0.3 + 1.2) * np.exp(np.random.default_rng(4).normal(0, 0.03, 5))
+    out = tmp_path / "fit"
+    r = run_cli("--table", write_table(tmp_path / "runs.csv", [("gpt", n, x) for n, x in zip(sizes, loss)]),
+                "--out_dir", out, "--n_bootstrap", 200)
+    assert r.returncode == 0, r.stderr
+    f = json.loads((out / "fit.json").read_text())["gpt"]
+    assert f["alpha_ci"][1] >= 9.99, f["alpha_ci"]
+    md = (out / "fit.md").read_text()
+    assert ", 10]" not in md and ("no upper bound" in md or "not bounded by the runs" in md)
+    assert any(w.startswith("alpha is not bounded by these runs") for w in f["warnings"])
