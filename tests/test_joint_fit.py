@@ -207,3 +207,18 @@ def test_branches_of_one_trunk_are_resampled_together():
         assert f["resampled_by"] == "trunk"
         hits.append(f["alpha_ci"][0] <= coverage_audit.JOINT["alpha"] <= f["alpha_ci"][1])
     assert np.mean(hits) >= 0.8, np.mean(hits)
+
+
+def test_the_published_grid_fails_its_fit_check_and_flags_extrapolation_by_intervals():
+    """The Chinchilla-style grid of docs/results.md (20 runs, docs/study_chinchilla_quick/runs_v2.csv): its residuals
+    (3.9% RMS) follow log N x log D, so its frontier is no result; and a budget whose N_opt lies inside the trained
+    sizes but whose interval reaches outside them is flagged (issue 29: it read 'within the runs')."""
+    from music_scaling_laws.fits.run_table import load_table
+    rows, _ = load_table("docs/study_chinchilla_quick/runs_v2.csv")
+    fits = power_law.fit_all(rows, n_bootstrap=300)
+    j = fits["gpt"]["joint"]
+    assert j["lack_of_fit"]["failed"] and 0.03 < j["lack_of_fit"]["residual_rms"] < 0.05
+    flagged = [r for r in j["frontier"] if min(j["n_params"]) <= r["N_opt"] <= max(j["n_params"])
+               and "N_opt's interval reaches outside the trained range" in r["extrapolation"]]
+    assert flagged, [(r["N_opt"], r["N_opt_ci"], r["extrapolation"]) for r in j["frontier"]]
+    assert "| family | budget C | N_opt |" not in fit_text.fit_markdown(fits)
