@@ -145,3 +145,33 @@ def test_the_page_title_shows_an_escaped_config_name_as_it_is(tmp_path, monkeypa
                            str(tmp_path / "r.html"))
     page = (tmp_path / "r.html").read_text()
     assert "<title>Scaling study: study_[x](javascript:1)</title>" in page and "<a " not in page
+
+
+def test_a_grid_of_many_sizes_scrolls_in_its_own_box_on_a_1280_px_window(tmp_path, monkeypatch):
+    """Issue 29: the quick study's listening grid (6 sizes, and a long ABC line) was wider than a 1280-px window. In
+    headless Chromium (tests/browser.py) a grid of 8 sizes keeps the page within the window and scrolls inside its
+    own box; the summary's warning item is closed, its count visible."""
+    import pytest
+    from browser import check_page, find_chromium
+    from music_scaling_laws.study import report_html
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed")
+    tune = {"title": "gpt_1, seed 1", "seed": 1, "prompt": "", "wav": None, "no_audio": "not rendered", "pages": [],
+            "abc": "X:1\n" + "abcdefg" * 120, "abc_link": "x.abc", "midi": None, "checks": [("parses", True)],
+            "ended": True, "tokens": 10}
+    grid = [{"family": "gpt", "sizes": [{"name": f"gpt_{i}", "params": "1k", "loss": 2.0} for i in range(8)],
+             "rows": [{"seed": s, "cells": [tune] * 8} for s in range(2)]}]
+    monkeypatch.setattr(report_html, "listening_grid", lambda st: grid)
+    monkeypatch.setattr(report_html, "best_tunes", lambda st: [])
+    monkeypatch.setattr(report_html, "summary", lambda st, fits: [
+        {"text": "GPT: α = 0.3 [0.1, 0.5]"}, {"text": "GPT: 9 warning(s) on its fits", "warnings": ["w"] * 9}])
+
+    class St:
+        out, best, split = str(tmp_path), {"name": "gpt_7"}, "test"
+    path = report_html.write_html(St(), ["# T", "", "## Files", "", "`" + "a/" * 300 + "`"], {},
+                                  str(tmp_path / "report.html"))
+    found = check_page(path, tmp_path / "shot.png", tmp_path / "profile")
+    assert found["window_width"] == 1280 and found["page_width"] <= 1280, found["page_width"]
+    box = found["grids"][0]
+    assert box["right"] <= 1280 and box["scroll_width"] > box["client_width"] and box["overflow_x"] == "auto", box
+    assert [i["warning"] for i in found["summary"]] == [False, True] and not found["summary"][1]["open"]
