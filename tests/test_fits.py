@@ -176,7 +176,7 @@ def test_a_sweeps_rate_is_chosen_by_every_rate_not_by_its_luckiest_run():
     assert fit_policy.choose_rate({1e-3: [2.3], 2e-3: [2.2], 4e-3: [2.1]}) == 4e-3  # no interior optimum: the lowest
 
 
-def fake_run(root, name, n, loss, tokens, seed=1337, lr=1e-3):
+def fake_run(root, name, n, loss, tokens, seed=1337, lr=1e-3, trunk=None):
     """A finished run folder as train.py writes it (FLOPs per token 2x 6N at the smallest size, as gpt_16's) and
     calc_perplexity.py's test loss."""
     d = root / name
@@ -184,7 +184,8 @@ def fake_run(root, name, n, loss, tokens, seed=1337, lr=1e-3):
     per_token = 6 * n * (1 + 2e4 / n)
     results = {"model_type": "gpt", "n_params": n, "n_params_non_embedding": int(0.8 * n), "tokens_trained": tokens,
                "epochs": tokens / 2.8e6, "flops_per_token": per_token, "train_flops": per_token * tokens,
-               "val_loss": loss + 0.01, "config": {"seed": seed, "learning_rate": lr}}
+               "val_loss": loss + 0.01, "config": {"seed": seed, "learning_rate": lr},
+               "trunk": {"out_dir": str(root / trunk)} if trunk else None}
     (d / "results.json").write_text(json.dumps(results))
     (d / "test_perplexity.json").write_text(json.dumps({"loss": loss}))
     return d
@@ -293,3 +294,19 @@ def test_alpha_on_both_n_definitions_is_given_side_by_side_where_they_disagree()
     same = [dict(r, n_params=2 * r["n_params_non_embedding"]) for r in rows]
     f_same = power_law.fit_all(same, n_bootstrap=100)["gpt"]
     assert "α depends on which N is fitted" not in fit_text.fit_markdown({"gpt": f_same})
+
+
+def test_branches_read_from_run_folders_are_resampled_by_their_trunk(tmp_path):
+    """A wsd branch's results.json names its trunk (train.py: trunk.out_dir): the joint fit of run folders draws each
+    trunk's branches together, and says so in fit.md."""
+    from music_scaling_laws.fits import run_table
+    rng = np.random.default_rng(0)
+    for n in (2e4, 6e4, 2e5, 6e5, 2e6):
+        for d in (2.5e5, 5e5, 1e6):
+            loss = (1.0 + 30 * n ** -0.3 + 40 * d ** -0.3) * np.exp(rng.normal(0, 0.005))
+            fake_run(tmp_path / "runs", f"gpt_{int(n)}.d{int(d)}", int(n), loss, d, trunk=f"gpt_{int(n)}.trunk")
+    rows, _ = run_table.load_runs([tmp_path / "runs"])
+    assert len({r["trunk"] for r in rows}) == 5 and all(r["trunk"].endswith(".trunk") for r in rows)
+    fits = power_law.fit_all(rows, n_bootstrap=50)
+    assert fits["gpt"]["joint"]["resampled_by"] == "trunk"
+    assert "the bootstrap draws whole trunks" in fit_text.fit_markdown(fits)

@@ -141,8 +141,7 @@ def load_runs(paths, loss="auto"):
                      "dataset_tokens": tokens / epochs if tokens and epochs else None,
                      "seed": config.get("seed"), "lr": config.get("learning_rate"),
                      # a wsd branch (train.py --init_from=branch) shares its trunk's weights and so its errors
-                     "trunk": (os.path.basename(os.path.normpath(config["branch_from"]))
-                               if config.get("init_from") == "branch" and config.get("branch_from") else None),
+                     "trunk": trunk_of(res),
                      "val_loss": float(res["val_loss"]), "test_loss": _float_or_none(test_loss_of(d, res))})
     have_test = all(r["test_loss"] is not None for r in rows)
     if loss == "test" and not have_test:
@@ -152,6 +151,16 @@ def load_runs(paths, loss="auto"):
     for r in rows:
         r["loss"] = r[loss_name]
     return rows, loss_name
+
+
+def trunk_of(res):
+    """The wsd trunk a run was branched from (results.json's trunk.out_dir, which train.py keeps through a resume;
+    else config.branch_from of a branch), as an absolute path, or None for a run trained on its own."""
+    trunk = (res.get("trunk") or {}).get("out_dir") if isinstance(res.get("trunk"), dict) else None
+    config = res.get("config") or {}
+    if trunk is None and config.get("init_from") == "branch" and config.get("branch_from"):
+        trunk = config["branch_from"]
+    return os.path.abspath(trunk) if trunk else None
 
 
 def _float_or_none(x):
