@@ -160,6 +160,7 @@ def test_table_with_tokens_writes_joint_fit_and_plots(tmp_path):
     fit = json.loads((out / "fit.json").read_text())["gpt"]
     assert "alpha" in fit and "c" in fit  # today's 1-D keys stay
     j = fit["joint"]
+    assert j["resampled_by"] == "run"  # a table without run names or trunks: every row is its own run
     for name in joint_fit.NAMES:  # one noisy table (seed 3): its intervals hold the law it was drawn from
         assert j[name + "_ci"][0] <= TRUE[name] <= j[name + "_ci"][1], name
     assert len(j["frontier"]) >= 3

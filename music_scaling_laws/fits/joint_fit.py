@@ -406,7 +406,7 @@ def fit_family_joint(rows, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED
     out = fit_joint([r["n_params"] for r in with_d], [r["tokens"] for r in with_d], [r["loss"] for r in with_d],
                     n_bootstrap, ci_level, seed, flops=[r.get("flops") for r in with_d],
                     dataset_tokens=min(sizes) if sizes else None,
-                    groups=[r.get("trunk") or r["run"] for r in with_d])
+                    groups=[r.get("trunk") or ("run", i) for i, r in enumerate(with_d)])
     out["runs"] = [r["run"] for r in with_d]
     if len(with_d) < len(rows):
         out["warnings"].insert(0, f"{len(rows) - len(with_d)} run(s) without a token count are left out of the "
