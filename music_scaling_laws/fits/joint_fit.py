@@ -242,12 +242,13 @@ def lack_of_fit(N, D, resid, u, v, a, a_loso, a_ci, ci_level=CI_LEVEL):
     n = len(resid)
     out = {"residual_rms": float(np.sqrt(np.mean(resid ** 2))), "sigma": None, "interaction_p": None,
            "a_leave_one_size_out": [float(x) for x in a_loso], "reasons": []}
+    exact = out["residual_rms"] < 1e-9  # the surface passes through every run: rounding, not misfit, is all that's left
     cells = {}
     for key, r in zip(zip(N, D), resid):
         cells.setdefault(key, []).append(r)
     rep = [np.array(c) for c in cells.values() if len(c) > 1]
     df_rep = sum(len(c) - 1 for c in rep)
-    if df_rep and n > N_FREE:
+    if df_rep and n > N_FREE and not exact:
         sigma2 = sum(float(((c - c.mean()) ** 2).sum()) for c in rep) / df_rep
         if sigma2 > 0:
             out["sigma"] = float(np.sqrt(sigma2))
@@ -257,7 +258,7 @@ def lack_of_fit(N, D, resid, u, v, a, a_loso, a_ci, ci_level=CI_LEVEL):
                                       f"more than the {100 * out['sigma']:.2g}% their repeats scatter by (F test, "
                                       f"p = {p:.2g})")
     x = (u - u.mean()) * (v - v.mean())
-    if n > N_FREE + 1 and np.sum(x ** 2) > 0:
+    if n > N_FREE + 1 and np.sum(x ** 2) > 0 and not exact:
         b = float(x @ resid / (x @ x))
         rest = float(np.sum((resid - b * x) ** 2)) / (n - N_FREE - 1)
         if rest > 0:
