@@ -22,7 +22,8 @@ def noise_text(f):
         if f.get("size_scatter") is None:
             return text + "; the intervals are scaled by it"
         tau = f.get("size_sigma") or 0.0
-        return (text + f"; the sizes miss the curve by {100 * f['size_scatter']:.2g}% on average, so the intervals "
+        return (text + f"; the sizes' mean losses miss the curve by {100 * f['size_scatter']:.2g}% (RMS), so the "
+                f"intervals "
                 + (f"also carry an error per size of {100 * tau:.2g}% that its seeds share (a random effect per size, "
                    f"{f['size_scatter_df']} degree(s) of freedom)" if tau > 0 else
                    f"rest on the seeds' noise, which explains that scatter (an error per size beyond it is drawn "
