@@ -7,8 +7,9 @@ Fit scaling laws L(N) to finished training runs (or to a published table) and pl
     python scaling.py out/study_quick/runs --out_dir fits_ne/ --fit_params=non_embedding
 
 Plain arguments are run folders (with results.json) or folders holding run folders; --table is a CSV with columns
-family,n_params,loss[,n_params_non_embedding,tokens,flops,dataset_tokens,seed,wall_time_s,peak_mem_bytes,run]
-(flops: a run's total training FLOPs; dataset_tokens: the size of its training set; seed: its initialisation seed).
+family,n_params,loss[,n_params_non_embedding,tokens,flops,dataset_tokens,seed,trunk,wall_time_s,peak_mem_bytes,run]
+(flops: a run's total training FLOPs; dataset_tokens: the size of its training set; seed: its initialisation seed;
+trunk: the wsd trunk a branch was cooled down from, so branches of one trunk are resampled together).
 The fit policy is study.py's (power_law.select_runs): for every model family it fits L = a*N^(-alpha) + c and the
 pure L = a*N^(-alpha) on the family's largest token budget, on all or non-embedding parameters (fit_params), with
 intervals scaled by the run-to-run noise that repeats (rows of one size and budget with different seeds) measure,
@@ -24,7 +25,10 @@ import sys
 from music_scaling_laws.configurator import configure, lines_of
 from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.fits.plots import write_outputs
-from music_scaling_laws.fits.power_law import UserError, fit_all, fit_markdown, load_runs, load_table, write_fit
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.fits.fit_text import fit_markdown, write_fit
+from music_scaling_laws.fits.power_law import fit_all
+from music_scaling_laws.fits.run_table import load_runs, load_table
 from music_scaling_laws.run_files import FIT_JSON, FIT_MD
 
 # -----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """
 Open a local HTML page in headless Chromium and report what a reader would meet: console errors and exceptions,
 resources that failed to load, every <img> that did not decode, every <audio> and its duration, every inline <svg>
-and its size, and a screenshot of the first screen. Chromium is driven through its DevTools protocol over a
+and its size, the page's width against the window's (1280 px) and each listening grid's box, the summary's items,
+and a screenshot of the first screen. Chromium is driven through its DevTools protocol over a
 websocket on 127.0.0.1 (a minimal client below: the standard library has none); nothing leaves the machine.
 
 Debian's package is `chromium` (the Makefile's system-deps installs it).
@@ -36,6 +37,15 @@ PAGE_CHECK = r"""
     audio: audios.map(a => ({src: a.getAttribute('src'), duration: a.duration, error: a.error && a.error.code})),
     svgs: [...document.querySelectorAll('svg')].filter(s => !s.parentElement.closest('svg')).map(s => {
       const r = s.getBoundingClientRect(); return {width: r.width, height: r.height}; }),
+    window_width: window.innerWidth,
+    page_width: document.documentElement.scrollWidth,
+    grids: [...document.querySelectorAll('.grid-box')].map(b => {
+      const r = b.getBoundingClientRect();
+      return {left: r.left, right: r.right, scroll_width: b.scrollWidth, client_width: b.clientWidth,
+              overflow_x: getComputedStyle(b).overflowX}; }),
+    summary: [...document.querySelectorAll('.summary > ul > li')].map(li => ({
+      warning: li.classList.contains('warning'), details: !!li.querySelector('details'),
+      open: !!li.querySelector('details[open]')})),
   });
 })()
 """

@@ -84,3 +84,18 @@ def test_sweeps_that_cannot_define_a_law_say_why():
     tight = lr_law.fit_law(sweeps(offsets=(-0.5, 0.5), sizes=SIZES[:3]))
     assert tight["b"] == pytest.approx(B, abs=1e-6) and tight["b_ci"] is None
     assert "no degrees of freedom" in tight["warnings"][0]
+
+
+def test_a_slope_whose_interval_holds_zero_is_said_to_be_no_result():
+    """Issue 29: the quick study's GPT law had b = -0.553 [-0.95, 0.39] and was used as if the best rate fell with N.
+    Sweeps drawn with a best rate flat in N and 0.01 nats of noise give an interval holding 0, and the law says so;
+    the law the sweeps resolve (b = -0.4, exact) does not."""
+    global B
+    flat, B = B, 0.0
+    try:
+        law = lr_law.fit_law(sweeps(np.random.default_rng(3), noise=0.01))
+    finally:
+        B = flat
+    assert law["b_ci"][0] <= 0 <= law["b_ci"][1], law["b_ci"]
+    assert any("holds 0" in w and "not a result" in w for w in law["warnings"])
+    assert not any("holds 0" in w for w in lr_law.fit_law(sweeps())["warnings"])

@@ -1,4 +1,4 @@
-"""power_law.py, plots.py and their command line scaling.py: the fit recovers known laws with honest intervals,
+"""power_law.py (with run_table.py, fit_policy.py, fit_text.py), plots.py and their command line scaling.py: the fit recovers known laws with honest intervals,
 ignores the unit of N, warns when the data cannot pin the law down, draws every plot, and turns bad input into one
 clear line."""
 import csv
@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from music_scaling_laws.fits import power_law
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.fits import power_law, run_table
 import scaling
 from helpers import REPO, run_main
 
@@ -87,7 +88,7 @@ def test_published_table_fits_the_same_in_millions_and_in_parameters(tmp_path):
     millions = write_table(tmp_path / "millions.csv", table)
     params = write_table(tmp_path / "params.csv", [(f, n * 1e6, l) for f, n, l in table])
     # read as scaling.py --table reads a table, fitted as it fits one (its plots are tested below)
-    alphas = [fit_all(power_law.load_table(str(csv_path))[0], n_bootstrap=20)["gpt"]["alpha"]
+    alphas = [fit_all(run_table.load_table(str(csv_path))[0], n_bootstrap=20)["gpt"]["alpha"]
               for csv_path in (millions, params)]
     assert alphas[0] == pytest.approx(alphas[1], rel=1e-6)
 
@@ -244,22 +245,22 @@ def test_a_stale_test_loss_is_never_used(tmp_path, capsys, change, says):
     """A test_perplexity.json measured on an earlier training of the run (another run_id) or before its end is
     treated as missing, with a warning naming the run: the fit falls back to the val loss of every run."""
     runs = three_sizes(tmp_path / "runs", run_id="current")
-    rows, loss_name = power_law.load_runs([tmp_path / "runs"])
+    rows, loss_name = run_table.load_runs([tmp_path / "runs"])
     assert loss_name == "test_loss" and capsys.readouterr().err == ""
     measured_again(runs[1], **change)
-    rows, loss_name = power_law.load_runs([tmp_path / "runs"])
+    rows, loss_name = run_table.load_runs([tmp_path / "runs"])
     warning = capsys.readouterr().err.strip()
     assert warning.startswith("warning: ") and "gpt_400000" in warning and says in warning
     assert len(warning.splitlines()) == 1
     assert loss_name == "val_loss" and all(r["loss"] == r["val_loss"] for r in rows)
     assert {r["run"]: r["test_loss"] for r in rows}["gpt_400000"] is None
-    with pytest.raises(power_law.UserError, match="gpt_400000"):
-        power_law.load_runs([tmp_path / "runs"], loss="test")
+    with pytest.raises(UserError, match="gpt_400000"):
+        run_table.load_runs([tmp_path / "runs"], loss="test")
 
 
 def test_old_files_without_run_ids_are_used_as_before(tmp_path, capsys):
     three_sizes(tmp_path / "runs")  # results.json and test_perplexity.json from before run_ids were recorded
-    rows, loss_name = power_law.load_runs([tmp_path / "runs"])
+    rows, loss_name = run_table.load_runs([tmp_path / "runs"])
     assert loss_name == "test_loss"
     assert {r["run"]: r["loss"] for r in rows}["gpt_50000"] == pytest.approx(1.0 + 50_000 ** -0.2)
     assert capsys.readouterr().err == ""
@@ -271,7 +272,7 @@ def test_a_wsd_trunk_is_left_out_of_the_fits(tmp_path):
     trunk = fake_run(tmp_path / "runs", "gpt_50000.trunk", "gpt", 50_000, 1.5)
     results = json.loads((trunk / "results.json").read_text())
     (trunk / "results.json").write_text(json.dumps({**results, "branch_budgets": [100_000, 200_000]}))
-    rows, _ = power_law.load_runs([tmp_path / "runs"])
+    rows, _ = run_table.load_runs([tmp_path / "runs"])
     assert sorted(r["run"] for r in rows) == ["gpt_3200000", "gpt_400000", "gpt_50000"]
 
 
@@ -323,10 +324,34 @@ def test_a_binary_table_and_counts_that_are_not_positive_are_one_line(tmp_path, 
 def test_a_study_runs_folder_leaves_its_learning_rate_sweep_out_of_the_fits(tmp_path, capsys):
     """scaling.py on a study's runs/ fits the runs study.py fits: the sweep runs (NAME.sweepFRACTION, trained on a
     share of the budget) are left out with a note, and fitted only when named directly."""
-    from music_scaling_laws.fits.power_law import find_run_dirs
+    from music_scaling_laws.fits.run_table import find_run_dirs
     for name in ("gpt_64", "gpt_64.lr0.00344", "gpt_64.lr2x.sweep0.125", "gpt_64.sweep0.125", "gpt_64.d200k.sweep1"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text("{}")
     assert [p.rsplit("/", 1)[-1] for p in find_run_dirs([str(tmp_path)])] == ["gpt_64", "gpt_64.lr0.00344"]
     assert "3 learning-rate sweep run(s)" in capsys.readouterr().err
     assert find_run_dirs([str(tmp_path / "gpt_64.sweep0.125")]) == [str(tmp_path / "gpt_64.sweep0.125")]
+
+
+def test_an_interval_that_reaches_the_search_bound_is_printed_as_a_one_sided_bound(tmp_path):
+    """Issue 29: an exponent's 95% percentiles that land on the search box [0, 10] are where the solver stopped, not
+    where the runs put it: fit.md and fit.json's warnings say 'α > 0.02, no upper bound', never '[0.02, 10]'."""
+    from music_scaling_laws.fits.fitting import ci_text, with_ci
+    fit = {"alpha": 0.3, "alpha_ci": [0.0213, 10.0], "c": 1.2, "c_ci": [2e-6, 1.9], "c_bounds": [1e-6, 3.0]}
+    assert with_ci(fit, "alpha") == "0.3 (α > 0.0213, no upper bound)"
+    assert with_ci(dict(fit, alpha_ci=[0.0, 0.5]), "alpha") == "0.3 (α < 0.5, no lower bound)"
+    assert with_ci(dict(fit, alpha_ci=[0.0, 10.0]), "alpha") == "0.3 (not bounded by the runs)"
+    assert with_ci(dict(fit, alpha_ci=[0.1, 0.5]), "alpha") == "0.3 [0.1, 0.5]"
+    assert ci_text(fit["c_ci"], fit["c_bounds"], "c") == "c < 1.9, no lower bound"
+    # through scaling.py: 5 sizes over a factor 3, 3% noise: alpha's interval runs into the box
+    sizes = np.geomspace(1e6, 3e6, 5)
+    loss = (40 * sizes ** -0.3 + 1.2) * np.exp(np.random.default_rng(4).normal(0, 0.03, 5))
+    out = tmp_path / "fit"
+    r = run_cli("--table", write_table(tmp_path / "runs.csv", [("gpt", n, x) for n, x in zip(sizes, loss)]),
+                "--out_dir", out, "--n_bootstrap", 200)
+    assert r.returncode == 0, r.stderr
+    f = json.loads((out / "fit.json").read_text())["gpt"]
+    assert f["alpha_ci"][1] >= 9.99, f["alpha_ci"]
+    md = (out / "fit.md").read_text()
+    assert ", 10]" not in md and ("no upper bound" in md or "not bounded by the runs" in md)
+    assert any(w.startswith("alpha is not bounded by these runs") for w in f["warnings"])

@@ -79,6 +79,10 @@ def test_report_html_shows_and_plays_every_tune_offline(smoke_study, tmp_path_fa
     assert not re.search(r'(?:src|href)="(?:https?:)?//', page), "a resource from the network"
     refs = set(re.findall(r'(?:src|href)="([^"#][^"]*)"', page))
     assert refs and all((out / unquote(ref)).exists() for ref in refs), [r for r in refs if not (out / r).exists()]
+    inside = lambda ref: os.path.realpath(out / unquote(ref)).startswith(os.path.realpath(out) + os.sep)  # noqa: E731
+    assert all(inside(ref) for ref in refs), [r for r in refs if not inside(r)]  # no link leaves the study folder
+    md_links = re.findall(r"\]\(([^)\s]+)\)", (out / "report.md").read_text())
+    assert md_links and all(inside(ref) for ref in md_links), [r for r in md_links if not inside(r)]
     records = {folder.parent.name: [json.loads(line) for line in folder.read_text().splitlines()]
                for folder in out.glob("samples/*/*/samples.jsonl")}
     for run in RUNS:  # every size's tunes, rendered: heard and seen on the page
@@ -100,6 +104,15 @@ def test_report_html_shows_and_plays_every_tune_offline(smoke_study, tmp_path_fa
     assert all(a["duration"] > 0 and a["error"] is None for a in found["audio"]), found["audio"]
     assert len(found["svgs"]) == len(plots) and all(s["width"] > 100 and s["height"] > 100 for s in found["svgs"])
     assert (shots / "first_screen.png").read_bytes()[:4] == b"\x89PNG"
+    # issue 29: the page is no wider than a 1280-px window; the listening grid scrolls inside its own box; the
+    # summary leads with the fits and keeps each family's warnings in one closed item (at most 4 such items)
+    assert found["window_width"] == 1280 and found["page_width"] <= found["window_width"], found["page_width"]
+    assert found["grids"] and all(g["right"] <= 1280 and g["overflow_x"] == "auto" for g in found["grids"])
+    summary = found["summary"]
+    assert len(summary) <= 6 and not summary[0]["warning"]
+    assert sum(i["warning"] for i in summary) <= 4 and all(i["details"] and not i["open"] for i in summary
+                                                            if i["warning"])
+    assert (out / "dataset_stats.md").is_file() and 'href="dataset_stats.md"' in page
 
 
 def test_a_finished_study_is_not_redone(smoke_study, run_script):

@@ -105,24 +105,49 @@ def interval(samples, level):
     return lo, hi
 
 
-def resample_runs(n, n_bootstrap, seed, usable):
+def resample_runs(n, n_bootstrap, seed, usable, groups=None):
     """Which runs each refit sees, as count vectors (rows of how often each of n runs enters): n_bootstrap bootstrap
-    resamples drawn with seed, and with at most LOO_MAX_POINTS runs every leave-one-out set. usable(counts) -> bool
-    per row drops the sets that cannot define the fit (e.g. fewer model sizes than parameters)."""
+    resamples drawn with seed, and with at most LOO_MAX_POINTS runs (or groups) every leave-one-out set. usable(counts)
+    -> bool per row drops the sets that cannot define the fit (e.g. fewer model sizes than parameters).
+
+    groups: a label per run (e.g. the wsd trunk a branch was cooled down from), or None. Runs of one group share its
+    errors (a branch inherits its trunk's weights), so they are resampled together, a block bootstrap: each
+    resample draws groups with replacement and every run of a drawn group enters as often as its group was drawn,
+    and the leave-one-out sets leave a whole group out."""
     rng = np.random.default_rng(seed)
-    boot = rng.multinomial(n, np.full(n, 1 / n), size=n_bootstrap)
-    loo = 1 - np.eye(n, dtype=int) if n <= LOO_MAX_POINTS else np.zeros((0, n), int)
+    if groups is None:
+        groups = list(range(n))
+    labels = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    member = np.array([labels[g] for g in groups])
+    k = len(labels)
+    drawn = rng.multinomial(k, np.full(k, 1 / k), size=n_bootstrap)
+    boot = drawn[:, member]
+    loo = (1 - np.eye(k, dtype=int))[:, member] if k <= LOO_MAX_POINTS else np.zeros((0, n), int)
     return boot[usable(boot)], loo[usable(loo)]
 
 
-def simulated_noise(n_bootstrap, n, sigma, df, seed):
+def simulated_noise(n_bootstrap, n, sigma, df, seed, size_of=None, size_scatter=None, size_df=None):
     """(n_bootstrap, n) log-loss noise for a parametric bootstrap: N(0, s^2) per run, where each replicate's s is drawn
     from what sigma, estimated with df degrees of freedom, allows (s^2 = sigma^2 * df / chi^2_df, its scaled inverse
     chi-square distribution). A sigma measured from a handful of residuals or repeats is itself uncertain, and this
-    widens the interval as Student's t widens a mean's: with df = 2 about 2.2x a known sigma's, with df = 20 ~1.05x."""
+    widens the interval as Student's t widens a mean's: with df = 2 about 2.2x a known sigma's, with df = 20 ~1.05x.
+
+    With size_of (the index of each run's model size) and size_scatter (the scatter of the sizes' mean ln loss about
+    the curve, estimated with size_df degrees of freedom), every replicate also draws an error per size that all runs
+    of the size share (a random effect: a learning rate set a little off, an architecture choice), with the variance
+    the sizes show beyond what the seeds explain: tau^2 = max(0, m^2 - s^2 * mean(1/runs per size)), m^2 drawn from
+    size_scatter's own scaled inverse chi-square. Where the seeds explain the sizes' scatter, tau is ~0 and this is
+    the seeds-only bootstrap; where they do not, the sizes' scatter sets the interval."""
     rng = np.random.default_rng(seed)
     scale = sigma * np.sqrt(df / rng.chisquare(df, size=n_bootstrap))
-    return scale[:, None] * rng.standard_normal((n_bootstrap, n))
+    noise = scale[:, None] * rng.standard_normal((n_bootstrap, n))
+    if size_of is not None and size_scatter is not None and size_df:
+        size_of = np.asarray(size_of)
+        per_size = np.bincount(size_of)
+        m2 = size_scatter ** 2 * size_df / rng.chisquare(size_df, size=n_bootstrap)
+        tau = np.sqrt(np.maximum(m2 - scale ** 2 * float(np.mean(1 / per_size)), 0.0))
+        noise += (tau[:, None] * rng.standard_normal((n_bootstrap, len(per_size))))[:, size_of]
+    return noise
 
 
 def intervals(point, boot, loo, level):
@@ -156,10 +181,52 @@ def human(n):
     return f"{n:.3g}"
 
 
-def ci_text(ci):
-    return "–" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+def at_bound(ci, bounds, tol=1e-3):
+    """Which ends of an interval sit on the search box (bounds = (lo, hi)): (lower, upper) booleans. An end on the
+    box is where the solver stopped, not where the data put it: the interval is open on that side."""
+    if ci is None or bounds is None:
+        return False, False
+    span = max(abs(bounds[1] - bounds[0]), 1e-12) if np.isfinite(bounds[1] - bounds[0]) else 1.0
+    return (bounds[0] is not None and ci[0] <= bounds[0] + tol * span,
+            bounds[1] is not None and ci[1] >= bounds[1] - tol * span)
+
+
+def ci_text(ci, bounds=None, name="x"):
+    """'[0.25, 0.4]', or where an end reaches the search box, what the interval does bound: 'α > 0.02, no upper
+    bound', 'α < 0.9, no lower bound', or 'not bounded by the runs' (both ends)."""
+    if ci is None:
+        return "–"
+    low, high = at_bound(ci, bounds)
+    if low and high:
+        return "not bounded by the runs"
+    if high:
+        return f"{name} > {ci[0]:.3g}, no upper bound"
+    if low:
+        return f"{name} < {ci[1]:.3g}, no lower bound"
+    return f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+
+
+SYMBOLS = {"alpha": "α", "beta": "β", "alpha_pure": "α", "alpha_non_embedding": "α", "alpha_without_largest": "α",
+           "alpha_pure_non_embedding": "α", "a": "a", "b": "b"}
+
+
+def bounds_of(fit, key):
+    """The search box of a fitted constant: fit[key + '_bounds'] where the fit records one, ALPHA_BOUNDS for an
+    exponent, else None (no box to reach)."""
+    return fit.get(key + "_bounds") or (ALPHA_BOUNDS if key in SYMBOLS and key not in ("a", "b") else None)
+
+
+def open_interval(fit, key):
+    """True where the interval of fit[key] reaches its search box on either side (it bounds only one side, or none)."""
+    return any(at_bound(fit.get(key + "_ci"), bounds_of(fit, key)))
 
 
 def with_ci(fit, key):
-    """'0.31 [0.25, 0.4]': a fitted number and its interval, or '(no interval)' where the data cannot give one."""
-    return f"{fit[key]:.3g} " + ("(no interval)" if fit[key + "_ci"] is None else ci_text(fit[key + "_ci"]))
+    """'0.31 [0.25, 0.4]': a fitted number and its interval; '(no interval)' where the data cannot give one; and
+    '0.31 (α > 0.02, no upper bound)' where the interval reaches the search box, so that [0.02, 10] is never read as
+    an interval the runs set."""
+    ci = fit.get(key + "_ci")
+    if ci is None:
+        return f"{fit[key]:.3g} (no interval)"
+    text = ci_text(ci, bounds_of(fit, key), SYMBOLS.get(key, key))
+    return f"{fit[key]:.3g} " + (text if text.startswith("[") else f"({text})")

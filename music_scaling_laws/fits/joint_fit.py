@@ -25,8 +25,9 @@ import math
 
 import numpy as np
 
-from music_scaling_laws.fits.fitting import (ALPHA_BOUNDS, CI_LEVEL, N_BOOTSTRAP, SEED, fit_batch, fmt, huber, human, intervals, percent,
-                     refit, resample_runs, with_ci)
+from music_scaling_laws.fits.fitting import (ALPHA_BOUNDS, CI_LEVEL, N_BOOTSTRAP, SEED, fit_batch, fmt, huber, human,
+                                            interval, intervals, open_interval, percent, refit, resample_runs,
+                                            with_ci)
 
 NAMES = ("E", "A", "alpha", "B", "beta", "a", "b")  # the fitted constants and the frontier exponents, in fit.json
 MIN_VALUES = 3      # fewer distinct values of N (or D) than this cannot define a term c·x^-k next to E
@@ -147,12 +148,15 @@ def budgets(C_runs):
 # -----------------------------------------------------------------------------
 # the fit
 
-def fit_joint(N, D, L, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED, flops=None, dataset_tokens=None):
+def fit_joint(N, D, L, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED, flops=None, dataset_tokens=None,
+              groups=None):
     """Fit L(N, D) = E + A/N^alpha + B/D^beta with bootstrap intervals (n_bootstrap resamples drawn with seed,
     ci_level intervals) and the compute-optimal frontier. N, D, L: arrays, one entry per run; flops: each run's
     training FLOPs (None: C = 6·N·D); dataset_tokens: the training set's size in tokens (None: unknown), above which
-    a D_opt means several epochs. Returns a dict with the NAMES, their intervals (None where the runs cannot give
-    one), the compute model, the frontier at a few budgets and warnings."""
+    a D_opt means several epochs; groups: a label per run (the wsd trunk a branch was cooled down from), so that runs
+    of one group, which share its errors, are resampled together (fitting.resample_runs). Returns a dict with the
+    NAMES, their intervals (None where the runs cannot give one), the compute model, the lack-of-fit check
+    (lack_of_fit), the frontier at a few budgets (tabled as a result only where the check passes) and warnings."""
     N, D, L = (np.asarray(x, float) for x in (N, D, L))
     compute = compute_model(N, D, flops)
     p = compute["p"]
@@ -170,7 +174,7 @@ def fit_joint(N, D, L, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED, fl
 
     identifiable = usable(np.ones((1, n)))[0] and n > N_FREE
     no_sets = np.zeros((0, n), int)
-    boot_sets, loo_sets = resample_runs(n, n_bootstrap, seed, usable) if identifiable else (no_sets, no_sets)
+    boot_sets, loo_sets = resample_runs(n, n_bootstrap, seed, usable, groups) if identifiable else (no_sets, no_sets)
     # each resample starts from the full-data optimum and three spread grid points (see fitting.refit)
     refit_starts = np.concatenate([theta[None], starts[[21, 97, 170]]])
 
@@ -194,8 +198,15 @@ def fit_joint(N, D, L, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED, fl
     for i, name in enumerate(NAMES):
         out[name] = float(point[i])
         out[name + "_ci"] = [float(ci_lo[i]), float(ci_hi[i])] if identifiable else None
+    out["E_bounds"] = [float(np.exp(lo[0])), float(np.exp(hi[0]))]
+    out["resampled_by"] = "trunk" if groups is not None and len(set(groups)) < n else "run"
     pred = _model(theta[None], u, v)[0][0]
     out["residual_rms_log"] = float(np.sqrt(np.mean((pred - logL) ** 2)))
+    loso = [np.flatnonzero(N != x) for x in np.unique(N)] if identifiable and len(np.unique(N)) > MIN_VALUES else []
+    loso_sets = np.array([np.isin(np.arange(n), keep).astype(int) for keep in loso]).reshape(-1, n)
+    loso_sets = loso_sets[usable(loso_sets)] if len(loso_sets) else loso_sets
+    out["lack_of_fit"] = lack_of_fit(N, D, logL - pred, u, v, point[5], to_user(refit_all(loso_sets))[:, 5],
+                                     interval(boot[:, 5], ci_level) if len(boot) else None, ci_level)
     C_runs = np.asarray(flops, float) if compute["source"] == "flops" else 6 * N * D
     compute["range"] = [float(C_runs.min()), float(C_runs.max())]
     out["compute"] = compute
@@ -205,7 +216,63 @@ def fit_joint(N, D, L, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED, fl
     for row in out["frontier"] or []:
         row["extrapolation"] = extrapolation(out, row)
     out["warnings"] = diagnose_joint(N, D, out, ci_level) + extrapolation_warnings(out)
+    if out["lack_of_fit"]["failed"]:
+        out["warnings"].insert(0, "lack of fit: " + "; ".join(out["lack_of_fit"]["reasons"]) + ". So the surface "
+                               "is not a law of these runs, and its compute-optimal frontier is not given as a result "
+                               "(fit.json keeps it under `frontier` for inspection).")
     out["ci_level"] = ci_level
+    return out
+
+
+LOF_P = 0.01        # a misfit test at this level fails the surface (two tests run, so ~2% false alarms in all)
+LOSO_MIN_SHIFT = 0.05  # a leave-one-size-out move of the frontier exponent a smaller than this is never instability
+
+
+def lack_of_fit(N, D, resid, u, v, a, a_loso, a_ci, ci_level=CI_LEVEL):
+    """Does the surface fit the runs well enough for its frontier to be a result? Three checks, in words in `reasons`
+    where they fail (failed: any did):
+      - scale: where runs repeat an (N, D) with other seeds, their spread sigma is the run-to-run noise, and the
+        residuals must not exceed it (F test of residual variance over the repeats', p < LOF_P);
+      - structure: the residuals must not follow log N x log D, the interaction an additive surface cannot bend to
+        (F test of that one regressor, p < LOF_P): a Kaplan-style law, or a learning rate tuned per size at one budget;
+      - stability: leaving out any one model size must not move the frontier exponent a (N_opt ∝ C^a) outside its
+        bootstrap interval (and by more than LOSO_MIN_SHIFT): a frontier one size can move is not measured.
+    Returns {failed, reasons, residual_rms, sigma (repeats', or None), interaction_p, a_leave_one_size_out}."""
+    from scipy.stats import f as f_dist  # imported on first use: it takes ~0.5 s
+    n = len(resid)
+    out = {"residual_rms": float(np.sqrt(np.mean(resid ** 2))), "sigma": None, "interaction_p": None,
+           "a_leave_one_size_out": [float(x) for x in a_loso], "reasons": []}
+    exact = out["residual_rms"] < 1e-9  # the surface passes through every run: rounding, not misfit, is all that's left
+    cells = {}
+    for key, r in zip(zip(N, D), resid):
+        cells.setdefault(key, []).append(r)
+    rep = [np.array(c) for c in cells.values() if len(c) > 1]
+    df_rep = sum(len(c) - 1 for c in rep)
+    if df_rep and n > N_FREE and not exact:
+        sigma2 = sum(float(((c - c.mean()) ** 2).sum()) for c in rep) / df_rep
+        if sigma2 > 0:
+            out["sigma"] = float(np.sqrt(sigma2))
+            p = float(f_dist.sf(np.sum(resid ** 2) / (n - N_FREE) / sigma2, n - N_FREE, df_rep))
+            if p < LOF_P:
+                out["reasons"].append(f"the runs miss the surface by {100 * out['residual_rms']:.2g}% RMS in ln loss, "
+                                      f"more than the {100 * out['sigma']:.2g}% their repeats scatter by (F test, "
+                                      f"p = {p:.2g})")
+    x = (u - u.mean()) * (v - v.mean())
+    if n > N_FREE + 1 and np.sum(x ** 2) > 0 and not exact:
+        b = float(x @ resid / (x @ x))
+        rest = float(np.sum((resid - b * x) ** 2)) / (n - N_FREE - 1)
+        if rest > 0:
+            out["interaction_p"] = p = float(f_dist.sf(b * b * float(x @ x) / rest, 1, n - N_FREE - 1))
+            if p < LOF_P:
+                out["reasons"].append(f"the residuals follow log N × log D (F test, p = {p:.2g}): the loss's "
+                                      f"dependence on N changes with D in a way E + A/N^α + B/D^β cannot bend to")
+    if a_ci is not None and len(a_loso):
+        worst = float(a_loso[np.argmax(np.abs(a_loso - a))])
+        if (worst < a_ci[0] or worst > a_ci[1]) and abs(worst - a) > LOSO_MIN_SHIFT:
+            out["reasons"].append(f"leaving out one model size moves the frontier exponent a from {a:.2f} to "
+                                  f"{worst:.2f}, outside its {percent(ci_level)} bootstrap interval "
+                                  f"[{a_ci[0]:.2f}, {a_ci[1]:.2f}]")
+    out["failed"] = bool(out["reasons"])
     return out
 
 
@@ -234,17 +301,31 @@ def _frontier(j, C, boot, loo, identifiable, ci_level):
     return rows
 
 
+def _leaves(row, key, values):
+    """'point' where row[key] lies outside [min(values), max(values)], 'interval' where only its interval reaches
+    outside, None where both lie inside."""
+    lo, hi = min(values), max(values)
+    if not lo <= row[key] <= hi:
+        return "point"
+    ci = row.get(key + "_ci")
+    if ci is not None and (ci[0] < lo or ci[1] > hi):
+        return "interval"
+    return None
+
+
 def extrapolation(j, row):
     """What makes a frontier row an extrapolation, in words ([] for none): its budget beyond the runs' compute, its
-    N_opt or D_opt outside the trained range, its D_opt above the training set."""
+    N_opt or D_opt (or their intervals: an optimum that may lie outside is not measured inside) outside the trained
+    range, its D_opt above the training set."""
     why = []
-    N, D = j["n_params"], j["tokens"]
     if row["C"] > j["compute"]["range"][1] * 1.0001:
         why.append("budget beyond the trained range")
-    if not min(N) <= row["N_opt"] <= max(N):
-        why.append("N_opt outside the trained range")
-    if not min(D) <= row["D_opt"] <= max(D):
-        why.append("D_opt outside the trained range")
+    for key, values in (("N_opt", j["n_params"]), ("D_opt", j["tokens"])):
+        where = _leaves(row, key, values)
+        if where == "point":
+            why.append(f"{key} outside the trained range")
+        elif where == "interval":
+            why.append(f"{key}'s interval reaches outside the trained range")
     if j.get("dataset_tokens") and row["D_opt"] > j["dataset_tokens"]:
         why.append("D_opt above the training set (several epochs)")
     return why
@@ -260,12 +341,13 @@ def extrapolation_warnings(j):
     warns = []
     rows = j["frontier"] or []
     for key, what, values in (("N_opt", "model sizes", j["n_params"]), ("D_opt", "token counts", j["tokens"])):
-        out = [r for r in rows if not min(values) <= r[key] <= max(values)]
+        out = [r for r in rows if _leaves(r, key, values)]
         if out:
-            warns.append(f"{key} is outside the trained range of {what} ({human(min(values))}–{human(max(values))}) "
-                         f"at C = {_flops_list(out)} FLOPs ({key} = "
-                         f"{', '.join(human(r[key]) for r in out)}): there the frontier extrapolates the fitted law "
-                         f"beyond any run, and is a hypothesis to test, not a measurement.")
+            warns.append(f"{key} or its interval is outside the trained range of {what} "
+                         f"({human(min(values))}–{human(max(values))}) at C = {_flops_list(out)} FLOPs ({key} = "
+                         f"{', '.join(_human_ci(r[key], r.get(key + '_ci')) for r in out)}): there the frontier "
+                         f"extrapolates the fitted law beyond any run, and is a hypothesis to test, not a "
+                         f"measurement.")
     over = [r for r in rows if j.get("dataset_tokens") and r["D_opt"] > j["dataset_tokens"]]
     if over:
         warns.append(f"D_opt exceeds the {human(j['dataset_tokens'])} tokens of the training set at C = "
@@ -299,9 +381,12 @@ def diagnose_joint(N, D, j, ci_level=CI_LEVEL):
                          f"cannot tell the N term from the D term; train some sizes at several token counts.")
     for name in ("alpha", "beta"):
         x, ci = j[name], j[name + "_ci"]
-        if ci is not None and ci[1] - ci[0] > x:
+        if ci is not None and open_interval(j, name):
+            warns.append(f"{name} is not bounded by these runs: {with_ci(j, name)}; the frontier's a and b are as "
+                         f"loose.")
+        elif ci is not None and ci[1] - ci[0] > x:
             warns.append(f"{name} is poorly determined: its {pct} interval [{ci[0]:.3g}, {ci[1]:.3g}] is wider than "
-                         f"{name} ({x:.3g}) itself, and so are the frontier's a and b; read them as a rough guide.")
+                         f"{name} ({x:.3g}) itself, and so are the frontier's a and b; only the intervals are results.")
         if x <= ALPHA_BOUNDS[0] + ZERO or x >= ALPHA_BOUNDS[1] - ZERO:
             warns.append(f"{name} sits at the search bound {x:.3g}: the loss does not follow a power law in "
                          f"{'N' if name == 'alpha' else 'D'} here" + (", so there is no compute-optimal frontier."
@@ -321,7 +406,8 @@ def fit_family_joint(rows, n_bootstrap=N_BOOTSTRAP, ci_level=CI_LEVEL, seed=SEED
     sizes = [r["dataset_tokens"] for r in with_d if r.get("dataset_tokens")]
     out = fit_joint([r["n_params"] for r in with_d], [r["tokens"] for r in with_d], [r["loss"] for r in with_d],
                     n_bootstrap, ci_level, seed, flops=[r.get("flops") for r in with_d],
-                    dataset_tokens=min(sizes) if sizes else None)
+                    dataset_tokens=min(sizes) if sizes else None,
+                    groups=[r.get("trunk") or ("run", i) for i, r in enumerate(with_d)])
     out["runs"] = [r["run"] for r in with_d]
     if len(with_d) < len(rows):
         out["warnings"].insert(0, f"{len(rows) - len(with_d)} run(s) without a token count are left out of the "
@@ -368,9 +454,20 @@ def joint_markdown(fits):
                      f"| {human(min(j['tokens']))}–{human(max(j['tokens']))} | "
                      + " | ".join(with_ci(j, name) for name in NAMES) + " |")
     lines += [""] + [f"Compute of {fam}: {compute_text(j)}." for fam, j in joint.items()]
+    lines += [f"Resampling of {fam}: " + ("the branches of one wsd trunk share its errors, so the bootstrap draws "
+                                          "whole trunks (a block bootstrap)." if j.get("resampled_by") == "trunk"
+                                          else "every run on its own.") for fam, j in joint.items()]
+    lines += [f"Fit check of {fam}: residual RMS {100 * j['lack_of_fit']['residual_rms']:.2g}% in ln loss"
+              + (f" against {100 * j['lack_of_fit']['sigma']:.2g}% run-to-run noise" if j["lack_of_fit"]["sigma"]
+                 else "") + "; "
+              + ("**the surface does not fit these runs** (" + "; ".join(j["lack_of_fit"]["reasons"]) + "), so its "
+                 "frontier is not a result and is not tabled." if j["lack_of_fit"]["failed"] else
+                 "no sign of misfit (scale, log N × log D structure, leave-one-size-out stability of the frontier).")
+              for fam, j in joint.items() if j.get("lack_of_fit")]
+    tabled = {fam: j for fam, j in joint.items() if not (j.get("lack_of_fit") or {}).get("failed")}
     lines += ["", "| family | budget C | N_opt | D_opt | D_opt / N_opt | fitted loss | extrapolation |",
-              "|---|---|---|---|---|---|---|"]
-    for fam, j in joint.items():
+              "|---|---|---|---|---|---|---|"] if any(j["frontier"] for j in tabled.values()) else [""]
+    for fam, j in tabled.items():
         for row in j["frontier"] or []:
             why = row["extrapolation"]
             lines.append(f"| {fam} | {row['C']:.3g} | {_human_ci(row['N_opt'], row['N_opt_ci'])} "

@@ -100,11 +100,19 @@ def fit_law(sizes, ci_level=0.95, window=LAW_WINDOW):
     dof = len(y) - (m + 3)
     warnings = []
     b_ci = _profile_ci(idx, n_c, x, y, m, a_c, b, rss, dof, ci_level, warnings)
+    if b_ci is not None and (b_ci[0] is None or b_ci[0] <= 0) and (b_ci[1] is None or b_ci[1] >= 0):
+        warnings.append(f"b's {ci_level:.0%} interval [{_end(b_ci[0])}, {_end(b_ci[1])}] holds 0: the sweeps do not "
+                        f"show the best rate changing with N at all, so the law's slope is not a result (a rate flat "
+                        f"in N fits them as well), only the rates near the swept sizes are")
     return {"a": float(a), "b": float(b), "b_ci": b_ci, "k": k, "cost_2x": k * math.log(2) ** 2,
             "L_star": {s["size"]: float(coef[i]) for i, s in enumerate(used)},
             "rates": {s["size"]: rate(a, b, s["n_params"]) for s in used},
             "n_sizes": m, "n_points": int(len(y)), "dof": int(dof), "rss": rss, "ci_level": ci_level,
             "ci_method": "profile likelihood (F-test on the residual)", "window": window, "warnings": warnings}
+
+
+def _end(x):
+    return "open" if x is None else f"{x:.3g}"
 
 
 def _profile_ci(idx, n_c, x, y, m, a_c, b_hat, rss, dof, ci_level, warnings):

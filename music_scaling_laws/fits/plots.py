@@ -15,7 +15,7 @@ from music_scaling_laws.fits import lr_law
 from music_scaling_laws.data.dataset import read_jsonl
 from music_scaling_laws.fits.fitting import human, percent, with_ci
 from music_scaling_laws.fits.joint_fit import compute_optimal, predict, tokens_at
-from music_scaling_laws.fits.power_law import N_WORDS
+from music_scaling_laws.fits.fit_text import N_WORDS
 from music_scaling_laws.run_files import log_path
 
 COLORS = {"gpt": "tab:blue", "lstm": "tab:orange"}
@@ -325,12 +325,14 @@ def plot_iso_loss(fits, path, loss_name="loss"):
                                   f"compute-optimal: N ∝ C^{j['a']:.2f}, D ∝ C^{j['b']:.2f}"),
                                  (np.geomspace(C_hi, 10 * C_hi, 30), ":", "extrapolation beyond the trained range")):
             opt = compute_optimal(j, Cs)
-            if opt is not None:
+            if opt is not None and not (j.get("lack_of_fit") or {}).get("failed"):  # a misfit surface has no frontier
                 ax.plot(*opt, color="red", lw=2, ls=style, label=label)
         ax.set_xlim(NN.min(), NN.max())
         ax.set_ylim(DD.min(), DD.max())
         _finish_joint(ax, "training tokens D", f"{fam}: " + r"$L = E + A/N^{\alpha} + B/D^{\beta}$"
-                      + f"\nα = {with_ci(j, 'alpha')}, β = {with_ci(j, 'beta')}", counts_on_y=True)
+                      + f"\nα = {with_ci(j, 'alpha')}, β = {with_ci(j, 'beta')}"
+                      + ("\nlack of fit: no compute-optimal frontier" if (j.get("lack_of_fit") or {}).get("failed")
+                         else ""), counts_on_y=True)
         ax.grid(False, which="both")  # the contour lines are the grid here
     return _save(plt, fig, path)
 

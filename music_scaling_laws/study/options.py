@@ -8,7 +8,7 @@ import shlex
 import shutil
 
 from music_scaling_laws.errors import UserError
-from music_scaling_laws.fits import power_law
+from music_scaling_laws.fits import fit_policy
 from music_scaling_laws.study import study_plan
 from music_scaling_laws.study.jobs import LAUNCHERS, slurm_parameters
 from music_scaling_laws.study.script_runs import WORKER_RUNS
@@ -67,7 +67,7 @@ def check_config(cfg):
         raise UserError(f"device must be auto, cpu, cuda, cuda:N or mps, got {cfg['device']!r}")
     check_launcher(cfg)
     study_plan.check_knobs(cfg)
-    power_law.check_settings(cfg["n_bootstrap"], cfg["ci_level"], cfg["fit_params"])
+    fit_policy.check_settings(cfg["n_bootstrap"], cfg["ci_level"], cfg["fit_params"])
 
 
 def check_launcher(cfg):

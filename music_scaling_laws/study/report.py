@@ -6,10 +6,13 @@ run, samples.jsonl of every sample folder, eval_syntax.json); study.py runs the 
 import math
 import os
 import platform
+import re
 import shlex
+import shutil
 
 from music_scaling_laws.data.dataset import STATS, read_json
-from music_scaling_laws.fits.power_law import fit_markdown, human
+from music_scaling_laws.fits.fit_text import fit_markdown
+from music_scaling_laws.fits.fitting import human
 from music_scaling_laws.evaluation.eval_metrics import YANG_LERCH_FEATURES, YANG_LERCH_NAMES
 from music_scaling_laws.study.report_html import write_html
 from music_scaling_laws.run_files import (CKPT, EVAL_SYNTAX, FIT_JSON, FIT_MD, LOG, LOGS, LR_SWEEP, PERPLEXITY_SUFFIX, PLOTS, REPORT_HTML,
@@ -18,9 +21,26 @@ from music_scaling_laws.run_files import (CKPT, EVAL_SYNTAX, FIT_JSON, FIT_MD, L
 from music_scaling_laws.progress import fmt_seconds
 from music_scaling_laws.evaluation.tune_checks import format_table, summarize
 
+DATASET_STATS = "dataset_stats.md"  # the dataset's stats.md, copied into the study folder for the report's link
+
 
 # -----------------------------------------------------------------------------
 # formatting
+
+def md_text(text):
+    """Text a user or a dataset chose (a dataset's source, a config's name), as Markdown that shows it and nothing
+    else: every character Markdown could read as markup (a link, emphasis, a table cell) is escaped."""
+    return re.sub(r"([\\`*_\[\]()<>|!#])", r"\\\1", str(text))
+
+
+def md_code(text):
+    """Text shown as code (a prompt, a path, a command): a code span whose fence is longer than any run of backticks
+    in the text, so a backtick inside cannot close it early and turn the rest into Markdown."""
+    text = str(text)
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or len(fence) > 1 else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
 
 def fmt_duration(seconds):
     """3725 -> '1 h 02 min': durations as a reader says them."""
@@ -186,8 +206,9 @@ def section_header(st, step_seconds, started, invocation_s):
     first = st.results[st.plan[0]["name"]]
     name = os.path.splitext(os.path.basename(st.cfg["_config_file"] or "study"))[0]
     total = sum(step_seconds.values())
-    return [f"# Scaling study: {name}", "",
-            f"Written by `{shlex.join(['python', 'study.py', *st.cfg['_argv']])}` on {started:%Y-%m-%d %H:%M} UTC.",
+    return [f"# Scaling study: {md_text(name)}", "",
+            f"Written by {md_code(shlex.join(['python', 'study.py', *st.cfg['_argv']]))} on "
+            f"{started:%Y-%m-%d %H:%M} UTC.",
             f"Machine: {machine_description()}; training device {first.get('device')} ({first.get('device_name')}), "
             f"torch {torch.__version__}, Python {platform.python_version()}.", "",
             f"Time per step, summed over every invocation of this study (this invocation: "
@@ -212,11 +233,12 @@ def training_overhead(out_dir):
 def section_dataset(st, plots):
     stats = read_json(os.path.join(st.data_path, STATS))
     L = ["## Dataset", "",
-         f"`{st.data_path}` — {stats.get('source', '?')}; tokenizer **{stats.get('tokenizer')}** "
+         f"{md_code(st.data_path)} — {md_text(stats.get('source', '?'))}; tokenizer "
+         f"**{md_text(stats.get('tokenizer'))}** "
          f"(vocabulary {stats.get('vocab_size')}); {stats.get('files_converted', '?')} of "
          f"{stats.get('files_found', '?')} files converted, {stats.get('tunes_found', '?')} tunes found, "
          f"{stats.get('duplicates_removed', 0)} duplicates removed, {stats.get('tunes_kept', '?')} kept. "
-         f"All statistics: `{st.link(os.path.join(st.data_path, 'stats.md'))}`.", "",
+         f"All statistics: {dataset_stats_link(st)}.", "",
          md_table(["split", "tunes", "tokens", "characters", "chars/token"],
                   [[s, v["tunes"], f"{v['tokens']:,}", f"{v['chars']:,}", num(v["chars"] / v["tokens"], ".2f")]
                    for s, v in stats["splits"].items()]), ""]
@@ -228,6 +250,18 @@ def section_dataset(st, plots):
     if plots.get("length_histogram"):
         L += [f"![tune lengths]({st.link(plots['length_histogram'])})", ""]
     return L
+
+
+def dataset_stats_link(st):
+    """A link to the dataset's stats.md, copied into the study folder (the dataset may live anywhere, and no link of
+    the report leaves its folder), or its name as text where the dataset has none."""
+    src = os.path.join(st.data_path, "stats.md")
+    if not os.path.isfile(src):
+        return "`stats.md` (not written by this dataset's prepare.py)"
+    dst = os.path.join(st.out, DATASET_STATS)
+    if os.path.abspath(src) != os.path.abspath(dst):
+        shutil.copyfile(src, dst)
+    return f"[`{DATASET_STATS}`]({DATASET_STATS}) (a copy of the dataset's stats.md)"
 
 
 def section_models(st):
@@ -380,8 +414,8 @@ def section_best_samples(st):
                 media = os.path.join(folder, os.path.basename(rec.get(kind) or ""))
                 if rec.get(kind) and os.path.isfile(media):
                     links.append(f"[{kind}]({st.link(media)})")
-            prompt = rec["prompt"].replace("\n", "⏎").replace("|", "\\|")
-            rows.append([len(rows) + 1, f"`{prompt}`" if prompt else "(none)", rec["tokens"],
+            prompt = md_code(rec["prompt"].replace("\n", "⏎")).replace("|", "\\|")
+            rows.append([len(rows) + 1, prompt if rec["prompt"] else "(none)", rec["tokens"],
                          "yes" if rec["ended_with_eot"] else "no", ",".join(rec["headers_added"]) or "–",
                          None if res is None else "yes" if res["parse_ok"] else "no",
                          None if res is None else "yes" if res["midi_notes"] > 0 else "no",

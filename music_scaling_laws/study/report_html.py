@@ -3,19 +3,23 @@ report.html of a scaling study: report.md as a page to read and listen to. repor
 markdown lines it has just written to report.md (one text feeds both, so the two never disagree) and the Study it
 read them from. The page adds what Markdown cannot show:
 - every plot inline, as the vector SVG plots.py writes beside each PNG;
-- a summary in plain words at the top: the best model, each family's fitted law with its interval, the warnings;
+- a summary in plain words at the top, leading with what the fits support (each family's law with its interval or
+  the one-sided bound the runs give), then the best model, then per family its warnings behind one click;
 - a listening grid: per family, the same seeds (one row each) from every size (one column each, small to large),
-  each tune with its audio player and sheet music; the best model's tunes, unconditional and prompted, below it.
-Every link is relative to the study folder and nothing is fetched from the network, so the folder can be copied
+  each tune with its audio player and sheet music, in a box of its own that scrolls (the page stays as wide as the
+  window); the best model's tunes, unconditional and prompted, below it.
+Every link is relative to the study folder and stays inside it (inline's safe_href: text from a user or a dataset never
+becomes a javascript: or other link), and nothing is fetched from the network, so the folder can be copied
 anywhere and opened offline. docs/report.md says how to read it.
 """
 import html
+import math
 import os
 import re
 
 from music_scaling_laws.evaluation.eval_metrics import YANG_LERCH_NAMES
 from music_scaling_laws.fits.fitting import with_ci
-from music_scaling_laws.fits.power_law import N_WORDS, noise_text
+from music_scaling_laws.fits.fit_text import N_WORDS, n_definition_text, noise_text
 from music_scaling_laws.run_files import samples_path
 
 # -----------------------------------------------------------------------------
@@ -23,23 +27,46 @@ from music_scaling_laws.run_files import samples_path
 # images alone on a line; inline `code`, **bold**, *italic* and [links](...))
 
 IMAGE = re.compile(r"^!\[([^\]]*)\]\(([^)]+)\)$")
-INLINE = re.compile(r"`([^`]+)`|\*\*(.+?)\*\*|\*([^*\s][^*]*?)\*|\[([^\]]+)\]\(([^)\s]+)\)")
+# a code span opens with a run of backticks and closes with a run of the same length (so a prompt holding a backtick
+# stays one code span: md_code), a backslash escapes a Markdown character (md_text)
+INLINE = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)|\\([\\`*_\[\]()<>|!#])|\*\*(.+?)\*\*|\*([^*\s][^*]*?)\*"
+                    r"|\[([^\]]+)\]\(([^)\s]+)\)")
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+def safe_href(href):
+    """href where a report may link to it, else None: http(s) addresses, and relative links that stay inside the
+    study folder. Never javascript:, data:, file: or any other scheme, nor an absolute path or one through '..':
+    report.md's text carries dataset paths, prompts and run names a user or a dataset chose, and a link is the one
+    piece of Markdown that can run code or leave the folder."""
+    href = href.strip()
+    if re.match(r"^https?://", href, re.I):
+        return href
+    if SCHEME.match(href) or href.startswith(("/", "\\")) or "\\" in href:
+        return None
+    path = os.path.normpath(href.split("#")[0].split("?")[0] or ".")
+    return None if path == ".." or path.startswith("../") or os.path.isabs(path) else href
 
 
 def inline(text):
-    """Inline Markdown of one line as HTML, everything else escaped."""
+    """Inline Markdown of one line as HTML, everything else escaped; a link to anywhere safe_href refuses is its
+    label and its target as text."""
     out, pos = [], 0
     for m in INLINE.finditer(text):
         out.append(html.escape(text[pos:m.start()]))
-        code, bold, italic, label, href = m.groups()
+        _, code, escaped, bold, italic, label, href = m.groups()
         if code is not None:
-            out.append(f"<code>{html.escape(code)}</code>")
+            out.append(f"<code>{html.escape(code.strip() if code.strip() else code)}</code>")
+        elif escaped is not None:
+            out.append(html.escape(escaped))
         elif bold is not None:
             out.append(f"<strong>{inline(bold)}</strong>")
         elif italic is not None:
             out.append(f"<em>{inline(italic)}</em>")
+        elif safe_href(href) is not None:
+            out.append(f'<a href="{html.escape(safe_href(href))}">{inline(label)}</a>')
         else:
-            out.append(f'<a href="{html.escape(href)}">{inline(label)}</a>')
+            out.append(html.escape(m.group(0)))
         pos = m.end()
     return "".join(out) + html.escape(text[pos:])
 
@@ -101,7 +128,7 @@ def markdown_to_html(lines, figure):
                 i += 1
             i -= 1
             out.append("<ul>" + "".join(items) + "</ul>")
-        elif m := IMAGE.match(stripped):
+        elif (m := IMAGE.match(stripped)) and safe_href(m.group(2)) and not SCHEME.match(m.group(2)):
             flush()
             out.append(figure(m.group(1), m.group(2)))
         else:
@@ -209,38 +236,57 @@ def best_tunes(st):
     return sets
 
 
+def fit_sentence(fam, f):
+    """What one family's fits support, in one item: L(N)'s exponent with its interval (or the one-sided bound the
+    runs give), the N it is on, and the joint fit's exponents and frontier where they pass their checks."""
+    sizes = sorted(set(f["n_params"]))
+    decades = math.log10(sizes[-1] / sizes[0]) if len(sizes) > 1 else 0.0
+    text = (f"{fam.upper()}: over {len(sizes)} sizes ({decades:.1f} decades of N = {N_WORDS[f.get('n_fitted', 'all')]})"
+            f" the loss falls as L = a·N^−α + c with α = {with_ci(f, 'alpha')}")
+    if f.get("alpha_without_largest") is not None:
+        text += f" (without its largest model, which is not its best: {with_ci(f, 'alpha_without_largest')})"
+    if n_definition_text(f):
+        text += (f"; on {N_WORDS['non_embedding' if f.get('n_fitted', 'all') == 'all' else 'all']} α = "
+                 f"{with_ci(f, 'alpha_non_embedding')}, outside this interval: which N is fitted matters")
+    j = f.get("joint")
+    if j:
+        text += f"; jointly in N and D, α = {with_ci(j, 'alpha')} and β = {with_ci(j, 'beta')}"
+        if (j.get("lack_of_fit") or {}).get("failed"):
+            text += ", but the surface misfits its runs, so it gives no compute-optimal frontier"
+        elif j.get("a_ci") is not None:
+            text += f", so N_opt grows as C^a with a = {with_ci(j, 'a')}"
+    return text + "."
+
+
 def summary(st, fits):
-    """The study's findings in plain sentences (the tables below hold every number)."""
+    """The study's findings, leading with what its fits support: one item per family's fits, the best model, its
+    tunes against real ones, and per family one item that holds every warning of its fits behind a click (the
+    count visible). Each item: {"text"} or {"text", "warnings": [...]} (the tables below hold every number)."""
+    items = [{"text": fit_sentence(fam, f)} for fam, f in (fits or {}).items() if "alpha" in f]
     best = st.best["name"]
-    lines = [f"The best model is {best} ({st.size(best)} parameters): {st.split} loss "
-             f"{st.ppl[best]['loss']:.4f} nats/token."]
+    items.append({"text": f"The best model is {best} ({st.size(best)} parameters): {st.split} loss "
+                          f"{st.ppl[best]['loss']:.4f} nats/token."})
     yl = st.yang_lerch("best/unconditional") or {}
     compared = {k: c for k, c in yl.items() if c["compared"] and c.get("baseline")}
     if compared:
         alike = [YANG_LERCH_NAMES.get(k, k) for k, c in compared.items()
                  if c["overlap"] >= c["baseline"]["overlap_ci"][0]]
-        lines.append(f"Against real tunes (Yang & Lerch), its unconditional tunes are as close as real tunes are to "
-                     f"each other on {len(alike)} of {len(compared)} features"
-                     + (f" ({', '.join(alike)})" if alike else "") + "; the table under its samples has the numbers.")
+        items.append({"text": f"Against real tunes (Yang & Lerch), its unconditional tunes are as close as real tunes "
+                              f"are to each other on {len(alike)} of {len(compared)} features"
+                              + (f" ({', '.join(alike)})" if alike else "") + "."})
     for fam, f in (fits or {}).items():
         if "alpha" not in f:
             continue
-        # the sizes, N and noise of the fit itself (power_law's fit policy): repeats of a size are not more sizes
-        sentence = (f"{fam.upper()}: over {len(set(f['n_params']))} sizes the loss follows L = a·N^−α + c "
-                    f"(N = {N_WORDS[f.get('n_fitted', 'all')]}) with α = {with_ci(f, 'alpha')} and a floor "
-                    f"c = {f['c']:.3g}")
-        if f.get("alpha_without_largest") is not None:
-            sentence += f"; without its largest model, which is not its best, α = {with_ci(f, 'alpha_without_largest')}"
-        if "joint" in f:
-            j = f["joint"]
-            sentence += (f"; over model size and data together, L = E + A/N^α + B/D^β with α = {with_ci(j, 'alpha')}"
-                         f" and β = {with_ci(j, 'beta')}")
-        lines.append(sentence + ".")
+        ln = f.get("warnings", []) + [f"(non-embedding fit) {w}" for w in f.get("warnings_non_embedding", [])]
+        joint = f.get("joint", {}).get("warnings", [])
+        warns = [f"L(N): {w}" for w in ln] + [f"L(N, D): {w}" for w in joint]
         if "sigma_source" in f:
-            lines.append(f"{fam.upper()}: {noise_text(f)}.")
-        lines += [f"Warning ({fam}): {w}" for w in f.get("warnings", [])]
-        lines += [f"Warning ({fam}, L(N, D)): {w}" for w in f.get("joint", {}).get("warnings", [])]
-    return lines
+            warns.insert(0, f"Noise behind the intervals: {noise_text(f)}.")
+        if warns:
+            items.append({"text": f"{fam.upper()}: {len(ln) + len(joint)} warning(s) on its fits "
+                                  f"(L(N): {len(ln)}, L(N, D): {len(joint)}), and the noise behind its intervals",
+                          "warnings": warns})
+    return items
 
 
 # -----------------------------------------------------------------------------
@@ -269,7 +315,11 @@ td[style*="right"] { white-space: nowrap; }
 pre { background: #f6f6f6; padding: .6em; overflow-x: auto; font-size: 12px; }
 figure { margin: 1em 0; } figcaption { font-size: 13px; color: #555; }
 svg.plot { width: 100%; height: auto; max-width: 1100px; }
-.grid td { min-width: 240px; } .grid td:first-child { min-width: 0; width: 4em; }
+.grid-box { overflow: auto; max-width: 100%; max-height: 85vh; border: 1px solid #ddd; }
+.grid td { min-width: 240px; max-width: 340px; } .grid td:first-child { min-width: 0; width: 4em; }
+.grid thead th { position: sticky; top: 0; z-index: 1; }
+p, li, td, code, summary { overflow-wrap: anywhere; }
+.tune pre { max-width: 100%; }
 .tune img { width: 100%; max-width: 520px; background: white; border: 1px solid #eee; }
 .tune audio { width: 100%; max-width: 320px; }
 .tune .checks span { font-size: 12px; margin-right: .5em; }
@@ -282,7 +332,7 @@ details pre { max-height: 300px; }
 <body>
 <nav>{% for h in nav %}<a href="#{{ h.id }}">{{ h.text }}</a>{% endfor %}</nav>
 <h1 id="top">{{ title }}</h1>
-<div class="summary"><ul>{% for line in summary %}<li{% if line.startswith('Warning') %} class="warning"{% endif %}>{{ line }}</li>{% endfor %}</ul></div>
+<div class="summary"><ul>{% for item in summary %}{% if item.warnings %}<li class="warning"><details><summary>{{ item.text }}</summary><ul>{% for w in item.warnings %}<li>{{ w }}</li>{% endfor %}</ul></details></li>{% else %}<li>{{ item.text }}</li>{% endif %}{% endfor %}</ul></div>
 
 {% macro tune(t) -%}
 <div class="tune">
@@ -302,7 +352,7 @@ sampling settings: reading a row left to right is hearing what scale buys. Under
 converts to MIDI (without abc2midi errors) and is not degenerate (eval_syntax.py).</p>
 {% for fam in grid %}
 <h3>{{ fam.family }}</h3>
-<div class="table"><table class="grid"><thead><tr><th>seed</th>{% for s in fam.sizes %}<th>{{ s.name }}<br>{{ s.params }} parameters<br>{{ split }} loss {{ '%.3f' % s.loss }}</th>{% endfor %}</tr></thead>
+<div class="grid-box"><table class="grid"><thead><tr><th>seed</th>{% for s in fam.sizes %}<th>{{ s.name }}<br>{{ s.params }} parameters<br>{{ split }} loss {{ '%.3f' % s.loss }}</th>{% endfor %}</tr></thead>
 <tbody>{% for row in fam.rows %}<tr><td>{{ row.seed }}</td>{% for cell in row.cells %}<td>{% if cell %}{{ tune(cell) }}{% else %}–{% endif %}</td>{% endfor %}</tr>{% endfor %}</tbody></table></div>
 {% endfor %}
 {% endif %}
@@ -330,6 +380,7 @@ def write_html(st, md_lines, fits, path):
     body = markdown_to_html(md_lines[1:] if md_lines and md_lines[0].startswith("# ") else md_lines,
                             plot_figure(st.out))
     title = md_lines[0][2:] if md_lines and md_lines[0].startswith("# ") else "Scaling study"
+    title = re.sub(r"\\([\\`*_\[\]()<>|!#])", r"\1", title)  # report.md escapes a config name's Markdown
     grid, best = listening_grid(st), best_tunes(st)
     nav = ([{"id": "listen", "text": "Listen"}] if grid else []) + \
         ([{"id": "best-tunes", "text": "Best model's tunes"}] if best else []) + \

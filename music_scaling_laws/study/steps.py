@@ -11,7 +11,8 @@ from music_scaling_laws.configurator import lines_of
 from music_scaling_laws.data import abc_text
 from music_scaling_laws.data.dataset import read_json, write_json_atomic
 from music_scaling_laws.errors import UserError
-from music_scaling_laws.fits import joint_fit, power_law
+from music_scaling_laws.fits import fit_text, joint_fit, power_law, run_table
+from music_scaling_laws.fits.fitting import human, with_ci
 from music_scaling_laws.fits.plots import plot_lr_sweeps, write_outputs
 from music_scaling_laws.lifetime import usable_cpus
 from music_scaling_laws.run_files import (EVAL_SYNTAX, PLOTS, SAMPLE_SETS, perplexity_path, plan_path, read_perplexity,
@@ -151,13 +152,13 @@ def fit_and_plot(plan, cfg, data_path, timings, sweep=None):
     scaling.py's on these runs: L(N) on each family's largest token budget (the plots of runs show those runs), the
     joint L(N, D) on every run. Returns (fits, name of the loss fitted, {plot name: path})."""
     t0 = time.time()
-    rows, loss_name = power_law.load_runs([r["run_dir"] for r in plan],
+    rows, loss_name = run_table.load_runs([r["run_dir"] for r in plan],
                                           "test" if cfg["perplexity_split"] == "test" else "val")
     fits = power_law.fit_all(rows, n_bootstrap=cfg["n_bootstrap"], ci_level=cfg["ci_level"],
                              fit_params=cfg.get("fit_params", "all"))
     fitted = {run for f in fits.values() for run in f["runs"]}
     plot_dir = os.path.join(cfg["out_dir"], PLOTS)
-    power_law.write_fit(fits, cfg["out_dir"], loss_name)
+    fit_text.write_fit(fits, cfg["out_dir"], loss_name)
     plots = write_outputs([row for row in rows if row["run"] in fitted], fits, plot_dir, loss_name)
     plots.update(plot_lr_sweeps(sweep, plot_dir))
     hist = os.path.join(data_path, "length_histogram.png")
@@ -172,17 +173,19 @@ def fit_and_plot(plan, cfg, data_path, timings, sweep=None):
 def fit_summary(fam, f):
     """The [fit] lines of a family: alpha with its interval, the N fitted, the noise behind the interval, alpha
     without the largest model where that is not the best, and every warning in words."""
-    budget = f", {power_law.human(f['budget_tokens'])}-token budget" if f.get("budget_tokens") else ""
-    lines = [f"[fit] {fam}: alpha = {power_law.with_ci(f, 'alpha')}, c = {f['c']:.3g} "
-             f"(N = {power_law.N_WORDS[f['n_fitted']]}, {f['n_points']} runs{budget})",
-             f"[fit] {fam}: {power_law.noise_text(f)}"]
+    budget = f", {human(f['budget_tokens'])}-token budget" if f.get("budget_tokens") else ""
+    lines = [f"[fit] {fam}: alpha = {with_ci(f, 'alpha')}, c = {f['c']:.3g} "
+             f"(N = {fit_text.N_WORDS[f['n_fitted']]}, {f['n_points']} runs{budget})",
+             f"[fit] {fam}: {fit_text.noise_text(f)}"]
     if f.get("alpha_without_largest") is not None:
         lines.append(f"[fit] {fam}: the largest model is not the best; without it alpha = "
-                     f"{power_law.with_ci(f, 'alpha_without_largest')}")
+                     f"{with_ci(f, 'alpha_without_largest')}")
+    if fit_text.n_definition_text(f):
+        lines.append(f"[fit] {fam}: {fit_text.n_definition_text(f)}")
     lines += [f"[fit] {fam} warning: {w}" for w in f["warnings"]]
     if "joint" in f:
         j = f["joint"]
-        lines.append(f"[fit] {fam} L(N, D): alpha = {power_law.with_ci(j, 'alpha')}, beta = "
-                     f"{power_law.with_ci(j, 'beta')}, E = {j['E']:.3g}; {joint_fit.compute_text(j)}")
+        lines.append(f"[fit] {fam} L(N, D): alpha = {with_ci(j, 'alpha')}, beta = "
+                     f"{with_ci(j, 'beta')}, E = {j['E']:.3g}; {joint_fit.compute_text(j)}")
         lines += [f"[fit] {fam} L(N, D) warning: {w}" for w in j["warnings"]]
     return "\n".join(lines)
