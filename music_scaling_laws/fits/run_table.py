@@ -7,13 +7,12 @@ import csv
 import json
 import math
 import os
-import re
 import sys
 
 from music_scaling_laws.errors import UserError
-from music_scaling_laws.run_files import PERPLEXITY_SUFFIX, RESULTS, is_finished, read_perplexity, read_results
+from music_scaling_laws.run_files import (PERPLEXITY_SUFFIX, RESULTS, is_finished, read_perplexity, read_results,
+                                          run_role)
 
-SWEEP_RUN = re.compile(r"\.sweep[0-9.e+-]+$")  # the suffix study_plan.run_name gives a learning-rate sweep run
 REQUIRED_COLUMNS = ("family", "n_params", "loss")
 NUMBER_COLUMNS = ("n_params_non_embedding", "tokens", "wall_time_s", "peak_mem_bytes", "flops", "dataset_tokens")
 OPTIONAL_COLUMNS = NUMBER_COLUMNS + ("seed", "run", "trunk")
@@ -93,15 +92,24 @@ def find_run_dirs(paths):
                       if is_finished(os.path.join(p, d)))
         if not subs:
             raise UserError(f"{p} has no {RESULTS} (is training finished?) and no run folders inside")
-        # a study's learning-rate sweep runs (study_plan.run_name: NAME.sweepFRACTION) trained on a share of the
-        # budget with their own schedule: measurements of the rate, not points of a law (study.py leaves them out
-        # of its fits, so scaling.py on the study's runs/ folder must too); named directly they are fitted
-        sweeps = [d for d in subs if SWEEP_RUN.search(os.path.basename(d))]
+        # a study's learning-rate sweep runs (role 'sweep' in results.json) trained on a share of the budget with
+        # their own schedule: measurements of the rate, not points of a law (study.py leaves them out of its fits,
+        # so scaling.py on the study's runs/ folder must too); named directly they are fitted
+        sweeps = [d for d in subs if role_of(d) == "sweep"]
         if sweeps:
             print(f"note: {len(sweeps)} learning-rate sweep run(s) in {p} left out of the fits "
                   f"({os.path.basename(sweeps[0])}, ...); name a run folder directly to fit it", file=sys.stderr)
         run_dirs.extend(d for d in subs if d not in sweeps)
     return run_dirs
+
+
+def role_of(run_dir):
+    """run_files.run_role of a finished run folder; a results.json that is not JSON counts as a plain run here, and
+    load_runs says what is wrong with it."""
+    try:
+        return run_role(read_results(run_dir), os.path.basename(os.path.normpath(run_dir)))
+    except json.JSONDecodeError:
+        return "run"
 
 
 def test_loss_of(run_dir, results=None):
@@ -122,8 +130,8 @@ def load_runs(paths, loss="auto"):
             res = read_results(d)
         except json.JSONDecodeError as e:
             raise UserError(f"{d}/{RESULTS} is not valid JSON ({e})")
-        if res.get("branch_budgets"):  # a wsd trunk (train.py): stopped before any cooldown, its branches are the runs
-            continue
+        if run_role(res, os.path.basename(os.path.normpath(d))) == "trunk":  # a wsd trunk: stopped before any
+            continue                                                                 # cooldown, its branches are the runs
         for key in ("model_type", "n_params", "val_loss"):
             if res.get(key) is None:
                 raise UserError(f"{d}/{RESULTS} lacks {key}")
