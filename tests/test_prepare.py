@@ -339,7 +339,7 @@ def test_a_score_with_a_zero_length_note_converts(tmp_path, run_script):
 
 
 def test_cached_result_holds_only_where_this_run_would_get_the_same():
-    from prepare import cached_result_holds
+    from music_scaling_laws.data.conversion import cached_result_holds
     longest = {"midi2abc": 120.0, "music21": 240.0}  # e.g. --midi2abc_timeout 30 (retried at 4x), --music21_timeout 240
     first, retry = {"midi2abc": 30.0, "music21": 60.0}, longest
 
@@ -357,7 +357,7 @@ def test_cached_result_holds_only_where_this_run_would_get_the_same():
 def test_cache_is_reused_only_where_this_runs_limits_give_the_same(tmp_path, run_script):
     """Cached results planted by hand: ones this run's limits would reproduce are used (their tunes, their
     failures), ones it would not are converted again by the real midi2abc."""
-    from prepare import _CONVERTER_VERSION
+    from music_scaling_laws.data.conversion import _CONVERTER_VERSION
     src, cache = tmp_path / "in", tmp_path / "cache"
     src.mkdir()
     planted_tunes = many_tunes(9)[6:]  # not among the tunes of tunes.abc
