@@ -322,6 +322,26 @@ def test_the_dataset_does_not_depend_on_where_its_inputs_lie(tmp_path, run_scrip
         assert (tmp_path / "one" / "out" / name).read_bytes() == (tmp_path / "two" / "out" / name).read_bytes()
 
 
+def test_an_existing_path_with_glob_characters_is_that_path(tmp_path, run_script):
+    """"Tunes [2020].abc" is the file of that name (as a glob it matched nothing, or "Tunes 2.abc"); a pattern is
+    expanded only where no such path exists."""
+    from music_scaling_laws.data.inputs import collect_inputs
+    tunes = many_tunes(12)
+    (tmp_path / "Tunes [2020].abc").write_text("\n".join(tunes[:6]))
+    (tmp_path / "Tunes 2.abc").write_text("\n".join(tunes[6:]))
+    (tmp_path / "sets [a]").mkdir()
+    (tmp_path / "sets [a]" / "x.abc").write_text(tunes[0])
+    items, _, given = collect_inputs([str(tmp_path / "Tunes [2020].abc")])
+    assert items == [(str(tmp_path / "Tunes [2020].abc"), "abc")] and given == [str(tmp_path / "Tunes [2020].abc")]
+    items, names, _ = collect_inputs([str(tmp_path / "sets [a]")])
+    assert items == [(str(tmp_path / "sets [a]" / "x.abc"), "abc")] and list(names.values()) == ["x.abc"]
+    items, _, _ = collect_inputs([str(tmp_path / "Tunes [0-9].abc")])  # no such file: a pattern
+    assert items == [(str(tmp_path / "Tunes 2.abc"), "abc")]
+    run_script(["prepare.py", "--input", tmp_path / "Tunes [2020].abc", "--out_dir", tmp_path / "out",
+                "--split_fractions", "0.5,0.25,0.25", "--cache_dir", ""])
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["tunes_kept"] == 6
+
+
 def test_a_score_with_a_zero_length_note_converts(tmp_path, run_script):
     """music21 writes a zero-length note (here a chord symbol) as note-offs before note-ons at the same tick, so
     it sounds to the end of the track and midi2abc stopped with "note too short": six scores of the default

@@ -1,6 +1,7 @@
 """
 Step 1 of prepare.py: which input files a dataset is made of. An --input is a file, a folder (searched
-recursively) or a glob pattern.
+recursively) or a glob pattern; an existing path is always taken as the path it names, so a file called
+"Tunes [2020].abc" is that file, and a pattern is expanded only when no such file or folder exists.
 """
 import glob
 import os
@@ -34,11 +35,13 @@ def collect_inputs(patterns):
     found, given = [], []
     for pattern in patterns:
         pattern = os.path.expanduser(pattern)
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        # an existing path is that path, even with [ ] * ? in its name ("Tunes [2020].abc"); else a pattern
+        literal = os.path.exists(pattern) or not glob.has_magic(pattern)
+        matches = [pattern] if literal else sorted(glob.glob(pattern, recursive=True))
         if not matches:
             raise UserError(f"--input {pattern!r} matches nothing")
         searched = pattern
-        while glob.has_magic(searched):  # a glob's names start below its last plain folder
+        while not literal and glob.has_magic(searched):  # a glob's names start below its last plain folder
             searched = os.path.dirname(searched)
         for path in matches:
             given.append(path)
