@@ -22,7 +22,7 @@ import wave
 
 import numpy as np
 
-from music_scaling_laws.lifetime import set_parent_death_signal
+from music_scaling_laws.lifetime import tool_command
 
 MIDI2ABC_ARGS = ["-s"]  # keep short notes: without -s a round trip kept the note count within 2% on only
                         # 37 of 60 real files, with it on 58 of 60
@@ -55,12 +55,13 @@ def time_limit(seconds, cpu=False):
         signal.signal(sig, old)
 
 
-def run_tool(cmd, timeout, **kwargs):
+def run_tool(cmd, timeout, limits=None, **kwargs):
     """subprocess.run(cmd) with a time limit; None when it ran out (the child is killed). The tool dies with the
-    process that runs it (lifetime.set_parent_death_signal), so a killed worker leaves no tool running."""
-    kwargs.setdefault("preexec_fn", set_parent_death_signal)
+    process that runs it, so a killed worker leaves no tool running, and runs under limits ({"cpu": (soft, hard),
+    ...}: lifetime.tool_command, which does both without forking the caller)."""
+    argv, preexec = tool_command(cmd, limits)
     try:
-        return subprocess.run(cmd, timeout=timeout, **kwargs)
+        return subprocess.run(argv, timeout=timeout, preexec_fn=preexec, **kwargs)
     except subprocess.TimeoutExpired:
         return None
 
@@ -70,17 +71,6 @@ def run_tool(cmd, timeout, **kwargs):
 # a blocked midi2abc uses no CPU, so a wall-clock limit of this many times its CPU limit ends it; a running one
 # would need less than a tenth of a core to reach it (private: a public int would be taken for a setting)
 _WALL_PER_CPU_SECOND = 10
-
-
-def _limit_child(cpu_seconds, max_bytes):
-    import resource
-
-    def limit():  # past cpu_seconds (whole seconds) the child gets SIGXCPU, a second later SIGKILL
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file in the user's folder
-        set_parent_death_signal()  # a killed worker leaves no midi2abc behind
-    return limit
 
 
 def midi_to_abc(midi_path, timeout, max_bytes):
@@ -97,7 +87,11 @@ def midi_to_abc(midi_path, timeout, max_bytes):
     with tempfile.TemporaryFile() as out:
         # stdout goes to a file so RLIMIT_FSIZE can stop a runaway conversion (it gets SIGXFSZ)
         proc = run_tool(["midi2abc", *MIDI2ABC_ARGS, "-f", midi_path], _WALL_PER_CPU_SECOND * cpu_seconds,
-                        stdout=out, stderr=subprocess.PIPE, preexec_fn=_limit_child(cpu_seconds, max_bytes))
+                        stdout=out, stderr=subprocess.PIPE,
+                        # past cpu_seconds (whole seconds) it gets SIGXCPU, a second later SIGKILL; a crash leaves
+                        # no core file in the user's folder
+                        limits={"cpu": (cpu_seconds, cpu_seconds + 1), "fsize": (max_bytes, max_bytes),
+                                "core": (0, 0)})
         if proc is None or proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
             raise ConversionFailed("midi2abc_timeout")
         if proc.returncode == -signal.SIGXFSZ:
