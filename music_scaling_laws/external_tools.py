@@ -120,6 +120,15 @@ def midi_note_count(midi_path):
         return 0
 
 
+def midi_seconds(midi_path):
+    """How long a MIDI file plays, in seconds (pretty_midi: the end of its last note or event); 0 when unreadable."""
+    import pretty_midi
+    try:
+        return float(pretty_midi.PrettyMIDI(midi_path).get_end_time())
+    except Exception:  # pretty_midi raises many types on a damaged file
+        return 0.0
+
+
 def abc2midi_message_kind(line):
     """The kind of an abc2midi message, without its place and its particulars, so that messages can be counted by
     kind: 'Warning in line-char 5-12 : Track 0 Bar 1 has 1 time units while the time signature has 3' ->
