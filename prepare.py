@@ -1,8 +1,9 @@
 """
 Turn a MIDI or ABC collection into a tokenized, split dataset for train.py, with the statistics of
 every step. Here: the settings (globals below; config files, --key=value or --key value), pipeline steps
-1-6 in order, and main, which checks the settings and swaps the finished dataset into place. The layout
-written is described in dataset.py; midi2abc and the time limits it runs under live in external_tools.py.
+1-6 in order, and main, which checks the settings and swaps the finished dataset into place. Step 1's file
+collection is data/inputs.py, steps 2-3 (run in worker processes) data/conversion.py; the layout written is
+described in dataset.py; midi2abc and the time limits it runs under live in external_tools.py.
 
     python prepare.py                                   # the corpus inside music21, offline
     python prepare.py --input ~/lmd_full --out_dir data/lakh --tokenizer bpe --vocab_size 4096
