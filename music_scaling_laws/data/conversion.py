@@ -23,7 +23,7 @@ from music_scaling_laws.lifetime import end_pool, worker_init
 from music_scaling_laws.progress import progress_bar
 
 # bump when the conversion changes, so cached results from an older conversion are not reused
-# (private: a public str global would be taken for a setting); 2: CPU-time limits, zero-length notes dropped
+# (2: CPU-time limits, zero-length notes dropped)
 _CONVERTER_VERSION = "midi2abc-s-2"
 _RETRY_FACTOR = 4  # a conversion that runs out of time is tried once more with this many times the limit
 # ... in these stages only. A music21 score gets one try with a generous limit instead: the slowest score of the
