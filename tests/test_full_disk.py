@@ -62,3 +62,20 @@ def test_prepare_on_a_full_disk_says_so_in_one_line_and_leaves_nothing(tmp_path)
         assert not os.path.exists(out)
         # nothing of the run is left but its (empty) lock file: no temporary folder, no spool
         assert os.listdir(disk) == [".data.prepare.lock"]
+
+
+def test_train_on_a_disk_that_holds_one_checkpoint_stops_in_one_line_keeping_it(char_dataset):
+    """The issue's case: the disk holds ckpt.pt but not ckpt.pt.tmp beside it, so the second checkpoint fails (torch
+    said "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos ..." and left the .tmp)."""
+    with small_disk("600k") as disk:  # a checkpoint of this model and its optimizer is ~370 kB
+        out = os.path.join(disk, "run")
+        proc = run_script(["train.py", f"--data_dir={char_dataset}", f"--out_dir={out}", "--n_layer=2", "--n_head=2",
+                           "--n_embd=32", "--block_size=32", "--batch_size=8", "--device=cpu", "--compile=False",
+                           "--dtype=float32", "--eval_interval=10", "--eval_iters=2", "--ckpt_interval=5",
+                           "--max_iters=20"], check=False, env={"OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"error: the disk holding {out} is full: {out}/ckpt.pt keeps the last good state and the partial "
+            f"ckpt.pt.tmp is removed; free space there and resume (--init_from=resume)"]
+        assert not os.path.exists(os.path.join(out, "ckpt.pt.tmp"))
+        assert read_checkpoint(os.path.join(out, "ckpt.pt"))["iter_num"] == 5
