@@ -555,6 +555,10 @@ def main(argv=None):
                 and not os.path.exists(cfg["dataset_input"]):
             fail(f"dataset_input {cfg['dataset_input']} does not exist")
     if cfg["estimate"] and not have_data:  # time every run on its real vocabulary and epoch, not 128 tokens and 0
+        try:
+            os.makedirs(logs, exist_ok=True)
+        except OSError as e:
+            fail(f"cannot write out_dir {out}: {e.strerror}")
         prepare_data()
         have_data = True
     if cfg["dry_run"] or cfg["estimate"]:
