@@ -11,10 +11,12 @@ byte-identical across machines and --workers).
 """
 import collections
 import contextlib
+import errno
 import glob
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -59,6 +61,8 @@ def run_tool(cmd, timeout, limits=None, **kwargs):
     """subprocess.run(cmd) with a time limit; None when it ran out (the child is killed). The tool dies with the
     process that runs it, so a killed worker leaves no tool running, and runs under limits ({"cpu": (soft, hard),
     ...}: lifetime.tool_command, which does both without forking the caller)."""
+    if shutil.which(cmd[0]) is None:  # as subprocess says it: setpriv would only exit 127
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cmd[0])
     argv, preexec = tool_command(cmd, limits)
     try:
         return subprocess.run(argv, timeout=timeout, preexec_fn=preexec, **kwargs)

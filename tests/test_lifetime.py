@@ -93,3 +93,11 @@ def test_a_tool_dies_with_a_killed_caller_and_keeps_its_limits(tmp_path, how):
     proc.kill()
     proc.wait()
     assert left_running(tag) == [], "the tool outlived the process that ran it"
+
+
+def test_a_missing_tool_is_still_file_not_found():
+    """Through setpriv a missing program would only be exit status 127, counted as a failed conversion: run_tool
+    raises FileNotFoundError as subprocess does, so a missing abc2midi is not taken for a broken tune."""
+    from music_scaling_laws.external_tools import run_tool
+    with pytest.raises(FileNotFoundError):
+        run_tool(["no-such-tool-msl"], 10)
