@@ -360,7 +360,8 @@ def print_summary(records, total_tokens, total_seconds, out_dir):
             line += f"; {key.split('_')[0].upper()} ok {sum(r[key] for r in records)}/{len(records)}"
             skipped = collections.Counter(r["wav_skipped"].split(":")[0] for r in records if r.get("wav_skipped"))
             if key == "wav_ok" and skipped:
-                line += " (not rendered: " + ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in sorted(skipped.items())) + ")"
+                reasons = (f"{n} {why.replace('_', ' ')}" for why, n in sorted(skipped.items()))
+                line += f" (not rendered: {', '.join(reasons)})"
     print(line)
     print(f"wrote {out_dir}/sample_001.abc ... and {samples_path(out_dir)}")
 

@@ -145,7 +145,8 @@ eval_workers = 0          # eval_syntax worker processes; 0 = one per CPU core
 capability_share = 0.5    # a capability "appears" at the first size where at least this share of tunes show it
 dry_run = False           # print the plan, write it to out_dir/plan.json, and stop
 stop_after = ''           # '' = every step; 'prepare' or 'train' stops the study after that step
-estimate = False          # time a few steps of every planned run on this device (its data prepared first), print the projected time, stop
+estimate = False          # time a few steps of every planned run on this device, print the projected time, stop
+                          # (a study without its dataset prepares it first)
 estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 warm-up steps)
 # several trainings at once on one device; each is the same run it would be alone (see script_runs.py)
 parallel_runs = 0         # runs at once per device; 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free

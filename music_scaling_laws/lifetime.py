@@ -7,8 +7,9 @@ Why: a pool worker waiting for its next task outlives a killed parent forever. p
 dataset lock (every rerun was refused) and study.py's output pipe open (the study never exited); `docker stop`,
 SLURM pre-emption and Ctrl-C all send these signals. Every pool of the suite (prepare.py, eval_syntax.py through
 tune_checks.py, bench_data.py) starts its workers with worker_init, and the external tools they run
-(midi2abc, abc2midi, ...) get the same parent-death signal (external_tools.run_tool, through setpriv: tool_command), and the scripts study.py
-runs get SIGHUP when it dies (script_runs.run_script: a killed study's train.py checkpoints and stops):
+(midi2abc, abc2midi, ...) get the same parent-death signal (external_tools.run_tool, through setpriv: tool_command),
+and the scripts study.py runs get SIGHUP when it dies (script_runs.run_script: a killed study's train.py
+checkpoints and stops):
   - on Linux the kernel sends the worker SIGKILL the moment its parent dies (prctl PR_SET_PDEATHSIG);
   - elsewhere, or where prctl is refused, a thread in the worker polls its parent twice a second;
   - the locks the parent holds (dataset.hold_lock) are closed in the worker: a forked child shares the parent's
