@@ -22,7 +22,8 @@ from music_scaling_laws.configurator import configure
 from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.data.dataset import load_dataset
 from music_scaling_laws.lifetime import worker_init
-from prepare import evenly_spaced, process_file
+from music_scaling_laws.data.conversion import process_file
+from music_scaling_laws.data.inputs import evenly_spaced
 from music_scaling_laws.data.tokenizer import BPETokenizer, load_tokenizer
 
 # settings (config files, --key=value or --key value)

@@ -1,8 +1,9 @@
 """
 Turn a MIDI or ABC collection into a tokenized, split dataset for train.py, with the statistics of
 every step. Here: the settings (globals below; config files, --key=value or --key value), pipeline steps
-1-6 in order, and main, which checks the settings and swaps the finished dataset into place. The layout
-written is described in dataset.py; midi2abc and the time limits it runs under live in external_tools.py.
+1-6 in order, and main, which checks the settings and swaps the finished dataset into place. Step 1's file
+collection is data/inputs.py, steps 2-3 (run in worker processes) data/conversion.py; the layout written is
+described in dataset.py; midi2abc and the time limits it runs under live in external_tools.py.
 
     python prepare.py                                   # the corpus inside music21, offline
     python prepare.py --input ~/lmd_full --out_dir data/lakh --tokenizer bpe --vocab_size 4096
@@ -42,30 +43,24 @@ removes its temporary folder and says so in one line; killed (SIGKILL) its worke
 """
 import array
 import glob
-import gzip
 import hashlib
-import itertools
 import json
 import os
 import re
-import resource
 import shutil
 import sys
 import tempfile
-import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, wait
-from concurrent.futures import FIRST_COMPLETED as _FIRST_COMPLETED  # private: a public str is taken for a setting
 
 import numpy as np
 
-from music_scaling_laws.data import abc_text
 from music_scaling_laws.configurator import configure, lines_of
 from music_scaling_laws.errors import exit_on_user_error, fail
-from music_scaling_laws.data.dataset import META, SPLITS, STATS, fingerprints, read_json, write_json_atomic
+from music_scaling_laws.data.conversion import DISK_FULL, Spool, convert_all
+from music_scaling_laws.data.dataset import META, SPLITS, STATS, fingerprints, write_json_atomic
 from music_scaling_laws.data.dataset_output import check_out, lock_output, percentiles, plot_lengths, replace_folder, stats_markdown
-from music_scaling_laws.external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
-from music_scaling_laws.lifetime import end_pool, sigterm_stops, signal_name, usable_cpus, worker_init
+from music_scaling_laws.data.inputs import collect_inputs, default_corpus_inputs, evenly_spaced
+from music_scaling_laws.lifetime import sigterm_stops, signal_name, usable_cpus
 from music_scaling_laws.progress import progress_bar
 from music_scaling_laws.data.tokenizer import BPETokenizer, CharTokenizer
 
@@ -95,291 +90,13 @@ cache_dir = 'data/.cache/convert'   # converted ABC, keyed by input content hash
 RENAMED = {"out": "out_dir", "split": "split_fractions", "timeout": "midi2abc_timeout",
            "score_timeout": "music21_timeout"}
 
-MIDI_EXTENSIONS = (".mid", ".midi", ".kar")
-ABC_EXTENSIONS = (".abc",)
-SCORE_EXTENSIONS = (".mxl", ".xml", ".musicxml", ".krn")  # music21 corpus scores, converted via MIDI
-KINDS = {**dict.fromkeys(MIDI_EXTENSIONS, "midi"), **dict.fromkeys(ABC_EXTENSIONS, "abc"),
-         **dict.fromkeys(SCORE_EXTENSIONS, "score")}
-# bump when the conversion changes, so cached results from an older conversion are not reused
-# (private: a public str global would be taken for a setting); 2: CPU-time limits, zero-length notes dropped
-_CONVERTER_VERSION = "midi2abc-s-2"
-_RETRY_FACTOR = 4  # a conversion that runs out of time is tried once more with this many times the limit
-# ... in these stages only. A music21 score gets one try with a generous limit instead: the slowest score of the
-# default corpus that converts needs 40 CPU s (beethoven/opus133), while the one that never does
-# (beethoven/opus18no4, stuck in music21's repeat expansion) burnt 60 + 240 CPU s of every cold run with a retry
-_RETRIED_STAGES = ("midi2abc",)
-_AHEAD_PER_WORKER = 4  # files handed to each worker ahead of time: it never waits, the queue stays short
 FILTERS = ("no_key", "no_notes", "too_short", "too_long", "low_gzip_ratio")  # always listed in stats.json
 
 
 # ----------------------------------------------------------------------------------------------------
-# 1. collecting input files
-
-def kind_of(path):
-    """midi, abc, score, or None for a file the pipeline does not read."""
-    return KINDS.get(os.path.splitext(path)[1].lower())
-
-
-def evenly_spaced(items, n):
-    """n items spread over the whole (sorted) list, so a cap samples every part of a collection."""
-    if n <= 0 or n >= len(items):
-        return items
-    return [items[int(i * len(items) / n)] for i in range(n)]
-
-
-def collect_inputs(patterns):
-    """[(path, kind)] of every input file, in the order of the patterns and in path order within each (so a
-    dataset does not depend on where on disk its inputs lie); {path: name}, the path relative to the folder it was
-    searched from (the same on every machine, for the list of failed files); and every path the patterns
-    name, which --out_dir must not contain. A score (MusicXML, Humdrum) is read only when named, not from folders."""
-    found, given = [], []
-    for pattern in patterns:
-        pattern = os.path.expanduser(pattern)
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        if not matches:
-            fail(f"--input {pattern!r} matches nothing")
-        searched = pattern
-        while glob.has_magic(searched):  # a glob's names start below its last plain folder
-            searched = os.path.dirname(searched)
-        for path in matches:
-            given.append(path)
-            top = searched if searched != pattern else path if os.path.isdir(path) else os.path.dirname(path)
-            if os.path.isdir(path):
-                for root, dirs, files in os.walk(path):
-                    dirs.sort()
-                    found += [(os.path.join(root, f), top) for f in sorted(files) if kind_of(f) in ("midi", "abc")]
-            elif os.path.isfile(path):
-                if kind_of(path) is None:
-                    fail(f"{path}: not a MIDI (.mid/.midi/.kar), ABC (.abc) or score "
-                         f"({'/'.join(SCORE_EXTENSIONS)}) file")
-                found.append((path, top))
-            else:
-                fail(f"--input {path!r} does not exist")
-    names = {path: os.path.relpath(path, top or ".") for path, top in found}
-    if not names:
-        fail(f"no .mid/.midi/.kar/.abc files found in {', '.join(patterns)}")
-    return [(path, kind_of(path)) for path in names], names, given  # dicts keep order; a repeat counts once
-
-
-def default_corpus_inputs(max_scores):
-    """As collect_inputs, for the corpus inside music21; names are relative to its corpus folder."""
-    from music21 import common, corpus
-    folder = str(common.getCorpusFilePath())
-    paths = sorted(str(p) for p in corpus.getPaths())
-    abc = [(p, "abc") for p in paths if kind_of(p) == "abc"]
-    scores = [(p, "score") for p in paths if kind_of(p) == "score"]
-    items = abc + evenly_spaced(scores, max_scores) if max_scores > 0 else abc
-    return items, {p: os.path.relpath(p, folder) for p in paths}, [folder]
-
-
-# ----------------------------------------------------------------------------------------------------
-# 2. conversion (runs in worker processes)
-
-def children_cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the midi2abc calls this worker has waited for
-    return usage.ru_utime + usage.ru_stime
-
-
-def run_midi2abc(midi_path, limits, max_bytes, cpu):
-    """midi_to_abc under limits["midi2abc"], the CPU seconds it used put in cpu["midi2abc"]."""
-    start = children_cpu_seconds()
-    try:
-        return midi_to_abc(midi_path, limits["midi2abc"], max_bytes)
-    finally:
-        cpu["midi2abc"] = round(children_cpu_seconds() - start, 3)
-
-
-def score_to_abc(score_path, limits, max_bytes, cpu):
-    """music21 score (MusicXML, Humdrum) -> MIDI -> midi2abc: the same path a Lakh MIDI file takes."""
-    from music21 import converter
-    with tempfile.TemporaryDirectory() as tmp:
-        midi_path = os.path.join(tmp, "score.mid")
-        start = time.process_time()
-        try:
-            # in-process, so only a signal can stop music21 on a pathological score
-            with time_limit(limits["music21"], cpu=True):
-                # forceSource: music21 would otherwise load a pickle from a shared temp folder (never
-                # unpickle what another process could have written) and store one there
-                score = converter.parse(score_path, forceSource=True)
-                # music21 writes a note of length zero (a chord symbol, a grace note) as its note-off before its
-                # note-on at the same tick: it sounds to the end of the track and midi2abc gives up with
-                # "Error - note too short!". They carry no duration, so the MIDI loses nothing it could show.
-                for note in [n for n in score.recurse().notes if n.duration.quarterLength == 0]:
-                    note.activeSite.remove(note)
-                score.write("midi", fp=midi_path)
-        except TimeLimitExceeded:
-            raise ConversionFailed("music21_timeout")
-        except Exception:  # music21 raises many types on malformed scores
-            raise ConversionFailed("music21_error")
-        finally:
-            cpu["music21"] = round(time.process_time() - start, 3)
-        return run_midi2abc(midi_path, limits, max_bytes, cpu)
-
-
-def convert_once(path, kind, limits, max_bytes):
-    """One conversion under limits {stage: CPU seconds}: {abc, reason, cpu: seconds per stage, limits}."""
-    cpu = {}
-    try:
-        text = run_midi2abc(path, limits, max_bytes, cpu) if kind == "midi" else \
-            score_to_abc(path, limits, max_bytes, cpu)
-        return {"abc": text, "reason": None, "cpu": cpu, "limits": limits}
-    except ConversionFailed as e:
-        return {"abc": None, "reason": str(e), "cpu": cpu, "limits": limits}
-
-
-def cached_result_holds(result, longest):
-    """Whether a cached conversion is what this run would get with `longest`, its retry's limits: every stage
-    finished within them, or the stage that timed out had at least as long. So a success under a longer limit,
-    or a timeout under a shorter one, is converted again, and the cache never makes a dataset depend on history."""
-    timed_out = result["reason"][:-len("_timeout")] if (result["reason"] or "").endswith("_timeout") else None
-    return all(result["limits"][stage] >= longest[stage] if stage == timed_out else seconds <= longest[stage]
-               for stage, seconds in result["cpu"].items())
-
-
-def read_cached(cache_file):
-    """A cached conversion, or None when there is none or it cannot be read: a damaged or foreign file in the
-    cache is converted again rather than stopping the run."""
-    try:
-        result = read_json(cache_file)
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(result, dict) and {"abc", "reason", "cpu", "limits"} <= set(result)
-    return result if ok else None
-
-
-def convert_to_abc(path, kind, settings):
-    """Raw ABC text of one input file, from the cache when this content was converted before."""
-    if kind == "abc":
-        with open(path, "rb") as f:
-            data = f.read()
-        if not data.strip():
-            raise ConversionFailed("empty_file")
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ConversionFailed("not_utf8")
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read() + _CONVERTER_VERSION.encode()).hexdigest()
-    cache = settings["cache_dir"]
-    cache_file = os.path.join(cache, digest[:2], digest + ".json") if cache else None
-    limits = {"midi2abc": settings["midi2abc_timeout"], "music21": settings["music21_timeout"]}
-    longest = {stage: _RETRY_FACTOR * seconds if stage in _RETRIED_STAGES else seconds
-               for stage, seconds in limits.items()}
-    result = read_cached(cache_file) if cache_file else None
-    if result is None or not cached_result_holds(result, longest):
-        result = convert_once(path, kind, limits, settings["max_abc_bytes"])
-        if result["reason"] in [stage + "_timeout" for stage in _RETRIED_STAGES]:  # a slow machine: a second chance
-            result = convert_once(path, kind, longest, settings["max_abc_bytes"])
-        if cache_file:
-            try:
-                os.makedirs(os.path.dirname(cache_file), exist_ok=True)
-                write_json_atomic(result, cache_file, indent=None)  # atomic: workers and runs share the cache
-            except OSError:  # full or read-only since main checked it: the conversion stands, uncached
-                pass
-    if result["abc"] is None:
-        raise ConversionFailed(result["reason"])
-    return result["abc"]
-
-
-# ----------------------------------------------------------------------------------------------------
-# 3. tunes of each file, cleaned (still in the worker)
-
-def process_file(item, settings):
-    """Worker: one input file -> its cleaned tunes and the reasons for everything dropped."""
-    path, kind = item
-    try:
-        text = convert_to_abc(path, kind, settings)
-    except ConversionFailed as e:
-        return {"path": path, "kind": kind, "failure": str(e)}
-    except OSError:
-        return {"path": path, "kind": kind, "failure": "read_error"}
-    tunes, rejected = [], Counter()
-    raw_tunes = abc_text.split_tunes(text)
-    for raw in raw_tunes:
-        tune, reason = abc_text.clean_tune(raw)
-        if tune is None:
-            rejected[reason] += 1
-        else:
-            tunes.append(tune)
-    if not raw_tunes:
-        return {"path": path, "kind": kind, "failure": "no_tunes"}
-    # the filter's compression ratio is measured here, in parallel, not in the parent (step 4 reads it)
-    return {"path": path, "kind": kind, "failure": None, "tunes": tunes, "tunes_found": len(raw_tunes),
-            "rejected": dict(rejected), "gzip_ratios": [gzip_ratio(t) for t in tunes]}
-
-
-class Spool:
-    """Numbered byte records in a temporary file without a name (the kernel frees it when it is closed or the
-    process ends, however it ends), so the parent keeps the corpus on disk and only 16 bytes a record in memory.
-    Records may arrive in any order and are read back by number."""
-
-    def __init__(self, folder):
-        self.file = tempfile.TemporaryFile(dir=folder)
-        self.offsets, self.sizes = array.array("q"), array.array("q")
-        self.end = 0
-
-    def __len__(self):
-        return len(self.offsets)
-
-    def put(self, i, data):
-        while len(self.offsets) <= i:
-            self.offsets.append(-1)
-            self.sizes.append(0)
-        self.file.seek(self.end)
-        self.file.write(data)
-        self.offsets[i], self.sizes[i] = self.end, len(data)
-        self.end += len(data)
-
-    def get(self, i):
-        self.file.seek(self.offsets[i])
-        return self.file.read(self.sizes[i])
-
-    def close(self):
-        self.file.close()
-
-
-def file_size(path):
-    try:
-        return os.path.getsize(path)
-    except OSError:  # unreadable: process_file counts it as a read error
-        return 0
-
-
-def convert_all(items, settings, workers, spool):
-    """process_file over every item in a process pool; each result goes into spool (JSON) under its item's number
-    as it arrives, to be read in the order of items (determinism). The pool is handed a few files per worker
-    ahead, not the whole list, so neither its queue nor its finished results grow with the corpus."""
-    # the likely slowest files first (scores, then the largest), so that no long conversion starts last and leaves
-    # the other workers idle at the end; the results still go into the spool in the order of items
-    queue = iter(sorted(enumerate(items), key=lambda job: (job[1][1] != "score", -file_size(job[1][0]))))
-    # the workers die with this process however it ends and do not hold its lock (lifetime.worker_init); a stop
-    # (Ctrl-C, SIGTERM) or an error kills them at once instead of waiting for their conversions
-    pool = ProcessPoolExecutor(max_workers=max(1, workers), initializer=worker_init, initargs=(os.getpid(),))
-    try:
-        with progress_bar(total=len(items), desc="converting", unit="file") as bar:
-            running = {}
-            while True:
-                for i, item in itertools.islice(queue, max(0, _AHEAD_PER_WORKER * max(1, workers) - len(running))):
-                    running[pool.submit(process_file, item, settings)] = i
-                if not running:
-                    break
-                done, _ = wait(running, return_when=_FIRST_COMPLETED)
-                for future in done:
-                    spool.put(running.pop(future), json.dumps(future.result()).encode())
-                    bar.update()
-    except BaseException:
-        end_pool(pool)
-        raise
-    pool.shutdown()
-
-
+# 1. collecting input files: data/inputs.py; 2-3. conversion and cleaning in worker processes: data/conversion.py
 # ----------------------------------------------------------------------------------------------------
 # 4. dedup and filters
-
-def gzip_ratio(text):
-    raw = text.encode("utf-8")
-    return len(gzip.compress(raw, compresslevel=9, mtime=0)) / max(1, len(raw))
-
 
 def dedup_and_filter(results, cfg, kept):
     """Read the conversion results (spool) in the order of items and put the tunes kept into the spool kept, in
@@ -639,6 +356,14 @@ def main(argv=None):
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (docker stop, pre-emption)
         fail(f"stopped by {signal_name(stop)}: {cfg['out_dir']} is unchanged; run the same command again to prepare it"
              + (" (files converted so far come from the cache)" if cfg["cache_dir"] else ""))
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        # the spool, the splits or a worker's temporary file: the finally removes the partial dataset
+        fail(f"the disk is full ({e.strerror}) writing {e.filename or tmp_dir}: {cfg['out_dir']} is unchanged and "
+             f"the partial dataset is removed" + (f"; files converted so far are kept in --cache_dir {cfg['cache_dir']}"
+                                                  if cfg["cache_dir"] else "")
+             + "; free space there (a run needs about twice its ABC text beside --out_dir) and run the same command again")
     finally:
         if os.path.exists(tmp_dir):  # ours: made by mkdtemp above
             shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -28,6 +28,7 @@ batched matmul may do differently: a near-tie between two tokens can then go the
 
 Settings are the knobs below (configurator.py: a config file, --key=value or --key value, bare --midi).
 """
+import collections
 import json
 import os
 import re
@@ -40,7 +41,7 @@ from music_scaling_laws.data import abc_text
 from model import load_run
 from music_scaling_laws.configurator import configure
 from music_scaling_laws.errors import exit_on_user_error, fail
-from music_scaling_laws.external_tools import abc_to_midi, abc_to_svg, midi_to_wav
+from music_scaling_laws.external_tools import abc_to_midi, abc_to_svg, midi_seconds, midi_to_wav
 from music_scaling_laws.training.hardware import resolve_device
 from model import to_device
 from music_scaling_laws.progress import progress_bar
@@ -66,6 +67,8 @@ svg = False         # render sheet music with abcm2ps
 soundfont = ""      # General MIDI .sf2 for wav; "" = the first of SOUNDFONTS that exists
 wav_sample_rate = 22050
 silence_peak = 1e-3  # a WAV whose peak is below this share of full scale is silent (rests render as silence)
+# a MIDI that plays longer than 30 s + this per note is not rendered (counted: a broken 2-note sample played 15 min)
+max_wav_seconds_per_note = 10.0
 tool_timeout = 60.0  # seconds per external conversion
 device = "auto"     # auto = cuda > mps > cpu
 data_dir = ""       # dataset folder, if not the one the run recorded
@@ -287,6 +290,8 @@ def check_config(cfg):
         fail("--threads must be >= 0")
     if cfg["tool_timeout"] <= 0:
         fail("--tool_timeout must be positive")
+    if not cfg["max_wav_seconds_per_note"] > 0:
+        fail(f"--max_wav_seconds_per_note must be positive, got {cfg['max_wav_seconds_per_note']}")
 
 
 def earlier_samples(out_dir, overwrite):
@@ -328,11 +333,19 @@ def convert(record, abc_path, cfg, sf2):
         record.update(abc_to_midi(abc_path, midi_path, cfg["tool_timeout"]))
         record["midi"] = midi_path if os.path.exists(midi_path) else None
     if cfg["wav"]:
-        if record["midi_notes"] > 0:  # render whatever notes abc2midi managed, even with errors on the way
-            record.update(midi_to_wav(midi_path, stem + ".wav", sf2, cfg["tool_timeout"],
-                                      cfg["wav_sample_rate"], cfg["silence_peak"]))
+        wav_path = stem + ".wav"
+        if os.path.exists(wav_path):
+            os.remove(wav_path)
+        record.update({"wav": None, "wav_ok": False, "wav_peak": 0.0})
+        seconds = midi_seconds(midi_path) if record["midi_ok"] else 0.0
+        limit = 30 + cfg["max_wav_seconds_per_note"] * record["midi_notes"]
+        if not record["midi_ok"]:  # no audio from a MIDI that failed, so "WAV ok" never exceeds "MIDI ok"
+            record["wav_skipped"] = "midi_failed"
+        elif seconds > limit:  # a broken tune (a note held for minutes) would render a WAV of that length
+            record["wav_skipped"] = f"too_long: plays {seconds:.0f} s, over {limit:.0f} s for {record['midi_notes']} notes"
         else:
-            record.update({"wav": None, "wav_ok": False, "wav_peak": 0.0})
+            record.update(midi_to_wav(midi_path, wav_path, sf2, cfg["tool_timeout"], cfg["wav_sample_rate"],
+                                      cfg["silence_peak"]))
     if cfg["svg"]:
         record.update(abc_to_svg(abc_path, stem + ".svg", cfg["tool_timeout"]))
 
@@ -345,6 +358,10 @@ def print_summary(records, total_tokens, total_seconds, out_dir):
     for key in ("midi_ok", "wav_ok", "svg_ok"):
         if records and key in records[0]:
             line += f"; {key.split('_')[0].upper()} ok {sum(r[key] for r in records)}/{len(records)}"
+            skipped = collections.Counter(r["wav_skipped"].split(":")[0] for r in records if r.get("wav_skipped"))
+            if key == "wav_ok" and skipped:
+                reasons = (f"{n} {why.replace('_', ' ')}" for why, n in sorted(skipped.items()))
+                line += f" (not rendered: {', '.join(reasons)})"
     print(line)
     print(f"wrote {out_dir}/sample_001.abc ... and {samples_path(out_dir)}")
 

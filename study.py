@@ -149,6 +149,7 @@ capability_share = 0.5    # a capability "appears" at the first size where at le
 dry_run = False           # print the plan, write it to out_dir/plan.json, and stop
 stop_after = ''           # '' = every step; 'prepare' or 'train' stops the study after that step
 estimate = False          # time a few steps of every planned run on this device, print the projected time, stop
+                          # (a study without its dataset prepares it first)
 estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 warm-up steps)
 # several trainings at once on one device; each is the same run it would be alone (see train_runs.py)
 parallel_runs = 0         # runs at once per device; 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free
@@ -285,6 +286,27 @@ def main(argv=None):
         plan = study_plan.final_plan(specs, cfg, resolve, sizes, choice)
         return sizes, choice, plan, study_plan.all_runs(sizes, plan)
 
+    def prepare_data():
+        """Step 1, prepare.py into data_path (which holds no dataset yet); returns the seconds it took."""
+        print(f"[prepare] {data_path} from {cfg['dataset_input'] or 'the music21 corpus'}", flush=True)
+        return run_script(["prepare.py", "--out_dir", data_path,
+                           *(["--input", cfg["dataset_input"]] if cfg["dataset_input"] else []),
+                           *shlex.split(cfg["prepare_args"])], os.path.join(logs, "prepare.log"), "prepare.py")
+
+    if not (have_data or cfg["dry_run"]):  # a study (or --estimate) about to prepare its data: one line before any work
+        if cfg["dataset_input_required"] and not cfg["dataset_input"]:
+            fail(f"this study prepares its data from your collection: add --dataset_input=/path/to/it "
+                 f"(no dataset at {data_path} yet)")
+        if cfg["dataset_input"] and not any(c in cfg["dataset_input"] for c in "*?[") \
+                and not os.path.exists(cfg["dataset_input"]):
+            fail(f"dataset_input {cfg['dataset_input']} does not exist")
+    if cfg["estimate"] and not have_data:  # time every run on its real vocabulary and epoch, not 128 tokens and 0
+        try:
+            os.makedirs(logs, exist_ok=True)
+        except OSError as e:
+            fail(f"cannot write out_dir {out}: {e.strerror}")
+        prepare_data()
+        have_data = True
     if cfg["dry_run"] or cfg["estimate"]:
         sizes, choice, plan, every = plan_study()
         table = plan_table(every, have_data)
@@ -297,12 +319,6 @@ def main(argv=None):
                 start_fork_server()
             estimate_plan(every, cfg, have_data, logs, cfg["estimate_steps"])
         return None
-    if cfg["dataset_input_required"] and not cfg["dataset_input"] and not have_data:
-        fail(f"this study prepares its data from your collection: add --dataset_input=/path/to/it "
-             f"(no dataset at {data_path} yet)")
-    if cfg["dataset_input"] and not have_data and not any(c in cfg["dataset_input"] for c in "*?[") \
-            and not os.path.exists(cfg["dataset_input"]):
-        fail(f"dataset_input {cfg['dataset_input']} does not exist")
     if os.path.exists(out) and not os.path.isdir(out):
         fail(f"out_dir {out} is a file, not a folder")
     try:  # a folder that cannot be written (read-only, full) is one line before any work
@@ -323,11 +339,7 @@ def main(argv=None):
 
     # 1. data
     if not have_data:
-        print(f"[prepare] {data_path} from {cfg['dataset_input'] or 'the music21 corpus'}", flush=True)
-        timings.add("prepare", run_script(["prepare.py", "--out_dir", data_path,
-                                           *(["--input", cfg["dataset_input"]] if cfg["dataset_input"] else []),
-                                           *shlex.split(cfg["prepare_args"])],
-                                          os.path.join(logs, "prepare.log"), "prepare.py"))
+        timings.add("prepare", prepare_data())
         have_data = True
     else:
         print(f"[prepare] {data_path} exists, used as it is (delete it to prepare again)")

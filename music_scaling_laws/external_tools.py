@@ -11,10 +11,12 @@ byte-identical across machines and --workers).
 """
 import collections
 import contextlib
+import errno
 import glob
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -22,7 +24,7 @@ import wave
 
 import numpy as np
 
-from music_scaling_laws.lifetime import set_parent_death_signal
+from music_scaling_laws.lifetime import tool_command
 
 MIDI2ABC_ARGS = ["-s"]  # keep short notes: without -s a round trip kept the note count within 2% on only
                         # 37 of 60 real files, with it on 58 of 60
@@ -55,12 +57,15 @@ def time_limit(seconds, cpu=False):
         signal.signal(sig, old)
 
 
-def run_tool(cmd, timeout, **kwargs):
+def run_tool(cmd, timeout, limits=None, **kwargs):
     """subprocess.run(cmd) with a time limit; None when it ran out (the child is killed). The tool dies with the
-    process that runs it (lifetime.set_parent_death_signal), so a killed worker leaves no tool running."""
-    kwargs.setdefault("preexec_fn", set_parent_death_signal)
+    process that runs it, so a killed worker leaves no tool running, and runs under limits ({"cpu": (soft, hard),
+    ...}: lifetime.tool_command, which does both without forking the caller)."""
+    if shutil.which(cmd[0]) is None:  # as subprocess says it: setpriv would only exit 127
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), cmd[0])
+    argv, preexec = tool_command(cmd, limits)
     try:
-        return subprocess.run(cmd, timeout=timeout, **kwargs)
+        return subprocess.run(argv, timeout=timeout, preexec_fn=preexec, **kwargs)
     except subprocess.TimeoutExpired:
         return None
 
@@ -70,17 +75,6 @@ def run_tool(cmd, timeout, **kwargs):
 # a blocked midi2abc uses no CPU, so a wall-clock limit of this many times its CPU limit ends it; a running one
 # would need less than a tenth of a core to reach it (private: a public int would be taken for a setting)
 _WALL_PER_CPU_SECOND = 10
-
-
-def _limit_child(cpu_seconds, max_bytes):
-    import resource
-
-    def limit():  # past cpu_seconds (whole seconds) the child gets SIGXCPU, a second later SIGKILL
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash leaves no core file in the user's folder
-        set_parent_death_signal()  # a killed worker leaves no midi2abc behind
-    return limit
 
 
 def midi_to_abc(midi_path, timeout, max_bytes):
@@ -97,7 +91,11 @@ def midi_to_abc(midi_path, timeout, max_bytes):
     with tempfile.TemporaryFile() as out:
         # stdout goes to a file so RLIMIT_FSIZE can stop a runaway conversion (it gets SIGXFSZ)
         proc = run_tool(["midi2abc", *MIDI2ABC_ARGS, "-f", midi_path], _WALL_PER_CPU_SECOND * cpu_seconds,
-                        stdout=out, stderr=subprocess.PIPE, preexec_fn=_limit_child(cpu_seconds, max_bytes))
+                        stdout=out, stderr=subprocess.PIPE,
+                        # past cpu_seconds (whole seconds) it gets SIGXCPU, a second later SIGKILL; a crash leaves
+                        # no core file in the user's folder
+                        limits={"cpu": (cpu_seconds, cpu_seconds + 1), "fsize": (max_bytes, max_bytes),
+                                "core": (0, 0)})
         if proc is None or proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
             raise ConversionFailed("midi2abc_timeout")
         if proc.returncode == -signal.SIGXFSZ:
@@ -124,6 +122,15 @@ def midi_note_count(midi_path):
         return sum(len(inst.notes) for inst in pretty_midi.PrettyMIDI(midi_path).instruments)
     except Exception:  # pretty_midi raises many types on a damaged file; all mean "no notes"
         return 0
+
+
+def midi_seconds(midi_path):
+    """How long a MIDI file plays, in seconds (pretty_midi: the end of its last note or event); 0 when unreadable."""
+    import pretty_midi
+    try:
+        return float(pretty_midi.PrettyMIDI(midi_path).get_end_time())
+    except Exception:  # pretty_midi raises many types on a damaged file
+        return 0.0
 
 
 def abc2midi_message_kind(line):

@@ -7,8 +7,9 @@ Why: a pool worker waiting for its next task outlives a killed parent forever. p
 dataset lock (every rerun was refused) and study.py's output pipe open (the study never exited); `docker stop`,
 SLURM pre-emption and Ctrl-C all send these signals. Every pool of the suite (prepare.py, eval_syntax.py through
 tune_checks.py, bench_data.py) starts its workers with worker_init, and the external tools they run
-(midi2abc, abc2midi, ...) get the same parent-death signal (external_tools.run_tool), and the scripts study.py
-runs get SIGHUP when it dies (script_runs.run_script: a killed study's train.py checkpoints and stops):
+(midi2abc, abc2midi, ...) get the same parent-death signal (external_tools.run_tool, through setpriv: tool_command),
+and the scripts study.py runs get SIGHUP when it dies (script_runs.run_script: a killed study's train.py
+checkpoints and stops):
   - on Linux the kernel sends the worker SIGKILL the moment its parent dies (prctl PR_SET_PDEATHSIG);
   - elsewhere, or where prctl is refused, a thread in the worker polls its parent twice a second;
   - the locks the parent holds (dataset.hold_lock) are closed in the worker: a forked child shares the parent's
@@ -16,8 +17,11 @@ runs get SIGHUP when it dies (script_runs.run_script: a killed study's train.py 
 """
 import contextlib
 import ctypes
+import functools
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -73,6 +77,44 @@ def set_parent_death_signal(sig=signal.SIGKILL):
         return _PRCTL(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
     except OSError:
         return False
+
+
+@functools.lru_cache(maxsize=None)
+def _works(*cmd):
+    """Whether the wrapper cmd runs a program (`true`) at all: looked up once per process."""
+    try:
+        return subprocess.run([*cmd, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def tool_command(cmd, limits=None):
+    """(argv, preexec_fn) that run the external program cmd so that it dies with this process (SIGKILL when it
+    dies) and under limits, {resource: (soft, hard)} with resource one of "cpu", "fsize", "core" (setrlimit's
+    RLIMIT_CPU ...). Through util-linux's setpriv --pdeathsig and prlimit, which set them and exec the program,
+    preexec_fn is None: subprocess then starts the program with vfork, not by forking this process (a preexec_fn
+    forces a full fork: with music21 loaded that made eval_syntax.py's workers 3-5x slower, in system time).
+    Where those are missing, the same is done by a preexec_fn."""
+    argv, preexec_limits = list(cmd), dict(limits or {})
+    prlimit, setpriv = shutil.which("prlimit"), shutil.which("setpriv")
+    if preexec_limits and prlimit and _works(prlimit, "--core=0:0", "--"):
+        argv = [prlimit, *(f"--{name}={soft}:{hard}" for name, (soft, hard) in preexec_limits.items()), "--", *argv]
+        preexec_limits = {}
+    wrapped = _PRCTL is not None and setpriv is not None and _works(setpriv, "--pdeathsig", "KILL", "--")
+    if wrapped:  # outermost: the parent-death signal is set before prlimit runs, so it covers the whole chain
+        argv = [setpriv, "--pdeathsig", "KILL", "--", *argv]
+    death = _PRCTL is not None and not wrapped  # still to be set, by the preexec_fn
+    if not preexec_limits and not death:
+        return argv, None
+    import resource
+    rlimits = [(getattr(resource, f"RLIMIT_{name.upper()}"), soft_hard) for name, soft_hard in preexec_limits.items()]
+
+    def preexec():  # between fork and exec: only calls into what is loaded already
+        for which, soft_hard in rlimits:
+            resource.setrlimit(which, soft_hard)
+        if death:
+            set_parent_death_signal()
+    return argv, preexec
 
 
 def _alive(pid):

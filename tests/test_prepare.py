@@ -305,23 +305,6 @@ def test_same_bytes_with_any_workers_and_any_cpu_load(tmp_path, run_script):
         assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
 
 
-def test_the_dataset_does_not_depend_on_where_its_inputs_lie(tmp_path, run_script):
-    """Two --input files are taken in the order given, not in the order of their absolute paths: the same
-    command on a copy of the collection elsewhere (folders that sort the other way) writes the same splits."""
-    tunes = many_tunes(12)
-    for where, (first, second) in {"one": ("a", "z"), "two": ("z", "a")}.items():
-        (tmp_path / where / first).mkdir(parents=True)
-        (tmp_path / where / second).mkdir()
-        (tmp_path / where / first / "jigs.abc").write_text("\n".join(tunes[:6]))
-        (tmp_path / where / second / "reels.abc").write_text("\n".join(tunes[6:]))
-        run_script(["prepare.py", "--input", tmp_path / where / first / "jigs.abc", "--input",
-                    tmp_path / where / second / "reels.abc", "--out_dir", tmp_path / where / "out",
-                    "--split_fractions", "0.5,0.25,0.25", "--cache_dir", ""])
-    for split in ("train", "val", "test"):
-        name = f"{split}.bin"
-        assert (tmp_path / "one" / "out" / name).read_bytes() == (tmp_path / "two" / "out" / name).read_bytes()
-
-
 def test_a_score_with_a_zero_length_note_converts(tmp_path, run_script):
     """music21 writes a zero-length note (here a chord symbol) as note-offs before note-ons at the same tick, so
     it sounds to the end of the track and midi2abc stopped with "note too short": six scores of the default
@@ -338,26 +321,10 @@ def test_a_score_with_a_zero_length_note_converts(tmp_path, run_script):
     assert max(stats["length_chars"][split].get("max", 0) for split in ("train", "val", "test")) > 1000
 
 
-def test_cached_result_holds_only_where_this_run_would_get_the_same():
-    from prepare import cached_result_holds
-    longest = {"midi2abc": 120.0, "music21": 240.0}  # e.g. --midi2abc_timeout 30 (retried at 4x), --music21_timeout 240
-    first, retry = {"midi2abc": 30.0, "music21": 60.0}, longest
-
-    def holds(reason, cpu, limits):
-        return cached_result_holds({"abc": None, "reason": reason, "cpu": cpu, "limits": limits}, longest)
-    assert holds(None, {"music21": 3.0, "midi2abc": 0.2}, first)
-    assert holds(None, {"midi2abc": 100.0}, retry)  # this run's retry finishes it too
-    assert not holds(None, {"midi2abc": 300.0}, {"midi2abc": 400.0, "music21": 800.0})  # only a longer limit did
-    assert holds("midi2abc_error", {"music21": 3.0, "midi2abc": 0.2}, first)
-    assert holds("music21_timeout", {"music21": 240.0}, retry)  # ran out of as long a limit as this run has
-    assert not holds("music21_timeout", {"music21": 60.0}, first)  # a shorter one: this run may finish it
-    assert not holds("midi2abc_timeout", {"music21": 3.0, "midi2abc": 60.0}, {"midi2abc": 60.0, "music21": 240.0})
-
-
 def test_cache_is_reused_only_where_this_runs_limits_give_the_same(tmp_path, run_script):
     """Cached results planted by hand: ones this run's limits would reproduce are used (their tunes, their
     failures), ones it would not are converted again by the real midi2abc."""
-    from prepare import _CONVERTER_VERSION
+    from music_scaling_laws.data.conversion import _CONVERTER_VERSION
     src, cache = tmp_path / "in", tmp_path / "cache"
     src.mkdir()
     planted_tunes = many_tunes(9)[6:]  # not among the tunes of tunes.abc

@@ -311,6 +311,9 @@ def test_outputs_of_the_wrong_kind_are_one_line(tmp_path):
     (b"family,n_params,loss,tokens\ngpt,1e6,1.0,-5\n", "line 2: tokens must be positive, got -5"),
     (b"family,n_params,loss,tokens\ngpt,1e6,1.0,2e5\ngpt,2e6,0.9,0\n", "line 3: tokens must be positive, got 0"),
     (b"family,n_params,loss\ngpt,-1e6,1.0\n", "n_params must be positive"),
+    (b"family,n_params,loss,wall_time_s\ngpt,1e6,1.0,60\ngpt,2e6,0.9,-60\n", "line 3: wall_time_s must not be negative"),
+    (b"family,n_params,loss,peak_mem_bytes\ngpt,1e6,1.0,-1e9\n", "line 2: peak_mem_bytes must not be negative"),
+    (b"family,n_params,loss,flops\ngpt,1e6,1.0,-1e12\n", "line 2: flops must be positive, got -1e12"),
 ])
 def test_a_binary_table_and_counts_that_are_not_positive_are_one_line(tmp_path, content, message):
     """A binary file given as --table, and token or parameter counts of zero or below (once taken for missing

@@ -383,3 +383,22 @@ def test_the_lakh_study_plans_the_same_design_at_the_seeds_scale(tmp_path):
     assert all(len(seeded[fam]) == 2 for fam in sizes), seeded
     assert sweep and all(r["tokens"] <= cfg["lr_sweep_tokens"] * 1e8 for r in sweep)
     assert len(sweep) == len(study_plan.parse_rates(cfg["lr_sweep"])) * sum(len(n) for n in sizes.values())
+
+
+def test_estimate_of_a_study_that_prepares_its_data_prepares_it_first(tmp_path, run_script):
+    """--estimate on a study whose dataset is not there yet prepares it first, so every run is planned and timed
+    on the dataset's real vocabulary and epoch (it used to assume a vocabulary of 128 and time random tokens)."""
+    from helpers import many_tunes
+    (tmp_path / "tunes.abc").write_text("\n".join(many_tunes(40)))
+    out = tmp_path / "s"
+    args = ["study.py", "config/study_smoke.py", f"--out_dir={out}", f"--dataset_input={tmp_path / 'tunes.abc'}",
+            "--runs=gpt_16 config/gpt_tiny.py --n_layer=1 --n_head=2 --n_embd=16"]
+    proc = run_script([*args, "--estimate=True", "--estimate_steps=1"], timeout=600, env={"OMP_NUM_THREADS": "1"})
+    assert "vocabulary of 128 assumed" not in proc.stdout
+    assert (out / "data" / "meta.json").exists() and not (out / "runs").exists()
+    estimated = json.loads((out / "plan.json").read_text())
+    assert estimated["vocab_known"]
+    log = (out / "logs" / "estimate_gpt_16.log").read_text()
+    assert "--synthetic" not in log and "--vocab_size=128" not in log
+    run_script([*args, "--dry_run=True"])  # the plan of the dataset now there: the same runs, parameters, tokens
+    assert json.loads((out / "plan.json").read_text()) == estimated

@@ -268,6 +268,8 @@ def test_a_diverged_sweep_run_is_a_result_not_a_failure(tmp_path):
     ("--seeds=0", "seeds must be at least 1"),
     ("--seed_sizes=nope:2", "seed_sizes names 'nope'"),
     ("--seed_sizes=gpt_16:two", "seed_sizes entry 'gpt_16:two'"),
+    ("--seed_sizes=gpt_16:2,gpt_16:3", "seed_sizes names gpt_16 twice"),
+    ("--seed_sizes=gpt_16,lstm_40,gpt_16:3", "seed_sizes names gpt_16 twice"),
     ("--lr_choice=best", "lr_choice must be 'law'"),
 ])
 def test_bad_sweep_seed_and_budget_values_are_one_line(tmp_path, override, message):

@@ -71,6 +71,9 @@ def _table_rows(path, reader):
         for col in ("n_params", "n_params_non_embedding", "tokens", "flops", "dataset_tokens"):
             if row[col] is not None and row[col] <= 0:
                 raise UserError(f"{where}: {col} must be positive, got {raw[col]}")
+        for col in ("wall_time_s", "peak_mem_bytes"):  # 0 reads as not measured; below, the efficiency plots break
+            if row[col] is not None and row[col] < 0:
+                raise UserError(f"{where}: {col} must not be negative (0 or empty: not measured), got {raw[col]}")
         if not row["family"]:
             raise UserError(f"{where}: empty family")
         rows.append(row)

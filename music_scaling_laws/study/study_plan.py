@@ -94,6 +94,8 @@ def parse_seeds(cfg, names=None):
             raise UserError(f"seed_sizes entry {word!r}: write a size of runs, optionally with a count, like gpt_64:3")
         if names is not None and name not in names:
             raise UserError(f"seed_sizes names {name!r}, which is not a line of runs")
+        if name in counts:  # the last count would silently win
+            raise UserError(f"seed_sizes names {name} twice ({cfg['seed_sizes']!r}); give each size once, like {name}:3")
         counts[name] = int(count)
     if names is None:
         return counts

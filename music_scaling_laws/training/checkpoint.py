@@ -3,6 +3,7 @@ A run folder (out_dir of train.py): claimed by one writer at a time, its ckpt.pt
 everything an exact resume needs, read back with weights_only=True (never an arbitrary unpickle), together
 with the tokenizer of the dataset it was trained on.
 """
+import errno
 import os
 import uuid
 
@@ -14,12 +15,33 @@ from music_scaling_laws.training.hardware import rng_state, set_rng_state
 from music_scaling_laws.run_files import LOCK, is_perplexity_file, is_run_file
 
 
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(e):
+    """Whether an error of torch.save means the disk (or the quota) is full: an OSError, or the RuntimeError torch's
+    zip writer raises when a write comes up short ("[enforce fail at inline_container.cc] . unexpected pos ...")."""
+    if isinstance(e, OSError):
+        return e.errno in _DISK_FULL
+    return isinstance(e, RuntimeError) and ("unexpected pos" in str(e) or "file write failed" in str(e))
+
+
 def save_atomic(obj, path):
-    """torch.save to a temporary file, then rename: a kill mid-write leaves the old file intact."""
+    """torch.save to a temporary file, then rename: a kill mid-write leaves the old file intact. On a full disk the
+    partial temporary file is removed and a UserError says so; the file at path, if any, is the last good one."""
     tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    except (OSError, RuntimeError) as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if not _disk_full(e):
+            raise
+        kept = f"{path} keeps the last good state" if os.path.exists(path) else f"nothing was written to {path}"
+        raise UserError(f"the disk holding {os.path.dirname(os.path.abspath(path))} is full: {kept} and the partial "
+                        f"{os.path.basename(tmp)} is removed; free space there and resume (--init_from=resume)")
     os.replace(tmp, path)
 
 
