@@ -5,6 +5,7 @@ import html
 import os
 
 import numpy as np
+import pytest
 
 from music_scaling_laws.fits import plots
 from music_scaling_laws.study.report_html import inline, markdown_to_html, plot_figure, safe_href
@@ -175,3 +176,21 @@ def test_a_grid_of_many_sizes_scrolls_in_its_own_box_on_a_1280_px_window(tmp_pat
     box = found["grids"][0]
     assert box["right"] <= 1280 and box["scroll_width"] > box["client_width"] and box["overflow_x"] == "auto", box
     assert [i["warning"] for i in found["summary"]] == [False, True] and not found["summary"][1]["open"]
+
+
+@pytest.mark.parametrize("rec, says", [
+    ({"midi": "s.mid", "midi_notes": 0}, "abc2midi wrote no notes"),
+    ({"midi": "s.mid", "midi_notes": 9, "wav_skipped": "midi_failed"}, "abc2midi reported errors"),
+    ({"midi": "s.mid", "midi_notes": 2, "wav_skipped": "too_long: plays 900 s, over 50 s for 2 notes"},
+     "not rendered: plays 900 s, over 50 s for 2 notes"),
+    ({"midi": "s.mid", "midi_notes": 9}, "fluidsynth wrote no audio"),
+])
+def test_a_tune_without_audio_says_why(tmp_path, rec, says):
+    """sample.py renders no WAV from a MIDI that failed or would play for minutes (its wav_skipped): the listening
+    grid says so rather than blaming fluidsynth."""
+    from types import SimpleNamespace
+    from music_scaling_laws.study.report_html import tune_view
+    (tmp_path / "s.abc").write_text("X:1\nK:C\nCDEF|\n")
+    st = SimpleNamespace(link=lambda path: os.path.relpath(path, tmp_path))
+    view = tune_view(st, str(tmp_path), {"path": str(tmp_path / "s.abc"), **rec}, None, "t")
+    assert view["wav"] is None and says in view["no_audio"]
