@@ -116,7 +116,8 @@ device = 'auto'            # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1',
 dtype = 'auto'             # 'auto' (bfloat16 on CUDA if supported, else float16; float32 elsewhere)
 compile = 'auto'           # torch.compile: 'auto' on CUDA only, where it pays for its compile time; True also on
                            # CPU (needs a C/C++ compiler); False never (hardware.compile_model)
-compile_mode = 'default'   # torch.compile mode: 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
+compile_mode = 'auto'      # torch.compile mode: 'auto' (CUDA graphs for launch-bound GPT steps on CUDA, else
+                           # 'default': hardware.choose_compile_mode), 'default', 'reduce-overhead', 'max-autotune'
 seed = 1337                # initialisation and dropout
 peak_flops = 0.0           # the device's peak FLOP/s for MFU; 0 = look the GPU up in hardware.PEAK_FLOPS
 # -----------------------------------------------------------------------------
@@ -128,7 +129,7 @@ RESUME_MUST_MATCH = ("model_type", "n_layer", "n_head", "n_embd", "dropout", "bi
                      "grad_clip", "seed", "lr_schedule", "cooldown_frac", "branch_budgets")
 # a branch keeps its trunk's RESUME_MUST_MATCH settings except these, which set its own budget
 BRANCH_MAY_CHANGE = ("max_tokens", "max_iters", "branch_budgets")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 # (knob, smallest allowed value); checked where the configuration is read
 AT_LEAST = (("batch_size", 1), ("block_size", 1), ("gradient_accumulation_steps", 1), ("n_layer", 1),
             ("n_head", 1), ("n_embd", 1), ("log_interval", 1), ("eval_iters", 1), ("eval_interval", 0),
@@ -298,6 +299,7 @@ def accumulate_gradients(model, scaler, ctx, micro_batches, accum, by_targets=Fa
     windows, unscored positions -1), so each is weighted by its share of the step's targets over all ranks,
     which makes the step the mean over its targets, as one big batch would (equal shares: plain 1/accum)."""
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    by_targets = by_targets and (accum > 1 or ddp)  # one micro-batch on one rank: its share is exactly 1, skip the ops
     if by_targets:
         micro_batches = list(micro_batches)
         counts = [(y >= 0).sum() for _, y in micro_batches]
@@ -521,7 +523,8 @@ def build(c, model_args, device, dtype_name, state=None, ddp=False, local_rank=0
     raw_model.to(device)
     optimizer = configure_optimizer(raw_model, c.learning_rate, c.weight_decay, (c.beta1, c.beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype_name == "float16"))
-    fast_model = train_model = compile_model(raw_model, c.compile, c.compile_mode, device_type)
+    fast_model = train_model = compile_model(raw_model, c.compile, c.compile_mode, device_type,
+                                               c.batch_size * c.block_size, c.gradient_accumulation_steps)
     if ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
         train_model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else None)
