@@ -41,7 +41,7 @@ from model import load_run
 from music_scaling_laws.configurator import configure
 from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.external_tools import abc_to_midi, abc_to_svg, midi_to_wav
-from music_scaling_laws.training.hardware import resolve_device
+from music_scaling_laws.training.hardware import StepGraph, resolve_device
 from model import to_device
 from music_scaling_laws.progress import progress_bar
 from music_scaling_laws.run_files import SAMPLES, samples_path
@@ -73,6 +73,8 @@ data_dir = ""       # dataset folder, if not the one the run recorded
 # 2-core machine 2 threads were 45x slower than 1 (10 vs 455 tokens/s, gpt_tiny, one tune). 0 = torch's default.
 threads = 1
 no_cache = False    # recompute the full window every token (slow; tests and benchmarks)
+cuda_graph = "auto"  # GPT: decode a token by replaying one captured CUDA graph of the step over the whole KV cache
+                    # (no per-kernel launches); auto = on CUDA; True also elsewhere (the same fixed shapes, no graph)
 ignore_eot = False  # do not stop at the end of a tune (benchmarks)
 overwrite = False   # replace the samples an earlier call wrote into --out_dir (only those files)
 # -----------------------------------------------------------------------------
@@ -118,7 +120,7 @@ class Decoder:
     slides and refills are planned on the host without waiting for the device.
     """
 
-    def __init__(self, model, rows, width, device, use_cache=True):
+    def __init__(self, model, rows, width, device, use_cache=True, graph=False):
         self.model, self.device, self.use_cache = model, device, use_cache
         self.is_gpt = model.model_type == "gpt"
         self.block_size = model.config.block_size
@@ -127,7 +129,12 @@ class Decoder:
         self.lengths = torch.zeros(rows, dtype=torch.long, device=device)  # = self.length, for writes on the device
         self.length, self.start = [0] * rows, [0] * rows
         self.stale = set()  # rows whose state must be re-read from their window
-        self.state = model.init_state(rows, device) if use_cache else None
+        # graph: a GPT's one-token step over the whole preallocated cache, captured once as a CUDA graph (off CUDA:
+        # the same fixed shapes without the graph); its rows stay until keep_rows, which captures it again
+        self.graph = graph and use_cache and self.is_gpt
+        self.state = (model.init_state(rows, device, static=True) if self.graph else model.init_state(rows, device)) \
+            if use_cache else None
+        self.step_graph, self.last = None, None
         self.reprefills = 0
 
     def put(self, row, ids):
@@ -145,6 +152,7 @@ class Decoder:
         self.stale = {i for i, r in enumerate(rows) if r in self.stale}
         if self.use_cache:
             self.state = self.model.select_rows(self.state, rows)
+            self.step_graph = None  # new state tensors: the next step captures again
 
     def append(self, tokens):
         """Add one token (B,) to every row."""
@@ -175,8 +183,28 @@ class Decoder:
             self.model.reset_rows(self.state, rows, self._windows(rows, stop=1))
         self.stale.clear()
         last = self.buf.gather(1, (self.lengths - 1)[:, None])
+        if self.graph:
+            return self._graph_step(last)[:, -1]
         logits, self.state = self.model.step(last, self.state)
         return logits[:, -1]
+
+    def _graph_step(self, last):
+        """model.step of one token per row by replaying the captured step (captured at the first call after a
+        change of rows): the host keeps "filled", and checks it as model.step does, without waiting for the device."""
+        state, block = self.state, self.block_size
+        if max(state["filled"]) + 1 > block:
+            raise ValueError(f"KV cache full: more than block_size {block} positions")
+        if self.step_graph is None:
+            self.last = torch.zeros_like(last)
+            rows = len(self.length)
+            warm_up = lambda: self.model.step_tensors(  # noqa: E731 (a throwaway state of the same shapes)
+                self.last, self.model.init_state(rows, self.device, static=True), block)
+            self.step_graph = StepGraph(lambda: self.model.step_tensors(self.last, state, block), warm_up,
+                                        torch.device(self.device).type)
+        self.last.copy_(last)
+        logits = self.step_graph.replay()
+        state["filled"] = [n + 1 for n in state["filled"]]
+        return logits
 
     def _recompute(self):
         # windows of different lengths, right-padded with their last token: the logits at a row's own end see
@@ -192,18 +220,21 @@ class Decoder:
 
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, eot_id=None, temperature=1.0, top_k=0, top_p=1.0, seeds=None,
-             use_cache=True, device="cpu", batch_size=0):
+             use_cache=True, device="cpu", batch_size=0, graph=False):
     """Decode one tune per prompt (a list of token ids), batch_size (0 = all) at a time: yields, as each is
     done, (index, new token ids up to and excluding the first eot_id, ended_with_eot, seconds).
 
     A finished tune's row takes the next waiting prompt (or is dropped when none waits). Tune i samples with a
     torch.Generator seeded seeds[i], one draw per token, so it is the same tune whatever the batch.
     `seconds` is the tune's share of the decoding time: each round's time split evenly over its rows.
+    graph: a GPT's one-token step is a captured CUDA graph (Decoder); a graph keeps its rows, so the batch
+    shrinks only once half of its rows are idle (then the step is captured again: at most log2(rows) captures),
+    and until then an idle row decodes a throwaway sequence, restarted every round, whose tokens nobody reads.
     """
     if not all(prompts):
         raise ValueError("generation needs at least one prompt token (the end-of-tune token starts a tune)")
     rows = min(batch_size or len(prompts), len(prompts))
-    decoder = Decoder(model, rows, max(map(len, prompts)) + max_new_tokens, device, use_cache)
+    decoder = Decoder(model, rows, max(map(len, prompts)) + max_new_tokens, device, use_cache, graph)
     vocab = model.config.vocab_size
     waiting = list(range(len(prompts)))[::-1]
     tunes = [None] * rows  # per row: [index, generator, new ids, seconds]
@@ -217,16 +248,23 @@ def generate(model, prompts, max_new_tokens, eot_id=None, temperature=1.0, top_k
             busy = [row for row, tune in enumerate(tunes) if tune is not None]
             if not busy:
                 return
-            decoder.keep_rows(busy)
-            tunes = [tunes[row] for row in busy]
+            if decoder.graph and 2 * len(busy) > len(tunes):  # keep the captured step's rows for now
+                for row, tune in enumerate(tunes):
+                    if tune is None:
+                        decoder.put(row, prompts[0][:1])
+            else:
+                decoder.keep_rows(busy)
+                tunes = [tunes[row] for row in busy]
+        active = [tune for tune in tunes if tune is not None]
         # no row goes past max_new_tokens, and each draws exactly one noise vector per token it samples
-        steps = min(ROUND, *(max_new_tokens - len(new) for _, _, new, _ in tunes))
+        steps = min(ROUND, *(max_new_tokens - len(new) for _, _, new, _ in active))
         t0 = time.perf_counter()
         noise = None
         if temperature > 0:
             # CPU generators, as multinomial used before: a seed gives the same tune on any device (up to rounding).
             # Host work of rows x steps x vocab draws a round: small for chars, maybe a bound for BPE on a GPU
-            noise = torch.stack([torch.empty(steps, vocab).exponential_(generator=g) for _, g, _, _ in tunes])
+            noise = torch.stack([torch.empty(steps, vocab).exponential_(generator=tune[1]) if tune
+                                 else torch.ones(steps, vocab) for tune in tunes])
             noise = to_device(noise, device)
         sampled = torch.empty(len(tunes), steps, dtype=torch.long, device=device)
         for j in range(steps):
@@ -234,8 +272,10 @@ def generate(model, prompts, max_new_tokens, eot_id=None, temperature=1.0, top_k
             decoder.append(tokens)
             sampled[:, j] = tokens
         sampled = sampled.tolist()  # the one wait for the device per round
-        share = (time.perf_counter() - t0) / len(tunes)
+        share = (time.perf_counter() - t0) / len(active)
         for row, (tune, ids) in enumerate(zip(tunes, sampled)):
+            if tune is None:  # an idle row of a captured step
+                continue
             i, _, new, _ = tune
             tune[3] += share
             ended = eot_id in ids
@@ -287,6 +327,8 @@ def check_config(cfg):
         fail("--threads must be >= 0")
     if cfg["tool_timeout"] <= 0:
         fail("--tool_timeout must be positive")
+    if cfg["cuda_graph"] not in ("auto", "True", "False"):
+        fail(f"--cuda_graph must be auto, True or False, got {cfg['cuda_graph']!r}")
 
 
 def earlier_samples(out_dir, overwrite):
@@ -388,8 +430,11 @@ def main(argv=None):
                 "max_new_tokens": cfg["max_new_tokens"], "temperature": cfg["temperature"],
                 "top_k": cfg["top_k"], "top_p": cfg["top_p"], "cache": not cfg["no_cache"], "device": cfg["device"],
                 "batch_size": rows}
+    use_graph = cfg["cuda_graph"] == "True" or (cfg["cuda_graph"] == "auto" and cfg["device"].startswith("cuda"))
+    decoding = "full recomputation" if cfg["no_cache"] else "incremental decoding" + (
+        ", a CUDA graph per token" if use_graph and cfg["device"].startswith("cuda") and model.model_type == "gpt" else "")
     print(f"{ckpt['model_type']} with {model.num_params():,} parameters, {tokenizer.name} tokenizer, "
-          f"block_size {model.config.block_size}, {'full recomputation' if cfg['no_cache'] else 'incremental decoding'}, "
+          f"block_size {model.config.block_size}, {decoding}, "
           f"{rows} tune{'s' if rows > 1 else ''} at a time")
 
     records, total_tokens, total_seconds = {}, 0, 0.0
@@ -397,7 +442,7 @@ def main(argv=None):
     tunes = generate(model, [prompt_ids] * n, cfg["max_new_tokens"], eot_id=None if cfg["ignore_eot"] else tokenizer.eot_id,
                      temperature=cfg["temperature"], top_k=cfg["top_k"], top_p=cfg["top_p"],
                      seeds=[cfg["seed"] + i for i in range(n)], use_cache=not cfg["no_cache"], device=cfg["device"],
-                     batch_size=rows)
+                     batch_size=rows, graph=use_graph)
     for i, new_ids, ended, seconds in tunes:  # in the order they finish
         total_tokens, total_seconds = total_tokens + len(new_ids), total_seconds + seconds
         tune, added = abc_text.complete_headers(prompt_text + tokenizer.decode(new_ids))
