@@ -40,7 +40,8 @@ compile_cache = "fresh"  # 'fresh': an empty torch.compile cache under out_dir (
 quiet_train = True   # also train.py with no periodic evaluation and one log line: what those cost per step
 sample_tunes = 64    # tunes decoded together, each up to sample_tokens new tokens (stopping at its end of tune)
 sample_tokens = 1024
-studies = "config/study_quick.py"  # study configs to run whole (each into out_dir/study_NAME); '' = none
+studies = "config/study_quick.py,config/study_gpu.py"  # study configs to run whole (each into out_dir/study_NAME),
+                     # a missing one skipped with a note; '' = none
 study_dirs = ""      # finished study folders (comma-separated) whose run_timings.json to report too
 json_out = ""        # '' = out_dir/bench_gpu.json
 # -----------------------------------------------------------------------------
@@ -78,8 +79,8 @@ class Runner:
     def __call__(self, script, argv):
         t0 = time.time()
         if self.fresh:
-            proc = subprocess.run([sys.executable, f"{script}.py", *argv], cwd=os.path.dirname(os.path.abspath(__file__)),
-                                  env=self.env, capture_output=True, text=True)
+            path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{script}.py")  # paths: from here
+            proc = subprocess.run([sys.executable, path, *argv], env=self.env, capture_output=True, text=True)
             if proc.returncode != 0:
                 fail(f"{script}.py {' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
         else:
@@ -103,8 +104,8 @@ def train_vs_bench(run, config, max_tokens, c, model_args, out):
     mode = auto_mode(config, c, model_args)
     for label in (["default"] if mode != "default" else []) + ["auto"]:
         path = os.path.join(out, f"bench_{name}_{label}.json")
-        wall = run("bench", [config, f"--data_dir={c['data_dir']}", f"--device={c['device']}", f"--compile_mode={label}",
-                             f"--json_out={path}", *model_args["bench"]])
+        wall = run("bench", [config, f"--data_dir={c['data_dir']}", f"--device={c['device']}",
+                             f"--compile_mode={label}", f"--json_out={path}", *model_args["bench"]])
         with open(path) as f:
             result["bench"][label] = {**pick(json.load(f), BENCH_FIELDS), "process_s": wall}
     for key, extra in (("train", []), ("train_quiet", ["--eval_interval=0", "--log_interval=1000000000"])):
@@ -179,12 +180,14 @@ def markdown(report):
                     "train / bench | quiet train.py tok/s | compile mode |", "|---" * 14 + "|"]
     for r in report["training"]:
         t, b, q = r["train"], r["bench"]["auto"], r["train_quiet"] or {}
+        mode = r["compile_mode"] if b["compiled"] else "not compiled"
+        if "default" in r["bench"]:
+            mode += f" (default mode: bench.py {fmt(r['bench']['default']['tokens_per_s'], ',.0f')} tok/s)"
         lines.append(lead + f"| {r['config']}{':' + format(r['max_tokens'], 'g') if r['max_tokens'] else ''} | "
                      f"{fmt(t['tokens_per_s'], ',.0f')} | {fmt(t['mfu'], '.1%')} | {fmt(t['compile_time_s'], '.1f')} | "
                      f"{fmt(b['tokens_per_s'], ',.0f')} | {fmt(b['mfu'], '.1%')} | {fmt(b['warmup_s'], '.1f')} | "
                      f"{fmt(r['train_over_bench'], '.2f')}x | {fmt(q.get('tokens_per_s'), ',.0f')} | "
-                     f"{r['compile_mode'] if b['compiled'] else 'not compiled'}" + (f" (default mode: bench.py {fmt(r['bench']['default']['tokens_per_s'], ',.0f')}"
-                                                f" tok/s)" if "default" in r["bench"] else "") + " |")
+                     f"{mode} |")
     if report["sampling"]:
         lines += ["", head + "| run | tunes | tokens | decoding s | tokens/s | CUDA-graph step |", "|---" * 10 + "|"]
         for graph, s in report["sampling"]["modes"].items():
@@ -231,23 +234,38 @@ def main(argv=None):
             fail(f"no config {config}")
         print(f"[{time.time() - t0:5.0f} s] {config}: bench.py and train.py", flush=True)
         report["training"].append(train_vs_bench(run, config, float(tokens or 0), c, model_args, out))
+        save(report, t0, c)
     if report["training"] and c["sample_tunes"] > 0:
         run_dir = report["training"][-1]["train"]["run_dir"]
         print(f"[{time.time() - t0:5.0f} s] sampling {c['sample_tunes']} tunes from {run_dir}", flush=True)
         report["sampling"] = {"run": run_dir, "modes": sampling(run, run_dir, c, out)}
+        save(report, t0, c)
     for config in filter(None, c["studies"].split(",")):
+        if not os.path.isfile(config):
+            print(f"skipped: no study config {config}", flush=True)
+            continue
         study_dir = os.path.join(out, f"study_{config_name(config)}")
         print(f"[{time.time() - t0:5.0f} s] {config}", flush=True)
         Runner(fresh=True, env=env)("study", [config, f"--out_dir={study_dir}"])
         report["studies"].append(study_overhead(study_dir))
+        save(report, t0, c)
     report["studies"] += [study_overhead(d) for d in filter(None, c["study_dirs"].split(","))]
-    report["total_s"] = time.time() - t0
-    report["markdown"] = markdown(report)
-    with open(c["json_out"] or os.path.join(out, "bench_gpu.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    save(report, t0, c)
     print(f"bench_gpu.py: {report['total_s']:.0f} s on {report['device_name']}\n")
     print(report["markdown"])
     return report
+
+
+def save(report, t0, c):
+    """bench_gpu.json (and its rows as bench_gpu.md) as far as the measurements have come: a run stopped half-way
+    keeps the parts it finished."""
+    report["total_s"] = time.time() - t0
+    report["markdown"] = markdown(report)
+    path = c["json_out"] or os.path.join(c["out_dir"], "bench_gpu.json")
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.splitext(path)[0] + ".md", "w") as f:
+        f.write(report["markdown"] + "\n")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Both share:
   num_params(non_embedding=False), flops_per_token(), config.block_size,
   init_state(batch_size, device) -> state, step(idx, state) -> (logits, state),   # incremental decoding,
   reset_rows(state, rows, idx), select_rows(state, rows) -> state                 # rows independent
+  (GPT: init_state(..., static=True) and step_tensors, the fixed-shape step sample.py captures as a CUDA graph)
 plus configure_optimizer(model, ...) used by train.py and bench.py and load_run / load_checkpoint, which read a trained run back.
 """
 

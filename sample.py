@@ -18,9 +18,11 @@ A folder never mixes two calls' tunes: an --out_dir holding an earlier call's sa
 Tunes are decoded together, --batch_size at a time (default: all of them, as many as --batch_memory
 allows), each row of the batch with its own prompt, length and end of tune: a finished row takes the next
 waiting tune, or leaves the batch. Decoding is incremental: a preallocated KV cache for GPT, the carried
-(h, c) state for LSTM, both batched. A GPT cache holds at most block_size positions (learned absolute
-positions cannot be shifted), so when a row's window is full it slides: the row's last block_size // 2
-tokens are re-read into its fresh cache. --no_cache recomputes the full forward pass over exactly the same
+(h, c) state for LSTM, both batched. On CUDA a GPT's one-token step is one captured CUDA graph, replayed
+(--cuda_graph): the step attends over the whole preallocated cache, so its shapes never change, and the tunes
+are the same. A GPT cache holds at most block_size positions (learned absolute positions cannot be shifted),
+so when a row's window is full it slides: the row's last block_size // 2 tokens are re-read into its fresh
+cache. --no_cache recomputes the full forward pass over exactly the same
 windows at every step (a reference for tests and the benchmark). Sampling runs on the device for the
 whole batch; the host looks at the tokens only every ROUND tokens. Tune i draws from its own generator,
 seeded --seed + i - 1, so a tune is the same whatever the batch size (up to float rounding, which a
