@@ -37,6 +37,7 @@ configs = "config/gpt_small.py:16e6,config/gpt_xl.py:0"  # training configs, eac
 data_dir = "data/music21"
 out_dir = "out/bench_gpu"  # the runs, the samples, the studies, the compile cache and bench_gpu.json
 compile_cache = "fresh"  # 'fresh': an empty torch.compile cache under out_dir (cold, then warm); 'shared': the usual
+extra_modes = ""     # more torch.compile modes to time bench.py in, e.g. 'max-autotune-no-cudagraphs' (gpt_xl's MFU)
 quiet_train = True   # also train.py with no periodic evaluation and one log line: what those cost per step
 sample_tunes = 64    # tunes decoded together, each up to sample_tokens new tokens (stopping at its end of tune)
 sample_tokens = 1024
@@ -102,7 +103,8 @@ def train_vs_bench(run, config, max_tokens, c, model_args, out):
     name = config_name(config)
     result = {"config": config, "max_tokens": max_tokens, "bench": {}, "train": None, "train_quiet": None}
     mode = auto_mode(config, c, model_args)
-    for label in (["default"] if mode != "default" else []) + ["auto"]:
+    extra = [m for m in c["extra_modes"].split(",") if m and m not in ("auto", mode)]
+    for label in (["default"] if mode != "default" else []) + [m for m in extra if m != "default"] + ["auto"]:
         path = os.path.join(out, f"bench_{name}_{label}.json")
         wall = run("bench", [config, f"--data_dir={c['data_dir']}", f"--device={c['device']}",
                              f"--compile_mode={label}", f"--json_out={path}", *model_args["bench"]])
@@ -181,8 +183,9 @@ def markdown(report):
     for r in report["training"]:
         t, b, q = r["train"], r["bench"]["auto"], r["train_quiet"] or {}
         mode = r["compile_mode"] if b["compiled"] else "not compiled"
-        if "default" in r["bench"]:
-            mode += f" (default mode: bench.py {fmt(r['bench']['default']['tokens_per_s'], ',.0f')} tok/s)"
+        others = [f"{label}: bench.py {fmt(x['tokens_per_s'], ',.0f')} tok/s, {fmt(x['mfu'], '.1%')}"
+                  for label, x in r["bench"].items() if label != "auto"]
+        mode += f" ({'; '.join(others)})" if others else ""
         lines.append(lead + f"| {r['config']}{':' + format(r['max_tokens'], 'g') if r['max_tokens'] else ''} | "
                      f"{fmt(t['tokens_per_s'], ',.0f')} | {fmt(t['mfu'], '.1%')} | {fmt(t['compile_time_s'], '.1f')} | "
                      f"{fmt(b['tokens_per_s'], ',.0f')} | {fmt(b['mfu'], '.1%')} | {fmt(b['warmup_s'], '.1f')} | "

@@ -16,7 +16,8 @@ def test_the_cpu_version_produces_every_row_with_its_fields(tmp_path, char_datas
     threads = torch.get_num_threads()
     try:
         report = bench_gpu.main(["--device=cpu", f"--data_dir={char_dataset}", f"--out_dir={tmp_path / 'out'}",
-                                 "--configs=config/gpt_tiny.py,config/lstm_tiny.py:5e3", f"--study_dirs={study}"])
+                                 "--configs=config/gpt_tiny.py,config/lstm_tiny.py:5e3", f"--study_dirs={study}",
+                                 "--extra_modes=max-autotune-no-cudagraphs"])
     finally:
         torch.set_num_threads(threads)  # sample.py sets one thread in this process
     assert json.loads((tmp_path / "out" / "bench_gpu.json").read_text())["markdown"] == report["markdown"]
@@ -26,6 +27,7 @@ def test_the_cpu_version_produces_every_row_with_its_fields(tmp_path, char_datas
         assert r["train_over_bench"] == r["train"]["tokens_per_s"] / r["bench"]["auto"]["tokens_per_s"]
         assert r["train_quiet"]["tokens_per_s"] > 0 and r["compile_mode"] == "default"  # never CUDA graphs on CPU
         assert r["train"]["compile_time_s"] is not None and r["bench"]["auto"]["warmup_s"] > 0
+        assert set(r["bench"]) == {"auto", "max-autotune-no-cudagraphs"}  # --extra_modes: bench.py in that mode too
     assert set(report["sampling"]["modes"]) == {"True", "False"}
     graphed, plain = report["sampling"]["modes"]["True"], report["sampling"]["modes"]["False"]
     assert graphed["tunes"] == 4 and graphed["tokens"] == plain["tokens"] > 0  # the same tunes either way
@@ -39,4 +41,5 @@ def test_the_cpu_version_produces_every_row_with_its_fields(tmp_path, char_datas
         for row in table[2:]:
             assert row.startswith(lead) and row.count("|") == table[0].count("|")
     assert "| config/lstm_tiny.py:5000 |" in tables[0][3] and "| 1.50x |" in tables[2][2]
+    assert "(max-autotune-no-cudagraphs: bench.py " in tables[0][2]
     assert report["markdown"] in capsys.readouterr().out
