@@ -59,6 +59,10 @@ def test_the_compile_cache_lives_outside_tmp_unless_the_user_set_one(tmp_path):
     assert compile_cache_dir(env) == str(tmp_path / "xdg" / "music-scaling-laws" / "torchinductor")
     assert env["TORCHINDUCTOR_CACHE_DIR"] == compile_cache_dir(env)  # what the compile workers inherit
     assert compile_cache_dir({"TORCHINDUCTOR_CACHE_DIR": "/data/cache", "XDG_CACHE_HOME": "x"}) == "/data/cache"
+    # torch's own default (set as soon as torch._dynamo is imported, e.g. by the optimizer) is not a choice
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    env = {"TORCHINDUCTOR_CACHE_DIR": default_cache_dir(), "XDG_CACHE_HOME": str(tmp_path)}
+    assert compile_cache_dir(env) == str(tmp_path / "music-scaling-laws" / "torchinductor")
 
 
 def test_step_graph_replays_into_its_output_buffer_off_cuda():
@@ -67,3 +71,36 @@ def test_step_graph_replays_into_its_output_buffer_off_cuda():
     first = graph.replay()
     source += 1
     assert graph.replay() is first and first.tolist() == [2.0, 2.0, 2.0]  # overwritten in place, as a graph's
+
+
+COMPILE_ONE_STEP = """
+import json, torch
+from torch._dynamo.utils import counters
+from model import build_model
+from music_scaling_laws.training.hardware import compile_model
+model = build_model("gpt", n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=20)
+idx = torch.zeros(2, 8, dtype=torch.long)
+compile_model(model, "True", "auto", "cpu", 16)(idx, idx)[1].backward()
+print(json.dumps(dict(counters["inductor"])))
+"""
+
+
+@pytest.mark.slow
+def test_a_second_process_loads_the_compiled_graphs_from_the_persistent_cache(tmp_path):
+    """The scripts' compile cache (compile_cache_dir, set by compile_model) outlives the process: the second process
+    of the same shapes hits inductor's FX graph cache under $XDG_CACHE_HOME instead of compiling again."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env.update(XDG_CACHE_HOME=str(tmp_path), OMP_NUM_THREADS="1")
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", COMPILE_ONE_STEP], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(proc.stdout.splitlines()[-1]))
+    assert runs[0].get("fxgraph_cache_miss", 0) >= 1 and not runs[0].get("fxgraph_cache_hit")
+    assert runs[1].get("fxgraph_cache_hit", 0) >= 1 and not runs[1].get("fxgraph_cache_miss")
+    assert any((tmp_path / "music-scaling-laws" / "torchinductor").rglob("*.so"))

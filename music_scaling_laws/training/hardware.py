@@ -95,8 +95,10 @@ def compile_cache_dir(environ=os.environ):
     set, else $XDG_CACHE_HOME (~/.cache)/music-scaling-laws/torchinductor -- outside /tmp, which containers, SLURM
     jobs and reboots empty, so that a second process of the same shapes loads the compiled kernels instead of
     compiling them (the cold gpt_xl compile was 42 s on an H100). Sets TORCHINDUCTOR_CACHE_DIR in environ (which the
-    compile workers inherit) and returns it."""
-    if not environ.get("TORCHINDUCTOR_CACHE_DIR"):
+    compile workers inherit) and returns it. Importing torch._dynamo (which creating an optimizer does) already sets
+    TORCHINDUCTOR_CACHE_DIR to torch's default in /tmp: that value counts as unset."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir  # a module without torch imports
+    if environ.get("TORCHINDUCTOR_CACHE_DIR", "") in ("", os.path.abspath(default_cache_dir())):
         base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(base, "music-scaling-laws", "torchinductor")
     return environ["TORCHINDUCTOR_CACHE_DIR"]
