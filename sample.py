@@ -136,7 +136,7 @@ class Decoder:
         self.graph = graph and use_cache and self.is_gpt
         self.state = (model.init_state(rows, device, static=True) if self.graph else model.init_state(rows, device)) \
             if use_cache else None
-        self.step_graph, self.last = None, None
+        self.step_graph, self.last, self.no_capture = None, None, False
         self.reprefills = 0
 
     def put(self, row, ids):
@@ -196,13 +196,20 @@ class Decoder:
         state, block = self.state, self.block_size
         if max(state["filled"]) + 1 > block:
             raise ValueError(f"KV cache full: more than block_size {block} positions")
-        if self.step_graph is None:
+        if self.step_graph is None and not self.no_capture:
             self.last = torch.zeros_like(last)
             rows = len(self.length)
             warm_up = lambda: self.model.step_tensors(  # noqa: E731 (a throwaway state of the same shapes)
                 self.last, self.model.init_state(rows, self.device, static=True), block)
-            self.step_graph = StepGraph(lambda: self.model.step_tensors(self.last, state, block), warm_up,
-                                        torch.device(self.device).type)
+            try:
+                self.step_graph = StepGraph(lambda: self.model.step_tensors(self.last, state, block), warm_up,
+                                            torch.device(self.device).type)
+            except RuntimeError as e:  # a capture this torch or driver refuses: the same step, op by op
+                print(f"note: decoding without a CUDA graph: {str(e).strip().splitlines()[0][:200]}", file=sys.stderr)
+                self.no_capture = True
+        if self.no_capture:
+            logits, self.state = self.model.step(last, state)
+            return logits
         self.last.copy_(last)
         logits = self.step_graph.replay()
         state["filled"] = [n + 1 for n in state["filled"]]

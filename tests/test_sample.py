@@ -317,3 +317,9 @@ def test_the_captured_step_gives_exactly_today_s_tunes_for_the_same_seeds(tiny_r
         if temperature:
             assert len({len(new) for new, _ in tunes[True].values()}) > 1  # rows ended, and idled, at their own times
     assert 3 <= len(captures) <= 3 * 5  # a few captures per call (the batch halves), never one per finished tune
+
+    def refused(*args):
+        raise RuntimeError("operation not permitted when stream is capturing")
+    monkeypatch.setattr(sample, "StepGraph", refused)  # a capture the GPU refuses: the same step, op by op
+    out = generate(model, prompts, 3 * BLOCK_SIZE, eot_id=tokenizer.eot_id, temperature=0, seeds=seeds, graph=True)
+    assert {i: (new, ended) for i, new, ended, _ in out} == tunes[False]
