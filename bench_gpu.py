@@ -179,7 +179,7 @@ def markdown(report):
     head = "| date | commit | device | torch "
     lead = f"| {report['date']} | {report['commit']} | {report['device_name']} | {report['torch_version']} "
     lines = [head + "| config | train.py tok/s | MFU | compile s | bench.py tok/s | MFU | bench warm-up s (cold) | "
-                    "train / bench | quiet train.py tok/s | compile mode |", "|---" * 14 + "|"]
+                    "train / bench | quiet train.py tok/s | compile mode |", "|---" * 14 + "|"] if report["training"] else []
     for r in report["training"]:
         t, b, q = r["train"], r["bench"]["auto"], r["train_quiet"] or {}
         mode = r["compile_mode"] if b["compiled"] else "not compiled"
@@ -192,17 +192,17 @@ def markdown(report):
                      f"{fmt(r['train_over_bench'], '.2f')}x | {fmt(q.get('tokens_per_s'), ',.0f')} | "
                      f"{mode} |")
     if report["sampling"]:
-        lines += ["", head + "| run | tunes | tokens | decoding s | tokens/s | CUDA-graph step |", "|---" * 10 + "|"]
+        lines += ["" if lines else None, head + "| run | tunes | tokens | decoding s | tokens/s | CUDA-graph step |", "|---" * 10 + "|"]
         for graph, s in report["sampling"]["modes"].items():
             lines.append(lead + f"| {report['sampling']['run']} | {s['tunes']} | {s['tokens']:,} | "
                          f"{s['decode_s']:.2f} | {fmt(s['tokens_per_s'], ',.0f')} | {graph} |")
     if report["studies"]:
-        lines += ["", head + "| study | training processes | their wall-clock s | their steps s | wall / steps |",
+        lines += ["" if lines else None, head + "| study | training processes | their wall-clock s | their steps s | wall / steps |",
                   "|---" * 9 + "|"]
         for s in report["studies"]:
             lines.append(lead + f"| {s['study_dir']} | {s['runs']} | {s['wall_s']:.1f} | {s['steps_s']:.1f} | "
                          f"{fmt(s['ratio'], '.2f')}x |")
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line is not None)
 
 
 @exit_on_user_error
@@ -249,7 +249,7 @@ def main(argv=None):
             continue
         study_dir = os.path.join(out, f"study_{config_name(config)}")
         print(f"[{time.time() - t0:5.0f} s] {config}", flush=True)
-        Runner(fresh=True, env=env)("study", [config, f"--out_dir={study_dir}"])
+        Runner(fresh=True, env=env)("study", [config, f"--out_dir={study_dir}", f"--data_dir={c['data_dir']}"])
         report["studies"].append(study_overhead(study_dir))
         save(report, t0, c)
     report["studies"] += [study_overhead(d) for d in filter(None, c["study_dirs"].split(","))]
