@@ -131,12 +131,12 @@ class Decoder:
         self.lengths = torch.zeros(rows, dtype=torch.long, device=device)  # = self.length, for writes on the device
         self.length, self.start = [0] * rows, [0] * rows
         self.stale = set()  # rows whose state must be re-read from their window
-        # graph: a GPT's one-token step over the whole preallocated cache, captured once as a CUDA graph (off CUDA:
-        # the same fixed shapes without the graph); its rows stay until keep_rows, which captures it again
+        # graph: a GPT's whole token (next_tokens) over the whole preallocated cache, captured once as a CUDA graph
+        # (off CUDA: the same fixed shapes without the graph); its rows stay until keep_rows, which captures again
         self.graph = graph and use_cache and self.is_gpt
         self.state = (model.init_state(rows, device, static=True) if self.graph else model.init_state(rows, device)) \
             if use_cache else None
-        self.step_graph, self.last, self.no_capture = None, None, False
+        self.step_graph, self.noise_now, self.no_capture = None, None, False
         self.reprefills = 0
 
     def put(self, row, ids):
@@ -170,50 +170,70 @@ class Decoder:
 
     def logits(self):
         """(rows, vocab) logits for the token after each row's sequence."""
+        self._slide()
+        if not self.use_cache:
+            return self._recompute()
+        self._reread_stale()
+        last = self.buf.gather(1, (self.lengths - 1)[:, None])
+        logits, self.state = self.model.step(last, self.state)
+        return logits[:, -1]
+
+    def next_tokens(self, pick, noise=None):
+        """Sample and append one token per row, pick(logits (rows, vocab), noise) -> tokens (rows,); returns them.
+        With graph, the whole token -- the last tokens' gather, the model's step, pick, the append -- is one captured
+        CUDA graph (captured at the first call after a change of rows), so the host launches one thing per token;
+        it plans slides and keeps its own counts ("filled", lengths) without waiting for the device."""
+        if not self.graph or self.no_capture:
+            tokens = pick(self.logits(), noise)
+            self.append(tokens)
+            return tokens
+        self._slide()
+        self._reread_stale()
+        state, block = self.state, self.block_size
+        if max(state["filled"]) + 1 > block:
+            raise ValueError(f"KV cache full: more than block_size {block} positions")
+        if self.step_graph is None:
+            self.noise_now = None if noise is None else torch.ones_like(noise)  # a static input, filled per token
+
+            def token(state, buf, lengths):
+                last = buf.gather(1, (lengths - 1)[:, None])
+                tokens = pick(self.model.step_tensors(last, state, block)[:, -1], self.noise_now)
+                buf.scatter_(1, lengths[:, None], tokens[:, None])
+                lengths += 1
+                return tokens
+            rows = len(self.length)
+            warm_up = lambda: token(  # noqa: E731 (throwaway tensors of the same shapes)
+                self.model.init_state(rows, self.device, static=True), self.buf.clone(), self.lengths.clone())
+            try:
+                self.step_graph = StepGraph(lambda: token(state, self.buf, self.lengths), warm_up,
+                                            torch.device(self.device).type)
+            except RuntimeError as e:  # a capture this torch or driver refuses: the same step, op by op
+                print(f"note: decoding without a CUDA graph: {str(e).strip().splitlines()[0][:200]}", file=sys.stderr)
+                self.no_capture = True
+                return self.next_tokens(pick, noise)
+        if noise is not None:
+            self.noise_now.copy_(noise)
+        tokens = self.step_graph.replay()
+        state["filled"] = [n + 1 for n in state["filled"]]
+        self.length = [n + 1 for n in self.length]
+        return tokens
+
+    def _slide(self):
+        """A GPT row whose window would pass block_size keeps its last `keep` tokens, re-read into its state."""
         for row in range(len(self.length)) if self.is_gpt else ():
             if self.length[row] - self.start[row] > self.block_size:
                 self.start[row] = self.length[row] - self.keep
                 self.stale.add(row)
                 self.reprefills += 1
-        if not self.use_cache:
-            return self._recompute()
-        # a stale row re-reads its window but the last token, which the batched step below reads for every row
+
+    def _reread_stale(self):
+        """A stale row re-reads its window but the last token, which the batched step then reads for every row."""
         by_width = {}
         for row in sorted(self.stale):
             by_width.setdefault(self.length[row] - 1 - self.start[row], []).append(row)
         for rows in by_width.values():
             self.model.reset_rows(self.state, rows, self._windows(rows, stop=1))
         self.stale.clear()
-        last = self.buf.gather(1, (self.lengths - 1)[:, None])
-        if self.graph:
-            return self._graph_step(last)[:, -1]
-        logits, self.state = self.model.step(last, self.state)
-        return logits[:, -1]
-
-    def _graph_step(self, last):
-        """model.step of one token per row by replaying the captured step (captured at the first call after a
-        change of rows): the host keeps "filled", and checks it as model.step does, without waiting for the device."""
-        state, block = self.state, self.block_size
-        if max(state["filled"]) + 1 > block:
-            raise ValueError(f"KV cache full: more than block_size {block} positions")
-        if self.step_graph is None and not self.no_capture:
-            self.last = torch.zeros_like(last)
-            rows = len(self.length)
-            warm_up = lambda: self.model.step_tensors(  # noqa: E731 (a throwaway state of the same shapes)
-                self.last, self.model.init_state(rows, self.device, static=True), block)
-            try:
-                self.step_graph = StepGraph(lambda: self.model.step_tensors(self.last, state, block), warm_up,
-                                            torch.device(self.device).type)
-            except RuntimeError as e:  # a capture this torch or driver refuses: the same step, op by op
-                print(f"note: decoding without a CUDA graph: {str(e).strip().splitlines()[0][:200]}", file=sys.stderr)
-                self.no_capture = True
-        if self.no_capture:
-            logits, self.state = self.model.step(last, state)
-            return logits
-        self.last.copy_(last)
-        logits = self.step_graph.replay()
-        state["filled"] = [n + 1 for n in state["filled"]]
-        return logits
 
     def _recompute(self):
         # windows of different lengths, right-padded with their last token: the logits at a row's own end see
@@ -276,10 +296,9 @@ def generate(model, prompts, max_new_tokens, eot_id=None, temperature=1.0, top_k
                                  else torch.ones(steps, vocab) for tune in tunes])
             noise = to_device(noise, device)
         sampled = torch.empty(len(tunes), steps, dtype=torch.long, device=device)
+        pick = lambda logits, noise: pick_tokens(logits, temperature, top_k, top_p, noise)  # noqa: E731
         for j in range(steps):
-            tokens = pick_tokens(decoder.logits(), temperature, top_k, top_p, None if noise is None else noise[:, j])
-            decoder.append(tokens)
-            sampled[:, j] = tokens
+            sampled[:, j] = decoder.next_tokens(pick, None if noise is None else noise[:, j])
         sampled = sampled.tolist()  # the one wait for the device per round
         share = (time.perf_counter() - t0) / len(active)
         for row, (tune, ids) in enumerate(zip(tunes, sampled)):
