@@ -38,7 +38,8 @@ data_dir = "data/music21"
 out_dir = "out/bench_gpu"  # the runs, the samples, the studies, the compile cache and bench_gpu.json
 compile_cache = "fresh"  # 'fresh': an empty torch.compile cache under out_dir (cold, then warm); 'shared': the usual
 extra_modes = ""     # more torch.compile modes to time bench.py in, e.g. 'max-autotune-no-cudagraphs' (gpt_xl's MFU)
-quiet_train = True   # also train.py with no periodic evaluation and one log line: what those cost per step
+quiet_train = "gpt_xl"  # configs (names, comma-separated; 'all') also trained with no periodic evaluation and one
+                     # log line: what those cost per step, where train.py lagged bench.py most
 sample_tunes = 64    # tunes decoded together, each up to sample_tokens new tokens (stopping at its end of tune)
 sample_tokens = 1024
 studies = "config/study_quick.py,config/study_gpu.py"  # study configs to run whole (each into out_dir/study_NAME),
@@ -51,7 +52,7 @@ json_out = ""        # '' = out_dir/bench_gpu.json
 TINY_MODEL = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--dtype=float32"]
 TINY_TRAIN = ["--max_iters=12", "--eval_interval=5", "--eval_iters=2", "--log_interval=4"]
 TINY_BENCH = ["--bench_warmup=1", "--bench_iters=3"]
-TINY_DEFAULTS = {"sample_tunes": 4, "sample_tokens": 24, "studies": ""}  # where the command line does not set them
+TINY_DEFAULTS = {"sample_tunes": 4, "sample_tokens": 24, "studies": "", "quiet_train": "all"}  # where the command line does not set them
 TRAIN_FIELDS = ("tokens_per_s", "mfu", "compile_time_s", "wall_time_s", "train_time_s", "iters", "tokens_trained",
                 "n_params", "device_name", "torch_version")
 BENCH_FIELDS = ("tokens_per_s", "mfu", "warmup_s", "seconds_per_iter", "compiled", "compile_mode", "n_params")
@@ -111,7 +112,7 @@ def train_vs_bench(run, config, max_tokens, c, model_args, out):
         with open(path) as f:
             result["bench"][label] = {**pick(json.load(f), BENCH_FIELDS), "process_s": wall}
     for key, extra in (("train", []), ("train_quiet", ["--eval_interval=0", "--log_interval=1000000000"])):
-        if key == "train_quiet" and not c["quiet_train"]:
+        if key == "train_quiet" and not (c["quiet_train"] == "all" or name in c["quiet_train"].split(",")):
             continue
         run_dir = os.path.join(out, f"train_{name}" + ("_quiet" if extra else ""))
         budget = [f"--max_tokens={max_tokens}"] if max_tokens else []
