@@ -15,7 +15,7 @@ PY := $(VENV)/bin/python
 # headless browser the test of report.html opens it in
 APT_PACKAGES := abcmidi abcm2ps fluidsynth fluid-soundfont-gm python3-venv chromium
 
-.PHONY: demo test test-fast prepare bench docker-test system-deps clean
+.PHONY: demo test test-fast prepare bench bench-gpu docker-test system-deps clean
 
 demo: $(VENV)/.runtime-installed
 	$(PY) study.py $(DEMO_CONFIG)
@@ -35,6 +35,11 @@ bench: $(VENV)/.runtime-installed
 	$(PY) bench_data.py
 	$(PY) bench.py config/gpt_tiny.py
 	$(PY) bench.py config/lstm_tiny.py
+
+# issue #30's GPU figures in one command (about 8 minutes on one H100/H200; needs data/music21): train.py against
+# bench.py per config with compile times, sampling tokens/s, the quick study's process overhead, as BENCHMARKS.md rows
+bench-gpu: $(VENV)/.runtime-installed
+	$(PY) bench_gpu.py
 
 docker-test:
 	bash docker_smoke_test.sh $(BASE_IMAGE)

@@ -22,7 +22,8 @@ import train
 from music_scaling_laws.configurator import config_keys, configure
 from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.data.dataset import TrainOrder, iteration_plan, load_dataset
-from music_scaling_laws.training.hardware import device_name, lookup_peak_flops, mfu, peak_memory_bytes, setup_device, synchronize
+from music_scaling_laws.training.hardware import (choose_compile_mode, device_name, lookup_peak_flops, mfu, peak_memory_bytes,
+                                                  setup_device, synchronize)
 from model import model_args_from_config
 from music_scaling_laws.training.step import accumulate_gradients, apply_gradients
 from music_scaling_laws.training.windows import Tokens, TrainBatches
@@ -103,6 +104,10 @@ def main(argv):
         "threads": torch.get_num_threads(),
         "dtype": dtype_name,
         "compiled": fast_model is not model,
+        # the torch.compile mode train.build's compile_model chose ('auto': CUDA graphs for launch-bound GPT steps)
+        "compile_mode": choose_compile_mode(c.compile_mode, device_type, c.model_type,
+                                            model.flops_per_token() * c.batch_size * c.block_size, accum,
+                                            ) if fast_model is not model else None,
         "torch_version": torch.__version__,
         "date": datetime.date.today().isoformat(),
         "argv": argv,

@@ -11,6 +11,7 @@ Both share:
   num_params(non_embedding=False), flops_per_token(), config.block_size,
   init_state(batch_size, device) -> state, step(idx, state) -> (logits, state),   # incremental decoding,
   reset_rows(state, rows, idx), select_rows(state, rows) -> state                 # rows independent
+  (GPT: init_state(..., static=True) and step_tensors, the fixed-shape step sample.py captures as a CUDA graph)
 plus configure_optimizer(model, ...) used by train.py and bench.py and load_run / load_checkpoint, which read a trained run back.
 """
 
@@ -179,9 +180,11 @@ class GPT(nn.Module):
         return logits, _loss(logits, targets)
 
     # incremental decoding: state = {"k", "v": per layer (B, nh, block_size, hs) caches preallocated once,
-    # "pos": (B,) positions cached per row, "filled": the same as host ints (checked without waiting for the device)}.
-    # Rows are independent: each goes on at its own position, and reset_rows restarts some of them.
-    def init_state(self, batch_size, device):
+    # "pos": (B,) positions cached per row, "filled": the same as host ints (checked without waiting for the device),
+    # "static": attend over the whole cache at every step (fixed shapes, what a CUDA graph replays) instead of
+    # the cache up to the furthest row's position}. Rows are independent: each goes on at its own position, and
+    # reset_rows restarts some of them.
+    def init_state(self, batch_size, device, static=False):
         c = self.config
         param = self.transformer.wte.weight
         shape = (batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
@@ -190,6 +193,7 @@ class GPT(nn.Module):
             "v": [torch.zeros(shape, dtype=param.dtype, device=device) for _ in range(c.n_layer)],
             "pos": torch.zeros(batch_size, dtype=torch.long, device=device),
             "filled": [0] * batch_size,
+            "static": static,
         }
 
     def step(self, idx, state):
@@ -199,6 +203,16 @@ class GPT(nn.Module):
         if width > self.config.block_size:
             raise ValueError(f"KV cache full: {width - t} cached + {t} new positions > block_size "
                              f"{self.config.block_size}; re-prefill the last tokens into a fresh state (reset_rows)")
+        logits = self.step_tensors(idx, state, self.config.block_size if state.get("static") else width)
+        state["filled"] = [n + t for n in state["filled"]]
+        return logits, state
+
+    def step_tensors(self, idx, state, width):
+        """The device's part of step, which reads nothing back to the host: attend over the first width cached
+        positions (masked per row beyond its own). With width = block_size every tensor has the same shape at every
+        token, so the step can be captured once as a CUDA graph (hardware.StepGraph) and replayed; the host's
+        "filled" is the caller's to update."""
+        t = idx.size(1)
         positions = state["pos"][:, None] + torch.arange(t, device=idx.device)
         # a new token sees the cached positions up to its own; a reset row's stale entries lie beyond it
         mask = positions[:, None, :, None] >= torch.arange(width, device=idx.device)
@@ -206,8 +220,7 @@ class GPT(nn.Module):
         for block, k_cache, v_cache in zip(self.transformer.h, state["k"], state["v"]):
             x = block.step(x, k_cache, v_cache, positions, mask)
         state["pos"] += t
-        state["filled"] = [n + t for n in state["filled"]]
-        return self.lm_head(self.transformer.ln_f(x)), state
+        return self.lm_head(self.transformer.ln_f(x))
 
     def reset_rows(self, state, rows, idx):
         """Restart the rows (host ints) of state from an empty cache on idx (len(rows), t), t >= 0."""
@@ -225,7 +238,8 @@ class GPT(nn.Module):
         """The state of only the rows (host ints), in that order."""
         index = to_device(rows, state["pos"].device)
         return {"k": [k[index] for k in state["k"]], "v": [v[index] for v in state["v"]],
-                "pos": state["pos"][index], "filled": [state["filled"][row] for row in rows]}
+                "pos": state["pos"][index], "filled": [state["filled"][row] for row in rows],
+                "static": state.get("static", False)}
 
 
 # -----------------------------------------------------------------------------

@@ -18,9 +18,11 @@ A folder never mixes two calls' tunes: an --out_dir holding an earlier call's sa
 Tunes are decoded together, --batch_size at a time (default: all of them, as many as --batch_memory
 allows), each row of the batch with its own prompt, length and end of tune: a finished row takes the next
 waiting tune, or leaves the batch. Decoding is incremental: a preallocated KV cache for GPT, the carried
-(h, c) state for LSTM, both batched. A GPT cache holds at most block_size positions (learned absolute
-positions cannot be shifted), so when a row's window is full it slides: the row's last block_size // 2
-tokens are re-read into its fresh cache. --no_cache recomputes the full forward pass over exactly the same
+(h, c) state for LSTM, both batched. On CUDA a GPT's one-token step is one captured CUDA graph, replayed
+(--cuda_graph): the step attends over the whole preallocated cache, so its shapes never change, and the tunes
+are the same. A GPT cache holds at most block_size positions (learned absolute positions cannot be shifted),
+so when a row's window is full it slides: the row's last block_size // 2 tokens are re-read into its fresh
+cache. --no_cache recomputes the full forward pass over exactly the same
 windows at every step (a reference for tests and the benchmark). Sampling runs on the device for the
 whole batch; the host looks at the tokens only every ROUND tokens. Tune i draws from its own generator,
 seeded --seed + i - 1, so a tune is the same whatever the batch size (up to float rounding, which a
@@ -42,7 +44,7 @@ from model import load_run
 from music_scaling_laws.configurator import configure
 from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.external_tools import abc_to_midi, abc_to_svg, midi_seconds, midi_to_wav
-from music_scaling_laws.training.hardware import resolve_device
+from music_scaling_laws.training.hardware import StepGraph, resolve_device
 from model import to_device
 from music_scaling_laws.progress import progress_bar
 from music_scaling_laws.run_files import SAMPLES, samples_path
@@ -76,6 +78,8 @@ data_dir = ""       # dataset folder, if not the one the run recorded
 # 2-core machine 2 threads were 45x slower than 1 (10 vs 455 tokens/s, gpt_tiny, one tune). 0 = torch's default.
 threads = 1
 no_cache = False    # recompute the full window every token (slow; tests and benchmarks)
+cuda_graph = "auto"  # GPT: decode a token by replaying one captured CUDA graph of the step over the whole KV cache
+                    # (no per-kernel launches); auto = on CUDA; True also elsewhere (the same fixed shapes, no graph)
 ignore_eot = False  # do not stop at the end of a tune (benchmarks)
 overwrite = False   # replace the samples an earlier call wrote into --out_dir (only those files)
 # -----------------------------------------------------------------------------
@@ -121,7 +125,7 @@ class Decoder:
     slides and refills are planned on the host without waiting for the device.
     """
 
-    def __init__(self, model, rows, width, device, use_cache=True):
+    def __init__(self, model, rows, width, device, use_cache=True, graph=False):
         self.model, self.device, self.use_cache = model, device, use_cache
         self.is_gpt = model.model_type == "gpt"
         self.block_size = model.config.block_size
@@ -130,7 +134,12 @@ class Decoder:
         self.lengths = torch.zeros(rows, dtype=torch.long, device=device)  # = self.length, for writes on the device
         self.length, self.start = [0] * rows, [0] * rows
         self.stale = set()  # rows whose state must be re-read from their window
-        self.state = model.init_state(rows, device) if use_cache else None
+        # graph: a GPT's whole token (next_tokens) over the whole preallocated cache, captured once as a CUDA graph
+        # (off CUDA: the same fixed shapes without the graph); its rows stay until keep_rows, which captures again
+        self.graph = graph and use_cache and self.is_gpt
+        self.state = (model.init_state(rows, device, static=True) if self.graph else model.init_state(rows, device)) \
+            if use_cache else None
+        self.step_graph, self.noise_now, self.no_capture = None, None, False
         self.reprefills = 0
 
     def put(self, row, ids):
@@ -148,6 +157,7 @@ class Decoder:
         self.stale = {i for i, r in enumerate(rows) if r in self.stale}
         if self.use_cache:
             self.state = self.model.select_rows(self.state, rows)
+            self.step_graph = None  # new state tensors: the next step captures again
 
     def append(self, tokens):
         """Add one token (B,) to every row."""
@@ -163,23 +173,70 @@ class Decoder:
 
     def logits(self):
         """(rows, vocab) logits for the token after each row's sequence."""
+        self._slide()
+        if not self.use_cache:
+            return self._recompute()
+        self._reread_stale()
+        last = self.buf.gather(1, (self.lengths - 1)[:, None])
+        logits, self.state = self.model.step(last, self.state)
+        return logits[:, -1]
+
+    def next_tokens(self, pick, noise=None):
+        """Sample and append one token per row, pick(logits (rows, vocab), noise) -> tokens (rows,); returns them.
+        With graph, the whole token -- the last tokens' gather, the model's step, pick, the append -- is one captured
+        CUDA graph (captured at the first call after a change of rows), so the host launches one thing per token;
+        it plans slides and keeps its own counts ("filled", lengths) without waiting for the device."""
+        if not self.graph or self.no_capture:
+            tokens = pick(self.logits(), noise)
+            self.append(tokens)
+            return tokens
+        self._slide()
+        self._reread_stale()
+        state, block = self.state, self.block_size
+        if max(state["filled"]) + 1 > block:
+            raise ValueError(f"KV cache full: more than block_size {block} positions")
+        if self.step_graph is None:
+            self.noise_now = None if noise is None else torch.ones_like(noise)  # a static input, filled per token
+
+            def token(state, buf, lengths):
+                last = buf.gather(1, (lengths - 1)[:, None])
+                tokens = pick(self.model.step_tensors(last, state, block)[:, -1], self.noise_now)
+                buf.scatter_(1, lengths[:, None], tokens[:, None])
+                lengths += 1
+                return tokens
+            rows = len(self.length)
+            warm_up = lambda: token(  # noqa: E731 (throwaway tensors of the same shapes)
+                self.model.init_state(rows, self.device, static=True), self.buf.clone(), self.lengths.clone())
+            try:
+                self.step_graph = StepGraph(lambda: token(state, self.buf, self.lengths), warm_up,
+                                            torch.device(self.device).type)
+            except RuntimeError as e:  # a capture this torch or driver refuses: the same step, op by op
+                print(f"note: decoding without a CUDA graph: {str(e).strip().splitlines()[0][:200]}", file=sys.stderr)
+                self.no_capture = True
+                return self.next_tokens(pick, noise)
+        if noise is not None:
+            self.noise_now.copy_(noise)
+        tokens = self.step_graph.replay()
+        state["filled"] = [n + 1 for n in state["filled"]]
+        self.length = [n + 1 for n in self.length]
+        return tokens
+
+    def _slide(self):
+        """A GPT row whose window would pass block_size keeps its last `keep` tokens, re-read into its state."""
         for row in range(len(self.length)) if self.is_gpt else ():
             if self.length[row] - self.start[row] > self.block_size:
                 self.start[row] = self.length[row] - self.keep
                 self.stale.add(row)
                 self.reprefills += 1
-        if not self.use_cache:
-            return self._recompute()
-        # a stale row re-reads its window but the last token, which the batched step below reads for every row
+
+    def _reread_stale(self):
+        """A stale row re-reads its window but the last token, which the batched step then reads for every row."""
         by_width = {}
         for row in sorted(self.stale):
             by_width.setdefault(self.length[row] - 1 - self.start[row], []).append(row)
         for rows in by_width.values():
             self.model.reset_rows(self.state, rows, self._windows(rows, stop=1))
         self.stale.clear()
-        last = self.buf.gather(1, (self.lengths - 1)[:, None])
-        logits, self.state = self.model.step(last, self.state)
-        return logits[:, -1]
 
     def _recompute(self):
         # windows of different lengths, right-padded with their last token: the logits at a row's own end see
@@ -195,18 +252,21 @@ class Decoder:
 
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, eot_id=None, temperature=1.0, top_k=0, top_p=1.0, seeds=None,
-             use_cache=True, device="cpu", batch_size=0):
+             use_cache=True, device="cpu", batch_size=0, graph=False):
     """Decode one tune per prompt (a list of token ids), batch_size (0 = all) at a time: yields, as each is
     done, (index, new token ids up to and excluding the first eot_id, ended_with_eot, seconds).
 
     A finished tune's row takes the next waiting prompt (or is dropped when none waits). Tune i samples with a
     torch.Generator seeded seeds[i], one draw per token, so it is the same tune whatever the batch.
     `seconds` is the tune's share of the decoding time: each round's time split evenly over its rows.
+    graph: a GPT's one-token step is a captured CUDA graph (Decoder); a graph keeps its rows, so the batch
+    shrinks only once half of its rows are idle (then the step is captured again: at most log2(rows) captures),
+    and until then an idle row decodes a throwaway sequence, restarted every round, whose tokens nobody reads.
     """
     if not all(prompts):
         raise ValueError("generation needs at least one prompt token (the end-of-tune token starts a tune)")
     rows = min(batch_size or len(prompts), len(prompts))
-    decoder = Decoder(model, rows, max(map(len, prompts)) + max_new_tokens, device, use_cache)
+    decoder = Decoder(model, rows, max(map(len, prompts)) + max_new_tokens, device, use_cache, graph)
     vocab = model.config.vocab_size
     waiting = list(range(len(prompts)))[::-1]
     tunes = [None] * rows  # per row: [index, generator, new ids, seconds]
@@ -220,25 +280,33 @@ def generate(model, prompts, max_new_tokens, eot_id=None, temperature=1.0, top_k
             busy = [row for row, tune in enumerate(tunes) if tune is not None]
             if not busy:
                 return
-            decoder.keep_rows(busy)
-            tunes = [tunes[row] for row in busy]
+            if decoder.graph and 2 * len(busy) > len(tunes):  # keep the captured step's rows for now
+                for row, tune in enumerate(tunes):
+                    if tune is None:
+                        decoder.put(row, prompts[0][:1])
+            else:
+                decoder.keep_rows(busy)
+                tunes = [tunes[row] for row in busy]
+        active = [tune for tune in tunes if tune is not None]
         # no row goes past max_new_tokens, and each draws exactly one noise vector per token it samples
-        steps = min(ROUND, *(max_new_tokens - len(new) for _, _, new, _ in tunes))
+        steps = min(ROUND, *(max_new_tokens - len(new) for _, _, new, _ in active))
         t0 = time.perf_counter()
         noise = None
         if temperature > 0:
             # CPU generators, as multinomial used before: a seed gives the same tune on any device (up to rounding).
             # Host work of rows x steps x vocab draws a round: small for chars, maybe a bound for BPE on a GPU
-            noise = torch.stack([torch.empty(steps, vocab).exponential_(generator=g) for _, g, _, _ in tunes])
+            noise = torch.stack([torch.empty(steps, vocab).exponential_(generator=tune[1]) if tune
+                                 else torch.ones(steps, vocab) for tune in tunes])
             noise = to_device(noise, device)
         sampled = torch.empty(len(tunes), steps, dtype=torch.long, device=device)
+        pick = lambda logits, noise: pick_tokens(logits, temperature, top_k, top_p, noise)  # noqa: E731
         for j in range(steps):
-            tokens = pick_tokens(decoder.logits(), temperature, top_k, top_p, None if noise is None else noise[:, j])
-            decoder.append(tokens)
-            sampled[:, j] = tokens
+            sampled[:, j] = decoder.next_tokens(pick, None if noise is None else noise[:, j])
         sampled = sampled.tolist()  # the one wait for the device per round
-        share = (time.perf_counter() - t0) / len(tunes)
+        share = (time.perf_counter() - t0) / len(active)
         for row, (tune, ids) in enumerate(zip(tunes, sampled)):
+            if tune is None:  # an idle row of a captured step
+                continue
             i, _, new, _ = tune
             tune[3] += share
             ended = eot_id in ids
@@ -292,6 +360,8 @@ def check_config(cfg):
         fail("--tool_timeout must be positive")
     if not cfg["max_wav_seconds_per_note"] > 0:
         fail(f"--max_wav_seconds_per_note must be positive, got {cfg['max_wav_seconds_per_note']}")
+    if cfg["cuda_graph"] not in ("auto", "True", "False"):
+        fail(f"--cuda_graph must be auto, True or False, got {cfg['cuda_graph']!r}")
 
 
 def earlier_samples(out_dir, overwrite):
@@ -405,8 +475,11 @@ def main(argv=None):
                 "max_new_tokens": cfg["max_new_tokens"], "temperature": cfg["temperature"],
                 "top_k": cfg["top_k"], "top_p": cfg["top_p"], "cache": not cfg["no_cache"], "device": cfg["device"],
                 "batch_size": rows}
+    use_graph = cfg["cuda_graph"] == "True" or (cfg["cuda_graph"] == "auto" and cfg["device"].startswith("cuda"))
+    decoding = "full recomputation" if cfg["no_cache"] else "incremental decoding" + (
+        ", a CUDA graph per token" if use_graph and cfg["device"].startswith("cuda") and model.model_type == "gpt" else "")
     print(f"{ckpt['model_type']} with {model.num_params():,} parameters, {tokenizer.name} tokenizer, "
-          f"block_size {model.config.block_size}, {'full recomputation' if cfg['no_cache'] else 'incremental decoding'}, "
+          f"block_size {model.config.block_size}, {decoding}, "
           f"{rows} tune{'s' if rows > 1 else ''} at a time")
 
     records, total_tokens, total_seconds = {}, 0, 0.0
@@ -414,7 +487,7 @@ def main(argv=None):
     tunes = generate(model, [prompt_ids] * n, cfg["max_new_tokens"], eot_id=None if cfg["ignore_eot"] else tokenizer.eot_id,
                      temperature=cfg["temperature"], top_k=cfg["top_k"], top_p=cfg["top_p"],
                      seeds=[cfg["seed"] + i for i in range(n)], use_cache=not cfg["no_cache"], device=cfg["device"],
-                     batch_size=rows)
+                     batch_size=rows, graph=use_graph)
     for i, new_ids, ended, seconds in tunes:  # in the order they finish
         total_tokens, total_seconds = total_tokens + len(new_ids), total_seconds + seconds
         tune, added = abc_text.complete_headers(prompt_text + tokenizer.decode(new_ids))

@@ -114,7 +114,8 @@ device = 'auto'            # 'auto' (cuda > mps > cpu), 'cpu', 'cuda', 'cuda:1',
 dtype = 'auto'             # 'auto' (bfloat16 on CUDA if supported, else float16; float32 elsewhere)
 compile = 'auto'           # torch.compile: 'auto' on CUDA only, where it pays for its compile time; True also on
                            # CPU (needs a C/C++ compiler); False never (hardware.compile_model)
-compile_mode = 'default'   # torch.compile mode: 'default', 'reduce-overhead' (CUDA graphs), 'max-autotune'
+compile_mode = 'auto'      # torch.compile mode: 'auto' (CUDA graphs for launch-bound GPT steps on CUDA, else
+                           # 'default': hardware.choose_compile_mode), 'default', 'reduce-overhead', 'max-autotune'
 seed = 1337                # initialisation and dropout
 peak_flops = 0.0           # the device's peak FLOP/s for MFU; 0 = look the GPU up in hardware.PEAK_FLOPS
 run_role = 'run'           # what the run is to a study, written into results.json as its role: 'run' (a point of the
@@ -148,7 +149,8 @@ def build(c, model_args, device, dtype_name, state=None, ddp=False, local_rank=0
     raw_model.to(device)
     optimizer = configure_optimizer(raw_model, c.learning_rate, c.weight_decay, (c.beta1, c.beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype_name == "float16"))
-    fast_model = train_model = compile_model(raw_model, c.compile, c.compile_mode, device_type)
+    fast_model = train_model = compile_model(raw_model, c.compile, c.compile_mode, device_type,
+                                             c.batch_size * c.block_size, c.gradient_accumulation_steps)
     if ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
         train_model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else None)

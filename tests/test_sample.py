@@ -323,3 +323,32 @@ def test_unconditional_tunes_start_from_the_end_of_tune_alone_after_tune_aligned
                     "--device", "cpu"], env=ONE_THREAD)
         records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
         assert [r["tune_opening"] for r in records] == [opening, opening]
+
+
+def test_the_captured_step_gives_exactly_today_s_tunes_for_the_same_seeds(tiny_run, char_dataset, monkeypatch):
+    """sample.py's CUDA-graph path (one-token steps over the whole preallocated KV cache, so the shapes never change;
+    static input and output buffers replayed; a batch that keeps its idle rows until half are idle, then captures
+    again) decodes exactly today's tokens for the same seeds. On CPU hardware.StepGraph replays without a graph: the
+    same buffers and calls, which is what this checks."""
+    import music_scaling_laws.training.hardware as hardware
+    captures = []
+    monkeypatch.setattr(sample, "StepGraph", lambda *a: captures.append(a) or hardware.StepGraph(*a))
+    model, _, tokenizer, _ = load_run(str(tiny_run(char_dataset, "gpt")), "cpu")
+    prompts = prompts_of_different_lengths(tokenizer) * 3
+    seeds = [101 + i for i in range(len(prompts))]
+    for batch_size, temperature in ((0, 0.9), (4, 0.9), (0, 0)):
+        tunes = {}
+        for graph in (False, True):
+            out = generate(model, prompts, 3 * BLOCK_SIZE, eot_id=tokenizer.eot_id, temperature=temperature, top_k=20,
+                           top_p=0.95, seeds=seeds, batch_size=batch_size, graph=graph)
+            tunes[graph] = {i: (new, ended) for i, new, ended, _ in out}
+        assert tunes[True] == tunes[False] and sorted(tunes[True]) == list(range(len(prompts)))
+        if temperature:
+            assert len({len(new) for new, _ in tunes[True].values()}) > 1  # rows ended, and idled, at their own times
+    assert 3 <= len(captures) <= 3 * 5  # a few captures per call (the batch halves), never one per finished tune
+
+    def refused(*args):
+        raise RuntimeError("operation not permitted when stream is capturing")
+    monkeypatch.setattr(sample, "StepGraph", refused)  # a capture the GPU refuses: the same step, op by op
+    out = generate(model, prompts, 3 * BLOCK_SIZE, eot_id=tokenizer.eot_id, temperature=0, seeds=seeds, graph=True)
+    assert {i: (new, ended) for i, new, ended, _ in out} == tunes[False]

@@ -114,7 +114,7 @@ def test_every_process_of_a_study_shares_one_persistent_compile_cache(monkeypatc
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert script_runs.compile_cache_env()["TORCHINDUCTOR_CACHE_DIR"] == str(
-        tmp_path / "music_scaling_laws" / "torchinductor")
+        tmp_path / "music-scaling-laws" / "torchinductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/elsewhere")  # the user's own choice is kept
     assert "TORCHINDUCTOR_CACHE_DIR" not in script_runs.compile_cache_env()
 

@@ -26,6 +26,7 @@ import time
 
 from music_scaling_laws import REPO
 from music_scaling_laws.errors import UserError
+from music_scaling_laws.training.compile_cache import compile_cache_dir
 from music_scaling_laws.data.dataset import read_json, write_json_atomic
 from music_scaling_laws.lifetime import set_parent_death_signal
 from music_scaling_laws.run_files import is_finished, read_results
@@ -137,15 +138,15 @@ def run_mode(cfg):
 
 
 def compile_cache_env():
-    """The environment that gives every process of every study one persistent torch.compile cache: inductor's FX
-    graph and autograd caches in TORCHINDUCTOR_CACHE_DIR (by default ~/.cache/music_scaling_laws/torchinductor),
-    so a shape compiled once, by any run of any study, is read from disk rather than compiled again. Settings
-    already in the environment are kept."""
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "music_scaling_laws",
-                         "torchinductor")
-    wanted = {"TORCHINDUCTOR_CACHE_DIR": cache, "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
-              "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
-    return {k: v for k, v in wanted.items() if k not in os.environ}
+    """The environment that gives every process of every study one persistent torch.compile cache
+    (compile_cache.compile_cache_dir, with inductor's FX graph and autograd caches on), so a shape compiled once,
+    by any run of any study, is read from disk rather than compiled again. Settings already in the environment are
+    kept."""
+    env = {flag: "1" for flag in ("TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE") if flag not in os.environ}
+    cache = compile_cache_dir(dict(os.environ))  # the user's folder where set, else ours (not torch's /tmp default)
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR") != cache:
+        env["TORCHINDUCTOR_CACHE_DIR"] = cache
+    return env
 
 
 def start_runs(cfg):

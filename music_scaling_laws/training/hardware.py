@@ -1,6 +1,7 @@
 """
 The device a script runs on: 'auto' resolved the same way everywhere (cuda > mps > cpu), the autocast
-dtype, peak FLOP/s and MFU, peak memory, and the random-number state a checkpoint carries.
+dtype, torch.compile (its mode, CUDA graphs chosen automatically for launch-bound steps, and a compile cache
+that outlives the process), peak FLOP/s and MFU, peak memory, and the random-number state a checkpoint carries.
 """
 import platform
 import resource
@@ -10,6 +11,7 @@ from contextlib import nullcontext
 import torch
 
 from music_scaling_laws.errors import UserError
+from music_scaling_laws.training.compile_cache import compile_cache_dir
 
 # bf16 dense tensor-core peaks (FLOP/s), matched against torch.cuda.get_device_name(); first hit wins
 PEAK_FLOPS = [
@@ -61,14 +63,47 @@ def check_compile(compile):
         raise UserError(f"compile must be auto, True or False, got {compile!r}")
 
 
-def compile_model(model, compile, compile_mode, device_type):
+# compile_mode='auto' (choose_compile_mode): CUDA graphs ('reduce-overhead') for a GPT whose forward + backward of one
+# micro-batch is less than this many FLOPs. At the bf16 peak of an H100/H200 (989e12 FLOP/s) that is 3 ms of math,
+# while the steps measured on an H100 took 8-23 ms (issue #9: gpt_tiny 8.4 ms for 0.07e12 FLOPs, gpt_small 7.7 ms
+# for 0.27e12, gpt_medium 14.5 ms for 1.2e12, gpt_large 23 ms for 2.7e12; gpt_xl 22 ms for 6.6e12 at 30% MFU): below
+# it the step is bound by launching its kernels one by one, which one graph replay replaces. So gpt_tiny .. gpt_large
+# (8,192 tokens per micro-batch) get CUDA graphs and gpt_xl, gpt_xxl do not (they are bound by their math, where
+# CUDA graphs save little and cost a static memory pool). Not measured yet: bench_gpu.py compares both modes.
+CUDA_GRAPH_MAX_FLOPS = 3e12
+
+
+def choose_compile_mode(compile_mode, device_type, model_type="gpt", flops_per_call=0.0, micro_steps=1,
+                        distributed=False):
+    """The torch.compile mode to use: compile_mode itself unless it is 'auto'. 'auto' is 'reduce-overhead' (CUDA
+    graphs) on CUDA for a GPT step that is launch-bound -- its forward + backward of one micro-batch, flops_per_call
+    (model.flops_per_token() x batch_size x block_size), below CUDA_GRAPH_MAX_FLOPS -- trained in one micro-step by
+    one process, and 'default' everywhere else: never on CPU or MPS (no CUDA graphs there), not for the LSTM (its
+    step is a few cuDNN calls whose recurrence, not launching, sets the time), not with gradient accumulation or
+    DDP (CUDA graphs around accumulated gradients and DDP's all-reduce hooks are not measured here)."""
+    if compile_mode != "auto":
+        return compile_mode
+    launch_bound = 0 < flops_per_call < CUDA_GRAPH_MAX_FLOPS
+    if device_type == "cuda" and model_type == "gpt" and launch_bound and micro_steps == 1 and not distributed:
+        return "reduce-overhead"
+    return "default"
+
+
+def compile_model(model, compile, compile_mode, device_type, batch_tokens=0, micro_steps=1):
     """model under torch.compile where the compile knob asks for it: 'auto' on CUDA only, where faster steps
     pay for the compile time; 'True' on any device (on CPU through inductor's C++ backend, which needs a C/C++
-    compiler, as Triton on CUDA does: the Docker image has one); 'False' never. Returns the model to train."""
+    compiler, as Triton on CUDA does: the Docker image has one); 'False' never. compile_mode 'auto' is resolved by
+    choose_compile_mode from the model's FLOPs per micro-batch of batch_tokens tokens. The compile cache lives in
+    compile_cache.compile_cache_dir(). Returns the model to train."""
     check_compile(compile)
     if not (device_type == "cuda" if compile == "auto" else COMPILE_CHOICES[compile]):
         return model
-    return torch.compile(model, mode=None if compile_mode == "default" else compile_mode)
+    compile_cache_dir()  # before compiling: where the kernels are read from and written to
+    flops = model.flops_per_token() * batch_tokens if hasattr(model, "flops_per_token") else 0.0
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    mode = choose_compile_mode(compile_mode, device_type, getattr(model, "model_type", ""), flops, micro_steps,
+                               distributed)
+    return torch.compile(model, mode=None if mode == "default" else mode)
 
 
 def device_name(device_type):
@@ -123,3 +158,36 @@ def set_rng_state(state, device_type):
     torch.set_rng_state(state["torch"])
     if device_type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"])
+
+
+class StepGraph:
+    """fn() -- work that reads and writes only tensors which outlive it (static inputs, caches, buffers) and returns
+    a tensor -- captured once as a CUDA graph, so that each replay() launches all of its kernels at once instead of
+    one by one from Python. warm_up() runs the same work on throwaway tensors of the same shapes first, on a side
+    stream, so that lazy initialisations (cuBLAS handles, workspaces, the allocator) stay out of the capture.
+    outputs is the tensor fn returned, which every replay() overwrites: read it before the next replay.
+    Off CUDA (tests of the GPU path on CPU) replay() runs fn() and copies its result into outputs: the same
+    contract, without the graph."""
+
+    def __init__(self, fn, warm_up, device_type):
+        self.fn, self.graph = fn, None
+        if device_type != "cuda":
+            self.outputs = None
+            return
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            warm_up()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):  # recorded, not run: the state is not touched until replay()
+            self.outputs = fn()
+
+    def replay(self):
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.outputs is None:
+            self.outputs = self.fn()
+        else:
+            self.outputs.copy_(self.fn())
+        return self.outputs

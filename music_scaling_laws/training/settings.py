@@ -19,7 +19,8 @@ RESUME_MUST_MATCH = ("model_type", "n_layer", "n_head", "n_embd", "dropout", "bi
 # a branch keeps its trunk's RESUME_MUST_MATCH settings except these, which set its own budget
 BRANCH_MAY_CHANGE = ("max_tokens", "max_iters", "branch_budgets")
 RUN_ROLES = ("run", "sweep", "seed_repeat")  # what a run can be told it is (train.py's run_role); trunk and branch it knows
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+# (auto: hardware.choose_compile_mode)
 # (knob, smallest allowed value); checked where the configuration is read
 AT_LEAST = (("batch_size", 1), ("block_size", 1), ("gradient_accumulation_steps", 1), ("n_layer", 1),
             ("n_head", 1), ("n_embd", 1), ("log_interval", 1), ("eval_iters", 1), ("eval_interval", 0),

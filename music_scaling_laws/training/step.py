@@ -34,6 +34,7 @@ def accumulate_gradients(model, scaler, ctx, micro_batches, accum, by_targets=Fa
     windows, unscored positions -1), so each is weighted by its share of the step's targets over all ranks,
     which makes the step the mean over its targets, as one big batch would (equal shares: plain 1/accum)."""
     ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    by_targets = by_targets and (accum > 1 or ddp)  # one micro-batch on one rank: its share is exactly 1, skip the ops
     if by_targets:
         micro_batches = list(micro_batches)
         counts = [(y >= 0).sum() for _, y in micro_batches]

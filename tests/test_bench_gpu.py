@@ -1,0 +1,45 @@
+"""bench_gpu.py (`make bench-gpu`): its tiny CPU version runs every part in seconds -- train.py against bench.py per
+config, sampling with and without the captured step, a study's process overhead from run_timings.json -- and prints
+BENCHMARKS.md rows with the date, the commit, the device and the torch version. Not timed: it checks the rows."""
+import json
+
+import torch
+
+import bench_gpu
+
+
+def test_the_cpu_version_produces_every_row_with_its_fields(tmp_path, char_dataset, capsys):
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "run_timings.json").write_text(json.dumps({"a": {"wall_s": 3.0, "steps_s": 2.0},
+                                                        "b": {"wall_s": 1.5, "steps_s": 1.0}}))
+    threads = torch.get_num_threads()
+    try:
+        report = bench_gpu.main(["--device=cpu", f"--data_dir={char_dataset}", f"--out_dir={tmp_path / 'out'}",
+                                 "--configs=config/gpt_tiny.py,config/lstm_tiny.py:5e3", f"--study_dirs={study}",
+                                 "--extra_modes=max-autotune-no-cudagraphs"])
+    finally:
+        torch.set_num_threads(threads)  # sample.py sets one thread in this process
+    assert json.loads((tmp_path / "out" / "bench_gpu.json").read_text())["markdown"] == report["markdown"]
+    assert report["device"] == "cpu" and report["torch_version"] == torch.__version__
+    for r in report["training"]:
+        assert r["train"]["tokens_per_s"] > 0 and r["bench"]["auto"]["tokens_per_s"] > 0
+        assert r["train_over_bench"] == r["train"]["tokens_per_s"] / r["bench"]["auto"]["tokens_per_s"]
+        assert r["train_quiet"]["tokens_per_s"] > 0 and r["compile_mode"] == "default"  # never CUDA graphs on CPU
+        assert r["train"]["compile_time_s"] is not None and r["bench"]["auto"]["warmup_s"] > 0
+        assert set(r["bench"]) == {"auto", "max-autotune-no-cudagraphs"}  # --extra_modes: bench.py in that mode too
+    assert set(report["sampling"]["modes"]) == {"True", "False"}
+    graphed, plain = report["sampling"]["modes"]["True"], report["sampling"]["modes"]["False"]
+    assert graphed["tunes"] == 4 and graphed["tokens"] == plain["tokens"] > 0  # the same tunes either way
+    assert report["studies"] == [{"study_dir": str(study), "runs": 2, "wall_s": 4.5, "steps_s": 3.0, "ratio": 1.5}]
+
+    tables = [t.splitlines() for t in report["markdown"].split("\n\n")]
+    assert [len(t) for t in tables] == [2 + 2, 2 + 2, 2 + 1]  # header, rule, a row per config / mode / study
+    lead = f"| {report['date']} | {report['commit']} | {report['device_name']} | {report['torch_version']} |"
+    for table in tables:
+        assert table[0].startswith("| date | commit | device | torch |")
+        for row in table[2:]:
+            assert row.startswith(lead) and row.count("|") == table[0].count("|")
+    assert "| config/lstm_tiny.py:5000 |" in tables[0][3] and "| 1.50x |" in tables[2][2]
+    assert "(max-autotune-no-cudagraphs: bench.py " in tables[0][2]
+    assert report["markdown"] in capsys.readouterr().out
