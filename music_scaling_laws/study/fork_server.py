@@ -33,10 +33,10 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 
 from music_scaling_laws import REPO
 from music_scaling_laws.lifetime import set_parent_death_signal
+from music_scaling_laws.study.as_python import run_as_python
 
 PRELOAD = ("torch", "torch._dynamo", "music_scaling_laws.training.loop_state", "music_scaling_laws.training.run_output",
            "music_scaling_laws.training.schedule", "music_scaling_laws.training.step")
@@ -81,31 +81,11 @@ def run_child(request, out_fd):
         os.dup2(out_fd, 2)
         os.close(null)
         os.close(out_fd)
-        os.environ.clear()
-        os.environ.update(request["env"])
-        os.chdir(request["cwd"])
-        threads = os.environ.get("OMP_NUM_THREADS", "")
+        threads = request["env"].get("OMP_NUM_THREADS", "")
         if threads.isdigit() and int(threads) > 0:
             import torch
             torch.set_num_threads(int(threads))
-        import runpy
-        sys.argv = [request["script"], *request["args"]]
-        sys.path[0] = os.path.dirname(os.path.abspath(request["script"]))
-        try:
-            runpy.run_path(request["script"], run_name="__main__")
-            code = 0
-        except SystemExit as e:  # as the interpreter treats it: None is 0, a message is printed and exits 1
-            if e.code is None or isinstance(e.code, int):
-                code = e.code or 0
-            else:
-                print(e.code, file=sys.stderr)
-                code = 1
-        except KeyboardInterrupt:
-            traceback.print_exc()
-            code = 128 + signal.SIGINT
-        except BaseException:  # noqa: BLE001 -- reported as a fresh python reports an uncaught exception
-            traceback.print_exc()
-            code = 1
+        code = run_as_python(request)
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):

@@ -38,10 +38,10 @@ import socket
 import subprocess
 import sys
 import threading
-import traceback
 
 from music_scaling_laws import REPO
 from music_scaling_laws.lifetime import set_parent_death_signal
+from music_scaling_laws.study.as_python import run_as_python
 
 PRELOAD = ("torch", "torch._dynamo", "music_scaling_laws.training.checkpoint", "music_scaling_laws.training.windows")
 MAX_MESSAGE = 1 << 20    # bytes of one request (the environment is most of it)
@@ -90,7 +90,6 @@ def restore_global_settings(saved):
 def run_script_here(request, out_fd):
     """Run one script in this process as `python SCRIPT ARGS` would, its output on out_fd; returns its exit status
     as a process would have it (0, 1, 128 + SIGINT after Ctrl-C)."""
-    import runpy
     import torch
     saved_path, saved_settings = list(sys.path), global_settings()
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -103,28 +102,9 @@ def run_script_here(request, out_fd):
     os.close(out_fd)
     code = 1
     try:
-        os.environ.clear()
-        os.environ.update(request["env"])
-        os.chdir(request["cwd"])
-        threads = os.environ.get("OMP_NUM_THREADS", "")
+        threads = request["env"].get("OMP_NUM_THREADS", "")
         torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else DEFAULT_THREADS)
-        sys.argv = [request["script"], *request["args"]]
-        sys.path[0] = os.path.dirname(os.path.abspath(request["script"]))
-        try:
-            runpy.run_path(request["script"], run_name="__main__")
-            code = 0
-        except SystemExit as e:  # as the interpreter treats it: None is 0, a message is printed and exits 1
-            if e.code is None or isinstance(e.code, int):
-                code = e.code or 0
-            else:
-                print(e.code, file=sys.stderr)
-                code = 1
-        except KeyboardInterrupt:
-            traceback.print_exc()
-            code = 128 + signal.SIGINT
-        except BaseException:  # noqa: BLE001 -- reported as a fresh python reports an uncaught exception
-            traceback.print_exc()
-            code = 1
+        code = run_as_python(request)
     finally:
         for stream in (sys.stdout, sys.stderr):
             try:
