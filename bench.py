@@ -22,8 +22,8 @@ import train
 from music_scaling_laws.configurator import config_keys, configure
 from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.data.dataset import TrainOrder, iteration_plan, load_dataset
-from music_scaling_laws.training.hardware import (choose_compile_mode, device_name, lookup_peak_flops, mfu, peak_memory_bytes,
-                                                  setup_device, synchronize)
+from music_scaling_laws.training.hardware import (choose_compile_mode, device_name, lookup_peak_flops, mfu,
+                                                  peak_memory_bytes, setup_device, synchronize)
 from model import model_args_from_config
 from music_scaling_laws.training.step import accumulate_gradients, apply_gradients
 from music_scaling_laws.training.windows import Tokens, TrainBatches

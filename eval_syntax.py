@@ -26,10 +26,11 @@ import numpy as np
 from music_scaling_laws.configurator import configure, lines_of
 from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.data.dataset import load_dataset, write_json_atomic
-from music_scaling_laws.evaluation.eval_metrics import (YANG_LERCH_MIN_TUNES, format_yang_lerch, muspy_available, statistic_values,
-                          yang_lerch)
+from music_scaling_laws.evaluation.eval_metrics import (YANG_LERCH_MIN_TUNES, format_yang_lerch, muspy_available,
+                                                        statistic_values, yang_lerch)
 from music_scaling_laws.lifetime import sigterm_stops, signal_name, usable_cpus
-from music_scaling_laws.evaluation.tune_checks import DEFAULT_SETTINGS, STATISTICS, evaluate_all, format_table, summarize
+from music_scaling_laws.evaluation.tune_checks import (DEFAULT_SETTINGS, STATISTICS, evaluate_all, format_table,
+                                                       summarize)
 
 # -----------------------------------------------------------------------------
 inputs = ""              # folders, files or globs (the plain arguments), one per line

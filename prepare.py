@@ -58,7 +58,8 @@ from music_scaling_laws.configurator import configure, lines_of
 from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.data.conversion import DISK_FULL, Spool, convert_all
 from music_scaling_laws.data.dataset import META, SPLITS, STATS, fingerprints, write_json_atomic
-from music_scaling_laws.data.dataset_output import check_out, lock_output, percentiles, plot_lengths, replace_folder, stats_markdown
+from music_scaling_laws.data.dataset_output import (check_out, lock_output, percentiles, plot_lengths, replace_folder,
+                                                    stats_markdown)
 from music_scaling_laws.data.inputs import collect_inputs, default_corpus_inputs, evenly_spaced
 from music_scaling_laws.lifetime import sigterm_stops, signal_name, usable_cpus
 from music_scaling_laws.progress import progress_bar

@@ -100,7 +100,8 @@ def wait_until_gone(pid, timeout=60):
 def test_the_server_ends_with_the_study(tmp_path):
     """The server gets SIGKILL when the study process dies (Linux prctl), so it never outlives a killed study."""
     probe = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);\n"
-                              "from music_scaling_laws.study.fork_server import ForkServer; s = ForkServer(); print(s.proc.pid, flush=True);\n"
+                              "from music_scaling_laws.study.fork_server import ForkServer; s = ForkServer();\n"
+                              "print(s.proc.pid, flush=True);\n"
                               "time.sleep(60)", str(REPO)], stdout=subprocess.PIPE, text=True)
     pid = int(probe.stdout.readline())
     probe.kill()

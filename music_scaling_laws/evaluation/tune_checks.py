@@ -30,7 +30,8 @@ import time
 
 
 from music_scaling_laws.data.abc_text import body_bars, parse_header, split_tunes
-from music_scaling_laws.evaluation.eval_metrics import MUSPY_STATISTICS, muspy_available, muspy_statistics, wilson_interval
+from music_scaling_laws.evaluation.eval_metrics import (MUSPY_STATISTICS, muspy_available, muspy_statistics,
+                                                        wilson_interval)
 from music_scaling_laws.external_tools import TimeLimitExceeded, abc_to_midi, time_limit
 from music_scaling_laws.lifetime import usable_cpus, worker_init
 from music_scaling_laws.progress import progress_bar

@@ -15,9 +15,10 @@ from music_scaling_laws.fits.fit_text import fit_markdown
 from music_scaling_laws.fits.fitting import human
 from music_scaling_laws.evaluation.eval_metrics import YANG_LERCH_FEATURES, YANG_LERCH_NAMES
 from music_scaling_laws.study.report_html import write_html
-from music_scaling_laws.run_files import (CKPT, EVAL_SYNTAX, FIT_JSON, FIT_MD, LOG, LOGS, LR_SWEEP, PERPLEXITY_SUFFIX, PLOTS, REPORT_HTML,
-                       RESULTS, RUN_TIMINGS, RUNS, SAMPLE_SETS, SAMPLES, STUDY_CONFIG, TIMINGS, perplexity_path,
-                       read_results, report_paths, run_timings_path, sample_records, samples_path)
+from music_scaling_laws.run_files import (CKPT, EVAL_SYNTAX, FIT_JSON, FIT_MD, LOG, LOGS, LR_SWEEP, PERPLEXITY_SUFFIX,
+                                          PLOTS, REPORT_HTML, RESULTS, RUN_TIMINGS, RUNS, SAMPLE_SETS, SAMPLES,
+                                          STUDY_CONFIG, TIMINGS, perplexity_path, read_results, report_paths,
+                                          run_timings_path, sample_records, samples_path)
 from music_scaling_laws.progress import fmt_seconds
 from music_scaling_laws.evaluation.tune_checks import format_table, summarize
 
