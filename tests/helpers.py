@@ -6,6 +6,7 @@ conftest.py; no test module imports another.
 """
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -148,3 +149,36 @@ def many_tunes(n):
         bars = "|".join(notes[(i + j) % 12] + notes[(3 * i + j) % 12] + notes[(i * j + 5) % 12] + "2" for j in range(12))
         tunes.append(f"X:{i + 1}\nT:tune {i}\nM:4/4\nL:1/8\nK:C\n{bars}|]\n")
     return tunes
+
+
+# train.py on a tiny model, in this process (test_train, test_data_order, test_configurator, test_wsd)
+# a tiny model and batch: 8 x 32 = 256 tokens per optimizer step
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=8", "--device=cpu",
+        "--compile=False", "--dtype=float32", "--warmup_iters=5", "--learning_rate=3e-3", "--min_lr=3e-4",
+        "--log_interval=5", "--eval_interval=10", "--eval_iters=4", "--ckpt_interval=0"]
+
+
+def tiny_args(data, out, *extra):
+    return [f"--data_dir={data}", f"--out_dir={out}", *TINY, *extra]
+
+
+def run(data, out, *extra):
+    """train.main in this process on a tiny GPT (TINY); returns results.json's dict."""
+    import train
+    results = train.main(tiny_args(data, out, *extra))
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(results))
+    return results
+
+
+def read_log(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def exit_message(excinfo):
+    """The message of a sys.exit("error: ...") -- what the user sees on stderr -- or of a UserError, which a
+    script's exit_on_user_error turns into that line."""
+    message = excinfo.value.code if isinstance(excinfo.value, SystemExit) else f"error: {excinfo.value}"
+    assert isinstance(message, str) and message.startswith("error: ") and "\n" not in message, message
+    return message
