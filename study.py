@@ -164,7 +164,7 @@ fork_runs = True          # start each training and test-loss pass as a fork of 
 worker_runs = 'auto'      # one long-lived process per device slot runs the slot's trainings, test losses and samples
                           # in itself: one CUDA context and compiled graphs reused (worker.py). 'auto': on CUDA;
                           # True: on any device; False: never (the fork server). All share one persistent
-                          # torch.compile cache (TORCHINDUCTOR_CACHE_DIR, ~/.cache/music_scaling_laws/torchinductor)
+                          # torch.compile cache (TORCHINDUCTOR_CACHE_DIR, ~/.cache/music-scaling-laws/torchinductor)
 overwrite = False         # True: runs trained on other data than data_dir holds now are trained again on it (else
                           # the study refuses them in one line: report.md never mixes two datasets)
 # Weights & Biases (tracking.py): every run in one group, and the study's test losses, fits, plots, sample audio
