@@ -180,7 +180,8 @@ def test_a_repeat_differs_from_its_run_only_in_the_initialisation_seed(run_scrip
     first, second = (json.loads((out / "runs" / name / "results.json").read_text()) for name in ("g", "g.seed2"))
     c1, c2 = first["config"], second["config"]
     assert c2["seed"] == c1["seed"] + 1 and c2["data_seed"] == c1["data_seed"]
-    assert {k for k in c1 if c1[k] != c2.get(k)} == {"seed", "out_dir"}
+    assert {k for k in c1 if c1[k] != c2.get(k)} == {"seed", "out_dir", "run_role"}  # the role shapes no result
+    assert (first["role"], second["role"]) == ("run", "seed_repeat")  # as results.json says it to the fits
     assert first["tokens_trained"] == second["tokens_trained"] == 2048
     assert first["val_loss"] != second["val_loss"]  # other initial weights
 
@@ -203,6 +204,7 @@ def test_a_sweep_trains_each_rate_extends_its_edge_then_the_best_on_the_full_bud
             c = results[name]["config"]
             assert results[name]["tokens_trained"] == 2048
             assert (c["learning_rate"], c["min_lr"], c["warmup_iters"]) == pytest.approx((lr, lr / 10, 2)), name
+            assert results[name]["role"] == "sweep", name  # what keeps it out of scaling.py's fits
     # a grid of two always has its best at an edge: it grows by steps as wide as its own (4x) on that side,
     # until the best is inside it or MAX_EXTEND steps were added
     chosen = json.loads((out / "lr_sweep.json").read_text())

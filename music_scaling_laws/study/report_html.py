@@ -190,9 +190,8 @@ def tune_view(st, folder, rec, res, title):
                   ("without errors", res["midi_ok"]), ("not degenerate", not res["degenerate"])]
     why = None
     if not media(st, folder, rec, "wav"):
-        skipped = rec.get("wav_skipped") or ""  # sample.py renders no WAV from a failed or runaway MIDI
+        skipped = rec.get("wav_skipped") or ""  # sample.py renders no WAV from a MIDI without notes or a runaway one
         why = ("abc2midi wrote no notes" if rec.get("midi_notes") == 0 else
-               "abc2midi reported errors, so no WAV was rendered" if skipped == "midi_failed" else
                f"not rendered: {skipped.partition(': ')[2] or 'too long'}" if skipped.startswith("too_long") else
                "not rendered" if "midi" not in rec else "fluidsynth wrote no audio")
     return {"title": title, "seed": rec.get("seed"), "prompt": rec.get("prompt", ""),
