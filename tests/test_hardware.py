@@ -1,6 +1,7 @@
 """hardware.py's speed choices, which decide what runs on a GPU but are checked here on the CPU: compile_mode='auto'
 (CUDA graphs for launch-bound GPT steps on CUDA only, by hardware.CUDA_GRAPH_MAX_FLOPS), the persistent compile
 cache's folder, and StepGraph's contract (static buffers, outputs overwritten by each replay)."""
+import functools
 import runpy
 
 import pytest
@@ -13,11 +14,14 @@ from music_scaling_laws.training.compile_cache import compile_cache_dir
 from music_scaling_laws.training.hardware import choose_compile_mode, compile_model
 
 
+@functools.lru_cache(maxsize=None)
 def config_model(name):
-    """(model, tokens per micro-batch, micro-steps) of config/NAME.py, with a char vocabulary."""
+    """(model, tokens per micro-batch, micro-steps) of config/NAME.py, with a char vocabulary; on the meta device,
+    which gives its shapes and FLOPs without allocating gpt_xxl's 738M weights."""
     c = runpy.run_path(str(REPO / "config" / f"{name}.py"))
     keys = ("n_layer", "n_embd", "block_size") + (("n_head",) if c["model_type"] == "gpt" else ())
-    model = build_model(c["model_type"], vocab_size=100, **{k: c[k] for k in keys})
+    with torch.device("meta"):
+        model = build_model(c["model_type"], vocab_size=100, **{k: c[k] for k in keys})
     return model, c["batch_size"] * c["block_size"], c.get("gradient_accumulation_steps", 1)
 
 

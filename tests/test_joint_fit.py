@@ -172,6 +172,7 @@ def test_table_with_tokens_writes_joint_fit_and_plots(tmp_path):
         assert data.startswith(b"\x89PNG") and len(data) > 20_000, png
 
 
+@pytest.mark.slow  # a small coverage study: seconds of bootstraps
 def test_a_surface_that_misfits_its_grid_warns_and_tables_no_frontier(tmp_path):
     """A 6 x 5 grid drawn from Kaplan et al. 2020's L(N, D) = ((Nc/N)^(αN/αD) + Dc/D)^αD (1% noise): its N term
     changes with D, which E + A/N^α + B/D^β cannot follow (residual RMS ~5%). scaling.py --table prints the
@@ -197,6 +198,7 @@ def test_a_surface_that_misfits_its_grid_warns_and_tables_no_frontier(tmp_path):
             assert j["lack_of_fit"]["residual_rms"] > 0.02
 
 
+@pytest.mark.slow  # a small coverage study: seconds of bootstraps
 def test_branches_of_one_trunk_are_resampled_together():
     """6 sizes x 3 budgets, each size's budgets branches of one wsd trunk sharing a 0.7% offset (plus 0.3% per
     branch): the bootstrap draws whole trunks, and alpha's 95% interval holds the truth in >= 80% of 24 such grids
