@@ -23,9 +23,10 @@ demo: $(VENV)/.runtime-installed
 test: $(VENV)/.dev-installed
 	$(PY) -m pytest -q tests
 
-# the quick lane while developing: every test but the end-to-end ones marked slow (pytest.ini)
+# the quick lane while developing: every test but the end-to-end ones marked slow (pytest.ini), on two processes
+# (pytest-xdist; a file's tests stay in one, so its module fixtures are made once); make test runs one at a time
 test-fast: $(VENV)/.dev-installed
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" -n 2 --dist loadfile tests
 
 # rebuilds data/music21 on purpose (the same bytes each time); prepare.py still refuses a folder with other files
 prepare: $(VENV)/.runtime-installed
