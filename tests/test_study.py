@@ -248,6 +248,9 @@ def test_changed_settings_are_reported_not_silently_mixed(smoke_study, run_scrip
     assert "WARNING: trained with other settings" in proc.stdout
     assert f"max_tokens: {SMOKE_CFG['max_tokens']} -> {half}" in proc.stdout
     assert json.loads(results.read_text())["tokens_trained"] == before  # kept, not retrained
+    report = (out / "report.md").read_text()  # the report says it too, not only the terminal
+    assert "were trained with other settings than the config now gives" in report
+    assert f"gpt\\_16 (max\\_tokens: {SMOKE_CFG['max_tokens']} -\\> {half})" in report
 
 
 def test_a_setting_cosine_runs_never_read_changes_no_finished_run(smoke_study, run_script):

@@ -15,6 +15,7 @@ from music_scaling_laws.fits.fit_text import fit_markdown
 from music_scaling_laws.fits.fitting import human
 from music_scaling_laws.evaluation.eval_metrics import YANG_LERCH_FEATURES, YANG_LERCH_NAMES
 from music_scaling_laws.study.report_html import write_html
+from music_scaling_laws.training.settings import changed_settings
 from music_scaling_laws.run_files import (CKPT, EVAL_SYNTAX, FIT_JSON, FIT_MD, LOG, LOGS, LR_SWEEP, PERPLEXITY_SUFFIX,
                                           PLOTS, REPORT_HTML, RESULTS, RUN_TIMINGS, RUNS, SAMPLE_SETS, SAMPLES,
                                           STUDY_CONFIG, TIMINGS, perplexity_path, read_results, report_paths,
@@ -277,7 +278,20 @@ def section_models(st):
     return ["## Models", "",
             md_table(["run", "family", "layers", "width", "heads", "parameters", "non-embedding", "context",
                       "tokens/step", "learning rate", "config"], rows, ["---", "---"] + ["---:"] * 8 + ["---"]), "",
-            schedule_text(st), ""]
+            schedule_text(st), ""] + kept_runs_text(st)
+
+
+def kept_runs_text(st):
+    """Finished runs the study kept although the config now gives them other settings (the terminal's WARNING at
+    each rerun): said in the report too, with what changed, since their numbers are the old settings'."""
+    kept = [(r["name"], changed) for r in st.plan
+            if (changed := changed_settings(st.results[r["name"]].get("config") or {}, r["train_config"]))]
+    if not kept:
+        return []
+    return [f"**{len(kept)} run(s) were trained with other settings than the config now gives** and were kept, not "
+            f"trained again (their numbers are those settings'; delete a run's folder under `runs/` to train it "
+            f"again): " + "; ".join(f"{md_text(name)} ({md_text(', '.join(changed))})" for name, changed in kept) + ".",
+            ""]
 
 
 def schedule_text(st):

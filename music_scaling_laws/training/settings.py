@@ -8,8 +8,6 @@ import os
 from music_scaling_laws import run_files
 from music_scaling_laws.configurator import configure
 from music_scaling_laws.errors import UserError
-from music_scaling_laws.training.checkpoint import read_checkpoint
-from music_scaling_laws.training.hardware import check_compile
 
 # keys that change the trained result; a resumed run must keep them, and a study warns when a finished run differs
 RESUME_MUST_MATCH = ("model_type", "n_layer", "n_head", "n_embd", "dropout", "bias", "data_seed", "data_order",
@@ -55,6 +53,9 @@ def read_config(base, argv, model_types):
     """The run's config from base (train.py's knobs with their defaults), config files and --key=value in argv; on
     resume the checkpoint's config is the default and the settings that shape the result must not change, and a
     branch takes its trunk's. model_types: the model families there are. Returns (config, checkpoint or None)."""
+    # torch's modules here, not at the top: the rules above are read by a study's process and report without torch
+    from music_scaling_laws.training.checkpoint import read_checkpoint
+    from music_scaling_laws.training.hardware import check_compile
     cfg = configure(base, argv)
     ckpt = None
     if cfg["init_from"] == "resume":
