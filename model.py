@@ -400,6 +400,19 @@ def load_checkpoint(path, device="cpu"):
     return model_from_checkpoint(ckpt, device), ckpt
 
 
+def recorded_data_dir(ckpt, run_dir):
+    """The dataset a run recorded (its config's data_dir), or, where that is gone and the run folder has moved (a
+    study folder copied elsewhere, its dataset inside it), the same dataset at the same place relative to the run as
+    when it trained: a study's runs/NAME and its data/ move together."""
+    config = ckpt.get("config", {})
+    recorded, trained_in = config.get("data_dir"), config.get("out_dir")
+    if not recorded or os.path.isdir(recorded) or not trained_in:
+        return recorded
+    moved = os.path.normpath(os.path.join(run_dir, os.path.relpath(os.path.abspath(recorded),
+                                                                   os.path.abspath(trained_in))))
+    return moved if os.path.isdir(moved) else recorded
+
+
 def load_run(run, device, data_dir=""):
     """(model in eval mode, checkpoint dict, tokenizer, data_dir) for a run folder or its ckpt.pt; the
     tokenizer comes from data_dir, or the dataset the run recorded, and must match the model."""
@@ -408,7 +421,7 @@ def load_run(run, device, data_dir=""):
         raise UserError(f"no checkpoint at {path} (give a run folder holding ckpt.pt, or the ckpt.pt itself)")
     ckpt = read_checkpoint(path, device)
     model = model_from_checkpoint(ckpt, device)
-    data_dir = data_dir or ckpt.get("config", {}).get("data_dir")
+    data_dir = data_dir or recorded_data_dir(ckpt, os.path.dirname(os.path.abspath(path)))
     if not data_dir:
         raise UserError(f"{path} does not record its data_dir; pass --data_dir")
     if not os.path.isdir(data_dir):

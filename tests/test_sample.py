@@ -354,3 +354,23 @@ def test_the_captured_step_gives_exactly_today_s_tunes_for_the_same_seeds(tiny_r
     monkeypatch.setattr(sample, "StepGraph", refused)  # a capture the GPU refuses: the same step, op by op
     out = generate(model, prompts, 3 * BLOCK_SIZE, eot_id=tokenizer.eot_id, temperature=0, seeds=seeds, graph=True)
     assert {i: (new, ended) for i, new, ended, _ in out} == tunes[False]
+
+
+def test_a_study_folder_copied_elsewhere_still_samples_from_its_own_dataset(tmp_path, char_dataset):
+    """A run records its dataset's absolute path; a study folder (runs/ and data/ inside it) copied or moved
+    elsewhere finds its dataset at the same place relative to the run, and a dataset that did not move along is
+    still the one-line error naming it."""
+    import shutil
+    from helpers import run as train_tiny
+    from music_scaling_laws.errors import UserError
+    study = tmp_path / "study"
+    shutil.copytree(char_dataset, study / "data")
+    train_tiny(study / "data", study / "runs" / "g", "--max_iters=2", "--eval_interval=0")
+    moved = tmp_path / "elsewhere" / "study"
+    shutil.copytree(study, moved)
+    shutil.rmtree(study)
+    _, _, tokenizer, data_dir = load_run(str(moved / "runs" / "g"), "cpu")
+    assert data_dir == str(moved / "data") and tokenizer.vocab_size > 0
+    shutil.rmtree(moved / "data")
+    with pytest.raises(UserError, match="the run's dataset .*study/data is not there"):
+        load_run(str(moved / "runs" / "g"), "cpu")
