@@ -55,8 +55,8 @@ from collections import Counter
 import numpy as np
 
 from music_scaling_laws.configurator import configure, lines_of
-from music_scaling_laws.errors import exit_on_user_error, fail
-from music_scaling_laws.data.conversion import DISK_FULL, Spool, convert_all
+from music_scaling_laws.errors import DISK_FULL, exit_on_user_error, fail
+from music_scaling_laws.data.conversion import Spool, convert_all
 from music_scaling_laws.data.dataset import META, SPLITS, STATS, fingerprints, write_json_atomic
 from music_scaling_laws.data.dataset_output import (check_out, lock_output, percentiles, plot_lengths, replace_folder,
                                                     stats_markdown)

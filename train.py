@@ -47,7 +47,7 @@ import torch
 
 from music_scaling_laws import run_files
 from music_scaling_laws.configurator import config_keys
-from music_scaling_laws.errors import exit_on_user_error, fail
+from music_scaling_laws.errors import DISK_FULL, exit_on_user_error, fail
 from music_scaling_laws.progress import progress_bar
 from music_scaling_laws.training import settings
 from music_scaling_laws.training.checkpoint import claim_out_dir, save_checkpoint
@@ -166,6 +166,11 @@ def main(argv=None, **defaults):
     stop = StopSignals()
     try:
         return train_run(argv, defaults, stop)
+    except OSError as e:  # a checkpoint on a full disk says so itself (checkpoint.save_atomic); any other write too
+        if e.errno not in DISK_FULL:
+            raise
+        fail(f"the disk is full ({e.strerror}) writing {e.filename or 'the run'}: the run's last checkpoint, if one was written, is kept; "
+             f"free space there and continue it with --init_from=resume")
     finally:
         stop.restore()
 

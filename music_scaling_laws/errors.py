@@ -6,8 +6,12 @@ on other data) raises UserError with a sentence that says what is wrong and what
 its one line on stderr ("error: ...") and exit status 1, without a traceback: its main() is wrapped in
 @exit_on_user_error, and fail() is the script's own shorthand for the same exit.
 """
+import errno
 import functools
 import sys
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or an exhausted quota: no file's fault, the run stops
 
 
 class UserError(Exception):

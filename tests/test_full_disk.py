@@ -79,3 +79,21 @@ def test_train_on_a_disk_that_holds_one_checkpoint_stops_in_one_line_keeping_it(
             f"ckpt.pt.tmp is removed; free space there and resume (--init_from=resume)"]
         assert not os.path.exists(os.path.join(out, "ckpt.pt.tmp"))
         assert read_checkpoint(os.path.join(out, "ckpt.pt"))["iter_num"] == 5
+
+
+def test_any_other_write_of_train_py_on_a_full_disk_is_one_line(char_dataset, tmp_path, monkeypatch):
+    """Besides checkpoints (save_atomic), train.py writes log.jsonl and results.json: a full disk there is the same
+    one line, not a traceback (the write is made to fail where it happens, at the end of the run)."""
+    import errno
+    import train
+    from helpers import run as train_tiny
+
+    def full(results, out_dir, *args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.path.join(out_dir, "results.json"))
+    monkeypatch.setattr(train, "write_results", full)
+    with pytest.raises(SystemExit) as stop:
+        train_tiny(char_dataset, tmp_path / "run", "--max_iters=2", "--eval_interval=0")
+    message = str(stop.value.code)
+    assert message.startswith("error: the disk is full (No space left on device) writing ") and "\n" not in message
+    assert "results.json" in message and "--init_from=resume" in message
+    assert (tmp_path / "run" / "ckpt.pt").exists()  # the final checkpoint came before the failed write

@@ -4,7 +4,6 @@ scores), cached by content hash, split into cleaned tunes; and the pool that run
 Spool (numbered records in a nameless temporary file) in the order of the inputs, whatever order they finish in.
 """
 import array
-import errno
 import gzip
 import hashlib
 import itertools
@@ -16,6 +15,7 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
+from music_scaling_laws.errors import DISK_FULL
 from music_scaling_laws.data import abc_text
 from music_scaling_laws.data.dataset import read_json, write_json_atomic
 from music_scaling_laws.external_tools import ConversionFailed, TimeLimitExceeded, midi_to_abc, time_limit
@@ -31,7 +31,6 @@ _RETRY_FACTOR = 4  # a conversion that runs out of time is tried once more with 
 # (beethoven/opus18no4, stuck in music21's repeat expansion) burnt 60 + 240 CPU s of every cold run with a retry
 _RETRIED_STAGES = ("midi2abc",)
 _AHEAD_PER_WORKER = 4  # files handed to each worker ahead of time: it never waits, the queue stays short
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a full disk or an exhausted quota: the run stops, it is no file's fault
 
 
 def children_cpu_seconds():

@@ -3,26 +3,22 @@ A run folder (out_dir of train.py): claimed by one writer at a time, its ckpt.pt
 everything an exact resume needs, read back with weights_only=True (never an arbitrary unpickle), together
 with the tokenizer of the dataset it was trained on.
 """
-import errno
 import os
 import uuid
 
 import torch
 
-from music_scaling_laws.errors import UserError
+from music_scaling_laws.errors import DISK_FULL, UserError
 from music_scaling_laws.data.dataset import hold_lock
 from music_scaling_laws.training.hardware import rng_state, set_rng_state
 from music_scaling_laws.run_files import LOCK, is_perplexity_file, is_run_file
-
-
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _disk_full(e):
     """Whether an error of torch.save means the disk (or the quota) is full: an OSError, or the RuntimeError torch's
     zip writer raises when a write comes up short ("[enforce fail at inline_container.cc] . unexpected pos ...")."""
     if isinstance(e, OSError):
-        return e.errno in _DISK_FULL
+        return e.errno in DISK_FULL
     return isinstance(e, RuntimeError) and ("unexpected pos" in str(e) or "file write failed" in str(e))
 
 
