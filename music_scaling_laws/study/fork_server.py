@@ -36,12 +36,8 @@ import time
 
 from music_scaling_laws import REPO
 from music_scaling_laws.lifetime import set_parent_death_signal
-from music_scaling_laws.study.as_python import run_as_python
+from music_scaling_laws.study.as_python import MAX_MESSAGE, PRELOAD, ScriptRun, request, run_as_python
 
-PRELOAD = ("torch", "torch._dynamo", "music_scaling_laws.training.loop_state", "music_scaling_laws.training.run_output",
-           "music_scaling_laws.training.schedule", "music_scaling_laws.training.step")
-# what every training imports (torch._dynamo at AdamW's first step); the script itself is read by runpy in the child
-MAX_MESSAGE = 1 << 20  # bytes of one request (the environment is most of it)
 SERVER_GONE = -signal.SIGHUP  # the returncode of a child whose server was killed while it ran (ForkServer.wait)
 
 
@@ -125,7 +121,7 @@ def serve(sock):
                 sock.send(json.dumps({"exited": pid, "returncode": returncode(status)}).encode())
 
 
-class ForkedProcess:
+class ForkedProcess(ScriptRun):
     """A child of the server as script_runs uses a subprocess.Popen: pid, stdout, wait(), poll(), returncode,
     send_signal()."""
 
@@ -144,13 +140,6 @@ class ForkedProcess:
     def server_gone(self):
         """Whether the server ended (was killed) before this child did: its returncode is then SERVER_GONE."""
         return self.server.closed and self.pid not in self.server.exited
-
-    def send_signal(self, sig):
-        if self.returncode is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:  # it has just ended
-                pass
 
 
 class ForkServer:
@@ -190,15 +179,14 @@ class ForkServer:
         """Fork `python args[0] args[1:]` with env (the whole environment) and this process's working directory;
         returns its ForkedProcess, whose stdout carries the child's stdout and stderr together."""
         read_end, write_end = os.pipe()
-        request = json.dumps({"script": args[0], "args": [str(a) for a in args[1:]], "env": env,
-                              "cwd": os.getcwd()}).encode()
+        message = request(args, env)
         with self.lock:  # one request at a time: the next "pid" reply is this request's
             with self.changed:
                 if self.closed:
                     raise OSError("the fork server has ended")
                 count = len(self.started)
             try:
-                socket.send_fds(self.sock, [request], [write_end])
+                socket.send_fds(self.sock, [message], [write_end])
             finally:
                 os.close(write_end)
             with self.changed:

@@ -41,10 +41,8 @@ import threading
 
 from music_scaling_laws import REPO
 from music_scaling_laws.lifetime import set_parent_death_signal
-from music_scaling_laws.study.as_python import run_as_python
+from music_scaling_laws.study.as_python import MAX_MESSAGE, PRELOAD, ScriptRun, request, run_as_python
 
-PRELOAD = ("torch", "torch._dynamo", "music_scaling_laws.training.checkpoint", "music_scaling_laws.training.windows")
-MAX_MESSAGE = 1 << 20    # bytes of one request (the environment is most of it)
 GRAPHS_PER_FUNCTION = 256  # dynamo's compiled graphs kept per function (its default, 8, is fewer than a study's shapes)
 
 
@@ -184,7 +182,7 @@ class RunOutput:
         self.close()
 
 
-class WorkerRun:
+class WorkerRun(ScriptRun):
     """A script running in a worker, as script_runs uses a subprocess.Popen: pid (the worker's), stdout, wait(),
     poll(), returncode, send_signal(). own_session False: the worker is no session of the run's to clean up after."""
     own_session = False
@@ -204,13 +202,6 @@ class WorkerRun:
     def worker_gone(self):
         """Whether the worker itself ended (was killed) during this run, rather than the script failing in it."""
         return self.worker.gone
-
-    def send_signal(self, sig):
-        if self.returncode is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:  # it has just ended
-                pass
 
 
 class Worker:
@@ -254,8 +245,7 @@ class Worker:
         directory; returns its WorkerRun, whose stdout carries the script's stdout and stderr together. OSError
         when the worker has ended."""
         read_end, write_end = os.pipe()
-        request = json.dumps({"script": args[0], "args": [str(a) for a in args[1:]], "env": env,
-                              "cwd": os.getcwd()}).encode()
+        message = request(args, env)
         with self.changed:
             if not self.alive():
                 os.close(read_end)
@@ -263,7 +253,7 @@ class Worker:
                 raise OSError("the worker has ended")
             self.busy, self.returncode, self.started = True, None, False
         try:
-            socket.send_fds(self.sock, [request], [write_end])
+            socket.send_fds(self.sock, [message], [write_end])
         except OSError:
             os.close(read_end)
             raise
