@@ -434,8 +434,9 @@ def print_summary(records, total_tokens, total_seconds, out_dir):
             if key == "midi_ok":  # what "MIDI ok" leaves out: files with notes that abc2midi reported errors for
                 line += (f" without abc2midi errors ({sum(r['midi_notes'] > 0 for r in records)}/{len(records)} "
                          f"written with notes)")
-            skipped = collections.Counter(r["wav_skipped"].split(":")[0] for r in records if r.get("wav_skipped"))
-            if key == "wav_ok" and skipped:
+            skipped = key == "wav_ok" and collections.Counter(r["wav_skipped"].split(":")[0] for r in records
+                                                             if r.get("wav_skipped"))
+            if skipped:
                 reasons = (f"{n} {why.replace('_', ' ')}" for why, n in sorted(skipped.items()))
                 line += f" (not rendered: {', '.join(reasons)})"
     print(line)
