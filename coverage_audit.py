@@ -23,6 +23,7 @@ import sys
 import numpy as np
 
 from music_scaling_laws.configurator import configure
+from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.fits.power_law import fit_all
 
 LAW = {"a": 14.3, "alpha": 0.3, "c": 1.75}
@@ -105,8 +106,13 @@ def lack_of_fit_audit(n_studies, n_boot, seed=0):
             for law in ("additive", "kaplan")}
 
 
+@exit_on_user_error
 def main(argv=None):
     cfg = configure(globals(), sys.argv[1:] if argv is None else argv)
+    if cfg["design"] not in (*DESIGNS, "lack_of_fit", "all"):
+        fail(f"design must be one of {', '.join([*DESIGNS, 'lack_of_fit', 'all'])}, got {cfg['design']!r}")
+    if cfg["studies"] < 1 or cfg["n_bootstrap"] < 1:
+        fail("studies and n_bootstrap must be at least 1")
     if cfg["design"] in ("lack_of_fit", "all"):
         r = lack_of_fit_audit(cfg["studies"], cfg["n_bootstrap"], cfg["seed"])
         print(f"lack_of_fit: the check failed on {100 * r['additive']:.1f}% of {cfg['studies']} additive-law grids "

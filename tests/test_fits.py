@@ -310,3 +310,16 @@ def test_branches_read_from_run_folders_are_resampled_by_their_trunk(tmp_path):
     fits = power_law.fit_all(rows, n_bootstrap=50)
     assert fits["gpt"]["joint"]["resampled_by"] == "trunk"
     assert "the bootstrap draws whole trunks" in fit_text.fit_markdown(fits)
+
+
+def test_coverage_audit_runs_as_its_docstring_says_and_refuses_bad_settings():
+    """`python coverage_audit.py --design=quick ...` (docs/fits.md's command, tiny here) prints the coverage line;
+    an unknown design or a mistyped key is one line and exit status 1, not a traceback."""
+    from helpers import run_main
+    proc = run_main(coverage_audit, "--design=quick", "--studies=2", "--n_bootstrap=20")
+    assert proc.returncode == 0 and "quick: alpha's 95% interval held the truth in" in proc.stdout
+    for bad, says in (("--design=quik", "design must be one of quick"), ("--studies=0", "at least 1"),
+                      ("--desing=quick", "did you mean 'design'")):
+        proc = run_main(coverage_audit, bad)
+        assert proc.returncode == 1 and proc.stderr.startswith("error: ") and says in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
