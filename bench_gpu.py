@@ -27,6 +27,7 @@ import time
 import torch
 
 from music_scaling_laws.configurator import configure
+from music_scaling_laws.data.dataset import write_json_atomic
 from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.training.hardware import choose_compile_mode, device_name, resolve_device
 
@@ -266,8 +267,7 @@ def save(report, t0, c):
     report["total_s"] = time.time() - t0
     report["markdown"] = markdown(report)
     path = c["json_out"] or os.path.join(c["out_dir"], "bench_gpu.json")
-    with open(path, "w") as f:
-        json.dump(report, f, indent=1)
+    write_json_atomic(report, path, indent=1)  # a run stopped mid-write keeps the last whole file
     with open(os.path.splitext(path)[0] + ".md", "w") as f:
         f.write(report["markdown"] + "\n")
 
