@@ -55,7 +55,7 @@ def config_keys(namespace):
 
 
 def coerce(key, value, default):
-    """value as the type of default, or SystemExit with one line saying why not."""
+    """value as the type of default, or a UserError with one line saying why not."""
     want = type(default)
     if want is str:
         if isinstance(value, str):

@@ -106,7 +106,7 @@ class Jobs:
             return bool(self.jobs)
 
     def run(self, name, args, log_path, what, env, device):
-        """Train one run as a job (on device with submitit_local); its seconds, or SystemExit with the run's
+        """Train one run as a job (on device with submitit_local); its seconds, or a UserError with the run's
         one-line failure, as run_script."""
         gpus = 1
         with self.lock:  # the executor's parameters are shared by the threads

@@ -97,14 +97,14 @@ def stopped(what):
     """The study's one line after a stop signal, and its exit: at once from the main thread (everything is saved
     by then, and the interpreter's teardown of torch took 1.6-3 s on a loaded 2-core machine, a good part of the
     seconds a stop may take); from a training's thread (parallel runs) as the failure of that training."""
-    message = (f"error: stopped by {_stop_signals[0]}{' during ' + what if what else ''}; the same command continues "
+    message = (f"stopped by {_stop_signals[0]}{' during ' + what if what else ''}; the same command continues "
                f"the study (finished runs are kept, an interrupted one resumes from its checkpoint)")
-    if threading.current_thread() is not threading.main_thread():
-        sys.exit(message)
-    if _in_job:  # inside a submitit job (jobs.run_job): its answer is this line, which the study waits for
-        raise UserError(message[len("error: "):])
+    # a training's thread (train_runs.train_all counts it as that run's failure and stops the study after the round)
+    # or a submitit job (jobs.run_job: its answer is this line, which the study waits for)
+    if _in_job or threading.current_thread() is not threading.main_thread():
+        raise UserError(message)
     sys.stdout.flush()
-    sys.stderr.write(message + "\n")
+    sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
     os._exit(1)
 
