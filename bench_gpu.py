@@ -8,6 +8,7 @@ Prints Markdown rows for BENCHMARKS.md, each with the date, the commit, the devi
 writes everything as JSON.
 
     python bench_gpu.py                                   # on the GPU: gpt_small, gpt_xl, sampling, study_quick
+    python study.py config/study_gpu.py && python bench_gpu.py --configs= --studies=  # the GPU study's overhead
     python bench_gpu.py --studies= --configs=config/gpt_xl.py:0
     python bench_gpu.py --device=cpu --data_dir=data/music21  # a tiny version in seconds (tests/test_bench_gpu.py)
 
@@ -43,9 +44,10 @@ quiet_train = "gpt_xl"  # configs (names, comma-separated; 'all') also trained w
                      # log line: what those cost per step, where train.py lagged bench.py most
 sample_tunes = 64    # tunes decoded together, each up to sample_tokens new tokens (stopping at its end of tune)
 sample_tokens = 1024
-studies = "config/study_quick.py,config/study_gpu.py"  # study configs to run whole (each into out_dir/study_NAME),
-                     # a missing one skipped with a note; '' = none
-study_dirs = ""      # finished study folders (comma-separated) whose run_timings.json to report too
+studies = "config/study_quick.py"  # study configs to run whole (each into out_dir/study_NAME), a missing one
+                     # skipped with a note; '' = none. study_gpu is left out: its ~10 minutes alone pass this script's 8
+study_dirs = "auto"  # finished study folders (comma-separated) whose run_timings.json to report too; 'auto' = the
+                     # GPU study's own (out/study_gpu, README's GPU quick start) where it has finished
 json_out = ""        # '' = out_dir/bench_gpu.json
 # -----------------------------------------------------------------------------
 
@@ -54,6 +56,7 @@ TINY_MODEL = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=32", "--
 TINY_TRAIN = ["--max_iters=12", "--eval_interval=5", "--eval_iters=2", "--log_interval=4"]
 TINY_BENCH = ["--bench_warmup=1", "--bench_iters=3"]
 TINY_DEFAULTS = {"sample_tunes": 4, "sample_tokens": 24, "studies": "", "quiet_train": "all"}  # where the command line does not set them
+AUTO_STUDY_DIR = "out/study_gpu"  # config/study_gpu.py's out_dir
 TRAIN_FIELDS = ("tokens_per_s", "mfu", "compile_time_s", "wall_time_s", "train_time_s", "iters", "tokens_trained",
                 "n_params", "device_name", "torch_version")
 BENCH_FIELDS = ("tokens_per_s", "mfu", "warmup_s", "seconds_per_iter", "compiled", "compile_mode", "n_params")
@@ -254,7 +257,10 @@ def main(argv=None):
         Runner(fresh=True, env=env)("study", [config, f"--out_dir={study_dir}", f"--data_dir={c['data_dir']}"])
         report["studies"].append(study_overhead(study_dir))
         save(report, t0, c)
-    report["studies"] += [study_overhead(d) for d in filter(None, c["study_dirs"].split(","))]
+    dirs = c["study_dirs"]
+    if dirs == "auto":
+        dirs = AUTO_STUDY_DIR if os.path.isfile(os.path.join(AUTO_STUDY_DIR, "run_timings.json")) and not tiny else ""
+    report["studies"] += [study_overhead(d) for d in filter(None, dirs.split(","))]
     save(report, t0, c)
     print(f"bench_gpu.py: {report['total_s']:.0f} s on {report['device_name']}\n")
     print(report["markdown"])
