@@ -5,7 +5,9 @@ and for the configs where compile_mode='auto' takes CUDA graphs, bench.py in tor
 sampling tokens/s of the last config's trained run, with and without the captured CUDA-graph step; the process
 overhead of whole studies (their training processes' wall-clock against their optimizer steps, run_timings.json).
 Prints Markdown rows for BENCHMARKS.md, each with the date, the commit, the device and the torch version, and
-writes everything as JSON.
+writes everything as JSON; each process's output goes to out_dir/logs (torch's warning of a CUDA graph it skipped is
+there; the rows say when train.py skipped one or sample.py's capture failed). The quiet trainings (diagnostics) run
+after the sampling, so a run stopped at a time limit has the issue's figures first.
 
     python bench_gpu.py                                   # on the GPU: gpt_small, gpt_xl, sampling, study_quick
     python study.py config/study_gpu.py && python bench_gpu.py --configs= --studies=  # the GPU study's overhead
@@ -58,7 +60,7 @@ TINY_BENCH = ["--bench_warmup=1", "--bench_iters=3"]
 TINY_DEFAULTS = {"sample_tunes": 4, "sample_tokens": 24, "studies": "", "quiet_train": "all"}  # where the command line does not set them
 AUTO_STUDY_DIR = "out/study_gpu"  # config/study_gpu.py's out_dir
 TRAIN_FIELDS = ("tokens_per_s", "mfu", "compile_time_s", "wall_time_s", "train_time_s", "iters", "tokens_trained",
-                "n_params", "device_name", "torch_version")
+                "n_params", "device_name", "torch_version", "cuda_graph_skips")
 BENCH_FIELDS = ("tokens_per_s", "mfu", "warmup_s", "seconds_per_iter", "compiled", "compile_mode", "n_params")
 
 
@@ -79,16 +81,24 @@ class Runner:
     """Runs a repository script with argv and returns (its wall-clock seconds, what it returned or wrote): in a
     fresh python with env (GPU: what a user pays, compilation included) or, on the CPU, inside this process."""
 
-    def __init__(self, fresh, env):
-        self.fresh, self.env = fresh, env
+    def __init__(self, fresh, env, log_dir):
+        self.fresh, self.env, self.log_dir = fresh, env, log_dir
 
     def __call__(self, script, argv):
         t0 = time.time()
         if self.fresh:
             path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{script}.py")  # paths: from here
-            proc = subprocess.run([sys.executable, path, *argv], env=self.env, capture_output=True, text=True)
+            os.makedirs(self.log_dir, exist_ok=True)
+            log_path = os.path.join(self.log_dir, f"{len(os.listdir(self.log_dir)) + 1:02d}_{script}.log")
+            with open(log_path, "w") as log:
+                log.write(f"$ {script}.py {' '.join(argv)}\n")
+                log.flush()
+                proc = subprocess.run([sys.executable, path, *argv], env=self.env, stdout=log,
+                                      stderr=subprocess.STDOUT)
             if proc.returncode != 0:
-                fail(f"{script}.py {' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+                with open(log_path) as log:
+                    tail = log.read()[-2000:].strip()
+                fail(f"{script}.py {' '.join(argv)} failed ({proc.returncode}; all of it in {log_path}): {tail}")
         else:
             module = __import__(script)
             module.main(argv)
@@ -104,7 +114,7 @@ def config_name(path):
 
 
 def train_vs_bench(run, config, max_tokens, c, model_args, out):
-    """One config: bench.py (in the default mode first where 'auto' takes another), train.py, and train.py quiet."""
+    """One config: bench.py (in the default mode first where 'auto' takes another), then train.py."""
     name = config_name(config)
     result = {"config": config, "max_tokens": max_tokens, "bench": {}, "train": None, "train_quiet": None}
     mode = auto_mode(config, c, model_args)
@@ -115,19 +125,22 @@ def train_vs_bench(run, config, max_tokens, c, model_args, out):
                              f"--compile_mode={label}", f"--json_out={path}", *model_args["bench"]])
         with open(path) as f:
             result["bench"][label] = {**pick(json.load(f), BENCH_FIELDS), "process_s": wall}
-    for key, extra in (("train", []), ("train_quiet", ["--eval_interval=0", "--log_interval=1000000000"])):
-        if key == "train_quiet" and not (c["quiet_train"] == "all" or name in c["quiet_train"].split(",")):
-            continue
-        run_dir = os.path.join(out, f"train_{name}" + ("_quiet" if extra else ""))
-        budget = [f"--max_tokens={max_tokens}"] if max_tokens else []
-        wall = run("train", [config, f"--data_dir={c['data_dir']}", f"--device={c['device']}", f"--out_dir={run_dir}",
-                             "--overwrite=True", *budget, *model_args["train"], *extra])
-        with open(os.path.join(run_dir, "results.json")) as f:
-            result[key] = {**pick(json.load(f), TRAIN_FIELDS), "process_s": wall, "run_dir": run_dir}
+    result["train"] = train(run, config, max_tokens, c, model_args, out)
     bench = result["bench"]["auto"]["tokens_per_s"]
     result["train_over_bench"] = result["train"]["tokens_per_s"] / bench if bench else None
     result["compile_mode"] = mode
     return result
+
+
+def train(run, config, max_tokens, c, model_args, out, quiet=False):
+    """train.py on config, as a user runs it; quiet: with no periodic evaluation and one log line."""
+    run_dir = os.path.join(out, f"train_{config_name(config)}" + ("_quiet" if quiet else ""))
+    budget = [f"--max_tokens={max_tokens}"] if max_tokens else []
+    extra = ["--eval_interval=0", "--log_interval=1000000000"] if quiet else []
+    wall = run("train", [config, f"--data_dir={c['data_dir']}", f"--device={c['device']}", f"--out_dir={run_dir}",
+                         "--overwrite=True", *budget, *model_args["train"], *extra])
+    with open(os.path.join(run_dir, "results.json")) as f:
+        return {**pick(json.load(f), TRAIN_FIELDS), "process_s": wall, "run_dir": run_dir}
 
 
 def auto_mode(config, c, model_args):
@@ -158,8 +171,9 @@ def sampling(run, run_dir, c, out):
         with open(os.path.join(folder, "samples.jsonl")) as f:
             records = [json.loads(line) for line in f]
         tokens, seconds = sum(r["tokens"] for r in records), sum(r["seconds"] for r in records)
-        rows[graph] = {"tunes": len(records), "tokens": tokens, "decode_s": seconds,
-                       "tokens_per_s": tokens / seconds if seconds else None, "process_s": wall}
+        rows[graph] = {"tunes": len(records), "tokens": tokens, "decode_s": seconds, "process_s": wall,
+                       "tokens_per_s": tokens / seconds if seconds else None,
+                       "captured": records[0].get("cuda_graph") if records else None}  # False: capture failed
     return rows
 
 
@@ -188,6 +202,8 @@ def markdown(report):
     for r in report["training"]:
         t, b, q = r["train"], r["bench"]["auto"], r["train_quiet"] or {}
         mode = r["compile_mode"] if b["compiled"] else "not compiled"
+        if t.get("cuda_graph_skips"):  # torch ran graphs op by op: the row is not what the mode promises
+            mode += f" ({t['cuda_graph_skips']} CUDA graphs skipped in train.py)"
         others = [f"{label}: bench.py {fmt(x['tokens_per_s'], ',.0f')} tok/s, {fmt(x['mfu'], '.1%')}"
                   for label, x in r["bench"].items() if label != "auto"]
         mode += f" ({'; '.join(others)})" if others else ""
@@ -200,7 +216,8 @@ def markdown(report):
         lines += ["" if lines else None, head + "| run | tunes | tokens | decoding s | tokens/s | CUDA-graph step |", "|---" * 10 + "|"]
         for graph, s in report["sampling"]["modes"].items():
             lines.append(lead + f"| {report['sampling']['run']} | {s['tunes']} | {s['tokens']:,} | "
-                         f"{s['decode_s']:.2f} | {fmt(s['tokens_per_s'], ',.0f')} | {graph} |")
+                         f"{s['decode_s']:.2f} | {fmt(s['tokens_per_s'], ',.0f')} | "
+                         f"{graph if s.get('captured') is not False else graph + ' (capture failed: op by op)'} |")
     if report["studies"]:
         lines += ["" if lines else None, head + "| study | training processes | their wall-clock s | their steps s | wall / steps |",
                   "|---" * 9 + "|"]
@@ -231,7 +248,8 @@ def main(argv=None):
         env["TORCHINDUCTOR_CACHE_DIR"] = cache
     elif c["compile_cache"] != "shared":
         fail(f"compile_cache must be 'fresh' or 'shared', got {c['compile_cache']!r}")
-    run = Runner(fresh=not tiny, env=env)
+    log_dir = os.path.join(out, "logs")  # every process's output: torch's warnings of a silent fallback too
+    run = Runner(fresh=not tiny, env=env, log_dir=log_dir)
     t0 = time.time()
     report = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "commit": commit_id(), "device": device_type, "device_name": device_name(device_type),
@@ -248,13 +266,19 @@ def main(argv=None):
         print(f"[{time.time() - t0:5.0f} s] sampling {c['sample_tunes']} tunes from {run_dir}", flush=True)
         report["sampling"] = {"run": run_dir, "modes": sampling(run, run_dir, c, out)}
         save(report, t0, c)
+    for r in report["training"]:  # diagnostics, after the figures of the issue: what evaluations and logs cost
+        if c["quiet_train"] == "all" or config_name(r["config"]) in c["quiet_train"].split(","):
+            print(f"[{time.time() - t0:5.0f} s] {r['config']}: train.py quiet", flush=True)
+            r["train_quiet"] = train(run, r["config"], r["max_tokens"], c, model_args, out, quiet=True)
+            save(report, t0, c)
     for config in filter(None, c["studies"].split(",")):
         if not os.path.isfile(config):
             print(f"skipped: no study config {config}", flush=True)
             continue
         study_dir = os.path.join(out, f"study_{config_name(config)}")
         print(f"[{time.time() - t0:5.0f} s] {config}", flush=True)
-        Runner(fresh=True, env=env)("study", [config, f"--out_dir={study_dir}", f"--data_dir={c['data_dir']}"])
+        Runner(fresh=True, env=env, log_dir=log_dir)("study", [config, f"--out_dir={study_dir}",
+                                                              f"--data_dir={c['data_dir']}", f"--device={c['device']}"])
         report["studies"].append(study_overhead(study_dir))
         save(report, t0, c)
     dirs = c["study_dirs"]

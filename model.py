@@ -396,7 +396,7 @@ def load_checkpoint(path, device="cpu"):
     """(model in eval mode, checkpoint dict) from a run folder or a ckpt.pt file."""
     if os.path.isdir(path):
         path = ckpt_path(path)
-    ckpt = read_checkpoint(path, device)
+    ckpt = read_checkpoint(path)  # to the CPU: only the weights go to device, not the optimizer's moments
     return model_from_checkpoint(ckpt, device), ckpt
 
 
@@ -419,7 +419,7 @@ def load_run(run, device, data_dir=""):
     path = ckpt_path(run) if os.path.isdir(run) else run
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path} (give a run folder holding ckpt.pt, or the ckpt.pt itself)")
-    ckpt = read_checkpoint(path, device)
+    ckpt = read_checkpoint(path)  # to the CPU: only the weights go to device, not the optimizer's moments
     model = model_from_checkpoint(ckpt, device)
     data_dir = data_dir or recorded_data_dir(ckpt, os.path.dirname(os.path.abspath(path)))
     if not data_dir:

@@ -252,7 +252,7 @@ class Decoder:
 
 @torch.no_grad()
 def generate(model, prompts, max_new_tokens, eot_id=None, temperature=1.0, top_k=0, top_p=1.0, seeds=None,
-             use_cache=True, device="cpu", batch_size=0, graph=False):
+             use_cache=True, device="cpu", batch_size=0, graph=False, report=None):
     """Decode one tune per prompt (a list of token ids), batch_size (0 = all) at a time: yields, as each is
     done, (index, new token ids up to and excluding the first eot_id, ended_with_eot, seconds).
 
@@ -262,6 +262,8 @@ def generate(model, prompts, max_new_tokens, eot_id=None, temperature=1.0, top_k
     graph: a GPT's one-token step is a captured CUDA graph (Decoder); a graph keeps its rows, so the batch
     shrinks only once half of its rows are idle (then the step is captured again: at most log2(rows) captures),
     and until then an idle row decodes a throwaway sequence, restarted every round, whose tokens nobody reads.
+    report: a dict that, once every tune is out, says whether the tokens came from replays of a captured CUDA graph
+    ('cuda_graph': False where the capture failed and the step ran op by op, or off CUDA).
     """
     if not all(prompts):
         raise ValueError("generation needs at least one prompt token (the end-of-tune token starts a tune)")
@@ -279,6 +281,8 @@ def generate(model, prompts, max_new_tokens, eot_id=None, temperature=1.0, top_k
         if None in tunes:  # nothing left to start: the batch shrinks
             busy = [row for row, tune in enumerate(tunes) if tune is not None]
             if not busy:
+                if report is not None:
+                    report["cuda_graph"] = decoder.step_graph is not None and decoder.step_graph.graph is not None
                 return
             if decoder.graph and 2 * len(busy) > len(tunes):  # keep the captured step's rows for now
                 for row, tune in enumerate(tunes):
@@ -489,12 +493,12 @@ def main(argv=None):
           f"block_size {model.config.block_size}, {decoding}, "
           f"{rows} tune{'s' if rows > 1 else ''} at a time")
 
-    records, total_tokens, total_seconds = {}, 0, 0.0
+    records, total_tokens, total_seconds, decoded = {}, 0, 0.0, {}
     bar = progress_bar(total=n, desc="samples", unit="tune")
     tunes = generate(model, [prompt_ids] * n, cfg["max_new_tokens"], eot_id=None if cfg["ignore_eot"] else tokenizer.eot_id,
                      temperature=cfg["temperature"], top_k=cfg["top_k"], top_p=cfg["top_p"],
                      seeds=[cfg["seed"] + i for i in range(n)], use_cache=not cfg["no_cache"], device=cfg["device"],
-                     batch_size=rows, graph=use_graph)
+                     batch_size=rows, graph=use_graph, report=decoded)
     for i, new_ids, ended, seconds in tunes:  # in the order they finish
         total_tokens, total_seconds = total_tokens + len(new_ids), total_seconds + seconds
         tune, added = abc_text.complete_headers(prompt_text + tokenizer.decode(new_ids))
@@ -511,7 +515,7 @@ def main(argv=None):
         bar.update()
         bar.set_postfix(tok_s=f"{total_tokens / total_seconds:.0f}" if total_seconds else "-")
     bar.close()
-    records = [records[i] for i in range(n)]
+    records = [{**records[i], "cuda_graph": decoded.get("cuda_graph")} for i in range(n)]
 
     with open(samples_path(cfg["out_dir"]), "w") as f:
         for record in records:

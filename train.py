@@ -51,7 +51,8 @@ from music_scaling_laws.errors import DISK_FULL, exit_on_user_error, fail
 from music_scaling_laws.progress import progress_bar
 from music_scaling_laws.training import settings
 from music_scaling_laws.training.checkpoint import claim_out_dir, save_checkpoint
-from music_scaling_laws.training.hardware import compile_model, lookup_peak_flops, mfu, peak_memory_bytes, setup_device
+from music_scaling_laws.training.hardware import (compile_model, cuda_graph_skips, lookup_peak_flops, mfu,
+                                                  peak_memory_bytes, setup_device)
 from music_scaling_laws.training.loop_state import LoopState, StopSignals, start_progress
 from music_scaling_laws.training.run_output import append_log, open_log, print_plan, run_results, write_results
 from music_scaling_laws.training.schedule import load_plan, lr_at
@@ -200,6 +201,7 @@ def train_run(argv, defaults, stop):
 
     # model and optimizer, from scratch or from the checkpoint
     model_args = ckpt["model_args"] if ckpt else model_args_from_config(cfg, data.vocab_size)
+    graph_skips_before = cuda_graph_skips()  # a study's worker runs many trainings in one process
     raw_model, fast_model, train_model, optimizer, scaler = build(c, model_args, dev, dtype_name,
                                                                   ckpt and ckpt["model"], ddp, local_rank)
     progress = start_progress(ckpt, c, optimizer, scaler, total_iters, rank, world_size, device_type)
@@ -293,6 +295,9 @@ def train_run(argv, defaults, stop):
     results = run_results(c, raw_model, data, plan, progress, (train_loss, val_loss, val_targets), device_type,
                           dtype_name, world_size, peak, s.wall_time_s()) if master else None
     if master:
+        results["cuda_graph_skips"] = skipped = cuda_graph_skips() - graph_skips_before
+        if skipped:
+            print(f"note: torch.compile ran {skipped} of its CUDA graphs op by op (its warning above says why)")
         write_results(results, c.out_dir, log, s.train_loss(), wandb)
     leave(ddp, lock)
     return results

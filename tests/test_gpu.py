@@ -11,10 +11,10 @@ import sys
 import pytest
 import torch
 
-import train
 from helpers import REPO, TINY_BLOCK_SIZE
 from model import load_run
-from music_scaling_laws.training.hardware import choose_compile_mode
+from music_scaling_laws.training.hardware import StepGraph, choose_compile_mode, setup_device
+from music_scaling_laws.training.settings import COMPILE_MODES
 from sample import generate
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -39,6 +39,7 @@ def test_auto_trains_a_small_gpt_with_cuda_graphs_like_the_default_mode(char_dat
     default = train_run(char_dataset, tmp_path / "default", "--compile_mode=default", env=env)
     assert graphs["val_loss"] == pytest.approx(default["val_loss"], rel=2e-2)  # bf16, other kernels
     assert graphs["tokens_per_s"] > 0 and graphs["compile_time_s"] > 0
+    assert graphs["cuda_graph_skips"] == 0  # the graphs ran: torch did not fall back to launching op by op
     # the same shapes again: the kernels come from the cache
     again = train_run(char_dataset, tmp_path / "again", "--compile_mode=default", env=env)
     assert again["compile_time_s"] < default["compile_time_s"]
@@ -69,4 +70,27 @@ def test_bench_gpu_runs_its_parts_on_the_gpu_at_tiny_sizes(char_dataset, tmp_pat
     row = report["training"][0]
     assert row["compile_mode"] == "reduce-overhead" and set(row["bench"]) == {"default", "auto"}
     assert row["train"]["tokens_per_s"] > 0 and report["sampling"]["modes"]["True"]["tokens"] > 0
-    assert train.COMPILE_MODES[0] == "auto"
+    assert COMPILE_MODES[0] == "auto"
+    assert report["sampling"]["modes"]["True"]["captured"] is True
+    assert len(list((tmp_path / "logs").iterdir())) >= 5  # each process's output, warnings of a fallback too
+
+
+def test_a_capture_that_fails_leaves_the_default_stream_current():
+    """torch.cuda.graph ends a capture before it restores the stream: a failed capture must not leave later work
+    (sample.py's op-by-op fallback, a worker's next runs) on its side stream."""
+    x = torch.ones(4, device="cuda")
+    with pytest.raises(RuntimeError):
+        StepGraph(lambda: x * float(x.sum().item()), lambda: x * 2, "cuda")  # .item() syncs: not capturable
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()
+    assert (x + 1).sum().item() == 8
+
+
+def test_float32_is_exact_float32_and_bf16_training_uses_tf32():
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        setup_device("cuda", "float32")  # calc_perplexity.py's test losses
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        setup_device("cuda", "bfloat16")
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

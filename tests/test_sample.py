@@ -192,6 +192,7 @@ def test_cli_writes_complete_tunes_and_records_every_conversion(tmp_path, tiny_r
         assert set(parse_header(text)) >= {"X", "M", "L", "K"}
         assert r["prompt"] == "CDEF GABc|"
         assert r["tokens"] < 48 if r["ended_with_eot"] else r["tokens"] == 48
+        assert r["cuda_graph"] is False  # only CUDA replays a captured step
         # every conversion is recorded, failed or not, and an ok flag means the file is there
         for kind in ("midi", "wav", "svg"):
             assert isinstance(r[f"{kind}_ok"], bool)
@@ -352,8 +353,11 @@ def test_the_captured_step_gives_exactly_today_s_tunes_for_the_same_seeds(tiny_r
     def refused(*args):
         raise RuntimeError("operation not permitted when stream is capturing")
     monkeypatch.setattr(sample, "StepGraph", refused)  # a capture the GPU refuses: the same step, op by op
-    out = generate(model, prompts, 3 * BLOCK_SIZE, eot_id=tokenizer.eot_id, temperature=0, seeds=seeds, graph=True)
+    report = {}
+    out = generate(model, prompts, 3 * BLOCK_SIZE, eot_id=tokenizer.eot_id, temperature=0, seeds=seeds, graph=True,
+                   report=report)
     assert {i: (new, ended) for i, new, ended, _ in out} == tunes[False]
+    assert report == {"cuda_graph": False}  # samples.jsonl says so: a benchmark of the graph sees it did not run
 
 
 def test_a_study_folder_copied_elsewhere_still_samples_from_its_own_dataset(tmp_path, char_dataset):

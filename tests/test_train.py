@@ -43,6 +43,7 @@ def test_run_writes_the_contract_files_and_learns(gpt_run, char_dataset):
     steady_tokens = res["tokens_trained"] - res["tokens_per_iter"]
     assert res["tokens_per_s"] == pytest.approx(steady_tokens / (res["train_time_s"] - res["compile_time_s"]))
     assert res["model_type"] == "gpt" and res["n_head"] == 2 and res["device"] == "cpu"
+    assert res["cuda_graph_skips"] == 0  # CUDA graphs torch.compile ran op by op (only 'reduce-overhead' has any)
     assert res["config"]["data_dir"] == str(char_dataset) and res["config"]["block_size"] == 32
     stats = json.loads((char_dataset / "stats.json").read_text())["splits"]["val"]
     assert res["val_bpc"] == pytest.approx(res["val_loss"] / math.log(2) * stats["tokens"] / stats["chars"])

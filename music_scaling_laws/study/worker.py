@@ -119,6 +119,8 @@ def run_script_here(request, out_fd):
         gc.collect()
         if torch.cuda.is_initialized():
             torch.cuda.empty_cache()  # the next run's memory is its own, as in a fresh process
+            for index in range(torch.cuda.device_count()):  # and so is its peak_mem_bytes (a peak since the reset)
+                torch.cuda.reset_peak_memory_stats(index)
     return code
 
 

@@ -44,11 +44,11 @@ def save_atomic(obj, path):
 CHECKPOINT_KEYS = ("model_type", "model_args", "model", "config")
 
 
-def read_checkpoint(path, device="cpu"):
+def read_checkpoint(path):
     """The checkpoint dict of a ckpt.pt (weights_only: never an arbitrary unpickle), or a one-line error naming
     the file when it is truncated, damaged or not a checkpoint of this suite."""
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged file; all mean "unreadable"
         raise UserError(f"{path} is damaged or not a checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in CHECKPOINT_KEYS):

@@ -48,8 +48,9 @@ def setup_device(device, dtype):
     if dtype not in ("float32", "bfloat16", "float16"):
         raise UserError(f"dtype must be auto, float32, bfloat16 or float16, got {dtype!r}")
     if device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls (and the fp32 parts) on tensor cores
-        torch.backends.cudnn.allow_tf32 = True
+        # the fp32 parts of bf16/fp16 training on tensor cores (TF32); float32 asked for by name stays exact float32
+        # (calc_perplexity.py's test losses, which the fits use)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = dtype != "float32"
     ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
     return device, device_type, dtype, ctx
@@ -104,6 +105,13 @@ def compile_model(model, compile, compile_mode, device_type, batch_tokens=0, mic
     mode = choose_compile_mode(compile_mode, device_type, getattr(model, "model_type", ""), flops, micro_steps,
                                distributed)
     return torch.compile(model, mode=None if mode == "default" else mode)
+
+
+def cuda_graph_skips():
+    """How many of torch.compile's CUDA graphs (mode 'reduce-overhead') this process has run op by op instead so far:
+    torch only logs a warning with its reason, so a run records the count (results.json cuda_graph_skips)."""
+    dynamo_utils = sys.modules.get("torch._dynamo.utils")  # nothing compiled yet: none skipped, nothing to import
+    return dynamo_utils.counters["inductor"]["cudagraph_skips"] if dynamo_utils else 0
 
 
 def device_name(device_type):
@@ -180,8 +188,15 @@ class StepGraph:
             warm_up()
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):  # recorded, not run: the state is not touched until replay()
-            self.outputs = fn()
+        before = torch.cuda.current_stream()
+        try:
+            with torch.cuda.graph(self.graph):  # recorded, not run: the state is not touched until replay()
+                self.outputs = fn()
+        except Exception:
+            # torch.cuda.graph ends the capture before it leaves its capture stream, so a capture that fails (the
+            # usual way: capture_end raises) would leave that side stream current for all later work
+            torch.cuda.set_stream(before)
+            raise
 
     def replay(self):
         if self.graph is not None:
