@@ -4,10 +4,11 @@ sample and score tunes, and write the report.
 
     python study.py config/study_quick.py                      # GPT + LSTM, 6 sizes x 3 budgets each, ~8 min on 2 CPU cores
     python study.py config/study_quick.py --out_dir=out/mine    # same study, another folder
-    python study.py config/study_gpu.py                        # GPT + LSTM over 2.7 decades of N, one GPU, ~10 min
+    python study.py config/study_gpu.py                        # GPT + LSTM over 3+ decades of N, one GPU, ~10 min
     python study.py config/study_lakh.py --dataset_input=/data/lmd_full   # the full study, one GPU
     python study.py config/study_quick.py --dry_run=True        # the plan only (sizes, tokens, FLOPs): printed,
                                                                 # and in out_dir/plan.json for programs
+    python study.py config/study_gpu.py --forecast=out/study_quick/fit.json  # its intervals' widths, forecast
     python study.py config/study_lakh.py --launcher=slurm --slurm_partition=gpu   # every run a SLURM job
 
 The steps; the scripts run as subprocesses (their output is shown and kept in out_dir/logs/):
@@ -88,6 +89,8 @@ from music_scaling_laws.data.dataset import (META, STATS, TrainOrder, hold_lock,
 from music_scaling_laws.errors import UserError, exit_on_user_error, fail
 from music_scaling_laws.run_files import (LOGS, perplexity_path, report_paths, run_timings_path, study_config_path,
                                           study_lock_path, study_run_dir, timings_path)
+from music_scaling_laws.fits.forecast import forecast_fits, forecast_text, parse_noise
+from music_scaling_laws.progress import progress_bar
 from music_scaling_laws.study import study_plan
 from music_scaling_laws.study.estimate import estimate_plan
 from music_scaling_laws.study.options import check_config, parse_runs
@@ -152,6 +155,11 @@ stop_after = ''           # '' = every step; 'prepare' or 'train' stops the stud
 estimate = False          # time a few steps of every planned run on this device, print the projected time, stop
                           # (a study without its dataset prepares it first)
 estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 warm-up steps)
+forecast = ''             # a finished study's fit.json: print what this plan's fits should give, drawn from that
+                          # study's laws and noise (interval widths against the exponents: will it conclude?), stop
+forecast_studies = 40     # simulated studies per family (forecast_bootstrap resamples each: ~1 s a study)
+forecast_noise = ''       # '' = the finished study's; 'SIZE,TRAINING,RUN': errors in ln loss (fits/forecast.py)
+forecast_bootstrap = 200
 # several trainings at once on one device; each is the same run it would be alone (see train_runs.py)
 parallel_runs = 0         # runs at once per device; 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free
                           # memory holds (at most 4)
@@ -257,6 +265,31 @@ def branch_tokens(tcfg, dataset, tokens):
                                                                          tcfg["cooldown_frac"]))
 
 
+def forecast_inputs(cfg):
+    """--forecast's fit.json and errors, checked before the plan's seconds: (fit, noise or None for fit.json's)."""
+    source = cfg["forecast"]
+    if not os.path.isfile(source):
+        fail(f"forecast: no file {source} (give a finished study's fit.json)")
+    try:
+        fit = read_json(source)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        fail(f"forecast: cannot read {source} as JSON ({e})")
+    if not isinstance(fit, dict) or not all(isinstance(v, dict) for v in fit.values()):
+        fail(f"forecast: {source} is not a study's fit.json")
+    if cfg["forecast_studies"] < 1:
+        fail(f"forecast_studies must be at least 1, got {cfg['forecast_studies']}")
+    return fit, parse_noise(cfg["forecast_noise"])
+
+
+def print_forecast(plan, fit, noise, cfg):
+    """--forecast: this plan's fits on studies drawn from a finished study's laws and noise (fits/forecast.py)."""
+    families = {r["model_type"] for r in plan}
+    with progress_bar(total=cfg["forecast_studies"] * len(families), desc="forecast", unit="study") as bar:
+        result = forecast_fits(plan, fit, cfg["forecast_studies"], cfg["forecast_bootstrap"], cfg["ci_level"],
+                               cfg["fit_params"], noise, progress=bar.update)
+    print(forecast_text(result, cfg["forecast"], cfg["forecast_bootstrap"], cfg["ci_level"]))
+
+
 @exit_on_user_error
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
@@ -294,6 +327,11 @@ def main(argv=None):
                            *(["--input", cfg["dataset_input"]] if cfg["dataset_input"] else []),
                            *shlex.split(cfg["prepare_args"])], os.path.join(logs, "prepare.log"), "prepare.py")
 
+    if cfg["forecast"]:  # the plan on the dataset if prepared (else a vocabulary of 128), nothing trained
+        fit, noise = forecast_inputs(cfg)
+        _, _, plan, _ = plan_study()
+        print_forecast(plan, fit, noise, cfg)
+        return None
     if not (have_data or cfg["dry_run"]):  # a study (or --estimate) about to prepare its data: one line before any work
         if cfg["dataset_input_required"] and not cfg["dataset_input"]:
             fail(f"this study prepares its data from your collection: add --dataset_input=/path/to/it "

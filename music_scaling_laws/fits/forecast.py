@@ -1,0 +1,127 @@
+"""Will a planned study conclude? Before any GPU time: its runs for the fits (sizes, budgets, seeds, wsd trunks, as
+study.py plans them) drawn many times from the laws and the noise a finished study measured (that study's fit.json),
+each draw fitted exactly as the study will fit it (power_law.fit_all), and the intervals summed up per family and
+exponent: the median width of the 95% interval against the exponent, the share of draws whose interval is no wider
+than half the exponent (issue #30's bar for a study that concludes), and how often the interval held the truth.
+
+The noise of a draw, in ln loss: an error per size that all of the size's runs share (fit.json's size_sigma), an
+error per training that a wsd trunk's branches share (its sigma: what repeated seeds differ by), and each run's own:
+the rest of the scatter the finished study showed about its joint law (its residual_rms_log), which also holds
+whatever of its surface the law missed, so the default is the cautious side. Every draw follows the law down to the
+smallest size: a forecast says what the design can resolve, never a promise (a real surface can miss the law, which
+the study's lack-of-fit check then reports)."""
+import numpy as np
+
+from music_scaling_laws.errors import UserError
+from music_scaling_laws.fits.power_law import fit_all
+
+EXPONENTS = (("alpha", "L(N) alpha", lambda f: f), ("alpha", "joint alpha", lambda f: f.get("joint")),
+             ("beta", "joint beta", lambda f: f.get("joint")))
+
+
+def fit_rows(plan, fit_params="all"):
+    """The rows of the planned runs for the fits, as run_table makes them from results.json (loss left out)."""
+    rows = []
+    for r in plan:
+        if r.get("trunk"):  # a trunk is no budget's run: the fits skip it (its branches are the runs)
+            continue
+        rows.append({"family": r["model_type"], "run": r["name"], "seed": r.get("repeat", 1), "lr": None,
+                     "n_params": float(r["n_params"]), "n_params_non_embedding": float(r["n_params_non_embedding"]),
+                     "tokens": float(r["tokens"]), "trunk": (r.get("trunk_run") or {}).get("name"),
+                     "law_n": float(r["n_params_non_embedding" if fit_params == "non_embedding" else "n_params"])})
+    return rows
+
+
+def assumed(fit, family, noise):
+    """(law, noise) of one family from a finished study's fit.json: the joint law L = E + A/N^alpha + B/D^beta,
+    and (per size, per training, per run) errors in ln loss, from fit.json where noise is None."""
+    fam = fit.get(family)
+    joint = (fam or {}).get("joint") or {}
+    if not all(k in joint for k in ("E", "A", "alpha", "B", "beta")):
+        raise UserError(f"the fit.json given to forecast has no joint L(N, D) fit for {family} (it needs a study "
+                        f"with 2+ token budgets of that family)")
+    law = {k: float(joint[k]) for k in ("E", "A", "alpha", "B", "beta")}
+    if noise is None:
+        size, training = float(fam.get("size_sigma") or 0.0), float(fam.get("sigma") or 0.0)
+        scatter = float(joint.get("residual_rms_log") or 0.0)
+        noise = (size, training, max(0.0, scatter ** 2 - size ** 2 - training ** 2) ** 0.5)
+    return law, noise
+
+
+def parse_noise(text):
+    """--forecast_noise: '' (fit.json's) or 'SIZE,TRAINING,RUN', three errors in ln loss (0.002 = 0.2%)."""
+    if not text:
+        return None
+    try:
+        noise = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        noise = ()
+    if len(noise) != 3 or any(not 0 <= x < 1 for x in noise):
+        raise UserError(f"forecast_noise must be three errors in ln loss, per size, per training and per run (e.g. "
+                        f"0.002,0.002,0.001), got {text!r}")
+    return noise
+
+
+def draw(rows, law, noise, rng):
+    """One simulated study: rows with a loss from the law and the three errors."""
+    size_err, trunk_err, out = {}, {}, []
+    for r in rows:
+        size = size_err.setdefault(r["law_n"], rng.normal(0, noise[0]))
+        trunk = trunk_err.setdefault(r["trunk"] or r["run"], rng.normal(0, noise[1]))
+        loss = law["E"] + law["A"] * r["law_n"] ** -law["alpha"] + law["B"] * r["tokens"] ** -law["beta"]
+        out.append({**r, "loss": float(loss * np.exp(size + trunk + rng.normal(0, noise[2])))})
+    return out
+
+
+def forecast_fits(plan, fit, studies=40, n_bootstrap=200, ci_level=0.95, fit_params="all", noise=None, seed=0,
+             progress=None):
+    """{family: {"law", "noise", "studies", "exponents": {label: {truth, median_width, width_over_truth,
+    share_within_half, coverage, fitted}}}} for every family of plan that fit has a joint law for."""
+    rows = fit_rows(plan, fit_params)
+    out = {}
+    for family in sorted({r["family"] for r in rows}):
+        law, fam_noise = assumed(fit, family, noise)
+        fam_rows = [r for r in rows if r["family"] == family]
+        rng = np.random.default_rng(seed)
+        found = {label: [] for _, label, _ in EXPONENTS}
+        for i in range(studies):
+            fitted = fit_all(draw(fam_rows, law, fam_noise, rng), n_bootstrap, ci_level, seed + i, fit_params)[family]
+            for name, label, part in EXPONENTS:
+                ci = (part(fitted) or {}).get(f"{name}_ci")
+                found[label].append(None if ci is None else (float(ci[0]), float(ci[1])))
+            if progress:
+                progress()
+        exponents = {}
+        for name, label, _ in EXPONENTS:
+            cis = [ci for ci in found[label] if ci is not None]
+            truth = law[name]
+            widths = np.array([hi - lo for lo, hi in cis])
+            exponents[label] = {
+                "truth": truth, "fitted": len(cis),
+                "median_width": float(np.median(widths)) if cis else None,
+                "width_over_truth": float(np.median(widths) / truth) if cis else None,
+                "share_within_half": float(np.mean(widths <= truth / 2)) if cis else None,
+                "coverage": float(np.mean([lo <= truth <= hi for lo, hi in cis])) if cis else None}
+        out[family] = {"law": law, "noise": list(fam_noise), "studies": studies, "exponents": exponents}
+    return out
+
+
+def forecast_text(result, source, n_bootstrap, ci_level):
+    """The forecast as the lines study.py prints."""
+    pct = f"{ci_level:.0%}"
+    lines = [f"forecast: this plan's fits on studies drawn from {source}'s laws and noise ({n_bootstrap} resamples "
+             f"each; every draw follows the law exactly, so this is the design's best case)"]
+    for family, f in result.items():
+        law, noise = f["law"], f["noise"]
+        lines.append(f"{family}: L = {law['E']:.3g} + {law['A']:.3g}/N^{law['alpha']:.3g} + {law['B']:.3g}/D^"
+                     f"{law['beta']:.3g}; errors in ln loss {noise[0]:.2%} per size, {noise[1]:.2%} per training, "
+                     f"{noise[2]:.2%} per run; {f['studies']} draws")
+        lines.append(f"  {'exponent':12s} {'truth':>6s} {'median ' + pct + ' width':>17s} {'width/truth':>11s} "
+                     f"{'width <= half':>13s} {'coverage':>8s}")
+        for label, e in f["exponents"].items():
+            if e["median_width"] is None:
+                lines.append(f"  {label:12s} {e['truth']:6.3f}  no interval in any draw")
+                continue
+            lines.append(f"  {label:12s} {e['truth']:6.3f} {e['median_width']:17.3f} {e['width_over_truth']:11.2f} "
+                         f"{e['share_within_half']:13.0%} {e['coverage']:8.0%}")
+    return "\n".join(lines)
