@@ -158,7 +158,7 @@ estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 
 forecast = ''             # a finished study's fit.json: print what this plan's fits should give, drawn from that
                           # study's laws and noise (interval widths against the exponents: will it conclude?), stop
 forecast_studies = 40     # simulated studies per family (forecast_bootstrap resamples each: ~1 s a study)
-forecast_noise = ''       # '' = the finished study's; 'SIZE,TRAINING,RUN': errors in ln loss (fits/forecast.py)
+forecast_noise = ''       # '' = the finished study's; 'SIZE,TRAINING,RUN,RUN_BELOW': errors in ln loss (fits/forecast.py)
 forecast_bootstrap = 200
 # several trainings at once on one device; each is the same run it would be alone (see train_runs.py)
 parallel_runs = 0         # runs at once per device; 0 = automatic: 1 on CPU/MPS, on CUDA as many as the free

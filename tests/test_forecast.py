@@ -10,14 +10,15 @@ import pytest
 import study
 from helpers import REPO
 from music_scaling_laws.errors import UserError
-from music_scaling_laws.fits.forecast import assumed, fit_rows, forecast_fits, parse_noise
+from music_scaling_laws.fits.forecast import assumed, draw, fit_rows, forecast_fits, parse_noise
 
 QUICK_FIT = REPO / "docs" / "study_quick_wsd" / "fit.json"  # the quick study's fit (docs/fits.md)
 LAW = {"E": 1.7, "A": 4.0, "alpha": 0.3, "B": 600.0, "beta": 0.55}
 
 
-def fit_json(size_sigma=0.002, sigma=0.002, scatter=0.003):
-    return {"gpt": {"size_sigma": size_sigma, "sigma": sigma, "joint": {**LAW, "residual_rms_log": scatter}}}
+def fit_json(size_sigma=0.002, sigma=0.002, at_largest=0.003, surface=0.006):
+    return {"gpt": {"size_sigma": size_sigma, "sigma": sigma, "residual_rms_log": at_largest,
+                    "joint": {**LAW, "residual_rms_log": surface}}}
 
 
 def planned(sizes, budgets=(2.5e5, 1e6, 2.5e6), seeded=()):
@@ -40,14 +41,24 @@ def forecast_cli(*argv):
     return printed.getvalue()
 
 
-def test_the_noise_comes_from_the_finished_study_and_its_scatter_is_not_counted_twice():
-    law, noise = assumed(fit_json(0.002, 0.002, 0.003), "gpt", None)
+def test_the_errors_come_from_the_finished_study_and_its_shared_errors_are_not_counted_twice():
+    law, noise = assumed(fit_json(0.002, 0.002, 0.003, 0.006), "gpt", None)
     assert law == LAW
-    # what is left of the scatter about the joint law once the errors per size and per training are taken out
-    assert noise == pytest.approx((0.002, 0.002, 0.001))
-    assert assumed(fit_json(), "gpt", (0.01, 0.0, 0.0))[1] == (0.01, 0.0, 0.0)
+    # each run's own: what is left of the scatter at the largest budget (L(N)'s) and below it (the joint surface's)
+    # once the errors per size and per training are taken out
+    assert noise == pytest.approx((0.002, 0.002, 0.001, (0.006 ** 2 - 8e-6) ** 0.5))
+    assert assumed(fit_json(), "gpt", (0.01, 0.0, 0.0, 0.0))[1] == (0.01, 0.0, 0.0, 0.0)
     with pytest.raises(UserError, match="no joint L\\(N, D\\) fit for lstm"):
         assumed(fit_json(), "lstm", None)
+
+
+def test_the_runs_below_the_largest_budget_get_their_own_error():
+    rows = fit_rows(planned([1e4, 1e5, 1e6]))
+    rng = np.random.default_rng(0)
+    exact = {r["run"]: r["loss"] for r in draw(rows, LAW, (0, 0, 0, 0), rng)}
+    noisy = draw(rows, LAW, (0, 0, 0, 0.05), rng)
+    moved = {r["tokens"]: abs(np.log(r["loss"] / exact[r["run"]])) > 1e-9 for r in noisy}
+    assert moved == {250000: True, 1000000: True, 2500000: False}
 
 
 def test_rows_are_the_planned_runs_for_the_fits_with_their_trunks_and_seeds():
@@ -60,8 +71,8 @@ def test_rows_are_the_planned_runs_for_the_fits_with_their_trunks_and_seeds():
 
 def test_noisier_studies_forecast_wider_intervals_that_still_hold_the_truth():
     plan = planned(np.geomspace(3e3, 6e6, 8), seeded=(1, 5))
-    quiet = forecast_fits(plan, fit_json(), studies=6, n_bootstrap=50, noise=(0.001, 0.001, 0.001))["gpt"]
-    loud = forecast_fits(plan, fit_json(), studies=6, n_bootstrap=50, noise=(0.01, 0.01, 0.01))["gpt"]
+    quiet = forecast_fits(plan, fit_json(), studies=6, n_bootstrap=50, noise=(0.001,) * 4)["gpt"]
+    loud = forecast_fits(plan, fit_json(), studies=6, n_bootstrap=50, noise=(0.01,) * 4)["gpt"]
     for label in ("L(N) alpha", "joint alpha", "joint beta"):
         q, lo = quiet["exponents"][label], loud["exponents"][label]
         assert q["fitted"] == 6 and q["median_width"] < lo["median_width"], label
@@ -84,7 +95,7 @@ def test_study_forecasts_a_config_from_a_fit_json_and_stops(tmp_path):
     (["--forecast=/nonexistent/fit.json"], "forecast: no file /nonexistent/fit.json"),
     (["--forecast={bad}"], "cannot read .* as JSON"),
     (["--forecast={no_joint}"], "no joint L\\(N, D\\) fit for gpt"),
-    (["--forecast={quick}", "--forecast_noise=0.1,0.2"], "forecast_noise must be three errors"),
+    (["--forecast={quick}", "--forecast_noise=0.1,0.2,0.1"], "forecast_noise must be four errors"),
     (["--forecast={quick}", "--forecast_studies=0"], "forecast_studies must be at least 1"),
 ])
 def test_forecast_mistakes_are_one_line(tmp_path, argv, message):
@@ -97,7 +108,7 @@ def test_forecast_mistakes_are_one_line(tmp_path, argv, message):
 
 def test_parse_noise():
     assert parse_noise("") is None
-    assert parse_noise("0.002,0.002,0.001") == (0.002, 0.002, 0.001)
-    for bad in ("a,b,c", "0.1,0.1", "-0.1,0,0", "1,0,0"):
+    assert parse_noise("0.002,0.002,0.001,0.005") == (0.002, 0.002, 0.001, 0.005)
+    for bad in ("a,b,c,d", "0.1,0.1,0.1", "-0.1,0,0,0", "1,0,0,0"):
         with pytest.raises(UserError):
             parse_noise(bad)
