@@ -215,9 +215,10 @@ def markdown(report):
     if report["sampling"]:
         lines += ["" if lines else None, head + "| run | tunes | tokens | decoding s | tokens/s | CUDA-graph step |", "|---" * 10 + "|"]
         for graph, s in report["sampling"]["modes"].items():
+            failed = graph == "True" and report["device"] == "cuda" and s.get("captured") is False
             lines.append(lead + f"| {report['sampling']['run']} | {s['tunes']} | {s['tokens']:,} | "
                          f"{s['decode_s']:.2f} | {fmt(s['tokens_per_s'], ',.0f')} | "
-                         f"{graph if s.get('captured') is not False else graph + ' (capture failed: op by op)'} |")
+                         f"{graph + ' (capture failed: op by op)' if failed else graph} |")
     if report["studies"]:
         lines += ["" if lines else None, head + "| study | training processes | their wall-clock s | their steps s | wall / steps |",
                   "|---" * 9 + "|"]

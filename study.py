@@ -4,7 +4,7 @@ sample and score tunes, and write the report.
 
     python study.py config/study_quick.py                      # GPT + LSTM, 6 sizes x 3 budgets each, ~8 min on 2 CPU cores
     python study.py config/study_quick.py --out_dir=out/mine    # same study, another folder
-    python study.py config/study_gpu.py                        # GPT + LSTM over 3+ decades of N, one GPU, ~10 min
+    python study.py config/study_gpu.py                        # GPT + LSTM over 3+ decades of N, one GPU, ~10-13 min
     python study.py config/study_lakh.py --dataset_input=/data/lmd_full   # the full study, one GPU
     python study.py config/study_quick.py --dry_run=True        # the plan only (sizes, tokens, FLOPs): printed,
                                                                 # and in out_dir/plan.json for programs
@@ -157,7 +157,7 @@ estimate = False          # time a few steps of every planned run on this device
 estimate_steps = 5        # timed optimizer steps per run for estimate (after 2 warm-up steps)
 forecast = ''             # a finished study's fit.json: print what this plan's fits should give, drawn from that
                           # study's laws and noise (interval widths against the exponents: will it conclude?), stop
-forecast_studies = 40     # simulated studies per family (forecast_bootstrap resamples each: ~1 s a study)
+forecast_studies = 40     # simulated studies per family (forecast_bootstrap resamples each: ~2 s a study)
 forecast_noise = ''       # '' = the finished study's; 'SIZE,TRAINING,RUN,RUN_BELOW': errors in ln loss (fits/forecast.py)
 forecast_bootstrap = 200
 # several trainings at once on one device; each is the same run it would be alone (see train_runs.py)
@@ -276,13 +276,17 @@ def forecast_inputs(cfg):
         fail(f"forecast: cannot read {source} as JSON ({e})")
     if not isinstance(fit, dict) or not all(isinstance(v, dict) for v in fit.values()):
         fail(f"forecast: {source} is not a study's fit.json")
-    if cfg["forecast_studies"] < 1:
-        fail(f"forecast_studies must be at least 1, got {cfg['forecast_studies']}")
+    for key in ("forecast_studies", "forecast_bootstrap"):
+        if cfg[key] < 1:
+            fail(f"{key} must be at least 1, got {cfg[key]}")
     return fit, parse_noise(cfg["forecast_noise"])
 
 
-def print_forecast(plan, fit, noise, cfg):
+def print_forecast(plan, fit, noise, cfg, have_data):
     """--forecast: this plan's fits on studies drawn from a finished study's laws and noise (fits/forecast.py)."""
+    if not have_data:
+        print(f"note: {cfg['data_dir'] or 'the dataset'} is not prepared yet: the plan assumes a vocabulary of 128, so "
+              f"the smallest sizes' N is a few percent off")
     families = {r["model_type"] for r in plan}
     with progress_bar(total=cfg["forecast_studies"] * len(families), desc="forecast", unit="study") as bar:
         result = forecast_fits(plan, fit, cfg["forecast_studies"], cfg["forecast_bootstrap"], cfg["ci_level"],
@@ -330,7 +334,7 @@ def main(argv=None):
     if cfg["forecast"]:  # the plan on the dataset if prepared (else a vocabulary of 128), nothing trained
         fit, noise = forecast_inputs(cfg)
         _, _, plan, _ = plan_study()
-        print_forecast(plan, fit, noise, cfg)
+        print_forecast(plan, fit, noise, cfg, have_data)
         return None
     if not (have_data or cfg["dry_run"]):  # a study (or --estimate) about to prepare its data: one line before any work
         if cfg["dataset_input_required"] and not cfg["dataset_input"]:

@@ -43,3 +43,22 @@ def test_the_cpu_version_produces_every_row_with_its_fields(tmp_path, char_datas
     assert "| config/lstm_tiny.py:5000 |" in tables[0][3] and "| 1.50x |" in tables[2][2]
     assert "(max-autotune-no-cudagraphs: bench.py " in tables[0][2]
     assert report["markdown"] in capsys.readouterr().out
+
+
+def test_rows_say_when_a_cuda_graph_did_not_run():
+    """A CUDA graph torch skipped in training, or a capture sample.py could not make, runs op by op: the rows must
+    say so rather than report that speed as the graph's. Off CUDA nothing is captured and nothing is flagged."""
+    train = {"tokens_per_s": 1e6, "mfu": 0.1, "compile_time_s": 5.0, "cuda_graph_skips": 2}
+    bench = {"tokens_per_s": 1e6, "mfu": 0.1, "warmup_s": 9.0, "compiled": True}
+    modes = {graph: {"tunes": 4, "tokens": 100, "decode_s": 1.0, "tokens_per_s": 100.0, "captured": False}
+             for graph in ("True", "False")}
+    report = {"date": "d", "commit": "c", "device_name": "GPU", "torch_version": "t", "device": "cuda",
+              "training": [{"config": "config/gpt_small.py", "max_tokens": 0, "train": train, "train_quiet": None,
+                            "bench": {"auto": bench}, "train_over_bench": 1.0, "compile_mode": "reduce-overhead"}],
+              "sampling": {"run": "r", "modes": modes}, "studies": []}
+    rows = bench_gpu.markdown(report).splitlines()
+    assert "reduce-overhead (2 CUDA graphs skipped in train.py)" in rows[2]
+    sampled = [row for row in rows if row.startswith("| d |") and "| r |" in row]
+    assert sampled[0].endswith("| True (capture failed: op by op) |") and sampled[1].endswith("| False |")
+    report["device"] = "cpu"
+    assert "capture failed" not in bench_gpu.markdown(report)

@@ -6,11 +6,11 @@ than half the exponent (issue #30's bar for a study that concludes), and how oft
 
 The errors of a draw, in ln loss: one per size that all of the size's runs share (fit.json's size_sigma), one per
 training that a wsd trunk's branches share (its sigma: what repeated seeds differ by), and each run's own: at the
-largest budget the rest of what L(N)'s runs scattered there (its residual_rms_log), below it the rest of what the
-joint surface's runs scattered (the joint residual_rms_log: the quick study's short cooldowns scattered ~1%, its
-largest budget ~0.2%). Every draw follows the law down to the smallest size: a forecast says what a design can
-resolve through such errors, not what a surface that misses the law costs (the study's lack-of-fit check tells);
-docs/fits.md compares the forecast of the quick study's design with the intervals that study got."""
+largest budget the rest of what L(N)'s runs scattered there (its residual_rms_log), below it the rest of what those
+runs scattered about the joint surface (the quick study's: GPT 1.25%, LSTM 1.32%; at its largest budget 0.2-1%).
+Every draw follows the law down to the smallest size: a forecast says what a design can resolve through such
+errors, not what a surface that misses the law costs (the study's lack-of-fit check tells); docs/fits.md compares
+the forecast of the quick study's design with the intervals that study got."""
 import numpy as np
 
 from music_scaling_laws.errors import UserError
@@ -33,12 +33,18 @@ def fit_rows(plan, fit_params="all"):
     return rows
 
 
-def assumed(fit, family, noise):
+def assumed(fit, family, noise, fit_params="all"):
     """(law, errors) of one family from a finished study's fit.json: the joint law L = E + A/N^alpha + B/D^beta, and
     (per size, per training, per run at the largest budget, per run below it) errors in ln loss, from fit.json where
-    noise is None."""
+    noise is None. A one-line UserError where fit.json cannot say them for this plan."""
     fam = fit.get(family)
-    joint = (fam or {}).get("joint") or {}
+    if not isinstance(fam, dict):
+        raise UserError(f"the fit.json given to forecast has no {family} fit (the plan trains {family}; give a study "
+                        f"that fitted it)")
+    if fam.get("n_fitted", fit_params) != fit_params:
+        raise UserError(f"the fit.json given to forecast fitted {family} on {fam['n_fitted']} parameters, this "
+                        f"study's fits use fit_params={fit_params}: set the same")
+    joint = fam.get("joint") or {}
     if not all(k in joint for k in ("E", "A", "alpha", "B", "beta")):
         raise UserError(f"the fit.json given to forecast has no joint L(N, D) fit for {family} (it needs a study "
                         f"with 2+ token budgets of that family)")
@@ -47,8 +53,20 @@ def assumed(fit, family, noise):
         size, training = float(fam.get("size_sigma") or 0.0), float(fam.get("sigma") or 0.0)
         shared = size ** 2 + training ** 2
         rest = lambda rms: max(0.0, float(rms or 0.0) ** 2 - shared) ** 0.5  # noqa: E731
-        noise = (size, training, rest(fam.get("residual_rms_log")), rest(joint.get("residual_rms_log")))
+        noise = (size, training, rest(fam.get("residual_rms_log")), rest(below_top_scatter(joint, law)))
     return law, noise
+
+
+def below_top_scatter(joint, law):
+    """The rms of ln(loss / law) of the joint fit's runs below its largest budget (the whole fit's where fit.json
+    does not list its runs' N, D and loss)."""
+    try:
+        n, d, loss = (np.asarray(joint[k], float) for k in ("n_params", "tokens", "loss"))
+        below = d < 0.99 * d.max()
+        pred = law["E"] + law["A"] * n[below] ** -law["alpha"] + law["B"] * d[below] ** -law["beta"]
+        return float(np.sqrt(np.mean(np.log(loss[below] / pred) ** 2))) if below.any() else 0.0
+    except (KeyError, TypeError, ValueError):
+        return joint.get("residual_rms_log")
 
 
 def parse_noise(text):
@@ -80,14 +98,18 @@ def draw(rows, law, noise, rng):
 
 
 def forecast_fits(plan, fit, studies=40, n_bootstrap=200, ci_level=0.95, fit_params="all", noise=None, seed=0,
-             progress=None):
-    """{family: {"law", "noise", "studies", "exponents": {label: {truth, median_width, width_over_truth,
-    share_within_half, coverage, fitted}}}} for every family of plan that fit has a joint law for."""
+                  progress=None):
+    """{family: {"law", "noise", "studies", "budgets", "exponents": {label: {truth, median_width, width_over_truth,
+    share_within_half, coverage, fitted}}}} for every family of plan. A draw whose fit gives no interval counts as
+    one that did not conclude (not within half, not covering); a family with one budget has no joint exponents."""
     rows = fit_rows(plan, fit_params)
+    families = sorted({r["family"] for r in rows})
+    assumptions = {family: assumed(fit, family, noise, fit_params) for family in families}  # every error first
     out = {}
-    for family in sorted({r["family"] for r in rows}):
-        law, fam_noise = assumed(fit, family, noise)
+    for family in families:
+        law, fam_noise = assumptions[family]
         fam_rows = [r for r in rows if r["family"] == family]
+        budgets = len({f"{r['tokens']:.3g}" for r in fam_rows})
         rng = np.random.default_rng(seed)
         found = {label: [] for _, label, _ in EXPONENTS}
         for i in range(studies):
@@ -99,16 +121,19 @@ def forecast_fits(plan, fit, studies=40, n_bootstrap=200, ci_level=0.95, fit_par
                 progress()
         exponents = {}
         for name, label, _ in EXPONENTS:
-            cis = [ci for ci in found[label] if ci is not None]
-            truth = law[name]
+            if label.startswith("joint") and budgets < 2:
+                exponents[label] = None
+                continue
+            truth, cis = law[name], [ci for ci in found[label] if ci is not None]
             widths = np.array([hi - lo for lo, hi in cis])
             exponents[label] = {
                 "truth": truth, "fitted": len(cis),
                 "median_width": float(np.median(widths)) if cis else None,
                 "width_over_truth": float(np.median(widths) / truth) if cis else None,
-                "share_within_half": float(np.mean(widths <= truth / 2)) if cis else None,
-                "coverage": float(np.mean([lo <= truth <= hi for lo, hi in cis])) if cis else None}
-        out[family] = {"law": law, "noise": list(fam_noise), "studies": studies, "exponents": exponents}
+                "share_within_half": float(np.sum(widths <= truth / 2)) / studies,
+                "coverage": sum(lo <= truth <= hi for lo, hi in cis) / studies}
+        out[family] = {"law": law, "noise": list(fam_noise), "studies": studies, "budgets": budgets,
+                       "exponents": exponents}
     return out
 
 
@@ -125,9 +150,12 @@ def forecast_text(result, source, n_bootstrap, ci_level):
         lines.append(f"  {'exponent':12s} {'truth':>6s} {'median ' + pct + ' width':>17s} {'width/truth':>11s} "
                      f"{'width <= half':>13s} {'coverage':>8s}")
         for label, e in f["exponents"].items():
-            if e["median_width"] is None:
+            if e is None:
+                lines.append(f"  {label:12s} no joint fit: the plan has one token budget of {family}")
+            elif e["median_width"] is None:
                 lines.append(f"  {label:12s} {e['truth']:6.3f}  no interval in any draw")
-                continue
-            lines.append(f"  {label:12s} {e['truth']:6.3f} {e['median_width']:17.3f} {e['width_over_truth']:11.2f} "
-                         f"{e['share_within_half']:13.0%} {e['coverage']:8.0%}")
+            else:
+                missing = f"  (an interval in {e['fitted']} of {f['studies']} draws)" if e["fitted"] < f["studies"] else ""
+                lines.append(f"  {label:12s} {e['truth']:6.3f} {e['median_width']:17.3f} {e['width_over_truth']:11.2f} "
+                             f"{e['share_within_half']:13.0%} {e['coverage']:8.0%}{missing}")
     return "\n".join(lines)
