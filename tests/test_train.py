@@ -449,3 +449,20 @@ def test_a_bogus_compile_mode_and_an_out_dir_that_cannot_be_made_are_one_line(ch
     with pytest.raises(SystemExit) as excinfo:
         run(char_dataset, out, bad)
     assert message in exit_message(excinfo)
+
+
+@pytest.mark.parametrize("sig, survives", [("SIGTERM", True), ("SIGHUP", True), ("SIGINT", False)])
+def test_a_burst_of_stop_signals_still_stops_at_a_checkpoint_but_ctrl_c_twice_does_not_wait(sig, survives):
+    """scancel signals every process of a job and the launchers in between pass the signal on, so train.py gets
+    SIGTERM two or three times: a repeat must not end the run before its checkpoint (it did, now and then, in the
+    fake-SLURM stop test). Ctrl-C twice still ends it at once."""
+    code = ("import os, signal, sys\n"
+            "from music_scaling_laws.training.loop_state import StopSignals\n"
+            "stop = StopSignals()\n"
+            f"for _ in range(3):\n    os.kill(os.getpid(), signal.{sig})\n"
+            f"sys.exit(0 if stop.received == '{sig}' else 3)\n")  # SIGHUP sends stderr to /dev/null
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    if survives:
+        assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    else:
+        assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr

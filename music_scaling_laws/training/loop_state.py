@@ -35,9 +35,12 @@ class StepClock:
 
 class StopSignals:
     """SIGTERM and SIGINT ask the run to stop at the next step boundary (with a checkpoint) instead of dying
-    mid-step; a second signal acts as usual. SIGHUP (the terminal closed, or the study.py that ran this died: its
-    parent-death signal) does the same, with the output sent to /dev/null first: whoever read it is gone, and a
-    write to the broken pipe would end the run before its checkpoint. The previous handlers come back on restore()."""
+    mid-step; a second Ctrl-C (SIGINT) acts as usual, for a user in a hurry. A repeated SIGTERM asks the same again:
+    they come in bursts (scancel signals every process of the job, and the launchers in between pass it on too), and
+    the second of them must not end the run before its checkpoint. SIGHUP (the terminal closed, or the study.py that
+    ran this died: its parent-death signal) stops the run the same way, with the output sent to /dev/null first:
+    whoever read it is gone, and a write to the broken pipe would end the run before its checkpoint. The previous
+    handlers come back on restore()."""
 
     def __init__(self):
         self.received = None
@@ -49,8 +52,9 @@ class StopSignals:
             for fd in (1, 2):
                 os.dup2(devnull, fd)
             os.close(devnull)
-        self.received = signal.Signals(signum).name
-        signal.signal(signum, self.previous[signum])
+        self.received = self.received or signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signum, self.previous[signum])
 
     def restore(self):
         for sig, handler in self.previous.items():
