@@ -14,6 +14,7 @@ the forecast of the quick study's design with the intervals that study got."""
 import numpy as np
 
 from music_scaling_laws.errors import UserError
+from music_scaling_laws.fits.joint_fit import predict
 from music_scaling_laws.fits.power_law import fit_all
 
 EXPONENTS = (("alpha", "L(N) alpha", lambda f: f), ("alpha", "joint alpha", lambda f: f.get("joint")),
@@ -63,8 +64,8 @@ def below_top_scatter(joint, law):
     try:
         n, d, loss = (np.asarray(joint[k], float) for k in ("n_params", "tokens", "loss"))
         below = d < 0.99 * d.max()
-        pred = law["E"] + law["A"] * n[below] ** -law["alpha"] + law["B"] * d[below] ** -law["beta"]
-        return float(np.sqrt(np.mean(np.log(loss[below] / pred) ** 2))) if below.any() else 0.0
+        return float(np.sqrt(np.mean(np.log(loss[below] / predict(law, n[below], d[below])) ** 2))) \
+            if below.any() else 0.0
     except (KeyError, TypeError, ValueError):
         return joint.get("residual_rms_log")
 
@@ -87,9 +88,9 @@ def parse_noise(text):
 def draw(rows, law, noise, rng):
     """One simulated study: rows with a loss from the law and the errors."""
     shared, top = {}, max(r["tokens"] for r in rows)  # each size's and training's error, drawn once
+    losses = predict(law, np.array([r["law_n"] for r in rows]), np.array([r["tokens"] for r in rows]))
     out = []
-    for r in rows:
-        loss = law["E"] + law["A"] * r["law_n"] ** -law["alpha"] + law["B"] * r["tokens"] ** -law["beta"]
+    for r, loss in zip(rows, losses):
         err = (shared.setdefault(("size", r["law_n"]), rng.normal(0, noise[0]))
                + shared.setdefault(("training", r["trunk"] or r["run"]), rng.normal(0, noise[1]))
                + rng.normal(0, noise[2] if r["tokens"] >= 0.99 * top else noise[3]))
