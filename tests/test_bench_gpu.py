@@ -2,10 +2,13 @@
 config, sampling with and without the captured step, a study's process overhead from run_timings.json -- and prints
 BENCHMARKS.md rows with the date, the commit, the device and the torch version. Not timed: it checks the rows."""
 import json
+import os
+import subprocess
 
 import torch
 
 import bench_gpu
+from helpers import REPO
 
 
 def test_the_cpu_version_produces_every_row_with_its_fields(tmp_path, char_dataset, capsys):
@@ -62,3 +65,15 @@ def test_rows_say_when_a_cuda_graph_did_not_run():
     assert sampled[0].endswith("| True (capture failed: op by op) |") and sampled[1].endswith("| False |")
     report["device"] = "cpu"
     assert "capture failed" not in bench_gpu.markdown(report)
+
+
+def test_gpu_checks_refuses_an_unknown_step_or_limit_before_any_work(tmp_path):
+    """.ci/gpu_checks (BENCHMARKS.md: a lent GPU's checks in one call) checks every NAME:SECONDS first, so a typo
+    costs nothing of a device call: one line, exit 1, no wheel installed and no step run."""
+    for args, message in ((["tests:60", "bogus"], "error: unknown step bogus"),
+                          (["bench:6x"], "error: the limit of bench must be seconds, got 6x")):
+        proc = subprocess.run(["bash", str(REPO / ".ci" / "gpu_checks"), *args], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, "OUT": str(tmp_path / "out")})
+        assert proc.returncode == 1 and proc.stderr.strip() == message + (
+            " (tests, bench, study_quick, study_gpu)" if "unknown" in message else ""), proc.stderr
+        assert not (tmp_path / "out").exists()

@@ -115,8 +115,9 @@ def test_a_plan_with_one_budget_has_no_joint_exponents_to_forecast():
     assert "no joint fit: the plan has one token budget of gpt" in forecast_text(result, "f", 20, 0.95)
 
 
-def test_study_forecasts_a_config_from_a_fit_json_and_stops(tmp_path):
-    out = forecast_cli("config/study_quick.py", f"--forecast={QUICK_FIT}", "--forecast_studies=2",
+@pytest.mark.parametrize("config", ["config/study_quick.py", "config/study_gpu.py"])  # README's: the GPU study
+def test_study_forecasts_a_config_from_a_fit_json_and_stops(tmp_path, config):
+    out = forecast_cli(config, f"--forecast={QUICK_FIT}", "--forecast_studies=2",
                        "--forecast_bootstrap=20", f"--out_dir={tmp_path / 'study'}", f"--data_dir={tmp_path / 'none'}")
     assert "forecast: this plan's fits" in out
     for family in ("gpt", "lstm"):
