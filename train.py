@@ -299,7 +299,7 @@ def train_run(argv, defaults, stop):
         if skipped:
             print(f"note: torch.compile ran {skipped} of its CUDA graphs op by op (its warning above says why)")
         write_results(results, c.out_dir, log, s.train_loss(), wandb)
-    leave(ddp, lock)
+    leave(ddp, lock)  # under torchrun each rank's process ends in there
     return results
 
 
