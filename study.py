@@ -84,9 +84,10 @@ import sys
 import time
 
 from music_scaling_laws.configurator import config_keys, configure
-from music_scaling_laws.data.dataset import (META, STATS, TrainOrder, hold_lock, iteration_plan, load_dataset,
-                                             read_json, write_json_atomic)
+from music_scaling_laws.data.dataset import (META, STATS, TrainOrder, iteration_plan, load_dataset, read_json,
+                                             write_json_atomic)
 from music_scaling_laws.errors import UserError, exit_on_user_error, fail
+from music_scaling_laws.lifetime import hold_lock
 from music_scaling_laws.run_files import (LOGS, perplexity_path, report_paths, run_timings_path, study_config_path,
                                           study_lock_path, study_run_dir, timings_path)
 from music_scaling_laws.fits.forecast import forecast_fits, forecast_text, parse_noise

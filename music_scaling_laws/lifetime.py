@@ -12,11 +12,14 @@ and the scripts study.py runs get SIGHUP when it dies (script_runs.run_script: a
 checkpoints and stops):
   - on Linux the kernel sends the worker SIGKILL the moment its parent dies (prctl PR_SET_PDEATHSIG);
   - elsewhere, or where prctl is refused, a thread in the worker polls its parent twice a second;
-  - the locks the parent holds (dataset.hold_lock) are closed in the worker: a forked child shares the parent's
+  - the locks the parent holds (hold_lock) are closed in the worker: a forked child shares the parent's
     open file, and an flock lives until its last holder closes it, so an orphan used to keep the lock forever.
+The locks themselves live here too: hold_lock is how prepare.py, train.py and study.py keep a second writer out of
+their output folders for exactly as long as the process lives.
 """
 import contextlib
 import ctypes
+import errno
 import functools
 import os
 import shutil
@@ -25,6 +28,9 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
+
+from music_scaling_laws.errors import UserError
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _POLL_S = 0.5          # the fallback's check of the parent, in seconds
@@ -150,7 +156,6 @@ def worker_init(parent_pid, fallback_only=False):
     """Initializer of every worker pool of the suite (ProcessPoolExecutor(initializer=worker_init,
     initargs=(os.getpid(),))): the worker dies with its parent, holds none of its locks, and leaves Ctrl-C to it
     (a terminal sends SIGINT to the whole process group; the parent stops the workers itself)."""
-    from music_scaling_laws.data.dataset import release_inherited_locks
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not run the parent's stop handler
     release_inherited_locks()
@@ -166,3 +171,39 @@ def end_pool(pool):
         process.kill()
     for process in processes:
         process.join(timeout=5)
+
+
+# ----------------------------------------------------------------------------- locks a process holds
+
+_held_locks = weakref.WeakSet()  # the locks this process holds (hold_lock), for release_inherited_locks
+
+
+def hold_lock(path, busy_message, what="the lock"):
+    """The open file at path under an exclusive kernel lock, held while it stays open: a second writer gets
+    UserError(busy_message); the kernel lets go when the process ends, however it ends, so no lock is left stuck.
+    A file system without locks (some network and FUSE mounts) is one line of its own, not taken for a second
+    writer; so is a folder where the lock file cannot be created."""
+    import fcntl  # POSIX only: imported where it is used
+    try:
+        lock = open(path, "a+")
+    except OSError as e:
+        raise UserError(f"cannot create {what} {path}: {e.strerror}")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        lock.close()
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise UserError(busy_message)
+        raise UserError(f"the file system of {os.path.dirname(os.path.abspath(path))} does not support locking ({what} "
+                        f"{path}: {e.strerror}); use a folder on a local disk")
+    _held_locks.add(lock)
+    return lock
+
+
+def release_inherited_locks():
+    """Close, in a forked child, the locks its parent holds: the child shares the parent's open file, and an
+    flock lasts until its last holder closes it, so a child that outlived the parent would keep the lock.
+    Closing the child's copy leaves the parent's lock in place (worker_init calls this)."""
+    for lock in list(_held_locks):
+        lock.close()
+    _held_locks.clear()

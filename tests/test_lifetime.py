@@ -11,15 +11,14 @@ import textwrap
 
 import pytest
 
-from music_scaling_laws.data.dataset import hold_lock
 from music_scaling_laws.errors import UserError
+from music_scaling_laws.lifetime import hold_lock
 from helpers import REPO, left_running, tagged, wait_for
 
 POOL = textwrap.dedent("""
     import os, sys, time
     from concurrent.futures import ProcessPoolExecutor
-    from music_scaling_laws.data.dataset import hold_lock
-    from music_scaling_laws.lifetime import worker_init
+    from music_scaling_laws.lifetime import hold_lock, worker_init
     lock = hold_lock(sys.argv[1], "busy")
     pool = ProcessPoolExecutor(2, initializer=worker_init, initargs=(os.getpid(), sys.argv[2] == "fallback"))
     futures = [pool.submit(time.sleep, 300) for _ in range(2)]

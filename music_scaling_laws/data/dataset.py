@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import os
-import weakref
 
 import numpy as np
 
@@ -49,41 +48,6 @@ def write_json_atomic(obj, path, indent=2):
         json.dump(obj, f, indent=indent)
         f.write("\n")
     os.replace(tmp, path)
-
-
-_held_locks = weakref.WeakSet()  # the locks this process holds (hold_lock), for release_inherited_locks
-
-
-def hold_lock(path, busy_message, what="the lock"):
-    """The open file at path under an exclusive kernel lock, held while it stays open: a second writer gets
-    raise UserError(busy_message); the kernel lets go when the process ends, however it ends, so no lock is left stuck. A
-    file system without locks (some network and FUSE mounts) is one line of its own, not taken for a second
-    writer; so is a folder where the lock file cannot be created."""
-    import errno
-    import fcntl
-    try:
-        lock = open(path, "a+")
-    except OSError as e:
-        raise UserError(f"cannot create {what} {path}: {e.strerror}")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        lock.close()
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise UserError(busy_message)
-        raise UserError(f"the file system of {os.path.dirname(os.path.abspath(path))} does not support locking ({what} "
-             f"{path}: {e.strerror}); use a folder on a local disk")
-    _held_locks.add(lock)
-    return lock
-
-
-def release_inherited_locks():
-    """Close, in a forked child, the locks its parent holds: the child shares the parent's open file, and an
-    flock lasts until its last holder closes it, so a child that outlived the parent would keep the lock.
-    Closing the child's copy leaves the parent's lock in place (lifetime.worker_init calls this)."""
-    for lock in list(_held_locks):
-        lock.close()
-    _held_locks.clear()
 
 
 # ----------------------------------------------------------------------------- a dataset folder

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 
 from music_scaling_laws.errors import UserError
-from music_scaling_laws.data.dataset import META, SPLITS, STATS, hold_lock
+from music_scaling_laws.lifetime import hold_lock
+from music_scaling_laws.data.dataset import META, SPLITS, STATS
 from music_scaling_laws.data.tokenizer import BPE_FILE
 
 _LISTED_FAILURES = 20  # failed files named in stats.md

@@ -9,7 +9,7 @@ import uuid
 import torch
 
 from music_scaling_laws.errors import DISK_FULL, UserError
-from music_scaling_laws.data.dataset import hold_lock
+from music_scaling_laws.lifetime import hold_lock
 from music_scaling_laws.training.hardware import rng_state, set_rng_state
 from music_scaling_laws.run_files import LOCK, is_perplexity_file, is_run_file
 
