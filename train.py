@@ -224,6 +224,10 @@ def train_run(argv, defaults, stop):
     # the training loop
     s = LoopState.start(progress, t_start, dev, device_type)
 
+    def stopped(at):
+        fail(f"stopped by {stop.received or 'a signal to another rank'} at iteration {at}: {ckpt_path} holds the "
+             f"run; continue it with --out_dir={c.out_dir} --init_from=resume")
+
     def checkpoint(path=ckpt_path):
         save_checkpoint(path, raw_model, optimizer, scaler, cfg, model_args, plan, s.snapshot(tokens_at(s.iter_num)),
                         {**data.meta, **data.fingerprints()}, device_type, ddp)
@@ -245,8 +249,7 @@ def train_run(argv, defaults, stop):
                 for budget in branch_at.get(s.iter_num, ()):
                     checkpoint(run_files.branch_checkpoint_path(c.out_dir, budget))
                 if s.stop_now:
-                    fail(f"stopped by {stop.received or 'a signal to another rank'} at iteration {s.iter_num}: "
-                         f"{ckpt_path} holds the run; continue it with --out_dir={c.out_dir} --init_from=resume")
+                    stopped(s.iter_num)
                 if at_eval:
                     val_loss = estimate_loss(raw_model, val_tokens, c, ctx, rank, world_size)
                     if master:
@@ -281,7 +284,6 @@ def train_run(argv, defaults, stop):
                 s.clock.start()
     finally:
         pbar.close()  # also when a divergence or a signal stops the run
-        stop.restore()  # after the loop a signal acts as usual: the final checkpoint is written first thing
 
     # the end: checkpoint, an exact pass over the whole validation split, a train-loss estimate
     s.finish()
@@ -289,6 +291,11 @@ def train_run(argv, defaults, stop):
     checkpoint()
     for budget in branch_at.get(total_iters, ()):  # the largest budget branches where the trunk ends
         checkpoint(run_files.branch_checkpoint_path(c.out_dir, budget))
+    # a stop that came during the last step or while its checkpoints were written stops here, every rank alike (a
+    # resume then only evaluates); from here on a signal acts as usual, and the checkpoint holds the whole training
+    if agree(stop.received is not None, dev, ddp):
+        stopped(s.iter_num)
+    stop.restore()
     val_loss, val_targets = exact_loss(raw_model, data.split("val"), data.eot_id, c.block_size, c.batch_size, dev, ctx,
                                        rank=rank, world_size=world_size)
     train_loss = estimate_loss(raw_model, train_tokens, c, ctx, rank, world_size)

@@ -17,7 +17,7 @@ import train
 from music_scaling_laws.errors import UserError
 from music_scaling_laws.training import step
 from model import load_checkpoint
-from helpers import exit_message, read_log, run, tiny_args, wait_for
+from helpers import ONE_THREAD, exit_message, read_log, run, tiny_args, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -449,6 +449,32 @@ def test_a_bogus_compile_mode_and_an_out_dir_that_cannot_be_made_are_one_line(ch
     with pytest.raises(SystemExit) as excinfo:
         run(char_dataset, out, bad)
     assert message in exit_message(excinfo)
+
+
+def test_a_stop_while_the_final_checkpoint_is_written_still_stops_there_and_a_resume_only_evaluates(char_dataset,
+                                                                                                    tmp_path):
+    """SIGTERM while the last step's checkpoint is being written (the run's own, here the only one: ckpt_interval=0)
+    ends the run as a stop does, once that checkpoint is on disk, instead of killing it mid-write (the default
+    handler, which came back at the end of the loop, did: the run lost everything since its last checkpoint). The
+    resume trains no step and writes the results."""
+    out = tmp_path / "run"
+    code = ("import os, signal, sys, train\n"
+            "real = train.save_checkpoint\n"
+            "def save_and_be_stopped(*args, **kwargs):\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    real(*args, **kwargs)\n"
+            "train.save_checkpoint = save_and_be_stopped\n"
+            "train.main(sys.argv[1:])\n")
+    proc = subprocess.run([sys.executable, "-c", code, *tiny_args(char_dataset, out, "--max_iters=12",
+                                                                  "--ckpt_interval=0")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, **ONE_THREAD})
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-500:])  # not -SIGTERM: killed mid-write
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: stopped by SIGTERM at iteration 12:")
+    assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 12 and not (out / "results.json").exists()
+    logged = len(read_log(out))
+    resumed = train.main([f"--out_dir={out}", "--init_from=resume"])
+    assert json.loads((out / "results.json").read_text())["val_loss"] == resumed["val_loss"]
+    assert resumed["tokens_trained"] > 0 and all(e["iter"] == 12 for e in read_log(out)[logged:])
 
 
 @pytest.mark.parametrize("sig, survives", [("SIGTERM", True), ("SIGHUP", True), ("SIGINT", False)])
