@@ -224,9 +224,10 @@ def train_run(argv, defaults, stop):
     # the training loop
     s = LoopState.start(progress, t_start, dev, device_type)
 
-    def stopped(at):
-        fail(f"stopped by {stop.received or 'a signal to another rank'} at iteration {at}: {ckpt_path} holds the "
-             f"run; continue it with --out_dir={c.out_dir} --init_from=resume")
+    def stopped(at):  # every rank stops at the same step: each rank's stop is agreed
+        pbar.close()
+        leave(ddp, lock, f"stopped by {stop.received or 'a signal to another rank'} at iteration {at}: {ckpt_path} "
+                         f"holds the run; continue it with --out_dir={c.out_dir} --init_from=resume")
 
     def checkpoint(path=ckpt_path):
         save_checkpoint(path, raw_model, optimizer, scaler, cfg, model_args, plan, s.snapshot(tokens_at(s.iter_num)),

@@ -306,6 +306,35 @@ def test_torchrun_on_k_ranks_trains_exactly_like_one_process(char_dataset, tmp_p
 
 
 @pytest.mark.slow
+def test_a_stopped_torchrun_job_checkpoints_once_and_resumes_like_one_process(char_dataset, tmp_path):
+    """scancel and docker stop signal every process of a torchrun job (the launcher passes SIGTERM on too): the ranks
+    stop together at one step with one checkpoint, every rank exits with the one-line message (no abort as Python
+    shuts down), and the job resumed under torchrun ends like one process trained without a stop."""
+    args = ["--max_iters=160", "--eval_interval=0", "--log_interval=2", "--batch_size=4",
+            "--gradient_accumulation_steps=2"]
+    single = run(char_dataset, tmp_path / "single", *args)
+    out = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*torchrun, *tiny_args(char_dataset, out, *args)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    wait_for(lambda: (out / "log.jsonl").exists() and len((out / "log.jsonl").read_text().splitlines()) >= 3, proc,
+             timeout=300, poll=0.01)
+    os.killpg(proc.pid, signal.SIGTERM)  # as scancel does: the launcher and both ranks
+    _, stderr = proc.communicate(timeout=120)
+    stopped_at = torch.load(out / "ckpt.pt", weights_only=True)["iter_num"]
+    assert proc.returncode != 0 and 0 < stopped_at < 160 and not (out / "results.json").exists()
+    assert stderr.count(f"error: stopped by SIGTERM at iteration {stopped_at}:") == 2, stderr[-2000:]
+    assert "terminate called" not in stderr, stderr[-2000:]
+    resumed = subprocess.run([*torchrun, f"--out_dir={out}", "--init_from=resume"], cwd=REPO, capture_output=True,
+                             text=True, timeout=300, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    ddp = json.loads((out / "results.json").read_text())
+    assert ddp["tokens_trained"] == single["tokens_trained"]
+    assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
+
+
+@pytest.mark.slow
 def test_torchrun_trains_a_config_as_written_on_4_ranks(char_dataset, tmp_path):
     """The documented `torchrun --standalone --nproc_per_node=K train.py config/X.py` with a config's own batch and
     accumulation (32 windows, accumulation 1: each of 4 ranks takes 8), on gloo; a budget of 2 steps."""

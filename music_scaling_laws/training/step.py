@@ -8,7 +8,7 @@ import sys
 import torch
 
 from music_scaling_laws import run_files
-from music_scaling_laws.errors import UserError
+from music_scaling_laws.errors import UserError, fail
 from music_scaling_laws.training.windows import spread_windows, windows_loss
 
 
@@ -121,20 +121,27 @@ def agree(flag, device, ddp, decider=None):
     return bool(value)
 
 
-def leave(ddp, lock):
-    """The end of a process: out_dir's lock is released and, under torchrun, every DDP rank leaves together and then
-    ends its process here, without Python's shutdown.
+def leave(ddp, lock, error=None):
+    """The end of a process, or of a run that stopped (error: the one line that says so): out_dir's lock is released
+    and, under torchrun, every DDP rank (all are at the same step: a stop is agreed) leaves together and then ends its
+    process here, without Python's shutdown, with exit status 0, or 1 after the error. Without DDP, an error is
+    fail(error).
 
-    Why not return: gloo's worker threads keep finished collectives (whose tensors hold Python objects) a moment after
-    they complete, and the DDP wrapper keeps the process group alive past destroy_process_group. A rank whose Python
-    began shutting down in that moment aborted ('terminate called without an active exception', SIGABRT) in about one
-    run in 20 of tests/test_train.py's 4-rank run on a loaded 2-core machine: the thread cannot take the GIL to drop
-    those objects. Every result is written by now, so the rank flushes its output and exits with 0."""
+    Why not let Python shut down: gloo's worker threads keep finished collectives (whose tensors hold Python objects)
+    a moment after they complete, and the DDP wrapper keeps the process group alive past destroy_process_group. A rank
+    whose Python began shutting down in that moment aborted ('terminate called without an active exception', SIGABRT)
+    in about one run in 20 of tests/test_train.py's 4-rank run on a loaded 2-core machine: the thread cannot take the
+    GIL to drop those objects. Everything the run writes is written by now."""
     if lock:
         lock.close()
-    if ddp:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    if not ddp:
+        if error:
+            fail(error)
+        return
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if error else 0)
