@@ -27,7 +27,8 @@ Safety: train.py writes only into a folder that is new, empty or one of its own 
 run is replaced only with --overwrite=True (its old evaluations go with it). A lock file stops a second
 train.py on the same out_dir (released by the kernel when a process dies, so a killed run never leaves it
 stuck). SIGTERM, SIGINT or SIGHUP (docker stop, pre-emption, Ctrl-C, a closed terminal) ends the run at the next
-step with a checkpoint and a one-line message; --init_from=resume continues exactly.
+step (under torchrun every rank at the same one; after the last step, once its checkpoint is written) with a
+checkpoint and a one-line message; --init_from=resume continues exactly.
 
 Speed: the training split lives on the device and a batch is one gather there (windows.py); the host
 waits for the device only where it must read a number (log lines, evaluations, checkpoints), so a step
