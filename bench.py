@@ -22,8 +22,8 @@ import train
 from music_scaling_laws.configurator import config_keys, configure
 from music_scaling_laws.errors import exit_on_user_error, fail
 from music_scaling_laws.data.dataset import TrainOrder, iteration_plan, load_dataset
-from music_scaling_laws.training.hardware import (choose_compile_mode, device_name, lookup_peak_flops, mfu,
-                                                  peak_memory_bytes, setup_device, synchronize)
+from music_scaling_laws.training.hardware import (device_name, lookup_peak_flops, mfu, peak_memory_bytes, setup_device,
+                                                  synchronize)
 from model import model_args_from_config
 from music_scaling_laws.training.step import accumulate_gradients, apply_gradients
 from music_scaling_laws.training.windows import Tokens, TrainBatches
@@ -54,7 +54,8 @@ def main(argv):
         plan = iteration_plan(c.batch_size, c.gradient_accumulation_steps, 0, 1, order)
         batches = TrainBatches(Tokens(data.split("train"), dev), order, c.batch_size, plan["windows_per_iter"])
 
-    model, fast_model, _, optimizer, scaler = train.build(c, model_args_from_config(cfg, vocab), dev, dtype_name)
+    model, fast_model, _, optimizer, scaler, compile_mode = train.build(c, model_args_from_config(cfg, vocab), dev,
+                                                                        dtype_name)
     accum = c.gradient_accumulation_steps
     tokens_per_iter = c.batch_size * c.block_size * accum
 
@@ -104,10 +105,7 @@ def main(argv):
         "threads": torch.get_num_threads(),
         "dtype": dtype_name,
         "compiled": fast_model is not model,
-        # the torch.compile mode train.build's compile_model chose ('auto': CUDA graphs for launch-bound GPT steps)
-        "compile_mode": choose_compile_mode(c.compile_mode, device_type, c.model_type,
-                                            model.flops_per_token() * c.batch_size * c.block_size, accum,
-                                            ) if fast_model is not model else None,
+        "compile_mode": compile_mode,  # the one compile_model chose ('auto': CUDA graphs for launch-bound GPT steps)
         "torch_version": torch.__version__,
         "date": datetime.date.today().isoformat(),
         "argv": argv,

@@ -33,8 +33,8 @@ checkpoint and a one-line message; --init_from=resume continues exactly.
 Speed: the training split lives on the device and a batch is one gather there (windows.py); the host
 waits for the device only where it must read a number (log lines, evaluations, checkpoints), so a step
 queues its work and returns. Evaluations run the uncompiled model, which costs no second compilation.
-Throughput figures leave the first step of a process (compilation, warm-up) out and report it as
-compile_time_s.
+Throughput figures leave the first step of a process (compilation, warm-up; under CUDA graphs the second too,
+which records them) out and report it as compile_time_s.
 
 Progress: a tqdm bar on a terminal; into a log (nohup, SLURM, a pipe) a plain line every PROGRESS_INTERVAL_S
 seconds (default 30) with the iteration, tokens, loss and tokens/s (progress.py).
@@ -53,7 +53,7 @@ from music_scaling_laws.progress import progress_bar
 from music_scaling_laws.training import settings
 from music_scaling_laws.training.checkpoint import claim_out_dir, save_checkpoint
 from music_scaling_laws.training.hardware import (compile_model, cuda_graph_skips, lookup_peak_flops, mfu,
-                                                  peak_memory_bytes, setup_device)
+                                                  peak_memory_bytes, setup_device, warmup_steps)
 from music_scaling_laws.training.loop_state import LoopState, StopSignals, start_progress
 from music_scaling_laws.training.run_output import append_log, open_log, print_plan, run_results, write_results
 from music_scaling_laws.training.schedule import load_plan, lr_at
@@ -141,8 +141,9 @@ def build(c, model_args, device, dtype_name, state=None, ddp=False, local_rank=0
     """What trains, as train.py and bench.py both train it: the model of model_args with seed's initial weights
     (the same on every rank) or a checkpoint's (state), on device; AdamW (model.configure_optimizer); the
     GradScaler (float16 only); torch.compile where the compile knob asks (hardware.compile_model); DDP around it
-    under torchrun. Returns (raw_model, fast_model, train_model, optimizer, scaler): raw_model holds the weights
-    (evaluations, checkpoints, clipping), fast_model is it compiled or itself, train_model what a step calls."""
+    under torchrun. Returns (raw_model, fast_model, train_model, optimizer, scaler, compile_mode): raw_model holds the
+    weights (evaluations, checkpoints, clipping), fast_model is it compiled (in compile_mode) or itself (None),
+    train_model what a step calls."""
     device_type = torch.device(device).type
     torch.manual_seed(c.seed)
     raw_model = build_model(c.model_type, **model_args)
@@ -151,12 +152,13 @@ def build(c, model_args, device, dtype_name, state=None, ddp=False, local_rank=0
     raw_model.to(device)
     optimizer = configure_optimizer(raw_model, c.learning_rate, c.weight_decay, (c.beta1, c.beta2), device_type)
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype_name == "float16"))
-    fast_model = train_model = compile_model(raw_model, c.compile, c.compile_mode, device_type,
+    fast_model, compile_mode = compile_model(raw_model, c.compile, c.compile_mode, device_type,
                                              c.batch_size * c.block_size, c.gradient_accumulation_steps)
+    train_model = fast_model
     if ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
         train_model = DDP(fast_model, device_ids=[local_rank] if device_type == "cuda" else None)
-    return raw_model, fast_model, train_model, optimizer, scaler
+    return raw_model, fast_model, train_model, optimizer, scaler, compile_mode
 
 
 @exit_on_user_error
@@ -203,7 +205,7 @@ def train_run(argv, defaults, stop):
     # model and optimizer, from scratch or from the checkpoint
     model_args = ckpt["model_args"] if ckpt else model_args_from_config(cfg, data.vocab_size)
     graph_skips_before = cuda_graph_skips()  # a study's worker runs many trainings in one process
-    raw_model, fast_model, train_model, optimizer, scaler = build(c, model_args, dev, dtype_name,
+    raw_model, fast_model, train_model, optimizer, scaler, compile_mode = build(c, model_args, dev, dtype_name,
                                                                   ckpt and ckpt["model"], ddp, local_rank)
     progress = start_progress(ckpt, c, optimizer, scaler, total_iters, rank, world_size, device_type)
     ckpt = None  # free the checkpoint's copy of the weights
@@ -223,7 +225,7 @@ def train_run(argv, defaults, stop):
     log = (lambda entry: append_log(log_path, entry, wandb, flops_per_token)) if master else (lambda entry: None)
 
     # the training loop
-    s = LoopState.start(progress, t_start, dev, device_type)
+    s = LoopState.start(progress, t_start, dev, device_type, warmup_steps(compile_mode))
 
     def stopped(at):  # every rank stops at the same step: each rank's stop is agreed
         pbar.close()

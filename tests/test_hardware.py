@@ -11,7 +11,8 @@ from helpers import REPO
 from model import build_model
 from music_scaling_laws.training import hardware
 from music_scaling_laws.training.compile_cache import compile_cache_dir
-from music_scaling_laws.training.hardware import choose_compile_mode, compile_model
+from music_scaling_laws.training.hardware import choose_compile_mode, compile_model, warmup_steps
+from music_scaling_laws.training.loop_state import LoopState
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,13 +49,31 @@ def test_auto_chooses_cuda_graphs_for_the_launch_bound_gpt_configs_on_cuda_only(
         assert choose_compile_mode(mode, "cpu", "lstm", 1e15) == mode
 
 
+@pytest.mark.parametrize("resumed_at", [0, 40])
+def test_the_step_that_records_the_cuda_graphs_is_not_counted_as_a_steady_one(resumed_at):
+    """Under 'reduce-overhead' the first step compiles and warms up and the second records the CUDA graphs: both
+    go to compile_time_s, so tokens_per_s is the replayed steps' (as bench.py's after its warm-up); without CUDA
+    graphs only the first step is set apart. The count starts where this process starts, a resume included."""
+    assert [warmup_steps(m) for m in ("reduce-overhead", "default", "max-autotune", None)] == [2, 1, 1, 1]
+    for mode, steady_from in (("reduce-overhead", 3), ("default", 2)):
+        progress = {"iter_num": resumed_at, "compile_time_s": 0.0, "steady_time_s": 0.0, "steady_tokens": 0,
+                    "wall_time_s": 0.0}
+        state = LoopState.start(progress, 0.0, "cpu", "cpu", warmup_steps(mode))
+        counted = []
+        for _ in range(4):
+            state.stepped(100)
+            counted.append(state.interval_tokens)
+        assert counted == [100 * max(0, i - steady_from + 1) for i in range(1, 5)], mode
+        assert progress["compile_time_s"] > 0
+
+
 def test_compiling_on_cpu_is_unchanged_by_the_auto_mode(monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "compile", lambda model, mode=None: calls.append(mode) or model)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/kept")
     model, tokens, _ = config_model("gpt_small")
-    assert compile_model(model, "auto", "auto", "cpu", tokens) is model and calls == []  # auto: CUDA only
-    compile_model(model, "True", "auto", "cpu", tokens)
+    assert compile_model(model, "auto", "auto", "cpu", tokens) == (model, None) and calls == []  # auto: CUDA only
+    assert compile_model(model, "True", "auto", "cpu", tokens) == (model, "default")
     compile_model(model, "True", "default", "cpu", tokens)
     assert calls == [None, None]  # torch.compile's default mode, as before 'auto' existed
 
@@ -85,7 +104,7 @@ from model import build_model
 from music_scaling_laws.training.hardware import compile_model
 model = build_model("gpt", n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=20)
 idx = torch.zeros(2, 8, dtype=torch.long)
-compile_model(model, "True", "auto", "cpu", 16)(idx, idx)[1].backward()
+compile_model(model, "True", "auto", "cpu", 16)[0](idx, idx)[1].backward()
 print(json.dumps(dict(counters["inductor"])))
 """
 

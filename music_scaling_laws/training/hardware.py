@@ -90,21 +90,28 @@ def choose_compile_mode(compile_mode, device_type, model_type="gpt", flops_per_c
     return "default"
 
 
+def warmup_steps(compile_mode):
+    """The optimizer steps of a process that come before its steady state: the first (compilation, warm-up) and,
+    under compile_mode 'reduce-overhead', the second too, in which CUDA graph trees record the graphs that the
+    third and later steps replay (the first call of a compiled function runs as a warm-up, the next one records)."""
+    return 2 if compile_mode == "reduce-overhead" else 1
+
+
 def compile_model(model, compile, compile_mode, device_type, batch_tokens=0, micro_steps=1):
     """model under torch.compile where the compile knob asks for it: 'auto' on CUDA only, where faster steps
     pay for the compile time; 'True' on any device (on CPU through inductor's C++ backend, which needs a C/C++
     compiler, as Triton on CUDA does: the Docker image has one); 'False' never. compile_mode 'auto' is resolved by
     choose_compile_mode from the model's FLOPs per micro-batch of batch_tokens tokens. The compile cache lives in
-    compile_cache.compile_cache_dir(). Returns the model to train."""
+    compile_cache.compile_cache_dir(). Returns (the model to train, the mode it was compiled in or None)."""
     check_compile(compile)
     if not (device_type == "cuda" if compile == "auto" else COMPILE_CHOICES[compile]):
-        return model
+        return model, None
     compile_cache_dir()  # before compiling: where the kernels are read from and written to
     flops = model.flops_per_token() * batch_tokens if hasattr(model, "flops_per_token") else 0.0
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     mode = choose_compile_mode(compile_mode, device_type, getattr(model, "model_type", ""), flops, micro_steps,
                                distributed)
-    return torch.compile(model, mode=None if mode == "default" else mode)
+    return torch.compile(model, mode=None if mode == "default" else mode), mode
 
 
 def cuda_graph_skips():

@@ -97,13 +97,16 @@ class LoopState:
     last_ckpt: float = field(default_factory=time.time)  # when the last checkpoint was written (or the loop began)
     ckpt_due: bool = False      # ckpt_interval_s has passed on rank 0's clock: checkpoint before the next step
     stop_now: bool = False      # a stop signal (to any rank): checkpoint and stop before the next step
+    warmup_steps: int = 1       # this process's first steps, timed apart (hardware.warmup_steps)
 
     @classmethod
-    def start(cls, progress, t_start, device, device_type):
-        """The state at the start of this process's loop: at progress's iteration, the clock running."""
+    def start(cls, progress, t_start, device, device_type, warmup_steps=1):
+        """The state at the start of this process's loop: at progress's iteration, the clock running; its first
+        warmup_steps steps are timed apart from the steady ones."""
         bad = torch.tensor([-1.0, 0.0], dtype=torch.float64, device=device)
         return cls(progress, StepClock(device_type), t_start, progress["iter_num"], progress["iter_num"],
-                   progress["wall_time_s"], bad, progress["compile_time_s"] + progress["steady_time_s"])
+                   progress["wall_time_s"], bad, progress["compile_time_s"] + progress["steady_time_s"],
+                   warmup_steps=warmup_steps)
 
     def train_loss(self):
         """The last step's loss (the host waits for it), or the checkpoint's when this process has made no step."""
@@ -125,9 +128,10 @@ class LoopState:
             ckpt_interval and self.iter_num % ckpt_interval == 0)))
 
     def stepped(self, tokens_per_iter):
-        """Count an optimizer step; the first of a process (compilation, warm-up) goes to compile_time_s."""
+        """Count an optimizer step; the first warmup_steps of a process (compilation, warm-up, recording CUDA
+        graphs) go to compile_time_s."""
         self.iter_num += 1
-        if self.iter_num == self.start_iter + 1:
+        if self.iter_num <= self.start_iter + self.warmup_steps:
             self.clock.stop()
             self.progress["compile_time_s"] += self.clock.take()
             self.clock.start()
