@@ -164,7 +164,8 @@ def build(c, model_args, device, dtype_name, state=None, ddp=False, local_rank=0
 @exit_on_user_error
 def main(argv=None, **defaults):
     """Train with the module defaults, updated by defaults (train_rnn.py's LSTM ones), config files
-    and --key=value in argv. Returns the results dict (on rank 0; None on other DDP ranks)."""
+    and --key=value in argv. Returns the results dict; under torchrun no rank returns: each ends its process once
+    the run is written (step.leave)."""
     # the stop signals are caught from the start: one that arrives while the run sets up (a study stopped the moment
     # its training began) stops it at its first step boundary, with a checkpoint, like one during training
     stop = StopSignals()
@@ -225,10 +226,12 @@ def train_run(argv, defaults, stop):
     log = (lambda entry: append_log(log_path, entry, wandb, flops_per_token)) if master else (lambda entry: None)
 
     # the training loop
-    s = LoopState.start(progress, t_start, dev, device_type, warmup_steps(compile_mode))
+    s = LoopState.start(progress, t_start, dev, device_type, warmup_steps(compile_mode, device_type))
 
     def stopped(at):  # every rank stops at the same step: each rank's stop is agreed
         pbar.close()
+        if wandb is not None:  # a resume continues the same wandb run (start_training_run)
+            wandb.finish(exit_code=1)
         leave(ddp, lock, f"stopped by {stop.received or 'a signal to another rank'} at iteration {at}: {ckpt_path} "
                          f"holds the run; continue it with --out_dir={c.out_dir} --init_from=resume")
 
@@ -297,9 +300,9 @@ def train_run(argv, defaults, stop):
         checkpoint(run_files.branch_checkpoint_path(c.out_dir, budget))
     # a stop that came during the last step or while its checkpoints were written stops here, every rank alike (a
     # resume then only evaluates); from here on a signal acts as usual, and the checkpoint holds the whole training
+    stop.restore()
     if agree(stop.received is not None, dev, ddp):
         stopped(s.iter_num)
-    stop.restore()
     val_loss, val_targets = exact_loss(raw_model, data.split("val"), data.eot_id, c.block_size, c.batch_size, dev, ctx,
                                        rank=rank, world_size=world_size)
     train_loss = estimate_loss(raw_model, train_tokens, c, ctx, rank, world_size)

@@ -51,14 +51,17 @@ def test_auto_chooses_cuda_graphs_for_the_launch_bound_gpt_configs_on_cuda_only(
 
 @pytest.mark.parametrize("resumed_at", [0, 40])
 def test_the_step_that_records_the_cuda_graphs_is_not_counted_as_a_steady_one(resumed_at):
-    """Under 'reduce-overhead' the first step compiles and warms up and the second records the CUDA graphs: both
-    go to compile_time_s, so tokens_per_s is the replayed steps' (as bench.py's after its warm-up); without CUDA
-    graphs only the first step is set apart. The count starts where this process starts, a resume included."""
-    assert [warmup_steps(m) for m in ("reduce-overhead", "default", "max-autotune", None)] == [2, 1, 1, 1]
+    """Under 'reduce-overhead' (and 'max-autotune') on CUDA the first step compiles and warms up and the second
+    records the CUDA graphs: both go to compile_time_s, so tokens_per_s is the replayed steps' (as bench.py's after
+    its warm-up); without CUDA graphs only the first step is set apart. The count starts where this process starts,
+    a resume included."""
+    modes = ("reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "default", None)
+    assert [warmup_steps(m, "cuda") for m in modes] == [2, 2, 1, 1, 1]
+    assert [warmup_steps(m, "cpu") for m in modes] == [1] * 5  # no CUDA graphs off CUDA
     for mode, steady_from in (("reduce-overhead", 3), ("default", 2)):
         progress = {"iter_num": resumed_at, "compile_time_s": 0.0, "steady_time_s": 0.0, "steady_tokens": 0,
                     "wall_time_s": 0.0}
-        state = LoopState.start(progress, 0.0, "cpu", "cpu", warmup_steps(mode))
+        state = LoopState.start(progress, 0.0, "cpu", "cpu", warmup_steps(mode, "cuda"))
         counted = []
         for _ in range(4):
             state.stepped(100)

@@ -90,11 +90,15 @@ def choose_compile_mode(compile_mode, device_type, model_type="gpt", flops_per_c
     return "default"
 
 
-def warmup_steps(compile_mode):
+def warmup_steps(compile_mode, device_type):
     """The optimizer steps of a process that come before its steady state: the first (compilation, warm-up) and,
-    under compile_mode 'reduce-overhead', the second too, in which CUDA graph trees record the graphs that the
-    third and later steps replay (the first call of a compiled function runs as a warm-up, the next one records)."""
-    return 2 if compile_mode == "reduce-overhead" else 1
+    where the model was compiled in a mode that takes CUDA graphs on CUDA (inductor's 'triton.cudagraphs' option:
+    'reduce-overhead', 'max-autotune'), the second too, in which CUDA graph trees record the graphs that the third
+    and later steps replay (the first call of a compiled function runs as a warm-up, the next one records)."""
+    if compile_mode is None or device_type != "cuda":
+        return 1
+    from torch._inductor import list_mode_options
+    return 2 if list_mode_options().get(compile_mode, {}).get("triton.cudagraphs") else 1
 
 
 def compile_model(model, compile, compile_mode, device_type, batch_tokens=0, micro_steps=1):

@@ -88,7 +88,7 @@ class LoopState:
     clock: StepClock            # seconds of training steps only
     t_start: float              # time.time() when this process started
     iter_num: int               # optimizer steps done
-    start_iter: int             # where this process began: its first step (compilation, warm-up) is timed apart
+    start_iter: int             # where this process began: its first warmup_steps (compilation, ...) are timed apart
     wall_before: float          # wall-clock seconds of the run before this process (a resume's)
     bad: torch.Tensor           # note_divergence's [first non-finite iteration, its loss], on the device
     steps_before: float = 0.0   # train_time_s of the run before this process (a resume's, a branch's trunk)

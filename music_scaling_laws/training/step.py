@@ -131,7 +131,7 @@ def leave(ddp, lock, error=None):
     a moment after they complete, and the DDP wrapper keeps the process group alive past destroy_process_group. A rank
     whose Python began shutting down in that moment aborted ('terminate called without an active exception', SIGABRT)
     in about one run in 20 of tests/test_train.py's 4-rank run on a loaded 2-core machine: the thread cannot take the
-    GIL to drop those objects. Everything the run writes is written by now."""
+    GIL to drop those objects. Everything the run writes is written by now (a stop has closed its wandb run)."""
     if lock:
         lock.close()
     if not ddp:
