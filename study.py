@@ -277,9 +277,6 @@ def forecast_inputs(cfg):
         fail(f"forecast: cannot read {source} as JSON ({e})")
     if not isinstance(fit, dict) or not all(isinstance(v, dict) for v in fit.values()):
         fail(f"forecast: {source} is not a study's fit.json")
-    for key in ("forecast_studies", "forecast_bootstrap"):
-        if cfg[key] < 1:
-            fail(f"{key} must be at least 1, got {cfg[key]}")
     return fit, parse_noise(cfg["forecast_noise"])
 
 

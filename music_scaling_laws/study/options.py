@@ -47,7 +47,8 @@ def parse_runs(text):
 
 def check_config(cfg):
     """Settings no study can use: one line now rather than a failure hours into the study."""
-    for key in ("num_samples", "samples_per_prompt", "reference_tunes", "max_new_tokens", "estimate_steps"):
+    for key in ("num_samples", "samples_per_prompt", "reference_tunes", "max_new_tokens", "estimate_steps",
+                "forecast_studies", "forecast_bootstrap"):
         if cfg[key] < 1:
             raise UserError(f"{key} must be at least 1, got {cfg[key]}")
     if cfg["stop_after"] not in ("", "prepare", "train"):
